@@ -1,0 +1,62 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+let package = Package(
+    name: "ferry",
+    platforms: [.macOS(.v13)],
+    products: [
+        .executable(name: "ferry", targets: ["ferry"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-system", from: "1.8.1"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
+    ],
+    targets: [
+        // System-library shims: one module map and shim header each; C types stay internal.
+        .systemLibrary(name: "CCurl", pkgConfig: "libcurl", providers: [.apt(["libcurl4-openssl-dev"])]),
+        .systemLibrary(name: "CYAML", pkgConfig: "yaml-0.1", providers: [.apt(["libyaml-dev"])]),
+        .systemLibrary(name: "CCrypto", pkgConfig: "libcrypto", providers: [.apt(["libssl-dev"])]),
+        .systemLibrary(name: "CSQLite", pkgConfig: "sqlite3", providers: [.apt(["libsqlite3-dev"])]),
+
+        .target(name: "FerryConfig", dependencies: [
+            "CYAML",
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+        .target(name: "FerryWatch", dependencies: [
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "SystemPackage", package: "swift-system"),
+        ]),
+        .target(name: "FerryAWS", dependencies: [
+            "CCurl", "CCrypto",
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+        .target(name: "FerryStore", dependencies: [
+            "CSQLite",
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+        .target(name: "FerryEngine", dependencies: [
+            "FerryConfig", "FerryWatch", "FerryAWS", "FerryStore",
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+        ]),
+        .executableTarget(name: "ferry", dependencies: [
+            "FerryEngine", "FerryConfig",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+
+        // Shared by the test targets: starting the emulator and sshd, temp folders, running the binary.
+        .target(name: "FerryTestSupport", path: "Tests/FerryTestSupport"),
+
+        .testTarget(name: "FerryConfigTests", dependencies: ["FerryConfig", "FerryTestSupport"],
+                    resources: [.copy("Fixtures")]),
+        .testTarget(name: "FerryWatchTests", dependencies: ["FerryWatch", "FerryTestSupport"]),
+        .testTarget(name: "FerryAWSTests", dependencies: ["FerryAWS", "FerryTestSupport"]),
+        .testTarget(name: "FerryStoreTests", dependencies: ["FerryStore", "FerryTestSupport"]),
+        .testTarget(name: "FerryEngineTests", dependencies: ["FerryEngine", "FerryTestSupport"]),
+        .testTarget(name: "EndToEndTests", dependencies: ["FerryTestSupport"]),
+    ],
+    swiftLanguageModes: [.v6]
+)

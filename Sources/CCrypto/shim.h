@@ -1,0 +1,8 @@
+#ifndef CCrypto_SHIM_H
+#define CCrypto_SHIM_H
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <openssl/sha.h>
+#include <openssl/md5.h>
+#include <openssl/rand.h>
+#endif

@@ -1,0 +1,5 @@
+/// Namespace for the FerryWatch module.
+public enum FerryWatchModule {
+    /// The module's name, used in log labels.
+    public static let name = "FerryWatch"
+}

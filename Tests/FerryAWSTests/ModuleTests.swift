@@ -1,0 +1,6 @@
+import Testing
+@testable import FerryAWS
+
+@Test func moduleIsNamed() {
+    #expect(FerryAWSModule.name == "FerryAWS")
+}

@@ -1,0 +1,6 @@
+import Testing
+@testable import FerryConfig
+
+@Test func moduleIsNamed() {
+    #expect(FerryConfigModule.name == "FerryConfig")
+}

@@ -1,0 +1,6 @@
+import Testing
+@testable import FerryStore
+
+@Test func moduleIsNamed() {
+    #expect(FerryStoreModule.name == "FerryStore")
+}

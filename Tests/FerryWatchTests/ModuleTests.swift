@@ -1,0 +1,6 @@
+import Testing
+@testable import FerryWatch
+
+@Test func moduleIsNamed() {
+    #expect(FerryWatchModule.name == "FerryWatch")
+}
