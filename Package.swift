@@ -20,11 +20,14 @@ let package = Package(
         .systemLibrary(name: "CCrypto", pkgConfig: "libcrypto", providers: [.apt(["libssl-dev"])]),
         .systemLibrary(name: "CSQLite", pkgConfig: "sqlite3", providers: [.apt(["libsqlite3-dev"])]),
 
+        // Glob patterns shared by the rules validator and the watcher; depends on nothing.
+        .target(name: "FerryGlob"),
         .target(name: "FerryConfig", dependencies: [
-            "CYAML",
+            "CYAML", "FerryGlob",
             .product(name: "Logging", package: "swift-log"),
         ]),
         .target(name: "FerryWatch", dependencies: [
+            "FerryGlob",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "SystemPackage", package: "swift-system"),
         ]),
@@ -52,6 +55,7 @@ let package = Package(
 
         .testTarget(name: "FerryConfigTests", dependencies: ["FerryConfig", "FerryTestSupport"],
                     resources: [.copy("Fixtures")]),
+        .testTarget(name: "FerryGlobTests", dependencies: ["FerryGlob"]),
         .testTarget(name: "FerryWatchTests", dependencies: ["FerryWatch", "FerryTestSupport"]),
         .testTarget(name: "FerryAWSTests", dependencies: ["FerryAWS", "FerryTestSupport"]),
         .testTarget(name: "FerryStoreTests", dependencies: ["FerryStore", "FerryTestSupport"]),
