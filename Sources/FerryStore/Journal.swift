@@ -1,0 +1,499 @@
+import Foundation
+import Logging
+
+/// Where an outbound file is in its journey. Each value is committed before the next external action.
+public enum OutboundState: String, Sendable, CaseIterable {
+    /// Complete on disk, not yet uploaded.
+    case detected
+    /// Uploaded to S3 staging; waiting for a batch.
+    case staged
+    /// In a batch whose StartFileTransfer may or may not have reached AWS.
+    case submitting
+    /// StartFileTransfer answered with a TransferId; being tracked.
+    case submitted
+    /// The partner has it; after_send not yet done.
+    case completed
+    /// after_send done: the end of a successful journey.
+    case disposed
+    /// The last transfer failed; waiting for its retry.
+    case failed
+    /// Out of retries; moved to `.ferry/failed/` with a reason file.
+    case quarantined
+    /// Changed or vanished before upload; the watcher reports the new version if there is one.
+    case dropped
+}
+
+/// One version of one local file, as the journal knows it.
+public struct OutboundFile: Sendable, Equatable {
+    public var id: Int64
+    public var rule: String
+    public var path: String
+    public var relativePath: String
+    public var device: UInt64
+    public var inode: UInt64
+    public var size: Int64
+    public var mtimeNanoseconds: Int64
+    public var state: OutboundState
+    public var remoteDirectory: String?
+    public var bucket: String?
+    public var key: String?
+    public var checksum: String?
+    public var batchID: Int64?
+    public var transferID: String?
+    public var attempts: Int
+    public var lastError: String?
+    public var nextAttemptAt: Date?
+    public var createdAt: Date
+    public var updatedAt: Date
+}
+
+/// A file the engine has just seen complete, before the journal gives it an id.
+public struct NewOutboundFile: Sendable, Equatable {
+    public var rule: String
+    public var path: String
+    public var relativePath: String
+    public var device: UInt64
+    public var inode: UInt64
+    public var size: Int64
+    public var mtimeNanoseconds: Int64
+    public var remoteDirectory: String?
+
+    public init(rule: String, path: String, relativePath: String, device: UInt64, inode: UInt64,
+                size: Int64, mtimeNanoseconds: Int64, remoteDirectory: String?) {
+        self.rule = rule
+        self.path = path
+        self.relativePath = relativePath
+        self.device = device
+        self.inode = inode
+        self.size = size
+        self.mtimeNanoseconds = mtimeNanoseconds
+        self.remoteDirectory = remoteDirectory
+    }
+}
+
+/// Where a batch is: `submitting` until StartFileTransfer answers, `submitted` while tracked, then `finished`.
+public enum BatchState: String, Sendable {
+    case submitting, submitted, finished
+}
+
+/// Up to ten files sent with one StartFileTransfer.
+public struct OutboundBatch: Sendable, Equatable {
+    public var id: Int64
+    public var rule: String
+    public var connector: String
+    public var connectorID: String
+    public var remoteDirectory: String?
+    public var state: BatchState
+    public var transferID: String?
+    public var fileIDs: [Int64]
+    public var createdAt: Date
+}
+
+/// The outcome of one file of a tracked transfer.
+public enum FileOutcome: Sendable, Equatable {
+    case completed
+    case failed(code: String, message: String)
+}
+
+/// The SQLite journal at `<state_dir>/journal.db`: every file's and transfer's state, crash-safe.
+///
+/// WAL mode with `synchronous=FULL`: every commit is on disk before `commit()` returns, so even a power
+/// cut cannot forget that a batch was submitted (which would send it twice). The cost — one fsync per
+/// transaction — is kept low by grouping a burst's state changes into few transactions; a `kill -9`
+/// alone would be safe with NORMAL, a power cut would not.
+public final class Journal: @unchecked Sendable {
+    /// The journal file.
+    public let path: String
+    private let lock = NSLock()
+    private let connection: SQLiteConnection
+    private let logger: Logger
+    private let now: @Sendable () -> Date
+
+    /// The schema this build writes; older journals are migrated forward on open.
+    public static let schemaVersion = 1
+
+    /// Opens (creating if needed) the journal in `directory`, checks its integrity and migrates it.
+    public init(directory: String, logger: Logger, now: @escaping @Sendable () -> Date = { Date() }) throws {
+        do {
+            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true,
+                                                    attributes: [.posixPermissions: 0o750])
+        } catch {
+            throw JournalError(code: -1, message: "cannot create state_dir \(directory): \(error.localizedDescription) — create it and make it writable by the user ferry runs as")
+        }
+        path = directory.hasSuffix("/") ? directory + "journal.db" : directory + "/journal.db"
+        self.logger = logger
+        self.now = now
+        connection = try SQLiteConnection(path: path, readOnly: false)
+        try connection.execute("PRAGMA journal_mode=WAL")
+        try connection.execute("PRAGMA synchronous=FULL")
+        try connection.execute("PRAGMA foreign_keys=ON")
+        let check = try connection.statement("PRAGMA quick_check").query { $0.text(0) ?? "" }
+        guard check == ["ok"] else {
+            throw JournalError(code: -1, message: "the journal \(path) is damaged (\(check.prefix(3).joined(separator: "; "))) — stop ferry, move the file aside and start again; files already sent may then be sent again")
+        }
+        try migrate()
+    }
+
+    /// Opens an existing journal read-only, for `ferry status` while the daemon runs.
+    public init(readOnlyAt path: String, logger: Logger) throws {
+        guard FileManager.default.fileExists(atPath: path) else {
+            throw JournalError(code: -1, message: "no journal at \(path) — has ferry run with this state_dir yet?")
+        }
+        self.path = path
+        self.logger = logger
+        self.now = { Date() }
+        connection = try SQLiteConnection(path: path, readOnly: true)
+    }
+
+    private func migrate() throws {
+        try connection.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+        let current = try connection.statement("SELECT max(version) FROM schema_version").query { $0.optionalInt(0) }.first ?? nil
+        let from = Int(current ?? 0)
+        if from > Self.schemaVersion {
+            throw JournalError(code: -1, message: "the journal \(path) has schema \(from), newer than this ferry understands (\(Self.schemaVersion)) — run the newer ferry, or restore its journal backup")
+        }
+        for version in (from + 1)..<(Self.schemaVersion + 1) {
+            try connection.transaction {
+                for statement in Self.migrations[version - 1] { try connection.execute(statement) }
+                try connection.statement("INSERT INTO schema_version(version) VALUES (?)").run([.integer(Int64(version))])
+            }
+            logger.info("journal migrated", metadata: ["journal.path": "\(path)", "journal.schema": "\(version)"])
+        }
+    }
+
+    /// Forward migrations; index i brings the schema from version i to i+1. Never edit a released one.
+    static let migrations: [[String]] = [
+        [
+            """
+            CREATE TABLE outbound_files (
+                id INTEGER PRIMARY KEY,
+                rule TEXT NOT NULL, path TEXT NOT NULL, relative_path TEXT NOT NULL,
+                device INTEGER NOT NULL, inode INTEGER NOT NULL, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL,
+                state TEXT NOT NULL, remote_dir TEXT,
+                bucket TEXT, s3_key TEXT, checksum TEXT,
+                batch_id INTEGER, transfer_id TEXT,
+                attempts INTEGER NOT NULL DEFAULT 0, last_error TEXT, next_attempt_at REAL,
+                created_at REAL NOT NULL, updated_at REAL NOT NULL,
+                UNIQUE (rule, path, device, inode, size, mtime_ns)
+            )
+            """,
+            "CREATE INDEX outbound_files_state ON outbound_files(state, rule)",
+            """
+            CREATE TABLE outbound_batches (
+                id INTEGER PRIMARY KEY,
+                rule TEXT NOT NULL, connector TEXT NOT NULL, connector_id TEXT NOT NULL, remote_dir TEXT,
+                state TEXT NOT NULL, transfer_id TEXT,
+                created_at REAL NOT NULL, updated_at REAL NOT NULL
+            )
+            """,
+            "CREATE INDEX outbound_batches_state ON outbound_batches(state)",
+            "CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL)",
+            """
+            CREATE TABLE inbound_files (
+                id INTEGER PRIMARY KEY,
+                rule TEXT NOT NULL, remote_path TEXT NOT NULL, size INTEGER, modified TEXT,
+                state TEXT NOT NULL, bucket TEXT, s3_key TEXT, local_path TEXT,
+                batch_id INTEGER, transfer_id TEXT, attempts INTEGER NOT NULL DEFAULT 0, last_error TEXT,
+                next_attempt_at REAL, created_at REAL NOT NULL, updated_at REAL NOT NULL,
+                UNIQUE (rule, remote_path, size, modified)
+            )
+            """,
+            "CREATE INDEX inbound_files_state ON inbound_files(state, rule)",
+            """
+            CREATE TABLE inbound_polls (
+                rule TEXT PRIMARY KEY, started_at REAL, finished_at REAL, result TEXT, error TEXT,
+                next_at REAL, seen TEXT
+            )
+            """,
+        ],
+    ]
+
+    func locked<T>(_ body: () throws -> T) rethrows -> T {
+        lock.lock()
+        defer { lock.unlock() }
+        return try body()
+    }
+
+    var timestamp: Double { now().timeIntervalSince1970 }
+
+    static let fileColumns = """
+        id, rule, path, relative_path, device, inode, size, mtime_ns, state, remote_dir, bucket, s3_key, checksum,
+        batch_id, transfer_id, attempts, last_error, next_attempt_at, created_at, updated_at
+        """
+
+    static func decodeFile(_ row: Row) -> OutboundFile {
+        OutboundFile(
+            id: row.int(0), rule: row.text(1) ?? "", path: row.text(2) ?? "", relativePath: row.text(3) ?? "",
+            device: UInt64(bitPattern: row.int(4)), inode: UInt64(bitPattern: row.int(5)), size: row.int(6),
+            mtimeNanoseconds: row.int(7), state: OutboundState(rawValue: row.text(8) ?? "") ?? .dropped,
+            remoteDirectory: row.text(9), bucket: row.text(10), key: row.text(11), checksum: row.text(12),
+            batchID: row.optionalInt(13), transferID: row.text(14), attempts: Int(row.int(15)),
+            lastError: row.text(16), nextAttemptAt: row.optionalDouble(17).map(Date.init(timeIntervalSince1970:)),
+            createdAt: Date(timeIntervalSince1970: row.double(18)), updatedAt: Date(timeIntervalSince1970: row.double(19)))
+    }
+
+    // MARK: Outbound files
+
+    /// Journals newly complete files in one transaction; returns only those not already journaled as the
+    /// same version (so restarts and rescans never queue a file twice).
+    public func recordDetected(_ files: [NewOutboundFile]) throws -> [OutboundFile] {
+        guard !files.isEmpty else { return [] }
+        return try locked {
+            try connection.transaction {
+                let insert = try connection.statement("""
+                    INSERT OR IGNORE INTO outbound_files
+                    (rule, path, relative_path, device, inode, size, mtime_ns, state, remote_dir, created_at, updated_at)
+                    VALUES (?, ?, ?, ?, ?, ?, ?, 'detected', ?, ?, ?)
+                    """)
+                let select = try connection.statement("SELECT \(Self.fileColumns) FROM outbound_files WHERE id = ?")
+                var inserted: [OutboundFile] = []
+                let time = timestamp
+                for file in files {
+                    try insert.run([.text(file.rule), .text(file.path), .text(file.relativePath),
+                                    .integer(Int64(bitPattern: file.device)), .integer(Int64(bitPattern: file.inode)),
+                                    .integer(file.size), .integer(file.mtimeNanoseconds),
+                                    file.remoteDirectory.map(SQLValue.text) ?? .null, .real(time), .real(time)])
+                    if connection.changes == 1 {
+                        inserted += try select.query([.integer(connection.lastInsertRowID)], Self.decodeFile)
+                    }
+                }
+                return inserted
+            }
+        }
+    }
+
+    /// Whether this exact version of the file is already journaled for the rule, in any state but `dropped`.
+    public func isKnown(rule: String, path: String, device: UInt64, inode: UInt64, size: Int64, mtimeNanoseconds: Int64) throws -> Bool {
+        try locked {
+            try connection.statement("""
+                SELECT count(*) FROM outbound_files WHERE rule = ? AND path = ? AND device = ? AND inode = ?
+                AND size = ? AND mtime_ns = ? AND state != 'dropped'
+                """).query([.text(rule), .text(path), .integer(Int64(bitPattern: device)), .integer(Int64(bitPattern: inode)),
+                            .integer(size), .integer(mtimeNanoseconds)]) { $0.int(0) }.first ?? 0 > 0
+        }
+    }
+
+    /// Records that a file's bytes are in S3 staging.
+    public func markStaged(_ id: Int64, bucket: String, key: String, checksum: String) throws {
+        try locked {
+            try connection.statement("""
+                UPDATE outbound_files SET state = 'staged', bucket = ?, s3_key = ?, checksum = ?, updated_at = ? WHERE id = ?
+                """).run([.text(bucket), .text(key), .text(checksum), .real(timestamp), .integer(id)])
+        }
+    }
+
+    /// Records that a file changed or vanished before it could be uploaded.
+    public func markDropped(_ id: Int64, reason: String) throws {
+        try setState([id], .dropped, error: reason)
+    }
+
+    /// Records after_send as done.
+    public func markDisposed(_ ids: [Int64]) throws {
+        try setState(ids, .disposed, error: nil)
+    }
+
+    /// Records a file as out of retries and moved aside.
+    public func markQuarantined(_ id: Int64, reason: String) throws {
+        try setState([id], .quarantined, error: reason)
+    }
+
+    /// Puts failed (or never-submitted) files back to `staged`, eligible again at `after`.
+    public func requeue(_ ids: [Int64], after: Date, error: String?) throws {
+        guard !ids.isEmpty else { return }
+        try locked {
+            try connection.transaction {
+                let update = try connection.statement("""
+                    UPDATE outbound_files SET state = 'staged', batch_id = NULL, transfer_id = NULL, next_attempt_at = ?,
+                    last_error = coalesce(?, last_error), updated_at = ? WHERE id = ?
+                    """)
+                for id in ids {
+                    try update.run([.real(after.timeIntervalSince1970), error.map(SQLValue.text) ?? .null, .real(timestamp), .integer(id)])
+                }
+            }
+        }
+    }
+
+    private func setState(_ ids: [Int64], _ state: OutboundState, error: String?) throws {
+        guard !ids.isEmpty else { return }
+        try locked {
+            try connection.transaction {
+                let update = try connection.statement("""
+                    UPDATE outbound_files SET state = ?, last_error = coalesce(?, last_error), updated_at = ? WHERE id = ?
+                    """)
+                for id in ids {
+                    try update.run([.text(state.rawValue), error.map(SQLValue.text) ?? .null, .real(timestamp), .integer(id)])
+                }
+            }
+        }
+    }
+
+    /// Files in the given states, oldest first.
+    public func outboundFiles(in states: [OutboundState], rule: String? = nil) throws -> [OutboundFile] {
+        let marks = states.map { _ in "?" }.joined(separator: ",")
+        var sql = "SELECT \(Self.fileColumns) FROM outbound_files WHERE state IN (\(marks))"
+        var values = states.map { SQLValue.text($0.rawValue) }
+        if let rule {
+            sql += " AND rule = ?"
+            values.append(.text(rule))
+        }
+        sql += " ORDER BY id"
+        return try locked { try connection.statement(sql).query(values, Self.decodeFile) }
+    }
+
+    /// One file by id.
+    public func outboundFile(_ id: Int64) throws -> OutboundFile? {
+        try locked {
+            try connection.statement("SELECT \(Self.fileColumns) FROM outbound_files WHERE id = ?").query([.integer(id)], Self.decodeFile).first
+        }
+    }
+
+    // MARK: Batches
+
+    /// Journals a batch as `submitting` (and its files with it) before StartFileTransfer is called, so a
+    /// crash between the call and its answer is detected on restart as a possible duplicate.
+    public func createBatch(rule: String, connector: String, connectorID: String, remoteDirectory: String?, fileIDs: [Int64]) throws -> Int64 {
+        try locked {
+            try connection.transaction {
+                let time = timestamp
+                try connection.statement("""
+                    INSERT INTO outbound_batches (rule, connector, connector_id, remote_dir, state, created_at, updated_at)
+                    VALUES (?, ?, ?, ?, 'submitting', ?, ?)
+                    """).run([.text(rule), .text(connector), .text(connectorID), remoteDirectory.map(SQLValue.text) ?? .null, .real(time), .real(time)])
+                let batchID = connection.lastInsertRowID
+                let update = try connection.statement("""
+                    UPDATE outbound_files SET state = 'submitting', batch_id = ?, transfer_id = NULL, updated_at = ? WHERE id = ?
+                    """)
+                for id in fileIDs { try update.run([.integer(batchID), .real(time), .integer(id)]) }
+                return batchID
+            }
+        }
+    }
+
+    /// Records the TransferId StartFileTransfer returned.
+    public func markSubmitted(batch batchID: Int64, transferID: String) throws {
+        try locked {
+            try connection.transaction {
+                let time = timestamp
+                try connection.statement("UPDATE outbound_batches SET state = 'submitted', transfer_id = ?, updated_at = ? WHERE id = ?")
+                    .run([.text(transferID), .real(time), .integer(batchID)])
+                try connection.statement("UPDATE outbound_files SET state = 'submitted', transfer_id = ?, updated_at = ? WHERE batch_id = ? AND state = 'submitting'")
+                    .run([.text(transferID), .real(time), .integer(batchID)])
+            }
+        }
+    }
+
+    /// Records that StartFileTransfer definitely did not start the batch; its files go back to `staged`.
+    public func abandonBatch(_ batchID: Int64, retryAfter: Date, error: String) throws {
+        try locked {
+            try connection.transaction {
+                let time = timestamp
+                try connection.statement("UPDATE outbound_batches SET state = 'finished', updated_at = ? WHERE id = ?")
+                    .run([.real(time), .integer(batchID)])
+                try connection.statement("""
+                    UPDATE outbound_files SET state = 'staged', batch_id = NULL, next_attempt_at = ?, last_error = ?, updated_at = ?
+                    WHERE batch_id = ? AND state = 'submitting'
+                    """).run([.real(retryAfter.timeIntervalSince1970), .text(error), .real(time), .integer(batchID)])
+            }
+        }
+    }
+
+    /// Records the final outcome of files of a tracked batch in one transaction; failed files get one
+    /// more attempt counted. The batch is finished once none of its files is still `submitted`.
+    public func recordOutcomes(batch batchID: Int64, _ outcomes: [Int64: FileOutcome]) throws {
+        guard !outcomes.isEmpty else { return }
+        try locked {
+            try connection.transaction {
+                let time = timestamp
+                let completed = try connection.statement("UPDATE outbound_files SET state = 'completed', updated_at = ? WHERE id = ? AND state = 'submitted'")
+                let failed = try connection.statement("""
+                    UPDATE outbound_files SET state = 'failed', attempts = attempts + 1, last_error = ?, updated_at = ?
+                    WHERE id = ? AND state = 'submitted'
+                    """)
+                for (id, outcome) in outcomes {
+                    switch outcome {
+                    case .completed: try completed.run([.real(time), .integer(id)])
+                    case .failed(let code, let message): try failed.run([.text("\(code): \(message)"), .real(time), .integer(id)])
+                    }
+                }
+                try connection.statement("""
+                    UPDATE outbound_batches SET state = 'finished', updated_at = ? WHERE id = ? AND NOT EXISTS
+                    (SELECT 1 FROM outbound_files WHERE batch_id = ? AND state = 'submitted')
+                    """).run([.real(time), .integer(batchID), .integer(batchID)])
+            }
+        }
+    }
+
+    static let batchColumns = "id, rule, connector, connector_id, remote_dir, state, transfer_id, created_at"
+
+    /// Batches in a state, with the files still in them.
+    public func batches(in state: BatchState) throws -> [OutboundBatch] {
+        try locked {
+            let batches = try connection.statement("SELECT \(Self.batchColumns) FROM outbound_batches WHERE state = ? ORDER BY id")
+                .query([.text(state.rawValue)]) { row in
+                    OutboundBatch(id: row.int(0), rule: row.text(1) ?? "", connector: row.text(2) ?? "", connectorID: row.text(3) ?? "",
+                                  remoteDirectory: row.text(4), state: BatchState(rawValue: row.text(5) ?? "") ?? .finished,
+                                  transferID: row.text(6), fileIDs: [], createdAt: Date(timeIntervalSince1970: row.double(7)))
+                }
+            let files = try connection.statement("SELECT id FROM outbound_files WHERE batch_id = ? AND state IN ('submitting', 'submitted') ORDER BY id")
+            return try batches.map { batch in
+                var batch = batch
+                batch.fileIDs = try files.query([.integer(batch.id)]) { $0.int(0) }
+                return batch
+            }
+        }
+    }
+
+    // MARK: Counters
+
+    /// Adds to a persistent counter (e.g. possible duplicates), so it survives restarts for `ferry status`.
+    public func increment(_ counter: String, by amount: Int64 = 1) throws {
+        try locked {
+            try connection.statement("INSERT INTO counters(name, value) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET value = value + excluded.value")
+                .run([.text(counter), .integer(amount)])
+        }
+    }
+
+    /// A persistent counter's value (0 if never incremented).
+    public func counter(_ name: String) throws -> Int64 {
+        try locked {
+            try connection.statement("SELECT value FROM counters WHERE name = ?").query([.text(name)]) { $0.int(0) }.first ?? 0
+        }
+    }
+
+    // MARK: Status
+
+    /// Per rule, how many files are in each state.
+    public func outboundCounts() throws -> [String: [OutboundState: Int]] {
+        try locked {
+            var result: [String: [OutboundState: Int]] = [:]
+            for (rule, state, count) in try connection.statement("SELECT rule, state, count(*) FROM outbound_files GROUP BY rule, state")
+                .query([], { ($0.text(0) ?? "", OutboundState(rawValue: $0.text(1) ?? ""), Int($0.int(2))) }) {
+                if let state { result[rule, default: [:]][state] = count }
+            }
+            return result
+        }
+    }
+
+    /// Per rule, files disposed since `since`.
+    public func outboundCompleted(since: Date) throws -> [String: Int] {
+        try locked {
+            Dictionary(uniqueKeysWithValues: try connection.statement(
+                "SELECT rule, count(*) FROM outbound_files WHERE state = 'disposed' AND updated_at >= ? GROUP BY rule")
+                .query([.real(since.timeIntervalSince1970)]) { ($0.text(0) ?? "", Int($0.int(1))) })
+        }
+    }
+
+    /// Per rule, the oldest file not yet completed, with when it was detected.
+    public func oldestWaiting() throws -> [String: (path: String, since: Date)] {
+        try locked {
+            var result: [String: (path: String, since: Date)] = [:]
+            for (rule, path, created) in try connection.statement("""
+                SELECT rule, path, min(created_at) FROM outbound_files
+                WHERE state IN ('detected', 'staged', 'submitting', 'submitted', 'failed') GROUP BY rule
+                """).query([], { ($0.text(0) ?? "", $0.text(1) ?? "", $0.double(2)) }) {
+                result[rule] = (path, Date(timeIntervalSince1970: created))
+            }
+            return result
+        }
+    }
+}

@@ -1,0 +1,171 @@
+internal import CSQLite
+import Foundation
+
+/// An error from SQLite, with its result code and the message SQLite gave.
+public struct JournalError: Error, CustomStringConvertible, Sendable {
+    /// SQLite's extended result code (or -1 for ferry's own checks).
+    public var code: Int32
+    /// What happened and, where possible, what to do about it.
+    public var message: String
+
+    public var description: String { message }
+
+    init(code: Int32, message: String) {
+        self.code = code
+        self.message = message
+    }
+}
+
+/// One open SQLite connection; frees the handle in deinit. Not thread-safe by itself: `Journal` serialises use.
+final class SQLiteConnection {
+    let handle: OpaquePointer
+    let path: String
+
+    init(path: String, readOnly: Bool) throws {
+        var db: OpaquePointer?
+        let flags = (readOnly ? SQLITE_OPEN_READONLY : (SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE)) | SQLITE_OPEN_NOMUTEX
+        let rc = sqlite3_open_v2(path, &db, flags, nil)
+        guard rc == SQLITE_OK, let db else {
+            let message = db.map { String(cString: sqlite3_errmsg($0)) } ?? "out of memory"
+            if let db { sqlite3_close_v2(db) }
+            throw JournalError(code: rc, message: "cannot open the journal \(path): \(message)")
+        }
+        handle = db
+        self.path = path
+        sqlite3_busy_timeout(db, 10_000)
+        sqlite3_extended_result_codes(db, 1)
+    }
+
+    deinit {
+        sqlite3_close_v2(handle)
+    }
+
+    func error(_ rc: Int32, _ context: String) -> JournalError {
+        let message = String(cString: sqlite3_errmsg(handle))
+        var text = "journal \(path): \(context): \(message)"
+        if rc & 0xff == SQLITE_FULL {
+            text += " — the disk is full; free space under \(URL(fileURLWithPath: path).deletingLastPathComponent().path) and ferry resumes where it stopped"
+        }
+        return JournalError(code: rc, message: text)
+    }
+
+    func execute(_ sql: String) throws {
+        var errorMessage: UnsafeMutablePointer<CChar>?
+        let rc = sqlite3_exec(handle, sql, nil, nil, &errorMessage)
+        if rc != SQLITE_OK {
+            let message = errorMessage.map { String(cString: $0) } ?? "error \(rc)"
+            sqlite3_free(errorMessage)
+            throw JournalError(code: rc, message: "journal \(path): \(message) (in: \(sql.prefix(80)))")
+        }
+    }
+
+    private var cache: [String: Statement] = [:]
+
+    /// A prepared statement for `sql`, reused across calls.
+    func statement(_ sql: String) throws -> Statement {
+        if let cached = cache[sql] {
+            cached.reset()
+            return cached
+        }
+        let statement = try Statement(connection: self, sql: sql)
+        cache[sql] = statement
+        return statement
+    }
+
+    var lastInsertRowID: Int64 { sqlite3_last_insert_rowid(handle) }
+    var changes: Int { Int(sqlite3_changes(handle)) }
+
+    func transaction<T>(_ body: () throws -> T) throws -> T {
+        try execute("BEGIN IMMEDIATE")
+        do {
+            let result = try body()
+            try execute("COMMIT")
+            return result
+        } catch {
+            try? execute("ROLLBACK")
+            throw error
+        }
+    }
+}
+
+/// A value bound to or read from a statement.
+enum SQLValue {
+    case null
+    case integer(Int64)
+    case real(Double)
+    case text(String)
+}
+
+/// One prepared statement; finalized in deinit.
+final class Statement {
+    let handle: OpaquePointer
+    unowned let connection: SQLiteConnection
+
+    init(connection: SQLiteConnection, sql: String) throws {
+        var stmt: OpaquePointer?
+        let rc = sqlite3_prepare_v3(connection.handle, sql, -1, UInt32(SQLITE_PREPARE_PERSISTENT), &stmt, nil)
+        guard rc == SQLITE_OK, let stmt else { throw connection.error(rc, "preparing \(sql.prefix(60))") }
+        handle = stmt
+        self.connection = connection
+    }
+
+    deinit {
+        sqlite3_finalize(handle)
+    }
+
+    func reset() {
+        sqlite3_reset(handle)
+        sqlite3_clear_bindings(handle)
+    }
+
+    func bind(_ values: [SQLValue]) throws {
+        for (offset, value) in values.enumerated() {
+            let index = Int32(offset + 1)
+            let rc: Int32
+            switch value {
+            case .null: rc = sqlite3_bind_null(handle, index)
+            case .integer(let v): rc = sqlite3_bind_int64(handle, index, v)
+            case .real(let v): rc = sqlite3_bind_double(handle, index, v)
+            case .text(let v): rc = sqlite3_bind_text(handle, index, v, -1, ferry_sqlite_transient())
+            }
+            if rc != SQLITE_OK { throw connection.error(rc, "binding parameter \(index)") }
+        }
+    }
+
+    /// Runs a statement that returns no rows.
+    func run(_ values: [SQLValue] = []) throws {
+        try bind(values)
+        let rc = sqlite3_step(handle)
+        defer { sqlite3_reset(handle) }
+        if rc != SQLITE_DONE && rc != SQLITE_ROW { throw connection.error(rc, "executing statement") }
+    }
+
+    /// Runs a query and maps each row.
+    func query<T>(_ values: [SQLValue] = [], _ row: (Row) throws -> T) throws -> [T] {
+        try bind(values)
+        defer { sqlite3_reset(handle) }
+        var results: [T] = []
+        while true {
+            let rc = sqlite3_step(handle)
+            if rc == SQLITE_DONE { break }
+            guard rc == SQLITE_ROW else { throw connection.error(rc, "reading rows") }
+            results.append(try row(Row(handle: handle)))
+        }
+        return results
+    }
+}
+
+/// The current row of a stepping statement.
+struct Row {
+    let handle: OpaquePointer
+
+    func int(_ column: Int32) -> Int64 { sqlite3_column_int64(handle, column) }
+    func double(_ column: Int32) -> Double { sqlite3_column_double(handle, column) }
+    func isNull(_ column: Int32) -> Bool { sqlite3_column_type(handle, column) == SQLITE_NULL }
+    func text(_ column: Int32) -> String? {
+        guard let pointer = sqlite3_column_text(handle, column) else { return nil }
+        return String(cString: pointer)
+    }
+    func optionalInt(_ column: Int32) -> Int64? { isNull(column) ? nil : int(column) }
+    func optionalDouble(_ column: Int32) -> Double? { isNull(column) ? nil : double(column) }
+}

@@ -1,0 +1,116 @@
+import Foundation
+import Logging
+import Testing
+import FerryStore
+import FerryTestSupport
+
+struct JournalTests {
+    let logger = Logger(label: "test")
+
+    func newFile(_ name: String, size: Int64 = 10, mtime: Int64 = 1, rule: String = "invoices") -> NewOutboundFile {
+        NewOutboundFile(rule: rule, path: "/srv/out/\(name)", relativePath: name, device: 1, inode: UInt64(name.hashValue & 0xffff),
+                        size: size, mtimeNanoseconds: mtime, remoteDirectory: "/in")
+    }
+
+    @Test func sameVersionIsJournaledOnce() throws {
+        let dir = try TempDirectory()
+        let journal = try Journal(directory: dir.path, logger: logger)
+        let first = try journal.recordDetected([newFile("a.edi"), newFile("b.edi")])
+        #expect(first.map(\.relativePath) == ["a.edi", "b.edi"])
+        #expect(first.allSatisfy { $0.state == .detected })
+        let again = try journal.recordDetected([newFile("a.edi"), newFile("a.edi", size: 11)])
+        #expect(again.count == 1, "only the rewritten version is new")
+        #expect(again.first?.size == 11)
+        #expect(try journal.isKnown(rule: "invoices", path: "/srv/out/a.edi", device: 1, inode: UInt64("a.edi".hashValue & 0xffff), size: 10, mtimeNanoseconds: 1))
+        #expect(try !journal.isKnown(rule: "other", path: "/srv/out/a.edi", device: 1, inode: UInt64("a.edi".hashValue & 0xffff), size: 10, mtimeNanoseconds: 1))
+    }
+
+    @Test func aFileWalksEveryStateAndSurvivesReopen() throws {
+        let dir = try TempDirectory()
+        var journal: Journal? = try Journal(directory: dir.path, logger: logger)
+        let files = try journal!.recordDetected((0..<3).map { newFile("f\($0)") })
+        for file in files { try journal!.markStaged(file.id, bucket: "b", key: "k/\(file.id)", checksum: "c") }
+        let batch = try journal!.createBatch(rule: "invoices", connector: "acme", connectorID: "c-0123456789abcdef0",
+                                             remoteDirectory: "/in", fileIDs: files.map(\.id))
+        #expect(try journal!.batches(in: .submitting).map(\.fileIDs) == [files.map(\.id)])
+        // A restart here must see the batch as submitting: StartFileTransfer may have been sent.
+        journal = nil
+        journal = try Journal(directory: dir.path, logger: logger)
+        #expect(try journal!.batches(in: .submitting).map(\.id) == [batch])
+        try journal!.markSubmitted(batch: batch, transferID: "t-1")
+        #expect(try journal!.outboundFiles(in: [.submitted]).allSatisfy { $0.transferID == "t-1" })
+        try journal!.recordOutcomes(batch: batch, [files[0].id: .completed, files[1].id: .failed(code: "FILE_NOT_FOUND", message: "no dir")])
+        #expect(try journal!.batches(in: .submitted).count == 1, "one file still in flight keeps the batch open")
+        try journal!.recordOutcomes(batch: batch, [files[2].id: .completed])
+        #expect(try journal!.batches(in: .submitted).isEmpty)
+        let failed = try #require(try journal!.outboundFile(files[1].id))
+        #expect(failed.state == .failed)
+        #expect(failed.attempts == 1)
+        #expect(failed.lastError == "FILE_NOT_FOUND: no dir")
+        try journal!.requeue([failed.id], after: Date(), error: nil)
+        #expect(try journal!.outboundFile(failed.id)?.state == .staged)
+        try journal!.markDisposed([files[0].id, files[2].id])
+        let counts = try journal!.outboundCounts()
+        #expect(counts["invoices"]?[.disposed] == 2)
+        #expect(counts["invoices"]?[.staged] == 1)
+        #expect(try journal!.outboundCompleted(since: Date().addingTimeInterval(-60))["invoices"] == 2)
+    }
+
+    @Test func abandonedBatchReturnsFilesToStaged() throws {
+        let dir = try TempDirectory()
+        let journal = try Journal(directory: dir.path, logger: logger)
+        let files = try journal.recordDetected([newFile("x")])
+        try journal.markStaged(files[0].id, bucket: "b", key: "k", checksum: "c")
+        let batch = try journal.createBatch(rule: "invoices", connector: "acme", connectorID: "c-0123456789abcdef0", remoteDirectory: nil, fileIDs: [files[0].id])
+        try journal.abandonBatch(batch, retryAfter: Date(timeIntervalSinceNow: 5), error: "ThrottlingException")
+        let file = try #require(try journal.outboundFile(files[0].id))
+        #expect(file.state == .staged)
+        #expect(file.batchID == nil)
+        #expect(file.lastError == "ThrottlingException")
+        #expect(try journal.batches(in: .submitting).isEmpty)
+    }
+
+    @Test func countersPersist() throws {
+        let dir = try TempDirectory()
+        do {
+            let journal = try Journal(directory: dir.path, logger: logger)
+            try journal.increment("possible_duplicates", by: 3)
+        }
+        let journal = try Journal(directory: dir.path, logger: logger)
+        try journal.increment("possible_duplicates")
+        #expect(try journal.counter("possible_duplicates") == 4)
+        #expect(try journal.counter("never") == 0)
+    }
+
+    @Test func newerSchemaIsRefusedWithAdvice() throws {
+        let dir = try TempDirectory()
+        _ = try Journal(directory: dir.path, logger: logger)
+        let sqlite = Process()
+        sqlite.executableURL = URL(fileURLWithPath: "/usr/bin/sqlite3")
+        sqlite.arguments = [dir.path + "/journal.db", "INSERT INTO schema_version VALUES (99)"]
+        try sqlite.run()
+        sqlite.waitUntilExit()
+        #expect(sqlite.terminationStatus == 0, "needs the sqlite3 command: make deps")
+        let error = #expect(throws: JournalError.self) { try Journal(directory: dir.path, logger: logger) }
+        #expect(error?.message.contains("newer than this ferry understands") == true)
+    }
+
+    @Test func damagedJournalIsReportedNotOverwritten() throws {
+        let dir = try TempDirectory()
+        let path = dir.path + "/journal.db"
+        try Data(repeating: 0x41, count: 8192).write(to: URL(fileURLWithPath: path))
+        let error = #expect(throws: JournalError.self) { try Journal(directory: dir.path, logger: logger) }
+        #expect(error != nil)
+        #expect(try Data(contentsOf: URL(fileURLWithPath: path)) == Data(repeating: 0x41, count: 8192), "the damaged file is left for the operator")
+    }
+
+    @Test func readOnlyOpenSeesWritersCommits() throws {
+        let dir = try TempDirectory()
+        let writer = try Journal(directory: dir.path, logger: logger)
+        _ = try writer.recordDetected([newFile("a")])
+        let reader = try Journal(readOnlyAt: dir.path + "/journal.db", logger: logger)
+        #expect(try reader.outboundCounts()["invoices"]?[.detected] == 1)
+        _ = try writer.recordDetected([newFile("b")])
+        #expect(try reader.outboundCounts()["invoices"]?[.detected] == 2)
+    }
+}

@@ -1,6 +1,0 @@
-import Testing
-@testable import FerryStore
-
-@Test func moduleIsNamed() {
-    #expect(FerryStoreModule.name == "FerryStore")
-}
