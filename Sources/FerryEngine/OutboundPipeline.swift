@@ -513,7 +513,7 @@ public final class OutboundPipeline: Sendable {
 
                 """
             try LocalFiles.writeAtomically(reason, to: placed + ".reason")
-            try journal.markQuarantined(file.id, reason: file.lastError ?? "unknown")
+            try journal.markQuarantined(file.id, reason: file.lastError ?? "unknown", quarantinePath: placed)
         } catch {
             logger.error("cannot quarantine the file; it stays in place", metadata: metadata.merging(["error.local": "\(error)"]) { $1 })
             return
