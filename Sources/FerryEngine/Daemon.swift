@@ -68,7 +68,10 @@ public final class Daemon: Service, Sendable {
             try await Task.sleep(for: .seconds(86_400 * 365 * 100))
             return
         }
-        await watcher.waitUntilReady()
+        // The watcher's first scan runs right after its watches are added: then we are ready.
+        while watcher.statistics.scans == 0 {
+            try await Task.sleep(for: .milliseconds(50))
+        }
         try? notifier.ready()
         let interval = notifier.watchdogInterval ?? .seconds(15)
         while !Task.isCancelled {

@@ -81,7 +81,7 @@ final class OutboundScenario: @unchecked Sendable {
 
     /// Every path sent with StartFileTransfer, in order, as the emulator logged them (successful calls only).
     func sentPaths() throws -> [String] {
-        try emulator.requestLog().filter { $0.operation == "StartFileTransfer" && $0.status == 200 }.flatMap(\.paths)
+        try emulator.requestLog().filter { $0.operation == "StartFileTransfer" && $0.status == 200 }.flatMap { $0.paths ?? [] }
     }
 
     func startFileTransferCalls() throws -> Int {

@@ -10,7 +10,7 @@ public final class FerryDaemon: @unchecked Sendable {
     /// Starts `ferry run --config <config>` with `environment` added to this process's environment.
     public init(config: String, environment: [String: String], logPath: String, extraArguments: [String] = []) throws {
         self.logPath = logPath
-        FileManager.default.createFile(atPath: logPath, contents: nil)
+        _ = FileManager.default.createFile(atPath: logPath, contents: nil)
         let log = try FileHandle(forWritingTo: URL(fileURLWithPath: logPath))
         log.seekToEndOfFile()
         process = Process()
