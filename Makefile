@@ -36,4 +36,4 @@ clean:
 # The README's first command: ferry's main job on the local emulator, no AWS account needed.
 .PHONY: demo
 demo: build
-	.build/debug/ferry version
+	.build/debug/ferry validate --config rules.example.yaml
