@@ -91,7 +91,7 @@ struct RulesBuilder {
     init(decoder: RulesDecoder) { self.decoder = decoder }
 
     mutating func build(_ root: YAMLNode) -> Rules? {
-        guard let top = decoder.fields(root, "the rules file", known: RulesSchema.topLevel) else { return nil }
+        guard let top = decoder.fields(root, "the rules file", known: RulesSchema.topLevel, nested: ["aws": RulesSchema.aws]) else { return nil }
 
         if let node = decoder.required(top, "version", in: "the rules file"), let text = decoder.string(node, "version") {
             if text != "1" {
@@ -187,7 +187,7 @@ struct RulesBuilder {
             guard let rawName = pair.key.scalar else { continue }
             declaredConnectors.append(rawName)
             let name = decoder.name(pair.key, "connector name")
-            guard let fields = decoder.fields(pair.value, "connector '\(rawName)'", known: RulesSchema.connector) else { continue }
+            guard let fields = decoder.fields(pair.value, "connector '\(rawName)'", known: RulesSchema.connector, nested: ["aws": RulesSchema.connectorAWS]) else { continue }
             let what = "connector '\(rawName)'"
             let type: ConnectorType? = decoder.required(fields, "type", in: what).map { decoder.choice($0, "type", default: ConnectorType.sftp) }
             var connectorId: String?
@@ -248,7 +248,7 @@ struct RulesBuilder {
     }
 
     private mutating func outboundRule(_ node: YAMLNode, connectors: [Located<Connector>]) -> OutboundRule? {
-        guard let fields = decoder.fields(node, "this outbound rule", known: RulesSchema.outbound) else { return nil }
+        guard let fields = decoder.fields(node, "this outbound rule", known: RulesSchema.outbound, nested: ["batch": RulesSchema.batch]) else { return nil }
         let name = ruleName(fields, kind: "outbound")
         let what = name.map { "outbound rule '\($0)'" } ?? "this outbound rule"
         let watch = decoder.required(fields, "watch", in: what).flatMap { decoder.absolutePath($0, "watch") }
