@@ -37,3 +37,9 @@ clean:
 .PHONY: demo
 demo: build
 	.build/debug/ferry version
+
+# The local AWS emulator in the foreground (S3 + Transfer Family connectors + an sshd partner); prints its
+# endpoint, keys, buckets and connector ids as one JSON line. Ctrl-C stops it. See docs/emulator.md.
+.PHONY: emulator
+emulator:
+	$(PYTHON) Tests/Emulator/run $(EMULATOR_ARGS)
