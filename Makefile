@@ -43,3 +43,9 @@ demo: build
 .PHONY: emulator
 emulator:
 	$(PYTHON) Tests/Emulator/run $(EMULATOR_ARGS)
+
+# paramiko is the emulator's SFTP client (connector side); hooked onto deps until PIP_PACKAGES lists it.
+.PHONY: emulator-deps
+deps: emulator-deps
+emulator-deps:
+	$(PYTHON) -m pip install -q paramiko
