@@ -58,7 +58,7 @@ public struct CronExpression: Sendable, Hashable, CustomStringConvertible {
             let reachable = (1...12).contains { month in
                 months & (1 << UInt64(month)) != 0 && (1...longest[month - 1]).contains { daysOfMonth & (1 << UInt64($0)) != 0 }
             }
-            if !reachable { throw ValueError("'\(text)' never fires: no selected month has the selected day of month") }
+            if !reachable { throw ValueError("it never fires: none of the selected months has the selected day of the month") }
         }
     }
 

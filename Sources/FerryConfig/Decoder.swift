@@ -24,7 +24,7 @@ struct RulesDecoder {
     /// Reads a mapping, reporting keys that are not in `known` (with a suggestion).
     mutating func fields(_ node: YAMLNode, _ name: String, known: [String]) -> Fields? {
         guard case .mapping(let pairs) = node.content else {
-            sink.error(node.position, "'\(name)' must be a mapping of keys to values, got \(node.kindDescription)")
+            sink.error(node.position, "\(name) must be a mapping of keys to values, got \(node.kindDescription)")
             return nil
         }
         var fields = Fields(node: node)
@@ -197,7 +197,7 @@ struct RulesDecoder {
             ("a"..."z").contains($0) || ("A"..."Z").contains($0) || ("0"..."9").contains($0) || $0 == "_" || $0 == "-" || $0 == "."
         } && !text.hasPrefix(".") && !text.hasPrefix("-")
         if !valid {
-            sink.error(node.position, "'\(key)' '\(text)' may use only letters, digits, '_', '-' and '.' (not first), at most 64 characters")
+            sink.error(node.position, "\(key) '\(text)' may use only letters, digits, '_', '-' and '.' (not first), at most 64 characters")
             return nil
         }
         return text

@@ -45,6 +45,11 @@ public enum RulesLoader {
         load(bytes: Array(yaml.utf8), sink: DiagnosticSink(file: path))
     }
 
+    /// Loads rules from raw bytes, which need not be valid UTF-8 (libyaml reports where they are not).
+    public static func load(contents: [UInt8], path: String) -> LoadResult {
+        load(bytes: contents, sink: DiagnosticSink(file: path))
+    }
+
     private static func load(bytes: [UInt8], sink: DiagnosticSink) -> LoadResult {
         var sink = sink
         let root: YAMLNode?
@@ -76,7 +81,11 @@ struct RulesBuilder {
         var line: Int { position.line }
     }
 
-    private var connectorNamePositions: [String: SourcePosition] = [:]
+    /// Every connector name written in the file, valid or not, so references to a broken connector
+    /// are not reported a second time as undefined.
+    private var declaredConnectors: [String] = []
+    /// Connectors whose staging was written but invalid: already reported, so not reported again as missing.
+    private var stagingWritten: Set<String> = []
     private var ruleNames: [String: (kind: String, position: SourcePosition)] = [:]
 
     init(decoder: RulesDecoder) { self.decoder = decoder }
@@ -94,14 +103,16 @@ struct RulesBuilder {
         let reconcile = decoder.duration(top["reconcile_interval"], "reconcile_interval", default: RulesDefaults.reconcileInterval)
 
         var aws = AWSSettings(region: "", maxAttempts: RulesDefaults.maxAttempts)
-        if let node = top["aws"], let fields = decoder.fields(node, "aws", known: RulesSchema.aws) {
+        var regionWritten = false
+        if let node = top["aws"], let fields = decoder.fields(node, "'aws'", known: RulesSchema.aws) {
+            regionWritten = fields["region"] != nil
             aws = awsSettings(fields, base: aws)
             aws.maxAttempts = decoder.integer(fields["max_attempts"], "max_attempts", range: 1...20, default: RulesDefaults.maxAttempts)
         }
 
         var connectors: [Located<Connector>] = []
         if let node = decoder.required(top, "connectors", in: "the rules file") {
-            connectors = self.connectors(node, aws: aws)
+            connectors = self.connectors(node, aws: aws, regionWritten: regionWritten)
         }
 
         var outbound: [Located<OutboundRule>] = []
@@ -163,7 +174,7 @@ struct RulesBuilder {
         return settings
     }
 
-    private mutating func connectors(_ node: YAMLNode, aws: AWSSettings) -> [Located<Connector>] {
+    private mutating func connectors(_ node: YAMLNode, aws: AWSSettings, regionWritten: Bool) -> [Located<Connector>] {
         guard case .mapping(let pairs) = node.content else {
             decoder.sink.error(node.position, "'connectors' must be a mapping from connector names to their settings, got \(node.kindDescription)")
             return []
@@ -174,6 +185,7 @@ struct RulesBuilder {
         var result: [Located<Connector>] = []
         for pair in pairs {
             guard let rawName = pair.key.scalar else { continue }
+            declaredConnectors.append(rawName)
             let name = decoder.name(pair.key, "connector name")
             guard let fields = decoder.fields(pair.value, "connector '\(rawName)'", known: RulesSchema.connector) else { continue }
             let what = "connector '\(rawName)'"
@@ -187,19 +199,20 @@ struct RulesBuilder {
                 }
             }
             let staging = decoder.s3Location(fields["staging"], "staging")
+            if fields["staging"] != nil { stagingWritten.insert(rawName) }
             let maxInFlight = decoder.integer(fields["max_in_flight"], "max_in_flight", range: 1...1000, default: RulesDefaults.maxInFlight,
                                               why: " (the connector's queue holds 1,000 transfers)")
             let rate = decoder.number(fields["requests_per_second"], "requests_per_second", max: 1000, default: RulesDefaults.requestsPerSecond)
             let keepStaged = decoder.boolean(fields["keep_staged"], "keep_staged", default: RulesDefaults.keepStaged)
             var settings = aws
-            if let node = fields["aws"], let overrides = decoder.fields(node, "connector '\(rawName)' aws", known: RulesSchema.connectorAWS) {
+            if let node = fields["aws"], let overrides = decoder.fields(node, "the 'aws' of connector '\(rawName)'", known: RulesSchema.connectorAWS) {
                 settings = awsSettings(overrides, base: aws)
             }
-            if settings.region.isEmpty {
+            let overridesRegion = (pair.value.mappingValue("aws")?.mappingValue("region")).map { !$0.isNull } ?? false
+            if settings.region.isEmpty && !regionWritten && !overridesRegion {
                 decoder.sink.error(pair.key.position, "connector '\(rawName)' has no AWS region: set 'region' in the top-level 'aws' section or in this connector's 'aws'")
             }
             guard let name, let type, let connectorId else { continue }
-            connectorNamePositions[name] = pair.key.position
             result.append(Located(value: Connector(name: name, type: type, connectorId: connectorId, staging: staging,
                                                    maxInFlight: maxInFlight, requestsPerSecond: rate, keepStaged: keepStaged, aws: settings),
                                   position: pair.key.position))
@@ -209,7 +222,7 @@ struct RulesBuilder {
 
     /// Registers a rule name, reporting a clash with any earlier rule.
     private mutating func ruleName(_ fields: Fields, kind: String) -> String? {
-        guard let node = decoder.required(fields, "name", in: "this \(kind) rule"), let name = decoder.name(node, "name") else { return nil }
+        guard let node = decoder.required(fields, "name", in: "this \(kind) rule"), let name = decoder.name(node, "rule name") else { return nil }
         if let earlier = ruleNames[name] {
             decoder.sink.error(node.position, "rule name '\(name)' is already used by the \(earlier.kind) rule at \(earlier.position)")
         } else {
@@ -222,8 +235,8 @@ struct RulesBuilder {
     private mutating func connectorReference(_ fields: Fields, in what: String, connectors: [Located<Connector>]) -> (Connector, YAMLNode)? {
         guard let node = decoder.required(fields, "connector", in: what), let name = decoder.string(node, "connector") else { return nil }
         if let connector = connectors.first(where: { $0.value.name == name }) { return (connector.value, node) }
-        if connectorNamePositions[name] != nil { return nil }
-        let names = connectors.map(\.value.name)
+        if declaredConnectors.contains(name) { return nil }
+        let names = declaredConnectors
         var message = "connector '\(name)' is not defined in 'connectors'"
         if let guess = RulesSchema.suggestion(for: name, among: names) {
             message += "; did you mean '\(guess)'?"
@@ -235,7 +248,7 @@ struct RulesBuilder {
     }
 
     private mutating func outboundRule(_ node: YAMLNode, connectors: [Located<Connector>]) -> OutboundRule? {
-        guard let fields = decoder.fields(node, "outbound rule", known: RulesSchema.outbound) else { return nil }
+        guard let fields = decoder.fields(node, "this outbound rule", known: RulesSchema.outbound) else { return nil }
         let name = ruleName(fields, kind: "outbound")
         let what = name.map { "outbound rule '\($0)'" } ?? "this outbound rule"
         let watch = decoder.required(fields, "watch", in: what).flatMap { decoder.absolutePath($0, "watch") }
@@ -248,7 +261,7 @@ struct RulesBuilder {
             if connector.type == .as2, let remoteNode = fields["remote_directory_path"] {
                 decoder.sink.error(remoteNode.position, "'remote_directory_path' applies to sftp connectors only; '\(connector.name)' is an as2 connector")
             }
-            if connector.staging == nil {
+            if connector.staging == nil && !stagingWritten.contains(connector.name) {
                 decoder.sink.error(node.position, "connector '\(connector.name)' has no 'staging' location, which outbound rules need to upload files before sending")
             }
         }
@@ -263,7 +276,7 @@ struct RulesBuilder {
         }
         var batchMaxFiles = RulesDefaults.batchMaxFiles
         var batchMaxWait = RulesDefaults.batchMaxWait
-        if let node = fields["batch"], let batch = decoder.fields(node, "batch", known: RulesSchema.batch) {
+        if let node = fields["batch"], let batch = decoder.fields(node, "'batch'", known: RulesSchema.batch) {
             batchMaxFiles = decoder.integer(batch["max_files"], "max_files", range: 1...10, default: RulesDefaults.batchMaxFiles,
                                             why: " (StartFileTransfer takes at most 10 paths)")
             batchMaxWait = decoder.duration(batch["max_wait"], "max_wait", default: RulesDefaults.batchMaxWait)
@@ -282,7 +295,7 @@ struct RulesBuilder {
     }
 
     private mutating func inboundRule(_ node: YAMLNode, connectors: [Located<Connector>]) -> (InboundRule, SourcePosition)? {
-        guard let fields = decoder.fields(node, "inbound rule", known: RulesSchema.inbound) else { return nil }
+        guard let fields = decoder.fields(node, "this inbound rule", known: RulesSchema.inbound) else { return nil }
         let name = ruleName(fields, kind: "inbound")
         let what = name.map { "inbound rule '\($0)'" } ?? "this inbound rule"
         let connector = connectorReference(fields, in: what, connectors: connectors)
@@ -356,6 +369,14 @@ struct RulesBuilder {
                 decoder.sink.error(position, "inbound rule '\(rule.value.name)' downloads into \(downloadTo), which outbound rule '\(sender.value.name)' at \(sender.position) watches and sends back to connector '\(rule.value.connector)' at \(remote): every file would loop; download elsewhere or send to another folder")
             }
         }
+    }
+}
+
+extension YAMLNode {
+    /// The value of `key` when this node is a mapping.
+    func mappingValue(_ key: String) -> YAMLNode? {
+        guard case .mapping(let pairs) = content else { return nil }
+        return pairs.first { $0.key.scalar == key }?.value
     }
 }
 

@@ -15,10 +15,10 @@ public enum ValueSyntax {
             }
             rest = rest.dropFirst(digits.count)
             let unitText = rest.prefix { $0.isASCII && $0.isLetter }
-            guard !unitText.isEmpty else {
+            guard !unitText.isEmpty || !rest.isEmpty else {
                 return .failure(ValueError("'\(text)' has no unit; \(example)"))
             }
-            guard let rank = units.firstIndex(where: { $0.0 == unitText }), rank > lastRank else {
+            guard !unitText.isEmpty, let rank = units.firstIndex(where: { $0.0 == unitText }), rank > lastRank else {
                 return .failure(ValueError("'\(text)' is not a duration; \(example)"))
             }
             lastRank = rank

@@ -46,7 +46,12 @@ final class YAMLEventParser {
         }
         var message = "invalid YAML: \(problem)"
         if let context = parser.context {
-            message += " (\(String(cString: context)) at \(Int(parser.context_mark.line) + 1):\(Int(parser.context_mark.column) + 1))"
+            let context = String(cString: context)
+            message += " (\(context) at \(Int(parser.context_mark.line) + 1):\(Int(parser.context_mark.column) + 1))"
+            if context == "while scanning an alias" {
+                // The usual cause is an unquoted cron expression such as */5 * * * *.
+                message += "; a value starting with '*' must be quoted, like \"*/5 * * * *\""
+            }
         }
         return YAMLSyntaxError(position: Self.position(parser.problem_mark), message: message)
     }
@@ -122,7 +127,10 @@ enum YAMLComposer {
                 guard let target = anchors[name] else {
                     throw YAMLSyntaxError(position: position, message: "invalid YAML: alias '*\(name)' refers to no anchor '&\(name)' defined before it")
                 }
-                finished = target
+                // The copy points at the alias, so that a problem with it is reported where it is used.
+                var copy = target
+                copy.position = position
+                finished = copy
             case .sequenceStart(let position, let anchor):
                 guard stack.count < maxDepth else {
                     throw YAMLSyntaxError(position: position, message: "the rules file nests deeper than \(maxDepth) levels")
