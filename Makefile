@@ -37,3 +37,12 @@ clean:
 .PHONY: demo
 demo: build
 	.build/debug/ferry version
+
+# The Debian package: dist/ferry_<version>_amd64.deb (release build, Swift stdlib static), checked by lintian.
+.PHONY: deb test-install
+deb:
+	SWIFT="$(SWIFT)" packaging/build-deb
+
+# Installs the package into a fresh debootstrap'ed Debian 12 root, checks it, purges it. Needs root.
+test-install: deb
+	packaging/test-install

@@ -1,5 +1,0 @@
-/// Namespace for the FerryConfig module.
-public enum FerryConfigModule {
-    /// The module's name, used in log labels.
-    public static let name = "FerryConfig"
-}

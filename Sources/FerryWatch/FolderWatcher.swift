@@ -1,0 +1,104 @@
+import Logging
+import Synchronization
+
+/// Turns folder trees into a stream of "this file is complete" reports.
+///
+/// Each file is reported for the first rule, in the order given, whose root covers its folder and whose
+/// patterns select its relative path, and never for two rules. A file is complete when its size, mtime
+/// and inode have not changed for the rule's `settle` (and its ready marker exists, if the rule has one).
+/// The same (path, version) is never reported twice while the watcher lives, and `isKnown` lets the
+/// caller suppress versions it already has from a previous run. Missed events cannot lose files: new
+/// folders are scanned after their watch is added, a queue overflow rescans everything, and a periodic
+/// reconciliation scan catches anything else.
+///
+/// Start it with `run()` in a task of its own and read `completedFiles`; cancel the task to stop.
+public final class FolderWatcher: Sendable {
+    private struct Control {
+        var rules: [WatchRule]
+        var input: AsyncStream<WatchInput>.Continuation?
+        var running = false
+    }
+
+    private let control: Mutex<Control>
+    private let shared = SharedStatistics()
+    private let reports: AsyncStream<CompletedFile>
+    private let reportsContinuation: AsyncStream<CompletedFile>.Continuation
+    private let reconcileInterval: Duration
+    private let fallbackScanInterval: Duration
+    private let logger: Logger
+    private let isKnown: @Sendable (String, String, FileVersion) -> Bool
+
+    /// Creates a watcher for `rules` (in priority order).
+    ///
+    /// - Parameters:
+    ///   - reconcileInterval: how often every root is rescanned as a safety net.
+    ///   - fallbackScanInterval: how often a root is scanned when the inotify watch limit stops it
+    ///     from being watched.
+    ///   - isKnown: whether the caller already has this exact version of the file (rule id, absolute
+    ///     path, version); such files are not reported.
+    public init(rules: [WatchRule], reconcileInterval: Duration = .seconds(600),
+                fallbackScanInterval: Duration = .seconds(10), logger: Logger,
+                isKnown: @escaping @Sendable (_ ruleID: String, _ path: String, _ version: FileVersion) -> Bool = { _, _, _ in false }) {
+        control = Mutex(Control(rules: rules))
+        (reports, reportsContinuation) = AsyncStream<CompletedFile>.makeStream()
+        self.reconcileInterval = reconcileInterval
+        self.fallbackScanInterval = fallbackScanInterval
+        self.logger = logger
+        self.isKnown = isKnown
+    }
+
+    /// Files that have become complete, in the order they did. Finishes when `run()` returns.
+    public var completedFiles: AsyncStream<CompletedFile> { reports }
+
+    /// A snapshot of the watcher's counters.
+    public var statistics: WatchStatistics { shared.value }
+
+    /// `/proc/<pid>/task/<tid>` of the inotify reader thread while running.
+    var readerThreadProcPath: String? { shared.readerThreadProcPath }
+
+    /// Watches until the calling task is cancelled, then stops the reader thread, removes the watches
+    /// and finishes `completedFiles`. Throws if a rule's pattern is invalid or inotify cannot be set up.
+    public func run() async throws {
+        let (inputs, input) = AsyncStream<WatchInput>.makeStream()
+        let rules = try control.withLock { control throws(WatchError) -> [WatchRule] in
+            guard !control.running else {
+                throw WatchError(code: .alreadyRunning, message: "this FolderWatcher is already running; create one per run")
+            }
+            control.running = true
+            control.input = input
+            return control.rules
+        }
+        defer {
+            control.withLock { $0.input = nil }
+            reportsContinuation.finish()
+        }
+        let inotify = try Inotify()
+        defer { inotify.stop() }
+        let core = try WatchCore(rules: rules, inotify: inotify, input: input, output: reportsContinuation,
+                                 published: shared, isKnown: isKnown, reconcileInterval: reconcileInterval,
+                                 fallbackScanInterval: fallbackScanInterval, logger: logger)
+        try inotify.startReader { batch in input.yield(.events(batch)) }
+        core.start()
+        await withTaskCancellationHandler {
+            for await item in inputs { core.handle(item) }
+        } onCancel: {
+            input.finish()
+        }
+        core.shutdown()
+    }
+
+    /// Replaces the rules (SIGHUP reload): new roots are watched and scanned, dropped roots unwatched,
+    /// and every root rescanned so files newly selected are found. Invalid patterns keep the old rules.
+    public func updateRules(_ rules: [WatchRule]) {
+        control.withLock { control in
+            control.rules = rules
+            control.input?.yield(.rules(rules))
+        }
+    }
+
+    /// Drops what the watcher remembers about `path` (for example after it was archived), so memory
+    /// stays bounded; if the same version shows up again later, it is reported again.
+    public func forget(path: String) {
+        _ = control.withLock { $0.input?.yield(.forget(path)) }
+    }
+}

@@ -1,0 +1,77 @@
+internal import Glibc
+import SystemPackage
+
+/// Why watching failed, with the errno when a system call was the cause and a message saying what to do.
+public struct WatchError: Error, Sendable, Hashable, CustomStringConvertible {
+    /// The kind of failure, for callers that react differently to each.
+    public enum Code: String, Sendable, Hashable {
+        /// `fs.inotify.max_user_watches` is exhausted (ENOSPC from `inotify_add_watch`).
+        case tooManyWatches
+        /// `fs.inotify.max_user_instances` is exhausted (EMFILE from `inotify_init1`).
+        case tooManyInstances
+        /// A rule's include or exclude pattern does not compile.
+        case invalidPattern
+        /// `run()` was called while the watcher was already running.
+        case alreadyRunning
+        /// Any other failed system call; `errno` says which.
+        case systemCall
+    }
+
+    /// The kind of failure.
+    public var code: Code
+    /// The errno of the failed system call, if one failed.
+    public var errno: Errno?
+    /// What happened and what to do about it.
+    public var message: String
+
+    /// Creates an error; `message` should tell the user what to do.
+    public init(code: Code, errno: Errno? = nil, message: String) {
+        self.code = code
+        self.errno = errno
+        self.message = message
+    }
+
+    public var description: String { message }
+}
+
+/// The one place system calls are made from: retries EINTR and turns -1 into a `WatchError` that names
+/// the call, the path and errno, so no call site can forget either.
+enum Syscall {
+    @discardableResult
+    static func retrying<Result: FixedWidthInteger>(
+        _ call: String, path: String? = nil, _ body: () -> Result
+    ) throws(WatchError) -> Result {
+        while true {
+            let result = body()
+            if result != -1 { return result }
+            let code = Glibc.errno
+            if code == EINTR { continue }
+            throw failure(call, path: path, errno: code)
+        }
+    }
+
+    static func failure(_ call: String, path: String?, errno code: Int32) -> WatchError {
+        let errno = Errno(rawValue: code)
+        let subject = path.map { " on \($0)" } ?? ""
+        return WatchError(code: .systemCall, errno: errno, message: "\(call)\(subject) failed: \(errno) (errno \(code))")
+    }
+
+    /// Reads a small integer from `/proc/sys`, for error messages that quote the current limit.
+    static func readSysctl(_ name: String) -> Int? {
+        let path = "/proc/sys/" + name.replacingDots()
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        var buffer = [UInt8](repeating: 0, count: 64)
+        let count = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+        guard count > 0 else { return nil }
+        let text = String(decoding: buffer[0..<count], as: UTF8.self)
+        return Int(text.filter { !$0.isWhitespace })
+    }
+}
+
+extension String {
+    fileprivate func replacingDots() -> String {
+        String(self.map { $0 == "." ? "/" : $0 })
+    }
+}

@@ -1,0 +1,104 @@
+/// One outbound folder to watch, as the engine derives it from a rule.
+public struct WatchRule: Sendable, Hashable {
+    /// The rule's name; reported back in `CompletedFile.ruleID`.
+    public var id: String
+    /// Absolute path of the watched folder.
+    public var root: String
+    /// Whether sub-folders are watched too.
+    public var recursive: Bool
+    /// Globs on the path relative to `root`; empty selects everything.
+    public var include: [String]
+    /// Globs that deselect, in addition to ferry's default ignores.
+    public var exclude: [String]
+    /// How long size, mtime and inode must stay the same before a file counts as complete.
+    public var settle: Duration
+    /// When set, `X` is complete only once `X<readyMarker>` exists; the marker is never reported.
+    public var readyMarker: String?
+
+    /// Creates a rule; `root` must be absolute.
+    public init(id: String, root: String, recursive: Bool = false, include: [String] = [], exclude: [String] = [],
+                settle: Duration = .seconds(2), readyMarker: String? = nil) {
+        self.id = id
+        self.root = root
+        self.recursive = recursive
+        self.include = include
+        self.exclude = exclude
+        self.settle = settle
+        self.readyMarker = readyMarker
+    }
+}
+
+/// What identifies one version of a file: a rewrite changes size or mtime, a replace changes the inode.
+public struct FileVersion: Hashable, Sendable, CustomStringConvertible {
+    /// `st_dev` of the file system holding the file.
+    public var device: UInt64
+    /// `st_ino`.
+    public var inode: UInt64
+    /// Size in bytes.
+    public var size: Int64
+    /// Modification time in nanoseconds since the epoch.
+    public var mtimeNanoseconds: Int64
+
+    /// Creates a version from its stat fields.
+    public init(device: UInt64, inode: UInt64, size: Int64, mtimeNanoseconds: Int64) {
+        self.device = device
+        self.inode = inode
+        self.size = size
+        self.mtimeNanoseconds = mtimeNanoseconds
+    }
+
+    public var description: String { "dev \(device) ino \(inode) size \(size) mtime \(mtimeNanoseconds)ns" }
+}
+
+/// A file that has stopped changing for its rule's settle time (and has its ready marker, if required).
+public struct CompletedFile: Sendable, Hashable {
+    /// The rule the file belongs to: the first rule, in order, whose folder and patterns select it.
+    public var ruleID: String
+    /// Absolute path.
+    public var path: String
+    /// Path relative to the rule's root, `/`-separated.
+    public var relativePath: String
+    /// The version that settled.
+    public var version: FileVersion
+
+    /// Creates a report.
+    public init(ruleID: String, path: String, relativePath: String, version: FileVersion) {
+        self.ruleID = ruleID
+        self.path = path
+        self.relativePath = relativePath
+        self.version = version
+    }
+}
+
+/// Counters describing what the watcher has done, for `ferry status` and metrics.
+public struct WatchStatistics: Sendable, Hashable {
+    /// IN_Q_OVERFLOW events seen (each triggers a rescan of every root).
+    public var overflows = 0
+    /// Full scans of a root started: at start, after overflow, reconciliation, fallback polling, regained roots.
+    public var scans = 0
+    /// inotify watches currently held (one per watched folder).
+    public var watches = 0
+    /// Files reported as complete.
+    public var reported = 0
+    /// Files seen that no rule selects (filtered out, markers excluded) or that are not regular files.
+    public var ignored = 0
+    /// Files the caller's `isKnown` said it already has, so they were not reported.
+    public var known = 0
+    /// Times the single settle timer fired.
+    public var timerWakeups = 0
+    /// Times the inotify reader thread woke up.
+    public var readerWakeups = 0
+    /// Roots that could not be watched (watch limit) and are being scanned periodically instead.
+    public var pollingRoots = 0
+    /// Roots that are configured but currently missing.
+    public var missingRoots = 0
+    /// Files waiting to settle (or for their ready marker).
+    public var pending = 0
+    /// Whether the first scan of every root present at start has finished.
+    public var initialScanComplete = false
+    /// The most recent watch problem a user should act on (for example the watch limit), if any.
+    public var lastProblem: String?
+
+    /// Creates zeroed statistics.
+    public init() {}
+}

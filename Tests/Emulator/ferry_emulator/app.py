@@ -1,0 +1,318 @@
+"""The emulator's front door: one WSGI app that logs, injects faults, checks signatures and routes
+to moto's S3 or to our Transfer Family service; plus the unsigned control endpoint under /_emulator."""
+from __future__ import annotations
+
+import json
+import random
+import re
+import socket
+import threading
+import time
+import uuid
+from email.utils import formatdate
+from io import BytesIO
+from urllib.parse import unquote
+from xml.sax.saxutils import escape
+
+from .sigv4 import AuthError, Verifier
+from .transfer import TransferError, TransferService
+
+CONTROL_PREFIX = "/_emulator"
+FAULT_KINDS = ("throttle", "unavailable", "internal", "slowdown", "drop")
+_S3_CODE = re.compile(rb"<Code>([^<]+)</Code>")
+
+# (status, S3 code, S3 message) and (status, Transfer __type, message) per fault kind.
+S3_FAULTS = {
+    "throttle": (503, "SlowDown", "Please reduce your request rate."),
+    "slowdown": (503, "SlowDown", "Please reduce your request rate."),
+    "unavailable": (503, "ServiceUnavailable", "Service is unable to handle request."),
+    "internal": (500, "InternalError", "We encountered an internal error. Please try again."),
+}
+TRANSFER_FAULTS = {
+    "throttle": (400, "ThrottlingException", "Rate exceeded"),
+    "slowdown": (400, "ThrottlingException", "Rate exceeded"),
+    "unavailable": (503, "ServiceUnavailableException", "The request has failed because the AWS Transfer Family service is unavailable."),
+    "internal": (500, "InternalServiceError", "This exception is thrown when an error occurs in the AWS Transfer Family service."),
+}
+# How each signature failure is answered: (S3 status, S3 code), (Transfer status, Transfer type).
+AUTH_ERRORS = {
+    "missing": ((403, "AccessDenied"), (400, "MissingAuthenticationTokenException")),
+    "malformed": ((400, "AuthorizationHeaderMalformed"), (400, "IncompleteSignatureException")),
+    "bad_scope": ((400, "AuthorizationHeaderMalformed"), (400, "InvalidSignatureException")),
+    "unknown_key": ((403, "InvalidAccessKeyId"), (400, "UnrecognizedClientException")),
+    "bad_signature": ((403, "SignatureDoesNotMatch"), (400, "InvalidSignatureException")),
+    "skewed": ((403, "RequestTimeTooSkewed"), (400, "InvalidSignatureException")),
+    "expired": ((403, "AccessDenied"), (400, "InvalidSignatureException")),
+    "payload_mismatch": ((400, "XAmzContentSHA256Mismatch"), (400, "InvalidSignatureException")),
+}
+STATUS_TEXT = {200: "OK", 204: "No Content", 400: "Bad Request", 403: "Forbidden", 404: "Not Found",
+               500: "Internal Server Error", 503: "Service Unavailable"}
+
+
+class Faults:
+    """The current fault settings; changed at run time through the control endpoint."""
+
+    def __init__(self, rate: float, kinds: list[str], latency_ms: int, seed: int | None):
+        self.lock = threading.Lock()
+        self.rng = random.Random(seed)
+        self.set(rate, kinds, latency_ms)
+
+    def set(self, rate: float, kinds: list[str], latency_ms: int) -> None:
+        unknown = [k for k in kinds if k not in FAULT_KINDS]
+        if unknown:
+            raise ValueError(f"unknown fault kinds {unknown}; choose from {', '.join(FAULT_KINDS)}")
+        if not 0 <= rate <= 1:
+            raise ValueError("fault rate must be between 0 and 1")
+        with self.lock:
+            self.rate, self.kinds, self.latency_ms = float(rate), list(kinds) or list(FAULT_KINDS[:4]), int(latency_ms)
+
+    def draw(self) -> tuple[str | None, float]:
+        with self.lock:
+            if self.rate > 0 and self.rng.random() < self.rate:
+                return self.rng.choice(self.kinds), self.latency_ms / 1000
+            return None, self.latency_ms / 1000
+
+
+class RequestLog:
+    """Appends one JSON line per request; cheap enough to keep on for 10,000-file runs."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self.lock = threading.Lock()
+        self.file = open(path, "a", encoding="utf-8")
+
+    def write(self, record: dict) -> None:
+        line = json.dumps(record, ensure_ascii=False) + "\n"
+        with self.lock:
+            self.file.write(line)
+            self.file.flush()
+
+    def reset(self) -> None:
+        with self.lock:
+            self.file.truncate(0)
+            self.file.seek(0)
+
+    def close(self) -> None:
+        with self.lock:
+            self.file.close()
+
+
+def s3_operation(method: str, path: str, query: str, environ: dict) -> tuple[str, str | None]:
+    """Names the S3 operation a request is, for the log; returns (operation, decoded key or None)."""
+    parts = path.lstrip("/").split("/", 1)
+    bucket = parts[0]
+    key = unquote(parts[1]) if len(parts) > 1 and parts[1] != "" else None
+    q = {p.split("=", 1)[0] for p in query.split("&") if p}
+    if not bucket:
+        return "ListBuckets", None
+    if key is None:
+        if method == "GET":
+            if "list-type" in q:
+                return "ListObjectsV2", None
+            for sub, op in (("uploads", "ListMultipartUploads"), ("versions", "ListObjectVersions"),
+                            ("location", "GetBucketLocation"), ("versioning", "GetBucketVersioning")):
+                if sub in q:
+                    return op, None
+            return "ListObjects", None
+        if method == "HEAD":
+            return "HeadBucket", None
+        if method == "PUT":
+            return ("PutBucketVersioning" if "versioning" in q else "CreateBucket"), None
+        if method == "POST" and "delete" in q:
+            return "DeleteObjects", None
+        if method == "DELETE":
+            return "DeleteBucket", None
+        return f"{method}Bucket", None
+    copy = "HTTP_X_AMZ_COPY_SOURCE" in environ
+    if method == "GET":
+        return ("ListParts" if "uploadId" in q else "GetObjectTagging" if "tagging" in q else "GetObject"), key
+    if method == "HEAD":
+        return "HeadObject", key
+    if method == "PUT":
+        if "partNumber" in q and "uploadId" in q:
+            return ("UploadPartCopy" if copy else "UploadPart"), key
+        return ("PutObjectTagging" if "tagging" in q else "CopyObject" if copy else "PutObject"), key
+    if method == "POST":
+        if "uploads" in q:
+            return "CreateMultipartUpload", key
+        if "uploadId" in q:
+            return "CompleteMultipartUpload", key
+        return "PostObject", key
+    if method == "DELETE":
+        return ("AbortMultipartUpload" if "uploadId" in q else "DeleteObject"), key
+    return method, key
+
+
+def _read_body(environ: dict) -> bytes:
+    stream = environ["wsgi.input"]
+    length = environ.get("CONTENT_LENGTH")
+    if length:
+        return stream.read(int(length))
+    if environ.get("wsgi.input_terminated") or environ.get("HTTP_TRANSFER_ENCODING", "").lower() == "chunked":
+        return stream.read()
+    return b""
+
+
+def _s3_error(status: int, code: str, message: str, **extra) -> tuple[int, list, bytes]:
+    fields = "".join(f"<{k}>{escape(str(v))}</{k}>" for k, v in extra.items() if v)
+    body = (f'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>{code}</Code><Message>{escape(message)}</Message>'
+            f"{fields}<RequestId>{uuid.uuid4().hex[:16].upper()}</RequestId></Error>").encode()
+    return status, [("Content-Type", "application/xml")], body
+
+
+def _json_response(status: int, payload: dict, error_type: str | None = None) -> tuple[int, list, bytes]:
+    headers = [("Content-Type", "application/x-amz-json-1.1"), ("x-amzn-RequestId", str(uuid.uuid4()))]
+    if error_type:
+        headers.append(("x-amzn-ErrorType", error_type))
+    return status, headers, json.dumps(payload).encode()
+
+
+class EmulatorApp:
+    """The WSGI application werkzeug serves."""
+
+    def __init__(self, s3_app, verifier: Verifier, transfer: TransferService, faults: Faults, log: RequestLog):
+        self.s3_app, self.verifier, self.transfer, self.faults, self.log = s3_app, verifier, transfer, faults, log
+
+    def __call__(self, environ, start_response):
+        path = environ.get("PATH_INFO", "/")
+        if path == CONTROL_PREFIX or path.startswith(CONTROL_PREFIX + "/"):
+            return self._control(environ, start_response, path[len(CONTROL_PREFIX):])
+        body = _read_body(environ)
+        target = environ.get("HTTP_X_AMZ_TARGET", "")
+        service = "transfer" if target.startswith("TransferService.") else "s3"
+        record = {"ts": round(time.time(), 6), "service": service, "operation": None, "status": None,
+                  "fault": None, "error_code": None, "key": None, "connector_id": None, "transfer_id": None, "paths": None}
+        raw_uri = environ.get("RAW_URI") or path
+        raw_path, _, raw_query = raw_uri.partition("?")
+        if service == "transfer":
+            record["operation"] = target.split(".", 1)[1]
+        else:
+            record["operation"], record["key"] = s3_operation(environ.get("REQUEST_METHOD", "GET"), raw_path, raw_query, environ)
+
+        fault, latency = self.faults.draw()
+        if latency:
+            time.sleep(latency)
+        if fault == "drop":
+            record["fault"] = "drop"
+            self.log.write(record)
+            return self._drop(environ, start_response)
+        if fault is not None:
+            record["fault"] = fault
+            if service == "s3":
+                status, code, message = S3_FAULTS[fault]
+                response = _s3_error(status, code, message)
+            else:
+                status, code, message = TRANSFER_FAULTS[fault]
+                response = _json_response(status, {"__type": code, "Message": message}, code)
+            return self._finish(start_response, record, response, code)
+
+        try:
+            self.verifier.verify(environ, body, service)
+        except AuthError as e:
+            return self._finish(start_response, record, *self._auth_error(e, service))
+
+        if service == "transfer":
+            return self._finish(start_response, record, *self._transfer(record, body))
+
+        environ["wsgi.input"] = BytesIO(body)
+        environ["CONTENT_LENGTH"] = str(len(body))
+        environ.pop("HTTP_TRANSFER_ENCODING", None)
+        captured = {}
+
+        def capture(status, headers, exc_info=None):
+            captured["status"], captured["headers"] = status, headers
+            return start_response(status, headers, exc_info)
+
+        result = self.s3_app(environ, capture)
+        status = int(captured.get("status", "500").split(" ", 1)[0])
+        record["status"] = status
+        if status >= 300:
+            # Error bodies are small; buffer them to log the error code. Successful GETs stream untouched.
+            chunks = b"".join(result)
+            if hasattr(result, "close"):
+                result.close()
+            m = _S3_CODE.search(chunks)
+            record["error_code"] = m.group(1).decode() if m else None
+            result = [chunks]
+        self.log.write(record)
+        return result
+
+    def _finish(self, start_response, record, response, error_code=None):
+        status, headers, payload = response
+        record["status"] = status
+        record["error_code"] = error_code
+        self.log.write(record)
+        start_response(f"{status} {STATUS_TEXT.get(status, 'Error')}", headers + [("Content-Length", str(len(payload)))])
+        return [payload]
+
+    def _auth_error(self, e: AuthError, service: str):
+        (s3_status, s3_code), (tf_status, tf_code) = AUTH_ERRORS[e.code]
+        if service == "s3":
+            extra = {}
+            if e.code == "bad_signature":
+                extra = {"AWSAccessKeyId": self.verifier.access_key_id, "StringToSign": e.string_to_sign,
+                         "CanonicalRequest": e.canonical_request}
+            elif e.code == "skewed":
+                extra = {"RequestTime": e.request_time, "ServerTime": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                         "MaxAllowedSkewMilliseconds": "900000"}
+            return _s3_error(s3_status, s3_code, e.message, **extra), s3_code
+        message = e.message
+        if e.code == "bad_signature":
+            message += (f"\n\nThe Canonical String for this request should have been\n'{e.canonical_request}'\n\n"
+                        f"The String-to-Sign should have been\n'{e.string_to_sign}'\n")
+        elif e.code == "skewed":
+            now = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+            message = f"Signature expired: {e.request_time} is now earlier or later than {now} by more than 15 min."
+        elif e.code == "unknown_key":
+            message = "The security token included in the request is invalid."
+        return _json_response(tf_status, {"__type": tf_code, "Message": message}, tf_code), tf_code
+
+    def _transfer(self, record: dict, body: bytes):
+        try:
+            request = json.loads(body or b"{}")
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            e = TransferError("SerializationException", "Request body is not valid JSON")
+            return _json_response(e.status, e.body(), e.kind), e.kind
+        if isinstance(request, dict) and isinstance(request.get("ConnectorId"), str):
+            record["connector_id"] = request["ConnectorId"]
+        try:
+            response, fields = self.transfer.handle(record["operation"], request)
+        except TransferError as e:
+            return _json_response(e.status, e.body(), e.kind), e.kind
+        record.update(fields)
+        return _json_response(200, response), None
+
+    def _drop(self, environ, start_response):
+        sock = environ.get("werkzeug.socket")
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        start_response("500 Dropped", [("Content-Length", "0")])
+        return [b""]
+
+    def _control(self, environ, start_response, sub: str):
+        method = environ.get("REQUEST_METHOD", "GET")
+        status, payload = 200, {"ok": True}
+        try:
+            if sub == "/health" and method == "GET":
+                payload = {"ok": True}
+            elif sub == "/faults" and method == "POST":
+                data = json.loads(_read_body(environ) or b"{}")
+                with self.faults.lock:
+                    current = (self.faults.rate, self.faults.kinds, self.faults.latency_ms)
+                self.faults.set(data.get("rate", current[0]), data.get("kinds", current[1]), data.get("latency_ms", current[2]))
+                payload = {"rate": self.faults.rate, "kinds": self.faults.kinds, "latency_ms": self.faults.latency_ms}
+            elif sub == "/faults" and method == "GET":
+                payload = {"rate": self.faults.rate, "kinds": self.faults.kinds, "latency_ms": self.faults.latency_ms}
+            elif sub == "/reset-log" and method == "POST":
+                self.log.reset()
+            else:
+                status, payload = 404, {"error": f"no control endpoint {method} {sub}"}
+        except (ValueError, TypeError) as e:
+            status, payload = 400, {"error": str(e)}
+        data = json.dumps(payload).encode()
+        start_response(f"{status} {STATUS_TEXT.get(status, 'Error')}",
+                       [("Content-Type", "application/json"), ("Content-Length", str(len(data)))])
+        return [data]

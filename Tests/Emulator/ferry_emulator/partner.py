@@ -1,0 +1,170 @@
+"""The trading partner: a real OpenSSH sshd on 127.0.0.1, and the connector's SFTP client to it.
+
+sshd runs without a chroot (that would need root-owned, non-writable parents for the state dir),
+so the client maps the partner's absolute paths under `partner_root` itself and refuses any path
+that would climb out of it.
+"""
+from __future__ import annotations
+
+import getpass
+import os
+import posixpath
+import socket
+import subprocess
+import threading
+import time
+
+SSHD = "/usr/sbin/sshd"
+
+
+class PartnerPathError(ValueError):
+    """A remote path that would leave the partner's root."""
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _keygen(path: str) -> None:
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "ferry-emulator", "-f", path],
+                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+class SftpPartner:
+    """Owns the sshd child process, its keys, and the partner's root folder."""
+
+    def __init__(self, state_dir: str):
+        self.root = os.path.join(state_dir, "partner")
+        self.ssh_dir = os.path.join(state_dir, "ssh")
+        os.makedirs(self.root, exist_ok=True)
+        os.makedirs(self.ssh_dir, mode=0o700, exist_ok=True)
+        self.user = getpass.getuser()
+        self.host = "127.0.0.1"
+        self.port = 0
+        self.host_key_path = os.path.join(self.ssh_dir, "host_ed25519")
+        self.user_key_path = os.path.join(self.ssh_dir, "user_ed25519")
+        self.process: subprocess.Popen | None = None
+        self.log_path = os.path.join(state_dir, "sshd.log")
+
+    @property
+    def host_public_key(self) -> str:
+        with open(self.host_key_path + ".pub") as f:
+            return " ".join(f.read().split()[:2])
+
+    def start(self, timeout: float = 10.0) -> None:
+        if not os.access(SSHD, os.X_OK):
+            raise RuntimeError(f"{SSHD} not found: install openssh-server (`make deps`)")
+        _keygen(self.host_key_path)
+        _keygen(self.user_key_path)
+        authorized = os.path.join(self.ssh_dir, "authorized_keys")
+        with open(self.user_key_path + ".pub") as src, open(authorized, "w") as dst:
+            dst.write(src.read())
+        if os.geteuid() == 0:
+            # sshd refuses to start as root without its privilege-separation directory.
+            os.makedirs("/run/sshd", mode=0o755, exist_ok=True)
+        last_error = ""
+        for _ in range(5):
+            self.port = free_port()
+            config = os.path.join(self.ssh_dir, "sshd_config")
+            with open(config, "w") as f:
+                f.write("\n".join([
+                    f"ListenAddress 127.0.0.1:{self.port}",
+                    f"HostKey {self.host_key_path}",
+                    f"AuthorizedKeysFile {authorized}",
+                    "PidFile none",
+                    "PubkeyAuthentication yes",
+                    "PasswordAuthentication no",
+                    "KbdInteractiveAuthentication no",
+                    "PermitRootLogin prohibit-password",
+                    "UsePAM no",
+                    "StrictModes no",
+                    f"AllowUsers {self.user}",
+                    "MaxStartups 100:30:200",
+                    "MaxSessions 100",
+                    "LogLevel ERROR",
+                    "Subsystem sftp internal-sftp",
+                    f"ForceCommand internal-sftp -d {self.root}",
+                    "",
+                ]))
+            log = open(self.log_path, "ab")
+            self.process = subprocess.Popen([SSHD, "-D", "-e", "-f", config], stdout=log, stderr=log,
+                                            stdin=subprocess.DEVNULL)
+            log.close()
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                if self.process.poll() is not None:
+                    break
+                try:
+                    with socket.create_connection((self.host, self.port), timeout=0.5) as s:
+                        s.settimeout(2)
+                        if s.recv(4).startswith(b"SSH-"):
+                            return
+                except OSError:
+                    time.sleep(0.02)
+            self.stop()
+            with open(self.log_path, "rb") as f:
+                last_error = f.read().decode(errors="replace")[-2000:]
+        raise RuntimeError(f"sshd did not start: {last_error}")
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+
+    def local_path(self, remote: str) -> str:
+        """The path on this machine that the partner's `remote` path names ('/' is the partner root)."""
+        parts = [p for p in remote.split("/") if p not in ("", ".")]
+        if ".." in parts:
+            raise PartnerPathError(f"path {remote!r} contains '..'")
+        return posixpath.join(self.root, *parts) if parts else self.root
+
+
+class SftpSession:
+    """One reusable SFTP connection for a connector; every call is serialised by the caller's lock."""
+
+    def __init__(self, host: str, port: int, user: str, key_path: str, trusted_host_keys: list[str]):
+        self.host, self.port, self.user, self.key_path = host, port, user, key_path
+        self.trusted = [" ".join(k.split()[:2]) for k in trusted_host_keys]
+        self.lock = threading.Lock()
+        self._transport = None
+        self._sftp = None
+        self.host_key = ""
+
+    def client(self):
+        import paramiko
+
+        if self._sftp is not None and self._transport is not None and self._transport.is_active():
+            return self._sftp
+        self.close()
+        key = paramiko.Ed25519Key.from_private_key_file(self.key_path)
+        sock = socket.create_connection((self.host, self.port), timeout=10)
+        transport = paramiko.Transport(sock)
+        transport.start_client(timeout=10)
+        server_key = transport.get_remote_server_key()
+        self.host_key = f"{server_key.get_name()} {server_key.get_base64()}"
+        if self.trusted and self.host_key not in self.trusted:
+            transport.close()
+            raise ConnectionError(f"host key {self.host_key} is not one of the connector's TrustedHostKeys")
+        transport.auth_publickey(self.user, key)
+        self._transport = transport
+        self._sftp = paramiko.SFTPClient.from_transport(transport)
+        return self._sftp
+
+    def alive(self) -> bool:
+        return self._transport is not None and self._transport.is_active()
+
+    def close(self) -> None:
+        for thing in (self._sftp, self._transport):
+            if thing is not None:
+                try:
+                    thing.close()
+                except Exception:
+                    pass
+        self._sftp = self._transport = None

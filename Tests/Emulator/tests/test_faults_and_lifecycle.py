@@ -1,0 +1,150 @@
+"""Fault injection (per run and at run time), the request log, the control endpoint, start and stop."""
+from __future__ import annotations
+
+import os
+import time
+import uuid
+
+import pytest
+from botocore.exceptions import ClientError, ConnectionClosedError, EndpointConnectionError
+
+from conftest import start_emulator
+
+
+def code_of(excinfo) -> str:
+    return excinfo.value.response["Error"]["Code"]
+
+
+def status_of(excinfo) -> int:
+    return excinfo.value.response["ResponseMetadata"]["HTTPStatusCode"]
+
+
+@pytest.mark.parametrize("kind, s3_expected, transfer_expected", [
+    ("throttle", (503, "SlowDown"), (400, "ThrottlingException")),
+    ("slowdown", (503, "SlowDown"), (400, "ThrottlingException")),
+    ("unavailable", (503, "ServiceUnavailable"), (503, "ServiceUnavailableException")),
+    ("internal", (500, "InternalError"), (500, "InternalServiceError")),
+])
+def test_each_fault_kind_at_run_time(calm, kind, s3_expected, transfer_expected):
+    emu = calm
+    emu.control("/reset-log", {})
+    assert emu.control("/faults", {"rate": 1.0, "kinds": [kind]}) == {"rate": 1.0, "kinds": [kind], "latency_ms": 0}
+    with pytest.raises(ClientError) as e:
+        emu.client("s3").list_objects_v2(Bucket="ferry-staging")
+    assert (status_of(e), code_of(e)) == s3_expected
+    with pytest.raises(ClientError) as e:
+        emu.client("transfer").describe_connector(ConnectorId=emu.sftp_id)
+    assert (status_of(e), code_of(e)) == transfer_expected
+    log = emu.log()
+    assert [(r["service"], r["operation"], r["fault"], r["status"], r["error_code"]) for r in log] == [
+        ("s3", "ListObjectsV2", kind, s3_expected[0], s3_expected[1]),
+        ("transfer", "DescribeConnector", kind, transfer_expected[0], transfer_expected[1]),
+    ]
+    emu.control("/faults", {"rate": 0})
+    assert emu.client("s3").list_objects_v2(Bucket="ferry-staging", MaxKeys=1)["ResponseMetadata"]["HTTPStatusCode"] == 200
+
+
+def test_dropped_connection(calm):
+    emu = calm
+    emu.control("/faults", {"rate": 1.0, "kinds": ["drop"]})
+    with pytest.raises((ConnectionClosedError, EndpointConnectionError)):
+        emu.client("s3").put_object(Bucket="ferry-staging", Key="dropped", Body=b"x")
+    with pytest.raises((ConnectionClosedError, EndpointConnectionError)):
+        emu.client("transfer").describe_connector(ConnectorId=emu.sftp_id)
+    emu.control("/faults", {"rate": 0})
+    with pytest.raises(ClientError):
+        emu.client("s3").head_object(Bucket="ferry-staging", Key="dropped")
+    assert [r["fault"] for r in emu.log() if r["operation"] == "PutObject" and r["key"] == "dropped"] == ["drop"]
+
+
+def test_boto3_retries_through_faults(calm):
+    emu = calm
+    emu.control("/faults", {"rate": 0.5, "kinds": ["throttle", "unavailable", "internal"]})
+    s3 = emu.client("s3", retries=10)
+    key = f"retried-{uuid.uuid4()}"
+    for i in range(10):
+        s3.put_object(Bucket="ferry-staging", Key=f"{key}/{i}", Body=b"x")
+    emu.control("/faults", {"rate": 0})
+    assert emu.client("s3").list_objects_v2(Bucket="ferry-staging", Prefix=key)["KeyCount"] == 10
+    faulted = [r for r in emu.log() if (r["key"] or "").startswith(key) and r["fault"]]
+    assert faulted, "a 50% fault rate over 10+ requests injected no fault"
+
+
+def test_added_latency(calm):
+    emu = calm
+    emu.control("/faults", {"rate": 0, "latency_ms": 300})
+    s3 = emu.client("s3")
+    started = time.monotonic()
+    s3.list_objects_v2(Bucket="ferry-staging", MaxKeys=1)
+    assert time.monotonic() - started >= 0.3
+
+
+def test_control_endpoint_rejects_bad_settings(calm):
+    import urllib.error
+    with pytest.raises(urllib.error.HTTPError) as e:
+        calm.control("/faults", {"rate": 2})
+    assert e.value.code == 400
+    with pytest.raises(urllib.error.HTTPError) as e:
+        calm.control("/faults", {"kinds": ["meteor"]})
+    assert e.value.code == 400
+    assert calm.control("/health") == {"ok": True}
+
+
+def test_faults_from_the_command_line_are_seeded_and_logged():
+    def run_once() -> list[str | None]:
+        emu = start_emulator("--fault-rate", "0.5", "--faults", "throttle,internal", "--seed", "7")
+        try:
+            s3 = emu.client("s3")
+            for _ in range(30):
+                try:
+                    s3.list_objects_v2(Bucket="ferry-staging", MaxKeys=1)
+                except ClientError as e:
+                    assert e.response["Error"]["Code"] in ("SlowDown", "InternalError")
+            return [r["fault"] for r in emu.log()]
+        finally:
+            emu.stop()
+
+    first, second = run_once(), run_once()
+    assert len(first) == 30
+    assert set(first) == {None, "throttle", "internal"}
+    assert first == second
+
+
+def test_request_log_reset(calm):
+    calm.client("s3").list_objects_v2(Bucket="ferry-staging", MaxKeys=1)
+    assert calm.log()
+    calm.control("/reset-log", {})
+    assert calm.log() == []
+    calm.client("s3").list_objects_v2(Bucket="ferry-staging", MaxKeys=1)
+    [record] = calm.log()
+    assert set(record) == {"ts", "service", "operation", "status", "fault", "error_code", "key", "connector_id", "transfer_id", "paths"}
+
+
+def test_start_prints_one_line_and_sigterm_cleans_up(tmp_path):
+    started = time.monotonic()
+    emu = start_emulator()
+    print(f"emulator ready after {time.monotonic() - started:.2f}s (self-reported {emu.info['start_seconds']}s)")
+    info = emu.info
+    for field in ("endpoint", "region", "access_key_id", "secret_access_key", "buckets", "connectors",
+                  "partner_root", "sftp", "request_log", "control"):
+        assert field in info
+    assert os.path.isdir(info["partner_root"]) and os.path.isfile(info["sftp"]["private_key"])
+    s3 = emu.client("s3")
+    assert {b["Name"] for b in s3.list_buckets()["Buckets"]} == {"ferry-staging", "ferry-inbound"}
+    with open(os.path.join(info["state_dir"], "ssh", "sshd_config")) as f:
+        port_line = next(line for line in f if line.startswith("ListenAddress"))
+    assert port_line.strip().endswith(f":{info['sftp']['port']}")
+    assert emu.process.stdout.read() == "" if emu.stop() is not None else False
+    assert emu.process.returncode == 0
+    assert not os.path.exists(info["state_dir"])
+    import socket
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", info["sftp"]["port"]), timeout=1).close()
+
+
+def test_state_dir_and_keep(tmp_path):
+    state = tmp_path / "state"
+    emu = start_emulator("--state-dir", str(state))
+    assert emu.info["partner_root"] == str(state / "partner")
+    emu.stop()
+    assert (state / "requests.jsonl").exists(), "an explicit --state-dir is the caller's and stays"

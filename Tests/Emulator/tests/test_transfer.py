@@ -1,0 +1,437 @@
+"""Transfer Family connector operations through boto3: every operation, its success and its errors,
+and sends/retrieves that really cross SFTP to the sshd partner."""
+from __future__ import annotations
+
+import json
+import os
+import uuid
+
+import pytest
+from botocore.exceptions import ClientError
+
+from conftest import start_emulator, wait_for, wait_transfer
+
+UNKNOWN_CONNECTOR = "c-0123456789abcdef0"
+
+
+def code_of(excinfo) -> str:
+    return excinfo.value.response["Error"]["Code"]
+
+
+def stage(emu, body: bytes, name: str | None = None) -> str:
+    key = f"outbound/{uuid.uuid4()}/{name or 'file.txt'}"
+    emu.client("s3").put_object(Bucket="ferry-staging", Key=key, Body=body)
+    return f"/ferry-staging/{key}"
+
+
+def partner_dir(emu, relative: str) -> str:
+    path = os.path.join(emu.partner_root, relative.strip("/"))
+    os.makedirs(path, exist_ok=True)
+    return path
+
+
+# ---- CreateConnector / DescribeConnector / ListConnectors / DeleteConnector ----------------------
+
+ROLE = "arn:aws:iam::123456789012:role/ferry-test"
+
+
+def test_preconfigured_connectors_are_described(emu):
+    tf = emu.client("transfer")
+    sftp = tf.describe_connector(ConnectorId=emu.sftp_id)["Connector"]
+    assert sftp["ConnectorId"] == emu.sftp_id
+    assert sftp["Url"] == f"sftp://127.0.0.1:{emu.info['sftp']['port']}"
+    assert sftp["SftpConfig"]["TrustedHostKeys"][0].startswith("ssh-ed25519 ")
+    as2 = tf.describe_connector(ConnectorId=emu.as2_id)["Connector"]
+    assert "As2Config" in as2 and "SftpConfig" not in as2
+    listed = {c["ConnectorId"] for c in tf.list_connectors()["Connectors"]}
+    assert {emu.sftp_id, emu.as2_id} <= listed
+
+
+def test_create_describe_delete_connector(emu):
+    tf = emu.client("transfer")
+    cid = tf.create_connector(Url=f"sftp://127.0.0.1:{emu.info['sftp']['port']}", AccessRole=ROLE,
+                              SftpConfig={"UserSecretId": "secret", "TrustedHostKeys": []})["ConnectorId"]
+    assert cid.startswith("c-") and len(cid) == 19
+    assert tf.describe_connector(ConnectorId=cid)["Connector"]["Arn"].endswith(f":connector/{cid}")
+    assert tf.test_connection(ConnectorId=cid)["Status"] == "OK"
+    tf.delete_connector(ConnectorId=cid)
+    with pytest.raises(ClientError) as e:
+        tf.describe_connector(ConnectorId=cid)
+    assert code_of(e) == "ResourceNotFoundException"
+
+
+def test_create_connector_errors(emu):
+    tf = emu.client("transfer", validate=False)
+    with pytest.raises(ClientError) as e:
+        tf.create_connector(AccessRole=ROLE, SftpConfig={})
+    assert code_of(e) == "ValidationException" and "url" in e.value.response["Error"]["Message"]
+    with pytest.raises(ClientError) as e:
+        tf.create_connector(Url="sftp://127.0.0.1:22", AccessRole="not-a-role-arn-at-all", SftpConfig={})
+    assert code_of(e) == "ValidationException"
+    with pytest.raises(ClientError) as e:
+        tf.create_connector(Url="sftp://127.0.0.1:22", AccessRole=ROLE, SftpConfig={}, As2Config={})
+    assert code_of(e) == "InvalidRequestException"
+    with pytest.raises(ClientError) as e:
+        tf.create_connector(Url="https://partner.example/as2", AccessRole=ROLE, SftpConfig={})
+    assert code_of(e) == "InvalidRequestException"
+
+
+def test_describe_connector_errors(emu):
+    tf = emu.client("transfer", validate=False)
+    with pytest.raises(ClientError) as e:
+        tf.describe_connector(ConnectorId=UNKNOWN_CONNECTOR)
+    assert code_of(e) == "ResourceNotFoundException"
+    assert e.value.response["Error"]["Message"] == f"Unknown Connector: {UNKNOWN_CONNECTOR}"
+    with pytest.raises(ClientError) as e:
+        tf.describe_connector(ConnectorId="c-NOT-VALID")
+    assert code_of(e) == "ValidationException"
+    assert "c-([0-9a-f]{17})" in e.value.response["Error"]["Message"] or "length" in e.value.response["Error"]["Message"]
+
+
+# ---- StartFileTransfer: sends -------------------------------------------------------------------
+
+def test_send_crosses_sftp_to_the_partner_home(emu):
+    tf = emu.client("transfer")
+    body = os.urandom(100_000)
+    name = f"invoice-{uuid.uuid4()}.edi"
+    path = stage(emu, body, name)
+    tid = tf.start_file_transfer(ConnectorId=emu.sftp_id, SendFilePaths=[path])["TransferId"]
+    assert wait_transfer(tf, emu.sftp_id, tid) == [{"FilePath": path, "StatusCode": "COMPLETED"}]
+    with open(os.path.join(emu.partner_root, name), "rb") as f:
+        assert f.read() == body
+    logged = [r for r in emu.log() if r["transfer_id"] == tid and r["operation"] == "StartFileTransfer"]
+    assert logged[0]["paths"] == [path] and logged[0]["connector_id"] == emu.sftp_id
+
+
+def test_send_ten_files_into_a_remote_directory(emu):
+    tf = emu.client("transfer")
+    target = partner_dir(emu, f"inbound/invoices-{uuid.uuid4()}")
+    remote = "/" + os.path.relpath(target, emu.partner_root)
+    paths = [stage(emu, f"file {i}".encode(), f"f{i} (ü).txt") for i in range(10)]
+    tid = tf.start_file_transfer(ConnectorId=emu.sftp_id, SendFilePaths=paths, RemoteDirectoryPath=remote)["TransferId"]
+    results = wait_transfer(tf, emu.sftp_id, tid)
+    assert [r["StatusCode"] for r in results] == ["COMPLETED"] * 10
+    assert sorted(os.listdir(target)) == sorted(f"f{i} (ü).txt" for i in range(10))
+
+
+def test_send_to_missing_remote_directory_fails_without_creating_it(emu):
+    tf = emu.client("transfer")
+    path = stage(emu, b"x")
+    missing = f"/no-such-dir-{uuid.uuid4()}"
+    tid = tf.start_file_transfer(ConnectorId=emu.sftp_id, SendFilePaths=[path], RemoteDirectoryPath=missing)["TransferId"]
+    [result] = wait_transfer(tf, emu.sftp_id, tid)
+    assert result["StatusCode"] == "FAILED" and result["FailureCode"] == "REMOTE_DIRECTORY_NOT_FOUND"
+    assert missing in result["FailureMessage"]
+    assert not os.path.exists(os.path.join(emu.partner_root, missing.lstrip("/")))
+
+
+def test_send_of_a_missing_s3_object_fails(emu):
+    tf = emu.client("transfer")
+    path = f"/ferry-staging/missing/{uuid.uuid4()}.txt"
+    tid = tf.start_file_transfer(ConnectorId=emu.sftp_id, SendFilePaths=[path])["TransferId"]
+    [result] = wait_transfer(tf, emu.sftp_id, tid)
+    assert result["StatusCode"] == "FAILED" and result["FailureCode"] == "SEND_FILE_NOT_FOUND"
+
+
+def test_remote_path_cannot_escape_the_partner_root(emu):
+    tf = emu.client("transfer")
+    path = stage(emu, b"x")
+    tid = tf.start_file_transfer(ConnectorId=emu.sftp_id, SendFilePaths=[path], RemoteDirectoryPath="/../..")["TransferId"]
+    [result] = wait_transfer(tf, emu.sftp_id, tid)
+    assert result["StatusCode"] == "FAILED" and result["FailureCode"] == "INVALID_PATH"
+
+
+def test_as2_send_completes(emu):
+    tf = emu.client("transfer")
+    name = f"as2-{uuid.uuid4()}.edi"
+    path = stage(emu, b"ISA*00", name)
+    tid = tf.start_file_transfer(ConnectorId=emu.as2_id, SendFilePaths=[path])["TransferId"]
+    assert wait_transfer(tf, emu.as2_id, tid)[0]["StatusCode"] == "COMPLETED"
+    with open(os.path.join(emu.info["as2_inbox"], name), "rb") as f:
+        assert f.read() == b"ISA*00"
+
+
+# ---- StartFileTransfer: retrieves ---------------------------------------------------------------
+
+def test_retrieve_crosses_sftp_into_s3(emu):
+    tf = emu.client("transfer")
+    folder = partner_dir(emu, f"outbound/reports-{uuid.uuid4()}")
+    body = os.urandom(50_000)
+    with open(os.path.join(folder, "report 1.csv"), "wb") as f:
+        f.write(body)
+    remote = "/" + os.path.relpath(folder, emu.partner_root) + "/report 1.csv"
+    prefix = f"inbound/{uuid.uuid4()}"
+    tid = tf.start_file_transfer(ConnectorId=emu.sftp_id, RetrieveFilePaths=[remote],
+                                 LocalDirectoryPath=f"/ferry-inbound/{prefix}")["TransferId"]
+    assert wait_transfer(tf, emu.sftp_id, tid) == [{"FilePath": remote, "StatusCode": "COMPLETED"}]
+    got = emu.client("s3").get_object(Bucket="ferry-inbound", Key=f"{prefix}/report 1.csv")["Body"].read()
+    assert got == body
+
+
+def test_retrieve_of_a_missing_remote_file_fails(emu):
+    tf = emu.client("transfer")
+    remote = f"/outbound/{uuid.uuid4()}.csv"
+    tid = tf.start_file_transfer(ConnectorId=emu.sftp_id, RetrieveFilePaths=[remote],
+                                 LocalDirectoryPath="/ferry-inbound/x")["TransferId"]
+    [result] = wait_transfer(tf, emu.sftp_id, tid)
+    assert result == {"FilePath": remote, "StatusCode": "FAILED", "FailureCode": "RETRIEVE_FILE_NOT_FOUND",
+                      "FailureMessage": result["FailureMessage"]}
+
+
+# ---- StartFileTransfer: input constraints -------------------------------------------------------
+
+@pytest.mark.parametrize("kwargs, expected", [
+    ({"SendFilePaths": [f"/ferry-staging/{i}" for i in range(11)]}, "ValidationException"),
+    ({"SendFilePaths": []}, "ValidationException"),
+    ({"SendFilePaths": ["/ferry-staging/" + "a" * 1010]}, "ValidationException"),
+    ({"SendFilePaths": [""]}, "ValidationException"),
+    ({"RetrieveFilePaths": ["/x"], "LocalDirectoryPath": ""}, "ValidationException"),
+    ({"SendFilePaths": ["/ferry-staging/a"], "RetrieveFilePaths": ["/a"], "LocalDirectoryPath": "/ferry-inbound"}, "InvalidRequestException"),
+    ({}, "InvalidRequestException"),
+    ({"RetrieveFilePaths": ["/a"]}, "InvalidRequestException"),
+])
+def test_start_file_transfer_input_errors(emu, kwargs, expected):
+    tf = emu.client("transfer", validate=False)
+    with pytest.raises(ClientError) as e:
+        tf.start_file_transfer(ConnectorId=emu.sftp_id, **kwargs)
+    assert code_of(e) == expected
+    assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
+
+
+def test_start_file_transfer_connector_errors(emu):
+    tf = emu.client("transfer", validate=False)
+    with pytest.raises(ClientError) as e:
+        tf.start_file_transfer(ConnectorId=UNKNOWN_CONNECTOR, SendFilePaths=["/ferry-staging/a"])
+    assert code_of(e) == "ResourceNotFoundException"
+    assert e.value.response["Error"]["Message"] == f"Unknown Connector: {UNKNOWN_CONNECTOR}"
+    with pytest.raises(ClientError) as e:
+        tf.start_file_transfer(ConnectorId="c-123", SendFilePaths=["/ferry-staging/a"])
+    assert code_of(e) == "ValidationException"
+    with pytest.raises(ClientError) as e:
+        tf.start_file_transfer(ConnectorId=emu.as2_id, RetrieveFilePaths=["/a"], LocalDirectoryPath="/ferry-inbound")
+    assert code_of(e) == "InvalidRequestException"
+
+
+def test_exactly_ten_paths_of_1024_characters_are_accepted(emu):
+    tf = emu.client("transfer")
+    long_path = "/ferry-staging/" + "k" * (1024 - len("/ferry-staging/"))
+    tid = tf.start_file_transfer(ConnectorId=emu.sftp_id, SendFilePaths=[long_path] * 10)["TransferId"]
+    assert len(wait_transfer(tf, emu.sftp_id, tid)) == 10
+
+
+# ---- ListFileTransferResults --------------------------------------------------------------------
+
+def test_list_file_transfer_results_pages(emu):
+    tf = emu.client("transfer")
+    paths = [stage(emu, b"p", f"page{i}.txt") for i in range(10)]
+    tid = tf.start_file_transfer(ConnectorId=emu.sftp_id, SendFilePaths=paths)["TransferId"]
+    wait_transfer(tf, emu.sftp_id, tid)
+    seen, token, pages = [], None, 0
+    while True:
+        kwargs = {"NextToken": token} if token else {}
+        page = tf.list_file_transfer_results(ConnectorId=emu.sftp_id, TransferId=tid, MaxResults=3, **kwargs)
+        pages += 1
+        seen += [r["FilePath"] for r in page["FileTransferResults"]]
+        token = page.get("NextToken")
+        if not token:
+            break
+    assert pages == 4 and seen == paths
+
+
+def test_list_file_transfer_results_errors(emu):
+    tf = emu.client("transfer", validate=False)
+    with pytest.raises(ClientError) as e:
+        tf.list_file_transfer_results(ConnectorId=emu.sftp_id, TransferId=str(uuid.uuid4()))
+    assert code_of(e) == "ResourceNotFoundException"
+    with pytest.raises(ClientError) as e:
+        tf.list_file_transfer_results(ConnectorId=UNKNOWN_CONNECTOR, TransferId=str(uuid.uuid4()))
+    assert code_of(e) == "ResourceNotFoundException"
+    tid = tf.start_file_transfer(ConnectorId=emu.sftp_id, SendFilePaths=[stage(emu, b"x")])["TransferId"]
+    with pytest.raises(ClientError) as e:
+        tf.list_file_transfer_results(ConnectorId=emu.as2_id, TransferId=tid)
+    assert code_of(e) == "ResourceNotFoundException"
+    for bad in ({"MaxResults": 0}, {"MaxResults": 1001}, {"TransferId": "bad id!"}):
+        with pytest.raises(ClientError) as e:
+            tf.list_file_transfer_results(**{"ConnectorId": emu.sftp_id, "TransferId": tid, **bad})
+        assert code_of(e) == "ValidationException"
+    with pytest.raises(ClientError) as e:
+        tf.list_file_transfer_results(ConnectorId=emu.sftp_id, TransferId=tid, NextToken="garbage")
+    assert code_of(e) == "InvalidNextTokenException"
+
+
+def test_files_go_queued_then_in_progress_then_completed():
+    slow = start_emulator("--transfer-delay-ms", "600")
+    try:
+        tf = slow.client("transfer")
+        paths = [stage(slow, b"slow", f"s{i}.txt") for i in range(3)]
+        tid = tf.start_file_transfer(ConnectorId=slow.sftp_id, SendFilePaths=paths)["TransferId"]
+        observed: list[tuple[str, ...]] = []
+
+        def finished():
+            results = tf.list_file_transfer_results(ConnectorId=slow.sftp_id, TransferId=tid)["FileTransferResults"]
+            states = tuple(r["StatusCode"] for r in results)
+            if not observed or observed[-1] != states:
+                observed.append(states)
+            return all(s == "COMPLETED" for s in states)
+
+        wait_for(finished, timeout=30, interval=0.05)
+        assert ("IN_PROGRESS", "QUEUED", "QUEUED") in observed
+        assert ("COMPLETED", "IN_PROGRESS", "QUEUED") in observed
+        assert observed[-1] == ("COMPLETED",) * 3
+    finally:
+        slow.stop()
+
+
+# ---- StartDirectoryListing ----------------------------------------------------------------------
+
+def _listing(emu, remote: str, **kwargs) -> dict:
+    tf = emu.client("transfer")
+    out_prefix = f"listings/{uuid.uuid4()}"
+    r = tf.start_directory_listing(ConnectorId=emu.sftp_id, RemoteDirectoryPath=remote,
+                                   OutputDirectoryPath=f"/ferry-inbound/{out_prefix}", **kwargs)
+    assert r["OutputFileName"] == f"{emu.sftp_id}-{r['ListingId']}.json"
+    s3 = emu.client("s3")
+
+    def fetch():
+        try:
+            return s3.get_object(Bucket="ferry-inbound", Key=f"{out_prefix}/{r['OutputFileName']}")["Body"].read()
+        except ClientError:
+            return None
+    return json.loads(wait_for(fetch))
+
+
+def test_directory_listing_in_aws_format(emu):
+    folder = partner_dir(emu, f"outbound/list-{uuid.uuid4()}")
+    remote = "/" + os.path.relpath(folder, emu.partner_root)
+    for name, size in (("a.csv", 3), ("b.csv", 10)):
+        with open(os.path.join(folder, name), "wb") as f:
+            f.write(b"z" * size)
+    os.mkdir(os.path.join(folder, "archive"))
+    os.utime(os.path.join(folder, "a.csv"), (1700000000, 1700000000))
+    listing = _listing(emu, remote)
+    assert listing["truncated"] is False
+    assert listing["paths"] == [{"path": f"{remote}/archive"}]
+    assert listing["files"] == [
+        {"filePath": f"{remote}/a.csv", "modifiedTimestamp": "2023-11-14T22:13:20Z", "size": 3},
+        {"filePath": f"{remote}/b.csv", "modifiedTimestamp": listing["files"][1]["modifiedTimestamp"], "size": 10},
+    ]
+
+
+def test_directory_listing_honours_max_items(emu):
+    folder = partner_dir(emu, f"outbound/many-{uuid.uuid4()}")
+    for i in range(5):
+        open(os.path.join(folder, f"{i}.txt"), "w").close()
+    remote = "/" + os.path.relpath(folder, emu.partner_root)
+    listing = _listing(emu, remote, MaxItems=2)
+    assert listing["truncated"] is True and len(listing["files"]) + len(listing["paths"]) == 2
+    assert _listing(emu, remote, MaxItems=5)["truncated"] is False
+
+
+def test_directory_listing_errors(emu):
+    tf = emu.client("transfer", validate=False)
+    with pytest.raises(ClientError) as e:
+        tf.start_directory_listing(ConnectorId=emu.as2_id, RemoteDirectoryPath="/", OutputDirectoryPath="/ferry-inbound/l")
+    assert code_of(e) == "InvalidRequestException"
+    with pytest.raises(ClientError) as e:
+        tf.start_directory_listing(ConnectorId=UNKNOWN_CONNECTOR, RemoteDirectoryPath="/", OutputDirectoryPath="/ferry-inbound/l")
+    assert code_of(e) == "ResourceNotFoundException"
+    with pytest.raises(ClientError) as e:
+        tf.start_directory_listing(ConnectorId=emu.sftp_id, RemoteDirectoryPath="/")
+    assert code_of(e) == "ValidationException"
+    with pytest.raises(ClientError) as e:
+        tf.start_directory_listing(ConnectorId=emu.sftp_id, RemoteDirectoryPath="/", OutputDirectoryPath="/ferry-inbound/l", MaxItems=0)
+    assert code_of(e) == "ValidationException"
+
+
+# ---- StartRemoteDelete / StartRemoteMove --------------------------------------------------------
+
+def test_remote_move_and_delete_act_on_the_partner_disk(emu):
+    tf = emu.client("transfer")
+    folder = partner_dir(emu, f"outbound/move-{uuid.uuid4()}")
+    os.mkdir(os.path.join(folder, "archive"))
+    with open(os.path.join(folder, "r.csv"), "w") as f:
+        f.write("data")
+    remote = "/" + os.path.relpath(folder, emu.partner_root)
+    move_id = tf.start_remote_move(ConnectorId=emu.sftp_id, SourcePath=f"{remote}/r.csv", TargetPath=f"{remote}/archive/r.csv")["MoveId"]
+    assert move_id
+    wait_for(lambda: os.path.exists(os.path.join(folder, "archive", "r.csv")))
+    assert not os.path.exists(os.path.join(folder, "r.csv"))
+    assert tf.start_remote_delete(ConnectorId=emu.sftp_id, DeletePath=f"{remote}/archive/r.csv")["DeleteId"]
+    wait_for(lambda: not os.path.exists(os.path.join(folder, "archive", "r.csv")))
+    tf.start_remote_delete(ConnectorId=emu.sftp_id, DeletePath=f"{remote}/archive")
+    wait_for(lambda: not os.path.exists(os.path.join(folder, "archive")))
+
+
+def test_remote_move_and_delete_errors(emu):
+    tf = emu.client("transfer", validate=False)
+    for call, kwargs in ((tf.start_remote_move, {"SourcePath": "/a", "TargetPath": "/b"}),
+                         (tf.start_remote_delete, {"DeletePath": "/a"})):
+        with pytest.raises(ClientError) as e:
+            call(ConnectorId=emu.as2_id, **kwargs)
+        assert code_of(e) == "InvalidRequestException"
+        with pytest.raises(ClientError) as e:
+            call(ConnectorId=UNKNOWN_CONNECTOR, **kwargs)
+        assert code_of(e) == "ResourceNotFoundException"
+    with pytest.raises(ClientError) as e:
+        tf.start_remote_move(ConnectorId=emu.sftp_id, SourcePath="/a")
+    assert code_of(e) == "ValidationException"
+    with pytest.raises(ClientError) as e:
+        tf.start_remote_delete(ConnectorId=emu.sftp_id, DeletePath="x" * 1025)
+    assert code_of(e) == "ValidationException"
+
+
+# ---- TestConnection -----------------------------------------------------------------------------
+
+def test_test_connection(emu):
+    tf = emu.client("transfer", validate=False)
+    ok = tf.test_connection(ConnectorId=emu.sftp_id)
+    assert ok["Status"] == "OK" and ok["ConnectorId"] == emu.sftp_id
+    assert ok["SftpConnectionDetails"]["HostKey"] == emu.client("transfer").describe_connector(
+        ConnectorId=emu.sftp_id)["Connector"]["SftpConfig"]["TrustedHostKeys"][0]
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed_port = s.getsockname()[1]
+    dead = tf.create_connector(Url=f"sftp://127.0.0.1:{closed_port}", AccessRole=ROLE, SftpConfig={"UserSecretId": "s"})["ConnectorId"]
+    failed = tf.test_connection(ConnectorId=dead)
+    assert failed["Status"] == "ERROR" and failed["StatusMessage"]
+    mismatched = tf.create_connector(Url=f"sftp://127.0.0.1:{emu.info['sftp']['port']}", AccessRole=ROLE,
+                                     SftpConfig={"UserSecretId": "s", "TrustedHostKeys": ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOtherKey"]})["ConnectorId"]
+    assert tf.test_connection(ConnectorId=mismatched)["Status"] == "ERROR"
+    with pytest.raises(ClientError) as e:
+        tf.test_connection(ConnectorId=emu.as2_id)
+    assert code_of(e) == "InvalidRequestException"
+    with pytest.raises(ClientError) as e:
+        tf.test_connection(ConnectorId=UNKNOWN_CONNECTOR)
+    assert code_of(e) == "ResourceNotFoundException"
+
+
+def test_send_through_an_unreachable_connector_fails_the_file(emu):
+    tf = emu.client("transfer")
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed_port = s.getsockname()[1]
+    dead = tf.create_connector(Url=f"sftp://127.0.0.1:{closed_port}", AccessRole=ROLE, SftpConfig={"UserSecretId": "s"})["ConnectorId"]
+    tid = tf.start_file_transfer(ConnectorId=dead, SendFilePaths=[stage(emu, b"x")])["TransferId"]
+    [result] = wait_transfer(tf, dead, tid)
+    assert result["StatusCode"] == "FAILED" and result["FailureCode"] == "CONNECTION_ERROR"
+
+
+def test_unknown_operation(emu):
+    import botocore.awsrequest
+    import botocore.auth
+    import botocore.credentials
+    import urllib.request
+
+    request = botocore.awsrequest.AWSRequest(method="POST", url=emu.info["endpoint"] + "/", data=b"{}",
+                                             headers={"X-Amz-Target": "TransferService.DoSomethingElse",
+                                                      "Content-Type": "application/x-amz-json-1.1"})
+    creds = botocore.credentials.Credentials(emu.info["access_key_id"], emu.info["secret_access_key"])
+    botocore.auth.SigV4Auth(creds, "transfer", emu.info["region"]).add_auth(request)
+    prepared = request.prepare()
+    req = urllib.request.Request(prepared.url, data=prepared.body, headers=dict(prepared.headers), method="POST")
+    with pytest.raises(urllib.error.HTTPError) as e:
+        urllib.request.urlopen(req, timeout=10)
+    assert e.value.code == 400
+    assert json.loads(e.value.read())["__type"] == "UnknownOperationException"

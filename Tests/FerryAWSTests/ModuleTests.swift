@@ -1,6 +1,0 @@
-import Testing
-@testable import FerryAWS
-
-@Test func moduleIsNamed() {
-    #expect(FerryAWSModule.name == "FerryAWS")
-}

@@ -1,6 +1,0 @@
-import Testing
-@testable import FerryConfig
-
-@Test func moduleIsNamed() {
-    #expect(FerryConfigModule.name == "FerryConfig")
-}

@@ -1,6 +1,0 @@
-import Testing
-@testable import FerryWatch
-
-@Test func moduleIsNamed() {
-    #expect(FerryWatchModule.name == "FerryWatch")
-}
