@@ -107,7 +107,7 @@ public final class Journal: @unchecked Sendable {
     /// The journal file.
     public let path: String
     private let lock = NSLock()
-    private let connection: SQLiteConnection
+    let connection: SQLiteConnection
     private let logger: Logger
     private let now: @Sendable () -> Date
 
@@ -198,18 +198,20 @@ public final class Journal: @unchecked Sendable {
             """
             CREATE TABLE inbound_files (
                 id INTEGER PRIMARY KEY,
-                rule TEXT NOT NULL, remote_path TEXT NOT NULL, size INTEGER, modified TEXT,
-                state TEXT NOT NULL, bucket TEXT, s3_key TEXT, local_path TEXT,
+                rule TEXT NOT NULL, remote_path TEXT NOT NULL,
+                size INTEGER NOT NULL DEFAULT -1, modified TEXT NOT NULL DEFAULT '',
+                state TEXT NOT NULL, bucket TEXT, s3_key TEXT, temp_path TEXT, local_path TEXT,
                 batch_id INTEGER, transfer_id TEXT, attempts INTEGER NOT NULL DEFAULT 0, last_error TEXT,
                 next_attempt_at REAL, created_at REAL NOT NULL, updated_at REAL NOT NULL,
                 UNIQUE (rule, remote_path, size, modified)
             )
             """,
             "CREATE INDEX inbound_files_state ON inbound_files(state, rule)",
+            "CREATE INDEX inbound_files_batch ON inbound_files(batch_id)",
             """
             CREATE TABLE inbound_polls (
                 rule TEXT PRIMARY KEY, started_at REAL, finished_at REAL, result TEXT, error TEXT,
-                next_at REAL, seen TEXT
+                next_at REAL, unstable_sizes TEXT, pending_listing TEXT
             )
             """,
         ],
