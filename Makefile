@@ -36,7 +36,7 @@ clean:
 # The README's first command: ferry's main job on the local emulator, no AWS account needed.
 .PHONY: demo
 demo: build
-	.build/debug/ferry validate --config rules.example.yaml
+	scripts/demo
 
 # The Debian package: dist/ferry_<version>_amd64.deb (release build, Swift stdlib static), checked by lintian.
 .PHONY: deb test-install

@@ -27,7 +27,7 @@ public final class Daemon: Service, Sendable {
         self.logger = logger
         self.metrics = metrics
         lock = try DaemonLock(stateDir: rules.stateDir)
-        notifier = SystemdNotifier()
+        notifier = try SystemdNotifier()
         let journal = try Journal(directory: rules.stateDir, logger: logger)
         self.journal = journal
 

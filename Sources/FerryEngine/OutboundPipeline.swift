@@ -58,7 +58,8 @@ public final class OutboundPipeline: Sendable {
         var queues: [String: AsyncQueue<PendingBatch>] = [:]
         for name in connectors.keys { queues[name] = AsyncQueue() }
         batchQueues = queues
-        batcher = Batcher(rules: self.rules, connectorOf: { rule in self.rules[rule]?.connector ?? "" }, queues: queues)
+        let byName = self.rules
+        batcher = Batcher(rules: byName, connectorOf: { rule in byName[rule]?.connector ?? "" }, queues: queues)
         tracker = Tracker()
     }
 
@@ -232,7 +233,7 @@ public final class OutboundPipeline: Sendable {
         }
         let key = stagingKey(for: file, staging: staging)
         do {
-            let result = try await context.s3.putObject(bucket: staging.bucket, key: key, fileAt: opened.procPath)
+            let result = try await context.s3.putObject(bucket: staging.bucket, key: key, fileAt: file.path)
             // A writer that kept writing during the upload means the object may be half-written.
             let (after, _) = try opened.version()
             guard after == expected, LocalFiles.currentVersion(file.path) == expected else {
@@ -241,7 +242,7 @@ public final class OutboundPipeline: Sendable {
                 logger.info("file changed during upload; the upload is discarded and the new version will be sent", metadata: metadata)
                 return .dropped
             }
-            try journal.markStaged(file.id, bucket: staging.bucket, key: key, checksum: result.checksum)
+            try journal.markStaged(file.id, bucket: staging.bucket, key: key, checksum: result.eTag)
             metrics.increment("ferry_bytes_uploaded_total", ["rule": file.rule], by: Double(file.size), help: "Bytes uploaded to S3 staging.")
             var staged = file
             staged.state = .staged
