@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> None:
             "endpoint": endpoint, "region": REGION, "access_key_id": access_key, "secret_access_key": secret_key,
             "buckets": {"staging": STAGING_BUCKET, "inbound": INBOUND_BUCKET},
             "connectors": {"sftp": sftp_connector.connector_id, "as2": as2_connector.connector_id},
-            "partner_root": partner.root,
+            "partner_root": partner.root, "partner_chroot": partner.chrooted,
             "sftp": {"host": partner.host, "port": partner.port, "user": partner.user, "private_key": partner.user_key_path},
             "request_log": log.path, "control": f"{endpoint}/_emulator",
             "as2_inbox": transfer.as2_inbox, "state_dir": state_dir, "pid": os.getpid(),
@@ -129,15 +129,17 @@ def main(argv: list[str] | None = None) -> None:
         sys.stdout.flush()
         server.serve_forever(poll_interval=0.2)
     except Exception as e:
-        _cleanup(partner, transfer, log, state_dir if own_state and not args.keep else None)
+        _cleanup(partner, transfer, log, state_dir if own_state and not args.keep else None, args.keep)
         _fail(f"could not start: {e}")
-    _cleanup(partner, transfer, log, state_dir if own_state and not args.keep else None)
+    _cleanup(partner, transfer, log, state_dir if own_state and not args.keep else None, args.keep)
 
 
-def _cleanup(partner, transfer, log, remove_dir: str | None) -> None:
+def _cleanup(partner, transfer, log, remove_dir: str | None, keep: bool) -> None:
     if transfer is not None:
         transfer.stop()
     partner.stop()
+    if not keep:
+        partner.remove_root()
     if log is not None:
         log.close()
     if remove_dir:

@@ -388,7 +388,7 @@ class TransferService:
         self._sftp_only(c, "TestConnection")
         try:
             with c.session.lock:
-                c.session.client().stat(self.partner.root)
+                c.session.client().stat(self.partner.sftp_path("/"))
             out = {"ConnectorId": cid, "Status": "OK", "StatusMessage": "Connection succeeded",
                    "SftpConnectionDetails": {"HostKey": c.session.host_key}}
         except Exception as e:  # any failure to connect is reported, not raised, as AWS does
@@ -410,7 +410,7 @@ class TransferService:
                 elif job[0] == "delete":
                     self._sftp(c, lambda sftp: self._delete(sftp, job[1]))
                 elif job[0] == "move":
-                    self._sftp(c, lambda sftp: sftp.rename(self.partner.local_path(job[1]), self.partner.local_path(job[2])))
+                    self._sftp(c, lambda sftp: sftp.rename(self.partner.sftp_path(job[1]), self.partner.sftp_path(job[2])))
             except Exception as e:  # the worker must survive anything one job does
                 print(f"ferry-emulator: connector {c.connector_id}: {job[0]} failed: {e}", file=sys.stderr, flush=True)
 
@@ -475,7 +475,7 @@ class TransferService:
                 out.write(data)
             return
         remote_dir = t.remote_directory or "/"
-        local_dir = self.partner.local_path(remote_dir)
+        local_dir = self.partner.sftp_path(remote_dir)
 
         def upload(sftp):
             try:
@@ -493,7 +493,7 @@ class TransferService:
         self._sftp(c, upload)
 
     def _retrieve(self, c: Connector, t: Transfer, path: str) -> None:
-        local = self.partner.local_path(path)
+        local = self.partner.sftp_path(path)
 
         def download(sftp):
             try:
@@ -514,7 +514,7 @@ class TransferService:
             raise _FileFailed("LOCAL_DIRECTORY_NOT_FOUND", f"Could not write s3://{bucket}/{key}: {type(e).__name__}")
 
     def _listing(self, sftp, remote: str, output: str, max_items: int, name: str) -> None:
-        local = self.partner.local_path(remote)
+        local = self.partner.sftp_path(remote)
         entries = sorted(sftp.listdir_attr(local), key=lambda a: a.filename)
         base = remote.rstrip("/") or ""
         files, paths = [], []
@@ -535,7 +535,7 @@ class TransferService:
         self.s3.put_object(bucket, key, json.dumps(document).encode())
 
     def _delete(self, sftp, path: str) -> None:
-        local = self.partner.local_path(path)
+        local = self.partner.sftp_path(path)
         if stat.S_ISDIR(sftp.stat(local).st_mode):
             sftp.rmdir(local)
         else:

@@ -137,6 +137,7 @@ def test_start_prints_one_line_and_sigterm_cleans_up(tmp_path):
     assert emu.process.stdout.read() == "" if emu.stop() is not None else False
     assert emu.process.returncode == 0
     assert not os.path.exists(info["state_dir"])
+    assert not os.path.exists(info["partner_root"])
     import socket
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", info["sftp"]["port"]), timeout=1).close()
@@ -145,6 +146,6 @@ def test_start_prints_one_line_and_sigterm_cleans_up(tmp_path):
 def test_state_dir_and_keep(tmp_path):
     state = tmp_path / "state"
     emu = start_emulator("--state-dir", str(state))
-    assert emu.info["partner_root"] == str(state / "partner")
+    assert emu.info["request_log"] == str(state / "requests.jsonl")
     emu.stop()
     assert (state / "requests.jsonl").exists(), "an explicit --state-dir is the caller's and stays"
