@@ -13,6 +13,7 @@ import os
 import posixpath
 import socket
 import shutil
+import signal
 import subprocess
 import tempfile
 import threading
@@ -51,6 +52,14 @@ def _chroot_root() -> str | None:
         if path == "/":
             return root
         path = os.path.dirname(path)
+
+
+def _die_with_parent() -> None:
+    # If the emulator is SIGKILLed it cannot stop sshd; the kernel then does (PR_SET_PDEATHSIG).
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(1, signal.SIGTERM, 0, 0, 0)
 
 
 def _keygen(path: str) -> None:
@@ -119,7 +128,7 @@ class SftpPartner:
                 ]))
             log = open(self.log_path, "ab")
             self.process = subprocess.Popen([SSHD, "-D", "-e", "-f", config], stdout=log, stderr=log,
-                                            stdin=subprocess.DEVNULL)
+                                            stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent)
             log.close()
             deadline = time.monotonic() + timeout
             while time.monotonic() < deadline:
