@@ -267,7 +267,7 @@ def test_list_file_transfer_results_errors(emu):
 
 
 def test_files_go_queued_then_in_progress_then_completed():
-    slow = start_emulator("--transfer-delay-ms", "600")
+    slow = start_emulator("--transfer-delay-ms", "1500")
     try:
         tf = slow.client("transfer")
         paths = [stage(slow, b"slow", f"s{i}.txt") for i in range(3)]
@@ -446,7 +446,7 @@ def test_unknown_operation(emu):
 
 
 def test_max_concurrent_connections_runs_files_in_parallel():
-    slow = start_emulator("--transfer-delay-ms", "800")
+    slow = start_emulator("--transfer-delay-ms", "1500")
     try:
         tf = slow.client("transfer", validate=False)
         cid = tf.create_connector(Url=f"sftp://127.0.0.1:{slow.info['sftp']['port']}", AccessRole=ROLE,
