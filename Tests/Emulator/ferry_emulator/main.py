@@ -34,6 +34,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--faults", default="", help="comma-separated fault kinds: throttle,unavailable,internal,slowdown,drop")
     p.add_argument("--latency-ms", type=int, default=0, help="latency added to every request")
     p.add_argument("--transfer-delay-ms", type=int, default=0, help="extra time each file spends IN_PROGRESS")
+    p.add_argument("--max-pending", type=int, default=1000, help="pending transfers a connector accepts before ThrottlingException (AWS: 1000)")
     p.add_argument("--seed", type=int, default=None, help="seed for fault injection, for reproducible runs")
     return p.parse_args(argv)
 
@@ -98,7 +99,7 @@ def main(argv: list[str] | None = None) -> None:
         for bucket in (STAGING_BUCKET, INBOUND_BUCKET):
             backend.create_bucket(bucket, REGION)
         transfer = TransferService(backend, partner, REGION, ACCOUNT_ID, args.transfer_delay_ms,
-                                   os.path.join(state_dir, "as2-received"))
+                                   os.path.join(state_dir, "as2-received"), args.max_pending)
         role = f"arn:aws:iam::{ACCOUNT_ID}:role/ferry-emulator-connector"
         sftp_connector = transfer.create_connector(
             f"sftp://{partner.host}:{partner.port}", role,

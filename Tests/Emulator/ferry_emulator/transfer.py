@@ -29,6 +29,7 @@ TRANSFER_ID = re.compile(r"[0-9a-zA-Z./-]+")
 ANY_LINE = re.compile(r"(.)+")  # the API's `(.)+`: at least one character, no line terminators
 ROLE_ARN = re.compile(r"arn:.*role/\S+")
 MAX_PATHS = 10
+MAX_LISTING_ITEMS = 10_000  # AWS quota: a listing never holds more, whatever MaxItems says
 
 
 class TransferError(Exception):
@@ -149,6 +150,7 @@ class Connector:
     tags: list = field(default_factory=list)
     security_policy: str = "TransferSFTPConnectorSecurityPolicy-2024-03"
     jobs: queue.Queue = field(default_factory=queue.Queue)
+    pending: int = 0  # transfers with a file not yet finished, against the queue quota
     sessions: list[SftpSession] = field(default_factory=list)
     workers: list[threading.Thread] = field(default_factory=list)
 
@@ -180,11 +182,12 @@ class TransferService:
     """All connectors, transfers and their workers; `handle` answers one API call."""
 
     def __init__(self, s3_backend, partner: SftpPartner, region: str, account_id: str,
-                 transfer_delay_ms: int, as2_inbox: str):
+                 transfer_delay_ms: int, as2_inbox: str, max_pending: int = 1000):
         self.s3 = s3_backend
         self.partner = partner
         self.region, self.account_id = region, account_id
         self.transfer_delay = transfer_delay_ms / 1000.0
+        self.max_pending = max_pending
         self.as2_inbox = as2_inbox
         self.connectors: dict[str, Connector] = {}
         self.transfers: dict[str, Transfer] = {}
@@ -317,6 +320,10 @@ class TransferService:
                      direction="send" if send is not None else "retrieve",
                      local_directory=local_dir, remote_directory=remote_dir)
         with self.lock:
+            if c.pending >= self.max_pending:
+                raise TransferError("ThrottlingException", f"Connector {cid} already has {c.pending} pending file transfers "
+                                    f"(quota {self.max_pending}); wait for some to finish")
+            c.pending += 1
             self.transfers[t.transfer_id] = t
         for f in t.files:
             c.jobs.put(("file", t, f))
@@ -365,7 +372,7 @@ class TransferService:
         self._sftp_only(c, "StartDirectoryListing")
         listing_id = str(uuid.uuid4())
         name = f"{cid}-{listing_id}.json"
-        c.jobs.put(("listing", remote, output, max_items or 1000, name))
+        c.jobs.put(("listing", remote, output, min(max_items or 1000, MAX_LISTING_ITEMS), name))
         return {"ListingId": listing_id, "OutputFileName": name}, {"connector_id": cid, "paths": [remote]}
 
     def _op_StartRemoteDelete(self, body):
@@ -463,6 +470,9 @@ class TransferService:
             self._set(f, "FAILED", "INVALID_PATH", str(e))
         except Exception as e:
             self._set(f, "FAILED", "INTERNAL_ERROR", f"{type(e).__name__}: {e}")
+        with self.lock:
+            if all(x.status in ("COMPLETED", "FAILED") for x in t.files):
+                c.pending -= 1
 
     def _read_s3(self, path: str) -> bytes:
         bucket, key = _split_s3(path)

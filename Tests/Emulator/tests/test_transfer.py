@@ -461,3 +461,19 @@ def test_max_concurrent_connections_runs_files_in_parallel():
         assert code_of(e) == "ValidationException"
     finally:
         slow.stop()
+
+
+def test_pending_transfer_quota():
+    slow = start_emulator("--transfer-delay-ms", "1500", "--max-pending", "2")
+    try:
+        tf = slow.client("transfer")
+        path = stage(slow, b"q")
+        first = tf.start_file_transfer(ConnectorId=slow.sftp_id, SendFilePaths=[path])["TransferId"]
+        tf.start_file_transfer(ConnectorId=slow.sftp_id, SendFilePaths=[path])
+        with pytest.raises(ClientError) as e:
+            tf.start_file_transfer(ConnectorId=slow.sftp_id, SendFilePaths=[path])
+        assert code_of(e) == "ThrottlingException"
+        wait_transfer(tf, slow.sftp_id, first)
+        assert tf.start_file_transfer(ConnectorId=slow.sftp_id, SendFilePaths=[path])["TransferId"]
+    finally:
+        slow.stop()
