@@ -9,7 +9,6 @@ import socket
 import threading
 import time
 import uuid
-from email.utils import formatdate
 from io import BytesIO
 from urllib.parse import unquote
 from xml.sax.saxutils import escape

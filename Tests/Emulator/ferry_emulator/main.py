@@ -13,6 +13,7 @@ import sys
 import tempfile
 import threading
 import time
+from typing import NoReturn
 
 REGION = "us-east-1"
 ACCOUNT_ID = "123456789012"
@@ -20,7 +21,7 @@ STAGING_BUCKET = "ferry-staging"
 INBOUND_BUCKET = "ferry-inbound"
 
 
-def _fail(message: str) -> "NoReturn":  # type: ignore[name-defined]
+def _fail(message: str) -> NoReturn:
     print(f"ferry-emulator: {message}", file=sys.stderr, flush=True)
     sys.exit(2)
 
@@ -47,7 +48,7 @@ def main(argv: list[str] | None = None) -> None:
     started = time.monotonic()
     args = parse_args(sys.argv[1:] if argv is None else argv)
     try:
-        import paramiko  # noqa: F401
+        import paramiko  # noqa: F401  (checked here so a missing package is reported before anything starts)
         from moto.moto_server.werkzeug_app import create_backend_app
         from moto.s3.models import s3_backends
         from werkzeug.serving import make_server

@@ -20,7 +20,6 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from io import BytesIO
 
 from .partner import PartnerPathError, SftpPartner, SftpSession
 
@@ -247,9 +246,9 @@ class TransferService:
             raise TransferError("SerializationException", "Request body must be a JSON object")
         return handler(body)
 
-    def _connector(self, v: _Validator, name: str = "ConnectorId") -> Connector:
-        cid = v.string(name, required=True, min_len=19, max_len=19, pattern=CONNECTOR_ID)
-        return cid  # type: ignore[return-value]
+    @staticmethod
+    def _connector(v: _Validator) -> str:
+        return v.string("ConnectorId", required=True, min_len=19, max_len=19, pattern=CONNECTOR_ID)
 
     def _lookup(self, cid: str) -> Connector:
         with self.lock:

@@ -62,12 +62,18 @@ def test_boto3_retries_through_faults(calm):
     emu.control("/faults", {"rate": 0.3, "kinds": ["unavailable", "internal"]})
     s3 = emu.client("s3", retries=10)
     key = f"retried-{uuid.uuid4()}"
-    for i in range(10):
-        s3.put_object(Bucket="ferry-staging", Key=f"{key}/{i}", Body=b"x")
+
+    def faulted():
+        return [r for r in emu.log() if (r["key"] or "").startswith(key) and r["fault"]]
+
+    written = 0
+    # Keep going until the dice have hit at least once, so the test never passes without a fault.
+    while written < 10 or (not faulted() and written < 200):
+        s3.put_object(Bucket="ferry-staging", Key=f"{key}/{written}", Body=b"x")
+        written += 1
     emu.control("/faults", {"rate": 0})
-    assert emu.client("s3").list_objects_v2(Bucket="ferry-staging", Prefix=key)["KeyCount"] == 10
-    faulted = [r for r in emu.log() if (r["key"] or "").startswith(key) and r["fault"]]
-    assert faulted, "a 30% fault rate over 10+ requests injected no fault"
+    assert emu.client("s3").list_objects_v2(Bucket="ferry-staging", Prefix=key)["KeyCount"] == written
+    assert faulted()
 
 
 def test_added_latency(calm):

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import datetime
-import string
 import urllib.error
 import urllib.request
 import uuid
