@@ -152,6 +152,20 @@ def test_tampered_payload_is_rejected(emu):
     assert code_of(e) == "InvalidSignatureException"
 
 
+def test_s3_request_without_payload_hash_header_is_rejected(emu):
+    s3 = emu.client("s3")
+
+    def drop_hash(request, **_):
+        # After signing: S3 needs the header itself, not only a signature over it.
+        del request.headers["x-amz-content-sha256"]
+
+    s3.meta.events.register("before-send.s3.ListObjectsV2", drop_hash)
+    with pytest.raises(ClientError) as e:
+        s3.list_objects_v2(Bucket="ferry-staging")
+    assert code_of(e) == "InvalidRequest" and status_of(e) == 400
+    assert "x-amz-content-sha256" in e.value.response["Error"]["Message"]
+
+
 def test_unsigned_request_is_rejected(emu):
     with pytest.raises(urllib.error.HTTPError) as e:
         urllib.request.urlopen(emu.info["endpoint"] + "/ferry-staging?list-type=2", timeout=10)
