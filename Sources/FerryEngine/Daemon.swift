@@ -110,6 +110,17 @@ public final class Daemon: Service, Sendable {
                                                 "journal.path": "\(journal.path)"])
         // Graceful shutdown cancels the pipelines: each stops where it is, and the journal already holds
         // every file's last committed state for the next start.
+        do {
+            try await runUntilShutdown()
+        } catch is CancellationError {
+            // A requested stop, not a failure.
+        }
+        try? notifier.stopping()
+        for client in clients { client.shutdown() }
+        logger.info("ferry stopped")
+    }
+
+    private func runUntilShutdown() async throws {
         try await cancelWhenGracefulShutdown {
             try await withThrowingTaskGroup(of: Void.self) { group in
                 group.addTask { try await self.watcher.run() }
@@ -122,9 +133,6 @@ public final class Daemon: Service, Sendable {
                 group.cancelAll()
             }
         }
-        try? notifier.stopping()
-        for client in clients { client.shutdown() }
-        logger.info("ferry stopped")
     }
 }
 
