@@ -61,7 +61,7 @@ let package = Package(
                     exclude: ["Scripts"]),
         .testTarget(name: "FerryStoreTests", dependencies: ["FerryStore", "FerryTestSupport"]),
         .testTarget(name: "FerryEngineTests", dependencies: ["FerryEngine", "FerryTestSupport"]),
-        .testTarget(name: "EndToEndTests", dependencies: ["FerryTestSupport"]),
+        .testTarget(name: "EndToEndTests", dependencies: ["FerryTestSupport", "FerryStore", "FerryAWS"]),
     ],
     swiftLanguageModes: [.v6]
 )
