@@ -244,6 +244,9 @@ public final class AWSClient: Sendable {
         AWSRetryStatistics(retriesGranted: quota.retriesGranted, retriesRefusedByQuota: quota.retriesRefused, tokensAvailable: quota.tokens)
     }
 
+    /// Shifts the signing clock, as if the system clock were off (tests of skew correction).
+    func skewForTesting(seconds: TimeInterval) { skew.set(seconds) }
+
     /// The credentials calls are signed with now (refreshed as needed).
     public func resolveCredentials() async throws -> AWSCredentials { try await credentials.credentials() }
 
@@ -306,7 +309,9 @@ public final class AWSClient: Sendable {
                     }
                 } else {
                     failure = decodeError(response, op)
-                    if AWSError.clockSkewCodes.contains(failure.code), !skewRetried, skew.correct(serverDate: response.header("date")) {
+                    // A HEAD's 403 has no body to name the cause, so any 4xx with a skewed Date qualifies there.
+                    let maybeSkew = AWSError.clockSkewCodes.contains(failure.code) || (op.method == "HEAD" && failure.httpStatus == 403)
+                    if maybeSkew, !skewRetried, skew.correct(serverDate: response.header("date")) {
                         skewRetried = true
                         log.info("corrected clock skew from the server's Date header", metadata: ["aws.clock_offset_s": "\(skew.offsetSeconds)"])
                         continue
@@ -322,7 +327,7 @@ public final class AWSClient: Sendable {
             guard failure.isRetryable, attempt < configuration.maxAttempts,
                   let cost = quota.acquire(timeout: failure.kind == .timeout) else {
                 if failure.isRetryable, attempt < configuration.maxAttempts {
-                    log.info("retry quota exhausted; not retrying", metadata: ["aws.error": "\(failure.code)"])
+                    log.debug("retry quota exhausted; not retrying", metadata: ["aws.error": "\(failure.code)"])
                 }
                 report(op, status: failure.httpStatus, code: failure.code, attempts: attempt, started: started)
                 throw failure
@@ -400,6 +405,8 @@ final class ClockSkew: @unchecked Sendable {
     private var offset: TimeInterval = 0
 
     var offsetSeconds: TimeInterval { lock.lock(); defer { lock.unlock() }; return offset }
+
+    func set(_ seconds: TimeInterval) { lock.lock(); offset = seconds; lock.unlock() }
 
     func now() -> Date { Date().addingTimeInterval(offsetSeconds) }
 

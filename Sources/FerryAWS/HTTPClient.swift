@@ -237,6 +237,8 @@ final class HTTPClient: @unchecked Sendable {
         let r = t.request
         _ = ferry_easy_setopt_string(h, CURLOPT_URL, r.url)
         _ = ferry_easy_setopt_long(h, CURLOPT_NOSIGNAL, 1)
+        // S3 keys may hold "..", "." and "//": libcurl must send the path exactly as signed.
+        _ = ferry_easy_setopt_long(h, CURLOPT_PATH_AS_IS, 1)
         _ = ferry_easy_setopt_long(h, CURLOPT_TCP_KEEPALIVE, 1)
         _ = ferry_easy_setopt_long(h, CURLOPT_HTTP_VERSION, CURL_HTTP_VERSION_1_1)
         _ = ferry_easy_setopt_long(h, CURLOPT_CONNECTTIMEOUT_MS, Int(settings.connectTimeout.components.seconds * 1000))

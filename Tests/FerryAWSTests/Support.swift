@@ -1,0 +1,164 @@
+import Foundation
+import Logging
+import Testing
+@testable import FerryAWS
+
+/// Starts `Tests/Emulator/run` (the shared emulator) and stops it by PID.
+final class EmulatorProcess: @unchecked Sendable {
+    let pid: pid_t
+    let info: [String: Any]
+    private var stopped = false
+    var endpoint: String { info["endpoint"] as! String }
+    var region: String { info["region"] as! String }
+    var accessKeyId: String { info["access_key_id"] as! String }
+    var secretAccessKey: String { info["secret_access_key"] as! String }
+    var stagingBucket: String { (info["buckets"] as! [String: String])["staging"]! }
+    var inboundBucket: String { (info["buckets"] as! [String: String])["inbound"]! }
+    var sftpConnectorId: String { (info["connectors"] as! [String: String])["sftp"]! }
+    var partnerRoot: String { info["partner_root"] as! String }
+    var requestLogPath: String { info["request_log"] as! String }
+    var controlURL: String { info["control"] as! String }
+
+    /// posix_spawn and waitpid directly: Foundation's Process.waitUntilExit spins here when the
+    /// child was started off the main thread.
+    init(arguments: [String] = []) throws {
+        let runner = projectRoot + "/Tests/Emulator/run"
+        guard FileManager.default.isExecutableFile(atPath: runner) else {
+            throw TestFailure("the emulator is missing at \(runner)")
+        }
+        var fds: [Int32] = [0, 0]
+        guard pipe(&fds) == 0 else { throw TestFailure("pipe failed") }
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        posix_spawn_file_actions_adddup2(&actions, fds[1], 1)
+        posix_spawn_file_actions_addclose(&actions, fds[0])
+        posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0)
+        let argv = ([runner] + arguments).map { strdup($0) } + [nil]
+        defer { argv.forEach { free($0) } }
+        // Test threads block signals; without resetting the mask the child would ignore SIGTERM.
+        var attributes = posix_spawnattr_t()
+        posix_spawnattr_init(&attributes)
+        var empty = sigset_t()
+        sigemptyset(&empty)
+        posix_spawnattr_setsigmask(&attributes, &empty)
+        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK))
+        defer { posix_spawnattr_destroy(&attributes) }
+        var child: pid_t = 0
+        let spawned = posix_spawn(&child, runner, &actions, &attributes, argv, environ)
+        posix_spawn_file_actions_destroy(&actions)
+        close(fds[1])
+        guard spawned == 0 else { close(fds[0]); throw TestFailure("cannot start \(runner): errno \(spawned)") }
+        pid = child
+        var line = [UInt8]()
+        var byte: UInt8 = 0
+        while read(fds[0], &byte, 1) == 1 && byte != 0x0A { line.append(byte) }
+        close(fds[0])
+        guard let json = try? JSONSerialization.jsonObject(with: Data(line)) as? [String: Any] else {
+            kill(child, SIGTERM)
+            var status: Int32 = 0
+            waitpid(child, &status, 0)
+            throw TestFailure("the emulator did not start (needs python3 with moto and openssh-server: run `make deps`)")
+        }
+        info = json
+    }
+
+    func setFaults(rate: Double, kinds: [String]) throws {
+        let body = String(decoding: try JSONSerialization.data(withJSONObject: ["rate": rate, "kinds": kinds]), as: UTF8.self)
+        let curl = Process()
+        curl.executableURL = URL(fileURLWithPath: "/usr/bin/curl")
+        curl.arguments = ["-sf", "-X", "POST", "-H", "Content-Type: application/json", "-d", body, controlURL + "/faults"]
+        curl.standardOutput = FileHandle.nullDevice
+        try curl.run()
+        curl.waitUntilExit()
+        guard curl.terminationStatus == 0 else { throw TestFailure("setting emulator faults failed") }
+    }
+
+    func requestLog() throws -> [[String: Any]] {
+        try String(contentsOfFile: requestLogPath, encoding: .utf8).split(separator: "\n").compactMap {
+            try JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any]
+        }
+    }
+
+    func stop() {
+        if stopped { return }
+        stopped = true
+        kill(pid, SIGTERM)
+        var status: Int32 = 0
+        while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+    }
+
+    deinit { stop() }
+
+    func clientConfiguration() -> AWSClientConfiguration {
+        var c = AWSClientConfiguration(region: region, endpointURL: endpoint,
+                                       environment: ["AWS_ACCESS_KEY_ID": accessKeyId, "AWS_SECRET_ACCESS_KEY": secretAccessKey,
+                                                     "AWS_EC2_METADATA_DISABLED": "true", "HOME": "/nonexistent"])
+        c.retryBaseDelay = .milliseconds(20)
+        return c
+    }
+}
+
+struct TestFailure: Error, CustomStringConvertible {
+    let description: String
+    init(_ d: String) { description = d }
+}
+
+/// Keeps every log line (message and metadata, all levels) so tests can grep them for secrets.
+final class CapturedLogs: @unchecked Sendable {
+    private let lock = NSLock()
+    private var lines: [String] = []
+    func append(_ line: String) { lock.lock(); lines.append(line); lock.unlock() }
+    var all: [String] { lock.lock(); defer { lock.unlock() }; return lines }
+
+    func logger(_ label: String = "ferry.aws.test") -> Logger {
+        var logger = Logger(label: label) { _ in CapturingHandler(sink: self) }
+        logger.logLevel = .trace
+        return logger
+    }
+}
+
+struct CapturingHandler: LogHandler {
+    let sink: CapturedLogs
+    var metadata: Logger.Metadata = [:]
+    var logLevel: Logger.Level = .trace
+    subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+        get { metadata[key] }
+        set { metadata[key] = newValue }
+    }
+    func log(event: LogEvent) {
+        let all = metadata.merging(event.metadata ?? [:]) { $1 }
+        sink.append("\(event.level) \(event.message) \(all.map { "\($0.key)=\($0.value)" }.sorted().joined(separator: " "))")
+    }
+}
+
+/// Records every finished call, to count attempts.
+final class RecordingObserver: AWSObserver, @unchecked Sendable {
+    private let lock = NSLock()
+    private var items: [AWSRequestRecord] = []
+    func requestFinished(_ record: AWSRequestRecord) { lock.lock(); items.append(record); lock.unlock() }
+    var records: [AWSRequestRecord] { lock.lock(); defer { lock.unlock() }; return items }
+}
+
+func writeFile(_ path: String, size: Int, seed: UInt64) throws {
+    var rng = SplitMix64(state: seed)
+    let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+    guard fd >= 0 else { throw TestFailure("cannot create \(path)") }
+    defer { close(fd) }
+    var chunk = [UInt8](repeating: 0, count: 1 << 20)
+    var left = size
+    while left > 0 {
+        let n = min(left, chunk.count)
+        chunk.withUnsafeMutableBytes { raw in
+            let words = raw.bindMemory(to: UInt64.self)
+            for i in 0..<(n + 7) / 8 where i < words.count { words[i] = rng.next() }
+        }
+        _ = chunk.withUnsafeBytes { write(fd, $0.baseAddress, n) }
+        left -= n
+    }
+}
+
+func sha256OfFile(_ path: String) throws -> String {
+    let (fd, size) = try FileIO.openForReading(path)
+    defer { close(fd) }
+    return try FileIO.hashes(fd: fd, offset: 0, length: size, path: path).sha256
+}
