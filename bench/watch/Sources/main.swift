@@ -1,0 +1,62 @@
+// ferry-watch-bench: runs FerryWatch's FolderWatcher over a tree until it has reported a number of
+// files, then prints what it saw. bench/watch/run.py measures its CPU and memory against inotifywait.
+import FerryWatch
+import Logging
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+let arguments = CommandLine.arguments
+guard arguments.count == 5, let expected = Int(arguments[2]), let settleMilliseconds = Int(arguments[3]),
+      let quietMilliseconds = Int(arguments[4]) else {
+    say("usage: ferry-watch-bench ROOT FILES SETTLE_MS QUIET_MS")
+    exit(64)
+}
+/// Unbuffered, so the driver sees "ready" at once through its pipe.
+func say(_ text: String) {
+    var line = text + "\n"
+    line.withUTF8 { _ = write(1, $0.baseAddress, $0.count) }
+}
+
+var logger = Logger(label: "ferry.watch.bench")
+logger.logLevel = .info
+let watcher = FolderWatcher(
+    rules: [WatchRule(id: "bench", root: arguments[1], recursive: true, settle: .milliseconds(settleMilliseconds))],
+    logger: logger)
+
+let running = Task { try await watcher.run() }
+Task {
+    while !watcher.statistics.initialScanComplete { try await Task.sleep(for: .milliseconds(10)) }
+    say("ready watches=\(watcher.statistics.watches)")
+}
+
+var seen = 0
+// Files are named fileNNNNNN.dat: one flag per index shows duplicates without holding 100,000 paths.
+var seenIndex = [Bool](repeating: false, count: expected)
+var unique = 0
+let clock = ContinuousClock()
+let started = clock.now
+var firstReport: ContinuousClock.Instant?
+var lastReport = started
+let counter = Task {
+    for await file in watcher.completedFiles {
+        if firstReport == nil { firstReport = clock.now }
+        seen += 1
+        let digits = file.path.split(separator: "/").last?.dropFirst(4).prefix(6)
+        if let digits, let index = Int(digits), index < expected, !seenIndex[index] {
+            seenIndex[index] = true
+            unique += 1
+        }
+        lastReport = clock.now
+    }
+}
+// Wait for the expected count, then a quiet period in which any duplicate would show up.
+while seen < expected { try await Task.sleep(for: .milliseconds(50)) }
+try await Task.sleep(for: .milliseconds(quietMilliseconds))
+let statistics = watcher.statistics
+running.cancel()
+_ = await running.result
+_ = await counter.value
+let span = (lastReport - (firstReport ?? started))
+say("reported=\(seen) unique=\(unique) overflows=\(statistics.overflows) scans=\(statistics.scans) watches_max=\(statistics.watches) report_span_ms=\(span.components.seconds * 1000 + span.components.attoseconds / 1_000_000_000_000_000)")
