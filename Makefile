@@ -37,3 +37,9 @@ clean:
 .PHONY: demo
 demo: build
 	.build/debug/ferry version
+
+# bench/watch: FerryWatch's FolderWatcher vs `inotifywait -m -r` on 100,000 files across 1,000 folders.
+.PHONY: bench-watch
+bench-watch:
+	$(SWIFT) build -c release --product ferry-watch-bench $(SWIFT_FLAGS)
+	$(PYTHON) bench/watch/run.py --binary .build/release/ferry-watch-bench

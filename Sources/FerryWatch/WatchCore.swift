@@ -337,8 +337,8 @@ extension WatchCore {
             }
             return
         }
-        let path = node.childPath(event.name)
         if event.has(InotifyFlag.isDir) {
+            let path = node.childPath(event.name)
             if event.has(InotifyFlag.create) || event.has(InotifyFlag.movedTo) {
                 if let child = ensureNode(path) { enqueueScan(child) }
             } else if event.has(InotifyFlag.delete) {
@@ -359,9 +359,10 @@ extension WatchCore {
         } else if event.has(InotifyFlag.delete) || event.has(InotifyFlag.movedFrom) {
             if node.pending.removeValue(forKey: event.name) != nil { counters.pending -= 1 }
             node.reported[event.name] = nil
-        } else if event.has(InotifyFlag.create), debugEnabled, let status = FileStatus.of(path) {
+        } else if event.has(InotifyFlag.create), debugEnabled {
             // Regular files wait for IN_CLOSE_WRITE; this stat only exists to explain ignored entries.
-            if status.kind != .regular { noteIgnored(path, kind: status.kind) }
+            let path = node.childPath(event.name)
+            if let status = FileStatus.of(path), status.kind != .regular { noteIgnored(path, kind: status.kind) }
         }
     }
 

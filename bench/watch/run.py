@@ -109,8 +109,9 @@ def main():
         print(f"CPU ratio ferry/inotifywait: {ferry_cpu / peer_cpu:.2f}x   "
               f"(ferry: {report['overflows']} overflows, {report['scans']} scans)")
         ok = (int(report["reported"]) == args.files and int(report["unique"]) == args.files
-              and ferry_usage.ru_maxrss < 64 * 1024)
-        print("targets: every file exactly once, peak < 64 MB:", "met" if ok else "NOT met")
+              and ferry_cpu <= 2 * peer_cpu and ferry_usage.ru_maxrss < 64 * 1024)
+        print("targets: every file exactly once, CPU within 2x of inotifywait, peak < 64 MB:",
+              "met" if ok else "NOT met")
         return 0 if ok else 1
     finally:
         shutil.rmtree(work, ignore_errors=True)
