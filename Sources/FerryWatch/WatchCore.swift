@@ -450,7 +450,7 @@ extension WatchCore {
                 return false
             }
             logger.info("cannot watch folder; it is still scanned at every reconciliation",
-                        metadata: ["watch.folder": "\(node.path)", "error": "\(error)"])
+                        metadata: ["watch.folder": "\(node.path)", "watch.error": "\(error)"])
             return true
         }
     }
@@ -591,7 +591,7 @@ extension WatchCore {
         do {
             for rule in newRules { compiled.append(try CompiledRule(rule)) }
         } catch {
-            logger.info("new watch rules refused; the running ones stay", metadata: ["error": "\(error)"])
+            logger.info("new watch rules refused; the running ones stay", metadata: ["watch.error": "\(error)"])
             return
         }
         rules = compiled
@@ -677,7 +677,7 @@ extension WatchCore {
             if let code = error.errno, code == .noSuchFileOrDirectory || code == .notDirectory || code == .tooManySymbolicLinkLevels {
                 drop(node, removeWatches: true, reason: "vanished")
             } else {
-                logger.info("cannot list folder", metadata: ["watch.folder": "\(node.path)", "error": "\(error)"])
+                logger.info("cannot list folder", metadata: ["watch.folder": "\(node.path)", "watch.error": "\(error)"])
             }
             return 0
         }
