@@ -162,6 +162,10 @@ final class Inotify: @unchecked Sendable {
                 break
             }
             if descriptors[1].revents != 0 { break }
+            // Let a burst accumulate for a moment: a thread handoff per batch of dozens of events
+            // instead of one per file is most of the CPU under load, and 10 ms is nothing next to settling.
+            var pause = timespec(tv_sec: 0, tv_nsec: 10_000_000)
+            _ = nanosleep(&pause, nil)
             var batch: [InotifyEvent] = []
             // Drain a few buffers per wakeup so a burst costs few thread handoffs, but bound the batch.
             for _ in 0..<8 {

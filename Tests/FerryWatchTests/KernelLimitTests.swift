@@ -43,13 +43,16 @@ func inotifyWatchesInUse() -> Int {
         let original = try queue.read()
         // The limit is copied into an inotify instance when it is created, so it only needs to be low
         // while the watcher starts.
-        try queue.write(256)
-        var restored = false
-        defer { if !restored { try? queue.write(original) } }
-        let watch = try WatchHarness(logLevel: .info) { [.test("burst", $0 + "/burst", settle: .milliseconds(500))] }
-        try await watch.waitUntilScanned()
-        try queue.write(original)
-        restored = true
+        let watch = try await KernelLimitGate.exclusive {
+            try queue.write(256)
+            defer { try? queue.write(original) }
+            let watch = try WatchHarness(logLevel: .info, gated: false) {
+                [.test("burst", $0 + "/burst", settle: .milliseconds(500))]
+            }
+            try await watch.waitUntilScanned()
+            return watch
+        }
+        #expect(try queue.read() == original)
 
         let count = 20_000
         var expected: [String] = []
@@ -75,17 +78,18 @@ func inotifyWatchesInUse() -> Int {
         for index in 0..<40 {
             try FileManager.default.createDirectory(atPath: temp.path + "/root/sub\(index)", withIntermediateDirectories: true)
         }
-        let lowered = inotifyWatchesInUse() + 10
-        try limit.write(lowered)
-        var restored = false
-        defer { if !restored { try? limit.write(original) } }
-        let watch = try WatchHarness(fallbackScan: .milliseconds(300), logLevel: .info) { _ in
-            [.test("limited", temp.path + "/root", settle: .milliseconds(200))]
+        let (watch, lowered) = try await KernelLimitGate.exclusive {
+            let lowered = inotifyWatchesInUse() + 10
+            try limit.write(lowered)
+            defer { try? limit.write(original) }
+            let watch = try WatchHarness(fallbackScan: .milliseconds(300), logLevel: .info, gated: false) { _ in
+                [.test("limited", temp.path + "/root", settle: .milliseconds(200))]
+            }
+            let fellBack = await watch.wait(upTo: .seconds(20)) { watch.watcher.statistics.pollingRoots == 1 }
+            try #require(fellBack, "the watcher never hit the lowered watch limit")
+            return (watch, lowered)
         }
-        let fellBack = await watch.wait(upTo: .seconds(20)) { watch.watcher.statistics.pollingRoots == 1 }
-        try limit.write(original)
-        restored = true
-        try #require(fellBack, "the watcher never hit the lowered watch limit")
+        #expect(try limit.read() == original)
 
         let problem = try #require(watch.watcher.statistics.lastProblem)
         #expect(problem.contains("fs.inotify.max_user_watches (now \(lowered))"))

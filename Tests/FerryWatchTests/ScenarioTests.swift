@@ -285,6 +285,25 @@ import Testing
         await watch.stop()
     }
 
+    @Test func reconciliationFindsWhatNoEventAnnouncedAndRepeatsNothing() async throws {
+        let watch = try WatchHarness(reconcile: .seconds(1), prepare: { base in
+            try WatchHarness.write(base + "/source.dat", bytes: 500)
+        }) { [.test("out", $0 + "/out")] }
+        try await watch.waitUntilScanned()
+        try watch.write("out/plain.txt")
+        await watch.expectExactly(["plain.txt"], quiet: .milliseconds(100))
+        // A hard link gives only IN_CREATE: no close, no rename. The periodic scan finds it.
+        #expect(link(watch.path("source.dat"), watch.path("out/linked.dat")) == 0)
+        let scansBefore = watch.watcher.statistics.scans
+        await watch.wait { watch.reportedPaths.count == 2 }
+        #expect(watch.watcher.statistics.scans > scansBefore)
+        // Several more reconciliations report neither file again.
+        let scansAfterFind = watch.watcher.statistics.scans
+        await watch.wait { watch.watcher.statistics.scans >= scansAfterFind + 2 }
+        #expect(watch.reportedPaths == ["linked.dat", "plain.txt"])
+        await watch.stop()
+    }
+
     @Test func stoppingFinishesTheStreamAndRemovesEveryWatch() async throws {
         let watch = try WatchHarness { [.test("out", $0 + "/out")] }
         try await watch.waitUntilScanned()

@@ -37,6 +37,38 @@ struct CapturingHandler: LogHandler {
     }
 }
 
+/// Keeps other tests' watchers from running while a test has lowered a global inotify limit, so a
+/// lowered `max_user_watches` cannot make an unrelated test fall back to scanning.
+enum KernelLimitGate {
+    private static let state = Mutex<(watchers: Int, exclusive: Bool)>((0, false))
+
+    static func enterWatcher() async {
+        while !state.withLock({ state in
+            if state.exclusive { return false }
+            state.watchers += 1
+            return true
+        }) {
+            try? await Task.sleep(for: .milliseconds(20))
+        }
+    }
+
+    static func leaveWatcher() { state.withLock { $0.watchers -= 1 } }
+
+    /// Runs `body` once no gated watcher runs, holding new ones back until it returns.
+    static func exclusive<T>(_ body: () async throws -> T) async rethrows -> T {
+        while !state.withLock({ state in
+            if state.exclusive { return false }
+            state.exclusive = true
+            return true
+        }) {
+            try? await Task.sleep(for: .milliseconds(20))
+        }
+        defer { state.withLock { $0.exclusive = false } }
+        while state.withLock({ $0.watchers }) > 0 { try? await Task.sleep(for: .milliseconds(20)) }
+        return try await body()
+    }
+}
+
 /// A running FolderWatcher over a temp folder, collecting every report with the time it arrived.
 final class WatchHarness: Sendable {
     struct Report: Sendable {
@@ -54,8 +86,9 @@ final class WatchHarness: Sendable {
     var base: String { temp.path }
 
     /// Builds rules from the temp folder's path, creates the folders they name, and starts watching.
+    /// - Parameter gated: false only for the watcher a kernel-limit test starts inside its exclusive section.
     init(reconcile: Duration = .seconds(600), fallbackScan: Duration = .seconds(10), logLevel: Logger.Level = .debug,
-         createRoots: Bool = true, prepare: (String) throws -> Void = { _ in },
+         createRoots: Bool = true, gated: Bool = true, prepare: (String) throws -> Void = { _ in },
          isKnown: @escaping @Sendable (String, String, FileVersion) -> Bool = { _, _, _ in false },
          rules makeRules: (String) -> [WatchRule]) throws {
         temp = try TempDirectory(prefix: "ferry-watch")
@@ -66,11 +99,13 @@ final class WatchHarness: Sendable {
         try prepare(temp.path)
         watcher = FolderWatcher(rules: rules, reconcileInterval: reconcile, fallbackScanInterval: fallbackScan,
                                 logger: log.logger(level: logLevel), isKnown: isKnown)
-        start()
+        start(gated: gated)
     }
 
-    private func start() {
+    private func start(gated: Bool) {
         let run = Task { [self] in
+            if gated { await KernelLimitGate.enterWatcher() }
+            defer { if gated { KernelLimitGate.leaveWatcher() } }
             do { try await watcher.run() } catch { runError.withLock { $0 = "\(error)" } }
         }
         let collect = Task { [self] in
