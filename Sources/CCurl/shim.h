@@ -1,4 +1,29 @@
 #ifndef CCurl_SHIM_H
 #define CCurl_SHIM_H
 #include <curl/curl.h>
+
+// curl_easy_setopt/getinfo and curl_multi_setopt are variadic, which Swift cannot call:
+// one typed wrapper per argument type instead.
+
+// Options taking a long (flags, timeouts, sizes up to 2 GiB).
+static inline CURLcode ferry_easy_setopt_long(CURL *h, CURLoption o, long v) { return curl_easy_setopt(h, o, v); }
+// Options taking a string (URL, proxy, CA path); libcurl copies it.
+static inline CURLcode ferry_easy_setopt_string(CURL *h, CURLoption o, const char *v) { return curl_easy_setopt(h, o, v); }
+// Options taking an opaque pointer (callback user data, CURLOPT_PRIVATE).
+static inline CURLcode ferry_easy_setopt_pointer(CURL *h, CURLoption o, void *v) { return curl_easy_setopt(h, o, v); }
+// Options taking a curl_off_t (body sizes above 2 GiB).
+static inline CURLcode ferry_easy_setopt_offset(CURL *h, CURLoption o, curl_off_t v) { return curl_easy_setopt(h, o, v); }
+// Options taking a header list.
+static inline CURLcode ferry_easy_setopt_slist(CURL *h, CURLoption o, struct curl_slist *v) { return curl_easy_setopt(h, o, v); }
+// Read, write and header callbacks share this signature.
+typedef size_t (*ferry_curl_data_callback)(char *buffer, size_t size, size_t count, void *userdata);
+static inline CURLcode ferry_easy_setopt_callback(CURL *h, CURLoption o, ferry_curl_data_callback v) { return curl_easy_setopt(h, o, v); }
+// Info queries returning a long (response code).
+static inline CURLcode ferry_easy_getinfo_long(CURL *h, CURLINFO i, long *v) { return curl_easy_getinfo(h, i, v); }
+// Info queries returning a pointer (CURLINFO_PRIVATE).
+static inline CURLcode ferry_easy_getinfo_pointer(CURL *h, CURLINFO i, void **v) { return curl_easy_getinfo(h, i, v); }
+// Multi-handle options taking a long (connection cache size).
+static inline CURLMcode ferry_multi_setopt_long(CURLM *m, CURLMoption o, long v) { return curl_multi_setopt(m, o, v); }
+// CURLMsg keeps the result in a union Swift imports awkwardly.
+static inline CURLcode ferry_curlmsg_result(CURLMsg *m) { return m->data.result; }
 #endif

@@ -215,9 +215,13 @@ extension WatchCore {
     }
 
     private func afterInput() {
-        if scanQueueHead < scanQueue.count, !scanKickOutstanding {
-            scanKickOutstanding = true
-            input.yield(.continueScan)
+        if scanQueueHead < scanQueue.count {
+            if !scanKickOutstanding {
+                scanKickOutstanding = true
+                input.yield(.continueScan)
+            }
+        } else {
+            counters.initialScanComplete = true
         }
         armTimer()
         publish()
@@ -614,7 +618,6 @@ extension WatchCore {
         if scanQueueHead == scanQueue.count {
             scanQueue.removeAll(keepingCapacity: false)
             scanQueueHead = 0
-            counters.initialScanComplete = true
         }
     }
 

@@ -79,6 +79,18 @@ def main(argv: list[str] | None = None) -> None:
 
     signal.signal(signal.SIGTERM, lambda *_: shutdown())
     signal.signal(signal.SIGINT, lambda *_: shutdown())
+    # A parent that spawned us from a thread with signals blocked (Foundation's Process can) would
+    # otherwise leave SIGTERM pending forever.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT})
+    parent = os.getppid()
+
+    def follow_parent() -> None:
+        # A test runner killed hard cannot stop us; don't outlive it and leak sshd and ports.
+        while os.getppid() == parent:
+            time.sleep(1)
+        shutdown()
+
+    threading.Thread(target=follow_parent, daemon=True).start()
     try:
         partner.start()
         faults = Faults(args.fault_rate, kinds, args.latency_ms, args.seed)

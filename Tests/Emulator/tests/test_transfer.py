@@ -58,6 +58,13 @@ def test_create_describe_delete_connector(emu):
     with pytest.raises(ClientError) as e:
         tf.describe_connector(ConnectorId=cid)
     assert code_of(e) == "ResourceNotFoundException"
+    assert cid not in {c["ConnectorId"] for c in tf.list_connectors()["Connectors"]}
+    with pytest.raises(ClientError) as e:
+        tf.delete_connector(ConnectorId=cid)
+    assert code_of(e) == "ResourceNotFoundException"
+    with pytest.raises(ClientError) as e:
+        emu.client("transfer", validate=False).delete_connector(ConnectorId="c-x")
+    assert code_of(e) == "ValidationException"
 
 
 def test_create_connector_errors(emu):
@@ -434,4 +441,5 @@ def test_unknown_operation(emu):
     with pytest.raises(urllib.error.HTTPError) as e:
         urllib.request.urlopen(req, timeout=10)
     assert e.value.code == 400
-    assert json.loads(e.value.read())["__type"] == "UnknownOperationException"
+    body = json.loads(e.value.read())
+    assert body["__type"] == "UnknownOperationException" and "DoSomethingElse" in body["Message"]

@@ -1,0 +1,424 @@
+import Foundation
+import Logging
+
+/// Settings of an `AWSClient`: where to send requests and how hard to try.
+public struct AWSClientConfiguration: Sendable {
+    /// e.g. `us-east-1`.
+    public var region: String
+    /// One override for both Transfer Family and S3 (a VPC endpoint or the local emulator); S3 then
+    /// uses path-style addressing.
+    public var endpointURL: String?
+    /// Profile in the shared config files; nil means `AWS_PROFILE` or `default`.
+    public var profile: String?
+    /// Extra CA certificates (PEM) trusted in addition to verification, which is always on.
+    public var caBundle: String?
+    /// Attempts per call, the first included (standard retry mode default: 3).
+    public var maxAttempts: Int = 3
+    public var connectTimeout: Duration = .seconds(10)
+    /// A connection making no progress for this long is abandoned and the call retried.
+    public var lowSpeedTimeout: Duration = .seconds(60)
+    /// Requests on the wire at once; more wait in a queue.
+    public var maxConcurrentRequests: Int = 32
+    /// Uploads at least this large use multipart upload.
+    public var multipartThreshold: Int64 = 64 << 20
+    public var partSize: Int64 = 16 << 20
+    /// Parts of one upload sent at once.
+    public var partConcurrency: Int = 4
+    /// Base of the exponential backoff (standard mode: 1 s cap 20 s; tests lower it).
+    public var retryBaseDelay: Duration = .seconds(1)
+    /// Environment used for credentials, proxies and config-file locations (tests pass their own).
+    public var environment: [String: String]
+
+    public init(region: String, endpointURL: String? = nil, profile: String? = nil, caBundle: String? = nil,
+                environment: [String: String] = ProcessInfo.processInfo.environment) {
+        self.region = region
+        self.endpointURL = endpointURL
+        self.profile = profile
+        self.caBundle = caBundle
+        self.environment = environment
+    }
+}
+
+/// What went wrong with an AWS call, with what a user can do about it. Never holds secrets.
+public struct AWSError: Error, CustomStringConvertible, Sendable {
+    public enum Kind: String, Sendable {
+        /// The service answered with an error.
+        case service
+        /// No usable response: connection refused, reset, DNS, TLS.
+        case network
+        /// No progress within the timeout.
+        case timeout
+        /// No credentials could be found or refreshed.
+        case credentials
+        /// The configuration is unusable (bad endpoint, region).
+        case configuration
+        /// Reading or writing a local file failed.
+        case localFile
+        /// The service's answer could not be understood.
+        case invalidResponse
+    }
+
+    public var kind: Kind
+    /// The AWS error code (`NoSuchKey`, `ThrottlingException`) or a ferry code for local failures.
+    public var code: String
+    public var message: String
+    public var httpStatus: Int?
+    public var requestID: String?
+    /// Seconds the service asked us to wait (ThrottlingException `RetryAfterSeconds`).
+    public var retryAfterSeconds: Double?
+    /// `service.operation`, when known.
+    public var operation: String?
+
+    public init(kind: Kind, code: String, message: String, httpStatus: Int? = nil, requestID: String? = nil,
+                operation: String? = nil) {
+        self.kind = kind
+        self.code = code
+        self.message = message
+        self.httpStatus = httpStatus
+        self.requestID = requestID
+        self.operation = operation
+    }
+
+    static let throttlingCodes: Set<String> = [
+        "Throttling", "ThrottlingException", "ThrottledException", "RequestThrottledException", "TooManyRequestsException",
+        "ProvisionedThroughputExceededException", "TransactionInProgressException", "RequestLimitExceeded",
+        "BandwidthLimitExceeded", "LimitExceededException", "RequestThrottled", "SlowDown", "PriorRequestNotComplete",
+        "EC2ThrottledException",
+    ]
+    static let transientCodes: Set<String> = ["RequestTimeout", "RequestTimeoutException", "InternalError", "InternalFailure", "ServiceUnavailable"]
+    static let clockSkewCodes: Set<String> = ["RequestTimeTooSkewed", "RequestExpired", "InvalidSignatureException",
+                                              "SignatureDoesNotMatch", "AuthFailure", "RequestInTheFuture"]
+
+    /// Whether the standard retry mode retries it.
+    public var isRetryable: Bool {
+        switch kind {
+        case .network, .timeout: return true
+        case .service:
+            if Self.throttlingCodes.contains(code) || Self.transientCodes.contains(code) { return true }
+            return [500, 502, 503, 504].contains(httpStatus ?? 0)
+        default: return false
+        }
+    }
+
+    public var isThrottling: Bool { Self.throttlingCodes.contains(code) }
+
+    public var description: String {
+        var text = "\(operation.map { "\($0): " } ?? "")\(code)"
+        if let status = httpStatus { text += " (HTTP \(status))" }
+        text += ": \(message)"
+        if let id = requestID { text += " [request id \(id)]" }
+        if let hint { text += " — \(hint)" }
+        return text
+    }
+
+    private var hint: String? {
+        switch code {
+        case "AccessDenied", "AccessDeniedException": return "check the IAM policy of the credentials in use"
+        case "NoSuchBucket": return "check the bucket name and region in the rules file"
+        case "InvalidAccessKeyId", "UnrecognizedClientException": return "the access key is not known to AWS; check the credentials chain (environment, profile)"
+        case "SignatureDoesNotMatch": return "the secret key does not match the access key, or the system clock is wrong"
+        case "ExpiredToken", "ExpiredTokenException": return "temporary credentials expired and could not be refreshed"
+        default:
+            switch kind {
+            case .network: return "check network access to the endpoint, proxy settings (https_proxy, no_proxy) and DNS"
+            case .timeout: return "the endpoint did not answer in time; check the network or raise the timeout"
+            default: return nil
+            }
+        }
+    }
+}
+
+/// One finished AWS call (after all its attempts), for metrics.
+public struct AWSRequestRecord: Sendable {
+    public var service: String
+    public var operation: String
+    /// HTTP status of the last attempt; nil when no response arrived.
+    public var httpStatus: Int?
+    /// AWS error code of the last attempt, nil on success.
+    public var errorCode: String?
+    public var attempts: Int
+    public var retried: Bool { attempts > 1 }
+    public var duration: Duration
+}
+
+/// Receives a record of every finished call (the engine turns them into Prometheus metrics).
+public protocol AWSObserver: Sendable {
+    func requestFinished(_ record: AWSRequestRecord)
+}
+
+/// The standard retry mode's token bucket: retries spend tokens, successes refund them, so a long
+/// outage drains the bucket and calls then fail fast instead of multiplying the load.
+final class RetryQuota: @unchecked Sendable {
+    static let capacity = 500
+    static let retryCost = 5
+    static let timeoutCost = 10
+    private let lock = NSLock()
+    private var available = RetryQuota.capacity
+    private(set) var retriesGranted = 0
+    private(set) var retriesRefused = 0
+
+    /// Takes the cost of one retry; nil when the bucket cannot pay for it.
+    func acquire(timeout: Bool) -> Int? {
+        let cost = timeout ? Self.timeoutCost : Self.retryCost
+        lock.lock()
+        defer { lock.unlock() }
+        guard available >= cost else { retriesRefused += 1; return nil }
+        available -= cost
+        retriesGranted += 1
+        return cost
+    }
+
+    /// After a success: gives back what its retries cost, or one token if it needed none.
+    func release(_ cost: Int) {
+        lock.lock()
+        available = min(Self.capacity, available + (cost > 0 ? cost : 1))
+        lock.unlock()
+    }
+
+    var tokens: Int { lock.lock(); defer { lock.unlock() }; return available }
+}
+
+/// Statistics of the retry quota, for tests and the status command.
+public struct AWSRetryStatistics: Sendable {
+    public var retriesGranted: Int
+    public var retriesRefusedByQuota: Int
+    public var tokensAvailable: Int
+}
+
+/// A request before signing, as the service clients describe it.
+struct AWSOperationRequest: Sendable {
+    var service: String
+    var operation: String
+    var method: String
+    /// For S3: the bucket (addressing is decided here); nil for other services.
+    var bucket: String?
+    /// Encoded path below the bucket (S3) or service root.
+    var path: String
+    var query: [(name: String, value: String)] = []
+    var headers: [(name: String, value: String)] = []
+    var body: HTTPBody = .empty
+    var payloadHash: String = SigV4Signer.emptyHash
+    var sink: HTTPResponseSink = .memory
+    /// Called before each attempt (a download truncates its file).
+    var beforeAttempt: (@Sendable () throws -> Void)?
+}
+
+/// The connection pool, credentials, retry quota and clock-skew correction shared by the S3 and
+/// Transfer Family clients. Create one per process and call `shutdown()` at the end.
+public final class AWSClient: Sendable {
+    public let configuration: AWSClientConfiguration
+    let logger: Logger
+    let observer: AWSObserver?
+    let http: HTTPClient
+    let credentials: CredentialChain
+    let quota = RetryQuota()
+    private let skew = ClockSkew()
+
+    public init(configuration: AWSClientConfiguration, logger: Logger, observer: AWSObserver? = nil) throws {
+        guard configuration.maxAttempts >= 1 else {
+            throw AWSError(kind: .configuration, code: "InvalidConfiguration", message: "max_attempts must be at least 1")
+        }
+        if let endpoint = configuration.endpointURL, !(endpoint.hasPrefix("http://") || endpoint.hasPrefix("https://")) {
+            throw AWSError(kind: .configuration, code: "InvalidEndpoint",
+                           message: "endpoint_url \(endpoint) must start with http:// or https://")
+        }
+        self.configuration = configuration
+        self.logger = logger
+        self.observer = observer
+        var settings = HTTPClientSettings()
+        settings.maxConcurrentRequests = configuration.maxConcurrentRequests
+        settings.connectTimeout = configuration.connectTimeout
+        settings.lowSpeedTimeout = configuration.lowSpeedTimeout
+        settings.caBundle = configuration.caBundle ?? configuration.environment["AWS_CA_BUNDLE"]
+        settings.proxyEnvironment = configuration.environment
+        http = HTTPClient(settings: settings)
+        credentials = CredentialChain(environment: configuration.environment, profile: configuration.profile,
+                                      region: configuration.region, http: http, logger: logger)
+    }
+
+    /// Stops the connection pool's thread. Calls made afterwards fail.
+    public func shutdown() { http.shutdown() }
+
+    /// How the retry quota has been used so far.
+    public var retryStatistics: AWSRetryStatistics {
+        AWSRetryStatistics(retriesGranted: quota.retriesGranted, retriesRefusedByQuota: quota.retriesRefused, tokensAvailable: quota.tokens)
+    }
+
+    /// The credentials calls are signed with now (refreshed as needed).
+    public func resolveCredentials() async throws -> AWSCredentials { try await credentials.credentials() }
+
+    func endpoint(service: String, bucket: String?) -> (base: String, host: String, pathPrefix: String) {
+        if let url = configuration.endpointURL {
+            var base = url
+            while base.hasSuffix("/") { base.removeLast() }
+            // "scheme://host[:port][/prefix]"
+            let parts = base.split(separator: "/", maxSplits: 3, omittingEmptySubsequences: false)
+            let host = parts.count > 2 ? String(parts[2]) : base
+            let prefix = parts.count > 3 ? "/" + parts[3] : ""
+            return ("\(parts[0])//\(host)", host, prefix + (bucket.map { "/" + URIEncoding.encode($0) } ?? ""))
+        }
+        let region = configuration.region
+        if service == "s3", let bucket {
+            // Dotted bucket names do not match the wildcard certificate, so they go path-style.
+            if bucket.contains(".") {
+                let host = "s3.\(region).amazonaws.com"
+                return ("https://\(host)", host, "/" + bucket)
+            }
+            let host = "\(bucket).s3.\(region).amazonaws.com"
+            return ("https://\(host)", host, "")
+        }
+        let host = "\(service).\(region).amazonaws.com"
+        return ("https://\(host)", host, "")
+    }
+
+    /// Sends one operation with signing, retries, the quota and clock-skew correction.
+    func send(_ op: AWSOperationRequest) async throws -> HTTPResponse {
+        let started = ContinuousClock.now
+        var attempt = 0
+        var retryCost = 0
+        var skewRetried = false
+        var log = logger
+        log[metadataKey: "aws.operation"] = "\(op.service).\(op.operation)"
+        let (base, host, prefix) = endpoint(service: op.service, bucket: op.bucket)
+        let path = prefix + op.path
+        while true {
+            attempt += 1
+            var failure: AWSError
+            do {
+                try op.beforeAttempt?()
+                let creds: AWSCredentials
+                do { creds = try await credentials.credentials() } catch let e as AWSError { throw e }
+                let signer = SigV4Signer(service: op.service, region: configuration.region)
+                let signable = SignableRequest(method: op.method, path: path.isEmpty ? "/" : path, query: op.query,
+                                               headers: [("Host", host)] + op.headers, payloadHash: op.payloadHash)
+                let signed = signer.signHeaders(signable, credentials: creds, date: skew.now())
+                let query = signed.request.encodedQuery
+                let url = base + signed.request.path + (query.isEmpty ? "" : "?" + query)
+                let headers = signed.request.headers.filter { $0.name != "Host" }
+                let response = try await http.execute(HTTPRequest(method: op.method, url: url, headers: headers, body: op.body, sink: op.sink))
+                if response.status < 300 || (op.method == "HEAD" && response.status == 404) || response.status == 304 {
+                    if let error = embeddedError(response, op) {
+                        failure = error  // S3 may answer 200 with an <Error> body (CompleteMultipartUpload)
+                    } else {
+                        quota.release(retryCost)
+                        report(op, status: response.status, code: nil, attempts: attempt, started: started)
+                        return response
+                    }
+                } else {
+                    failure = decodeError(response, op)
+                    if AWSError.clockSkewCodes.contains(failure.code), !skewRetried, skew.correct(serverDate: response.header("date")) {
+                        skewRetried = true
+                        log.info("corrected clock skew from the server's Date header", metadata: ["aws.clock_offset_s": "\(skew.offsetSeconds)"])
+                        continue
+                    }
+                }
+            } catch let error as HTTPTransportError {
+                failure = AWSError(kind: error.isTimeout ? .timeout : .network, code: error.isTimeout ? "Timeout" : "NetworkError",
+                                   message: error.message, operation: "\(op.service).\(op.operation)")
+            } catch let error as AWSError {
+                failure = error
+            }
+            failure.operation = failure.operation ?? "\(op.service).\(op.operation)"
+            guard failure.isRetryable, attempt < configuration.maxAttempts,
+                  let cost = quota.acquire(timeout: failure.kind == .timeout) else {
+                if failure.isRetryable, attempt < configuration.maxAttempts {
+                    log.info("retry quota exhausted; not retrying", metadata: ["aws.error": "\(failure.code)"])
+                }
+                report(op, status: failure.httpStatus, code: failure.code, attempts: attempt, started: started)
+                throw failure
+            }
+            retryCost += cost
+            let cap = 20.0
+            var delay = Crypto.randomUnit() * min(pow(2.0, Double(attempt - 1)) * seconds(configuration.retryBaseDelay), cap)
+            if let after = failure.retryAfterSeconds, failure.isThrottling { delay = min(max(delay, after), cap) }
+            log.debug("retrying", metadata: ["aws.error": "\(failure.code)", "aws.attempt": "\(attempt)", "aws.delay_s": "\(delay)"])
+            try await Task.sleep(for: .milliseconds(Int(delay * 1000)))
+        }
+    }
+
+    private func seconds(_ d: Duration) -> Double {
+        Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18
+    }
+
+    private func report(_ op: AWSOperationRequest, status: Int?, code: String?, attempts: Int, started: ContinuousClock.Instant) {
+        observer?.requestFinished(AWSRequestRecord(service: op.service, operation: op.operation, httpStatus: status, errorCode: code,
+                                                   attempts: attempts, duration: ContinuousClock.now - started))
+    }
+
+    private func embeddedError(_ response: HTTPResponse, _ op: AWSOperationRequest) -> AWSError? {
+        guard op.service == "s3", op.method == "POST", response.status == 200,
+              let root = XMLElement.parse(response.body), root.name == "Error" else { return nil }
+        var error = AWSError(kind: .service, code: root.string("Code") ?? "InternalError", message: root.string("Message") ?? "",
+                             httpStatus: 200, requestID: root.string("RequestId"))
+        // An error inside a 200 is transient by definition (S3 documents it for CompleteMultipartUpload).
+        if !error.isRetryable { error.code = "InternalError" }
+        return error
+    }
+
+    func decodeError(_ response: HTTPResponse, _ op: AWSOperationRequest) -> AWSError {
+        let requestID = response.header("x-amz-request-id") ?? response.header("x-amzn-requestid")
+        var code: String?
+        var message: String?
+        var retryAfter: Double?
+        if let root = XMLElement.parse(response.body), !response.body.isEmpty {
+            let error = root.name == "Error" ? root : (root.find("Error") ?? root)
+            code = error.string("Code")
+            message = error.string("Message")
+        } else if let json = try? JSONSerialization.jsonObject(with: Data(response.body)) as? [String: Any] {
+            code = (json["__type"] as? String) ?? (json["code"] as? String)
+            message = (json["message"] as? String) ?? (json["Message"] as? String)
+            retryAfter = (json["RetryAfterSeconds"] as? NSNumber)?.doubleValue ?? (json["RetryAfterSeconds"] as? String).flatMap(Double.init)
+        }
+        if code == nil, let header = response.header("x-amzn-errortype") { code = header }
+        // JSON protocols send "namespace#Code" and sometimes ":http://..." suffixes.
+        if let c = code {
+            code = String(c.split(separator: "#").last ?? Substring(c)).components(separatedBy: ":").first
+        }
+        let fallback: String
+        switch response.status {
+        case 301: fallback = "PermanentRedirect"
+        case 304: fallback = "NotModified"
+        case 400: fallback = "BadRequest"
+        case 403: fallback = "AccessDenied"
+        case 404: fallback = "NotFound"
+        case 412: fallback = "PreconditionFailed"
+        case 429: fallback = "TooManyRequestsException"
+        case 500: fallback = "InternalError"
+        case 503: fallback = "ServiceUnavailable"
+        default: fallback = "HTTP\(response.status)"
+        }
+        var error = AWSError(kind: .service, code: code ?? fallback, message: message ?? "the service answered HTTP \(response.status)",
+                             httpStatus: response.status, requestID: requestID, operation: "\(op.service).\(op.operation)")
+        error.retryAfterSeconds = retryAfter
+        return error
+    }
+}
+
+/// The offset between our clock and AWS's, learnt from a skew error's Date header.
+final class ClockSkew: @unchecked Sendable {
+    private let lock = NSLock()
+    private var offset: TimeInterval = 0
+
+    var offsetSeconds: TimeInterval { lock.lock(); defer { lock.unlock() }; return offset }
+
+    func now() -> Date { Date().addingTimeInterval(offsetSeconds) }
+
+    /// Adopts the server's clock when it is more than 4 minutes from ours; false when it is not skewed.
+    func correct(serverDate: String?) -> Bool {
+        guard let serverDate, let date = Self.parseHTTPDate(serverDate) else { return false }
+        let difference = date.timeIntervalSince(Date())
+        lock.lock()
+        defer { lock.unlock() }
+        guard abs(difference - offset) > 240 else { return false }
+        offset = difference
+        return true
+    }
+
+    static func parseHTTPDate(_ text: String) -> Date? {
+        let formatter = DateFormatter()
+        formatter.locale = Locale(identifier: "en_US_POSIX")
+        formatter.timeZone = TimeZone(identifier: "GMT")
+        formatter.dateFormat = "EEE, dd MMM yyyy HH:mm:ss zzz"
+        return formatter.date(from: text)
+    }
+}

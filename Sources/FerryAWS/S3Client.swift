@@ -1,0 +1,214 @@
+import Foundation
+
+/// Result of an upload.
+public struct PutObjectResult: Sendable, Equatable {
+    public var eTag: String
+    public var versionId: String?
+    /// 0 for a single PUT, else the number of parts.
+    public var parts: Int
+    public var size: Int64
+}
+
+/// What HeadObject/GetObject tell about an object.
+public struct ObjectInfo: Sendable, Equatable {
+    public var size: Int64
+    public var eTag: String
+    public var lastModified: Date?
+    public var contentType: String?
+    public var versionId: String?
+}
+
+/// One entry of a listing.
+public struct ObjectSummary: Sendable, Equatable {
+    public var key: String
+    public var size: Int64
+    public var eTag: String
+    public var lastModified: Date?
+}
+
+/// Syscalls with EINTR retried and failures turned into `AWSError(kind: .localFile)`.
+enum FileIO {
+    static func check<T: BinaryInteger>(_ what: String, _ path: String, _ call: () -> T) throws -> T {
+        while true {
+            let result = call()
+            if result >= 0 { return result }
+            if errno == EINTR { continue }
+            let code = errno
+            throw AWSError(kind: .localFile, code: "LocalFileError", message: "\(what) \(path): \(String(cString: strerror(code))) (errno \(code))")
+        }
+    }
+
+    static func openForReading(_ path: String) throws -> (fd: Int32, size: Int64) {
+        let fd = try check("open", path) { open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC) }
+        var info = stat()
+        do { _ = try check("stat", path) { fstat(fd, &info) } } catch { close(fd); throw error }
+        guard (info.st_mode & S_IFMT) == S_IFREG else {
+            close(fd)
+            throw AWSError(kind: .localFile, code: "NotARegularFile", message: "\(path) is not a regular file")
+        }
+        return (fd, Int64(info.st_size))
+    }
+
+    /// SHA-256 (hex, for the signature) and MD5 (base64, Content-MD5) of a byte range, in one read.
+    static func hashes(fd: Int32, offset: Int64, length: Int64, path: String) throws -> (sha256: String, md5: String) {
+        var sha = Digest(.sha256)
+        var md5 = Digest(.md5)
+        let chunk = 1 << 20
+        let buffer = UnsafeMutableRawPointer.allocate(byteCount: chunk, alignment: 16)
+        defer { buffer.deallocate() }
+        var done: Int64 = 0
+        while done < length {
+            let want = Int(min(Int64(chunk), length - done))
+            let n = try check("read", path) { pread(fd, buffer, want, off_t(offset + done)) }
+            if n == 0 { throw AWSError(kind: .localFile, code: "FileShrank", message: "\(path) became shorter while it was uploaded") }
+            sha.update(buffer, count: n)
+            md5.update(buffer, count: n)
+            done += Int64(n)
+        }
+        return (Crypto.hex(sha.finish()), Crypto.base64(md5.finish()))
+    }
+}
+
+/// Amazon S3 operations on top of an `AWSClient`.
+public struct S3Client: Sendable {
+    let client: AWSClient
+
+    public init(client: AWSClient) { self.client = client }
+
+    static func keyPath(_ key: String) -> String { "/" + URIEncoding.encode(key, keepSlash: true) }
+
+    static func parseDate(_ text: String?) -> Date? {
+        guard let text else { return nil }
+        return CredentialContext.parseDate(text) ?? ClockSkew.parseHTTPDate(text)
+    }
+
+    /// Uploads a file: one PUT with Content-MD5 below the multipart threshold, else a multipart upload
+    /// whose parts each carry their MD5 (aborted if any part fails). `ifNoneMatch` makes it fail with
+    /// `PreconditionFailed` when the key exists; `ifMatch` when the object's ETag differs.
+    public func putObject(bucket: String, key: String, fileAt path: String, ifNoneMatch: Bool = false,
+                          ifMatch: String? = nil, contentType: String = "application/octet-stream") async throws -> PutObjectResult {
+        let (fd, size) = try FileIO.openForReading(path)
+        defer { close(fd) }
+        var conditions: [(name: String, value: String)] = []
+        if ifNoneMatch { conditions.append(("If-None-Match", "*")) }
+        if let ifMatch { conditions.append(("If-Match", ifMatch)) }
+        if size >= client.configuration.multipartThreshold && size > client.configuration.partSize {
+            return try await multipartUpload(bucket: bucket, key: key, fd: fd, size: size, path: path, conditions: conditions, contentType: contentType)
+        }
+        let (sha, md5) = try FileIO.hashes(fd: fd, offset: 0, length: size, path: path)
+        let response = try await client.send(AWSOperationRequest(
+            service: "s3", operation: "PutObject", method: "PUT", bucket: bucket, path: Self.keyPath(key),
+            headers: [("Content-MD5", md5), ("Content-Type", contentType)] + conditions,
+            body: .file(descriptor: fd, offset: 0, length: size), payloadHash: sha))
+        return PutObjectResult(eTag: response.header("etag") ?? "", versionId: response.header("x-amz-version-id"), parts: 0, size: size)
+    }
+
+    private func multipartUpload(bucket: String, key: String, fd: Int32, size: Int64, path: String,
+                                 conditions: [(name: String, value: String)], contentType: String) async throws -> PutObjectResult {
+        let created = try await client.send(AWSOperationRequest(
+            service: "s3", operation: "CreateMultipartUpload", method: "POST", bucket: bucket, path: Self.keyPath(key),
+            query: [("uploads", "")], headers: [("Content-Type", contentType)]))
+        guard let uploadId = XMLElement.parse(created.body)?.string("UploadId") else {
+            throw AWSError(kind: .invalidResponse, code: "InvalidResponse", message: "CreateMultipartUpload answered without an UploadId")
+        }
+        let partSize = client.configuration.partSize
+        let count = Int((size + partSize - 1) / partSize)
+        do {
+            var etags = [String](repeating: "", count: count)
+            try await withThrowingTaskGroup(of: (Int, String).self) { group in
+                var next = 0
+                func addPart() {
+                    let number = next + 1
+                    let offset = Int64(next) * partSize
+                    let length = min(partSize, size - offset)
+                    next += 1
+                    group.addTask {
+                        let (sha, md5) = try FileIO.hashes(fd: fd, offset: offset, length: length, path: path)
+                        let response = try await client.send(AWSOperationRequest(
+                            service: "s3", operation: "UploadPart", method: "PUT", bucket: bucket, path: Self.keyPath(key),
+                            query: [("partNumber", String(number)), ("uploadId", uploadId)], headers: [("Content-MD5", md5)],
+                            body: .file(descriptor: fd, offset: offset, length: length), payloadHash: sha))
+                        return (number, response.header("etag") ?? "")
+                    }
+                }
+                for _ in 0..<min(client.configuration.partConcurrency, count) { addPart() }
+                while let (number, etag) = try await group.next() {
+                    etags[number - 1] = etag
+                    if next < count { addPart() }
+                }
+            }
+            let xml = "<CompleteMultipartUpload xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\">"
+                + etags.enumerated().map { "<Part><PartNumber>\($0.offset + 1)</PartNumber><ETag>\(XMLElement.escape($0.element))</ETag></Part>" }.joined()
+                + "</CompleteMultipartUpload>"
+            let body = Array(xml.utf8)
+            let done = try await client.send(AWSOperationRequest(
+                service: "s3", operation: "CompleteMultipartUpload", method: "POST", bucket: bucket, path: Self.keyPath(key),
+                query: [("uploadId", uploadId)], headers: [("Content-Type", "application/xml")] + conditions,
+                body: .bytes(body), payloadHash: Crypto.hex(Crypto.sha256(body))))
+            let root = XMLElement.parse(done.body)
+            return PutObjectResult(eTag: root?.string("ETag") ?? done.header("etag") ?? "", versionId: done.header("x-amz-version-id"),
+                                   parts: count, size: size)
+        } catch {
+            // Parts already stored cost money until aborted; the original error is what the caller needs.
+            _ = try? await client.send(AWSOperationRequest(service: "s3", operation: "AbortMultipartUpload", method: "DELETE",
+                                                           bucket: bucket, path: Self.keyPath(key), query: [("uploadId", uploadId)]))
+            throw error
+        }
+    }
+
+    /// Downloads an object into `path` (created or truncated), streaming to disk.
+    public func getObject(bucket: String, key: String, toFileAt path: String) async throws -> ObjectInfo {
+        let fd = try FileIO.check("create", path) { open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0o644) }
+        defer { close(fd) }
+        let response = try await client.send(AWSOperationRequest(
+            service: "s3", operation: "GetObject", method: "GET", bucket: bucket, path: Self.keyPath(key), sink: .file(descriptor: fd),
+            beforeAttempt: { _ = try FileIO.check("truncate", path) { ftruncate(fd, 0) } }))
+        let info = Self.info(response)
+        guard response.bytesWritten == info.size else {
+            throw AWSError(kind: .invalidResponse, code: "IncompleteBody",
+                           message: "GetObject \(key): received \(response.bytesWritten) of \(info.size) bytes")
+        }
+        return info
+    }
+
+    static func info(_ response: HTTPResponse) -> ObjectInfo {
+        ObjectInfo(size: Int64(response.header("content-length") ?? "") ?? Int64(response.bytesWritten),
+                   eTag: response.header("etag") ?? "", lastModified: parseDate(response.header("last-modified")),
+                   contentType: response.header("content-type"), versionId: response.header("x-amz-version-id"))
+    }
+
+    /// The object's metadata, or nil when it does not exist.
+    public func headObject(bucket: String, key: String) async throws -> ObjectInfo? {
+        let response = try await client.send(AWSOperationRequest(service: "s3", operation: "HeadObject", method: "HEAD",
+                                                                 bucket: bucket, path: Self.keyPath(key)))
+        if response.status == 404 { return nil }
+        return Self.info(response)
+    }
+
+    /// Deletes an object (succeeds when it is already gone).
+    public func deleteObject(bucket: String, key: String) async throws {
+        _ = try await client.send(AWSOperationRequest(service: "s3", operation: "DeleteObject", method: "DELETE",
+                                                      bucket: bucket, path: Self.keyPath(key)))
+    }
+
+    /// Every object under `prefix`, following continuation tokens through all pages.
+    public func listObjectsV2(bucket: String, prefix: String) async throws -> [ObjectSummary] {
+        var result: [ObjectSummary] = []
+        var token: String?
+        repeat {
+            var query: [(name: String, value: String)] = [("list-type", "2"), ("prefix", prefix)]
+            if let token { query.append(("continuation-token", token)) }
+            let response = try await client.send(AWSOperationRequest(service: "s3", operation: "ListObjectsV2", method: "GET",
+                                                                     bucket: bucket, path: "/", query: query))
+            guard let root = XMLElement.parse(response.body), root.name == "ListBucketResult" else {
+                throw AWSError(kind: .invalidResponse, code: "InvalidResponse", message: "ListObjectsV2 answered with something that is not a ListBucketResult")
+            }
+            for item in root.all("Contents") {
+                result.append(ObjectSummary(key: item.string("Key") ?? "", size: Int64(item.string("Size") ?? "") ?? 0,
+                                            eTag: item.string("ETag") ?? "", lastModified: Self.parseDate(item.string("LastModified"))))
+            }
+            token = root.string("IsTruncated") == "true" ? root.string("NextContinuationToken") : nil
+        } while token != nil
+        return result
+    }
+}

@@ -1,0 +1,137 @@
+import Foundation
+
+/// The state of one file of a connector transfer.
+public struct FileTransferResult: Sendable, Equatable {
+    public enum Status: String, Sendable {
+        case queued = "QUEUED", inProgress = "IN_PROGRESS", completed = "COMPLETED", failed = "FAILED"
+    }
+    public var filePath: String
+    public var statusCode: Status
+    public var failureCode: String?
+    public var failureMessage: String?
+}
+
+/// DescribeConnector, reduced to what ferry uses.
+public struct ConnectorDescription: Sendable, Equatable {
+    public var connectorId: String
+    public var arn: String?
+    public var url: String?
+    /// "sftp" or "as2", from which config block is present.
+    public var type: String
+    public var accessRole: String?
+    public var loggingRole: String?
+    public var trustedHostKeys: [String]
+    public var maxConcurrentConnections: Int?
+}
+
+/// TestConnection's answer.
+public struct ConnectionTestResult: Sendable, Equatable {
+    public var connectorId: String?
+    /// "OK" or "ERROR".
+    public var status: String
+    public var statusMessage: String?
+    public var succeeded: Bool { status == "OK" }
+}
+
+/// AWS Transfer Family connector operations (JSON 1.1 protocol).
+public struct TransferClient: Sendable {
+    let client: AWSClient
+
+    public init(client: AWSClient) { self.client = client }
+
+    private func call(_ operation: String, _ input: [String: Any]) async throws -> [String: Any] {
+        let body = Array(try JSONSerialization.data(withJSONObject: input, options: [.sortedKeys]))
+        let response = try await client.send(AWSOperationRequest(
+            service: "transfer", operation: operation, method: "POST", path: "/",
+            headers: [("Content-Type", "application/x-amz-json-1.1"), ("X-Amz-Target", "TransferService.\(operation)")],
+            body: .bytes(body), payloadHash: Crypto.hex(Crypto.sha256(body))))
+        guard let json = (response.body.isEmpty ? [:] : try? JSONSerialization.jsonObject(with: Data(response.body))) as? [String: Any] else {
+            throw AWSError(kind: .invalidResponse, code: "InvalidResponse", message: "\(operation) answered with something that is not JSON",
+                           httpStatus: response.status, operation: "transfer.\(operation)")
+        }
+        return json
+    }
+
+    private func required(_ json: [String: Any], _ field: String, _ operation: String) throws -> String {
+        guard let value = json[field] as? String else {
+            throw AWSError(kind: .invalidResponse, code: "InvalidResponse", message: "\(operation) answered without \(field)",
+                           operation: "transfer.\(operation)")
+        }
+        return value
+    }
+
+    /// Sends files from S3 to the partner (at most 10 paths, `/bucket/key` form). Returns the TransferId.
+    public func startFileTransfer(connectorId: String, sendFilePaths: [String], remoteDirectoryPath: String?) async throws -> String {
+        var input: [String: Any] = ["ConnectorId": connectorId, "SendFilePaths": sendFilePaths]
+        if let remoteDirectoryPath { input["RemoteDirectoryPath"] = remoteDirectoryPath }
+        return try required(try await call("StartFileTransfer", input), "TransferId", "StartFileTransfer")
+    }
+
+    /// Retrieves partner files into S3 (`/bucket/prefix`). Returns the TransferId.
+    public func startFileTransfer(connectorId: String, retrieveFilePaths: [String], localDirectoryPath: String) async throws -> String {
+        let input: [String: Any] = ["ConnectorId": connectorId, "RetrieveFilePaths": retrieveFilePaths, "LocalDirectoryPath": localDirectoryPath]
+        return try required(try await call("StartFileTransfer", input), "TransferId", "StartFileTransfer")
+    }
+
+    /// Every file's status in a transfer, through all pages.
+    public func listFileTransferResults(connectorId: String, transferId: String) async throws -> [FileTransferResult] {
+        var results: [FileTransferResult] = []
+        var token: String?
+        repeat {
+            var input: [String: Any] = ["ConnectorId": connectorId, "TransferId": transferId]
+            if let token { input["NextToken"] = token }
+            let json = try await call("ListFileTransferResults", input)
+            for item in json["FileTransferResults"] as? [[String: Any]] ?? [] {
+                let code = item["StatusCode"] as? String ?? ""
+                guard let status = FileTransferResult.Status(rawValue: code) else {
+                    throw AWSError(kind: .invalidResponse, code: "InvalidResponse", message: "unknown file transfer status \(code)",
+                                   operation: "transfer.ListFileTransferResults")
+                }
+                results.append(FileTransferResult(filePath: item["FilePath"] as? String ?? "", statusCode: status,
+                                                  failureCode: item["FailureCode"] as? String, failureMessage: item["FailureMessage"] as? String))
+            }
+            token = (json["NextToken"] as? String).flatMap { $0.isEmpty ? nil : $0 }
+        } while token != nil
+        return results
+    }
+
+    /// Lists one remote directory into `<outputDirectoryPath>/<connector>-<listing>.json` in S3.
+    public func startDirectoryListing(connectorId: String, remoteDirectoryPath: String, outputDirectoryPath: String,
+                                      maxItems: Int? = nil) async throws -> (listingId: String, outputFileName: String) {
+        var input: [String: Any] = ["ConnectorId": connectorId, "RemoteDirectoryPath": remoteDirectoryPath, "OutputDirectoryPath": outputDirectoryPath]
+        if let maxItems { input["MaxItems"] = maxItems }
+        let json = try await call("StartDirectoryListing", input)
+        return (try required(json, "ListingId", "StartDirectoryListing"), try required(json, "OutputFileName", "StartDirectoryListing"))
+    }
+
+    /// Deletes a remote file or empty directory. Returns the DeleteId.
+    public func startRemoteDelete(connectorId: String, deletePath: String) async throws -> String {
+        try required(try await call("StartRemoteDelete", ["ConnectorId": connectorId, "DeletePath": deletePath]), "DeleteId", "StartRemoteDelete")
+    }
+
+    /// Renames a remote file. Returns the MoveId.
+    public func startRemoteMove(connectorId: String, sourcePath: String, targetPath: String) async throws -> String {
+        try required(try await call("StartRemoteMove", ["ConnectorId": connectorId, "SourcePath": sourcePath, "TargetPath": targetPath]),
+                     "MoveId", "StartRemoteMove")
+    }
+
+    public func describeConnector(connectorId: String) async throws -> ConnectorDescription {
+        let json = try await call("DescribeConnector", ["ConnectorId": connectorId])
+        guard let c = json["Connector"] as? [String: Any] else {
+            throw AWSError(kind: .invalidResponse, code: "InvalidResponse", message: "DescribeConnector answered without Connector",
+                           operation: "transfer.DescribeConnector")
+        }
+        let sftp = c["SftpConfig"] as? [String: Any]
+        return ConnectorDescription(connectorId: c["ConnectorId"] as? String ?? connectorId, arn: c["Arn"] as? String, url: c["Url"] as? String,
+                                    type: sftp != nil ? "sftp" : (c["As2Config"] != nil ? "as2" : "unknown"),
+                                    accessRole: c["AccessRole"] as? String, loggingRole: c["LoggingRole"] as? String,
+                                    trustedHostKeys: sftp?["TrustedHostKeys"] as? [String] ?? [],
+                                    maxConcurrentConnections: (sftp?["MaxConcurrentConnections"] as? NSNumber)?.intValue)
+    }
+
+    public func testConnection(connectorId: String) async throws -> ConnectionTestResult {
+        let json = try await call("TestConnection", ["ConnectorId": connectorId])
+        return ConnectionTestResult(connectorId: json["ConnectorId"] as? String, status: json["Status"] as? String ?? "ERROR",
+                                    statusMessage: json["StatusMessage"] as? String)
+    }
+}
