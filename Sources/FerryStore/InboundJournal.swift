@@ -316,6 +316,15 @@ extension Journal {
         }
     }
 
+    /// Records when the next poll of `rule` is due, for `ferry status`.
+    public func setNextPoll(rule: String, at date: Date) throws {
+        try locked {
+            try connection.statement("""
+                INSERT INTO inbound_polls (rule, next_at) VALUES (?, ?) ON CONFLICT(rule) DO UPDATE SET next_at = excluded.next_at
+                """).run([.text(rule), .real(date.timeIntervalSince1970)])
+        }
+    }
+
     /// Remembers (or, with nil, forgets) the listing object a poll is waiting for, so that one left behind
     /// by a crash is deleted on the next poll.
     public func setPendingListing(rule: String, _ location: String?) throws {
