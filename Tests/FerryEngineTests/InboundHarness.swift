@@ -68,7 +68,8 @@ final class InboundHarness: @unchecked Sendable {
     }
 
     /// One inbound rule, parsed and validated by FerryConfig from this YAML (indented under `- `).
-    func rule(name: String, remote: String, extra: String = "", downloadTo: Bool = true) throws -> InboundRule {
+    func rule(name: String, remote: String, extra: String = "", downloadTo: String? = "") throws -> InboundRule {
+        let downloadTo = downloadTo == "" ? inbox.path : downloadTo
         let yaml = """
             version: 1
             state_dir: \(state.path)
@@ -86,7 +87,7 @@ final class InboundHarness: @unchecked Sendable {
                 remote_directory_path: \(remote)
                 schedule: every 5m
                 local_directory_path: s3://\(emulator.inboundBucket)/\(name)/
-            \(downloadTo ? "    download_to: \(inbox.path)\n" : "")\(extra.split(separator: "\n").map { "    " + $0 }.joined(separator: "\n"))
+            \(downloadTo.map { "    download_to: \($0)\n" } ?? "")\(extra.split(separator: "\n").map { "    " + $0 }.joined(separator: "\n"))
             """
         let result = RulesLoader.load(yaml: yaml, path: "test.yaml")
         let rules = try #require(result.rules, "rules did not load: \(result.errors.map(\.description))")

@@ -3,6 +3,7 @@ import FerryConfig
 import FerryStore
 import FerryTestSupport
 import Foundation
+import Synchronization
 import Testing
 
 /// The issue's must-shows 1–5, against the emulator and its OpenSSH partner (the partner's disk is
@@ -68,5 +69,148 @@ import Testing
         // The moved file sits in a sub-folder: listings are one level deep, so it is not retrieved again.
         #expect(await poller.pollNow(rule: "mv")?.requested == 0)
         #expect(try h.inboxNames() == ["x.txt", "y.txt"])
+    }
+
+    @Test func includeExcludeMinAgeAndAFileStillGrowing() async throws {
+        let h = try InboundHarness()
+        let folder = try h.partnerFolder("/out/mixed")
+        let old = Date().addingTimeInterval(-600)
+        for name in ["a.csv", "b.txt", "draft-c.csv", "d.csv.part", ".e.csv"] {
+            try h.putOnPartner("/out/mixed/\(name)", randomData(10))
+            try FileManager.default.setAttributes([.modificationDate: old], ofItemAtPath: folder + "/" + name)
+        }
+        try h.putOnPartner("/out/mixed/growing.csv", randomData(100))
+        let journal = try h.openJournal()
+        let rule = try h.rule(name: "mixed", remote: "/out/mixed", extra: "include: [\"*.csv\"]\nexclude: [\"draft-*\"]\nmin_age: 1m")
+        let poller = h.poller([rule], journal: journal)
+        var report = try #require(await poller.pollNow(rule: "mixed"))
+        #expect(report.error == nil)
+        #expect(report.requested == 1)
+        #expect(report.tooYoung == 1)
+        #expect(report.filteredOut == 4)
+        #expect(try h.inboxNames() == ["a.csv"])
+        // The partner's writer keeps appending: every poll sees a fresh modification time.
+        var content = try Data(contentsOf: URL(fileURLWithPath: folder + "/growing.csv"))
+        for _ in 0..<2 {
+            content += randomData(100)
+            try h.putOnPartner("/out/mixed/growing.csv", content)
+            report = try #require(await poller.pollNow(rule: "mixed"))
+            #expect(report.requested == 0)
+            #expect(report.tooYoung == 1)
+        }
+        // The writer stopped a while ago (min_age has passed since the last change): retrieved, whole.
+        try FileManager.default.setAttributes([.modificationDate: Date().addingTimeInterval(-61)], ofItemAtPath: folder + "/growing.csv")
+        report = try #require(await poller.pollNow(rule: "mixed"))
+        #expect(report.requested == 1)
+        #expect(try h.inboxNames() == ["a.csv", "growing.csv"])
+        #expect(try h.inboxFile("growing.csv") == content)
+        #expect(try await h.object("mixed/b.txt") == nil)
+    }
+
+    @Test func aListingOf2500FilesIsTruncatedAndDrainedOverPolls() async throws {
+        let h = try InboundHarness()
+        try h.partnerFolder("/out/bulk")
+        var expected: [String: Data] = [:]
+        for i in 0..<2500 {
+            let name = String(format: "f%04d.dat", i)
+            let data = Data("file \(i)\n".utf8)
+            expected[name] = data
+            try h.putOnPartner("/out/bulk/\(name)", data)
+        }
+        let journal = try h.openJournal()
+        let rule = try h.rule(name: "bulk", remote: "/out/bulk", extra: "min_age: 0s\nafter_retrieve: delete\nmax_items: 1000", downloadTo: nil)
+        let poller = h.poller([rule], journal: journal)
+        var reports: [PollReport] = []
+        for _ in 0..<4 {
+            reports.append(try #require(await poller.pollNow(rule: "bulk")))
+        }
+        #expect(reports.map(\.error) == [nil, nil, nil, nil])
+        #expect(reports.map(\.truncated) == [true, true, false, false])
+        #expect(reports.map(\.requested) == [1000, 1000, 500, 0])
+        #expect(reports[0].warnings.contains { $0.contains("raise max_items") })
+        #expect(h.metrics.value("ferry_inbound_listing_truncated_total") == 2)
+        let objects = try await h.s3.listObjectsV2(bucket: h.emulator.inboundBucket, prefix: "bulk/")
+        #expect(Set(objects.map(\.key)) == Set(expected.keys.map { "bulk/" + $0 }), "none lost")
+        #expect(try h.operations("StartFileTransfer").allSatisfy { ($0.paths?.count ?? 0) <= 10 })
+        #expect(try h.operations("StartFileTransfer").count == 250)
+        #expect(try journal.inboundCounts()["bulk"]?[.done] == 2500)
+        try await h.eventuallyOnPartner { ((try? FileManager.default.contentsOfDirectory(atPath: h.emulator.partnerRoot + "/out/bulk")) ?? ["x"]).isEmpty }
+        for name in ["f0000.dat", "f1234.dat", "f2499.dat"] {
+            #expect(try await h.object("bulk/" + name) == expected[name])
+        }
+    }
+
+    @Test func hostileNamesAreRefusedAndNothingIsWrittenOutsideDownloadTo() async throws {
+        let h = try InboundHarness()
+        let folder = try h.partnerFolder("/out/h")
+        let downloadTo = h.inbox.path + "/in"
+        try FileManager.default.createDirectory(atPath: downloadTo, withIntermediateDirectories: true)
+        try h.putOnPartner("/out/h/good.csv", Data("good".utf8))
+        try h.putOnPartner("/out/escape.csv", Data("outside the remote folder".utf8))
+        // A real file whose name carries a newline: the partner's own listing brings it.
+        try h.putOnPartner("/out/h/forged\nlog.csv", Data("x".utf8))
+        let journal = try h.openJournal()
+        let rule = try h.rule(name: "h", remote: "/out/h", extra: "min_age: 0s", downloadTo: downloadTo)
+        let poller = h.poller([rule], journal: journal)
+        var report = await poller.poll(ruleNamed: "h")
+        #expect(report.refused == 1)
+        #expect(report.requested == 1)
+        // A listing no SFTP server could honestly produce, as a hostile or broken one might.
+        let json = #"""
+        {"files":[{"filePath":"/out/h/../escape.csv","size":25},{"filePath":"/out/h/sub/../../escape.csv"},
+                  {"filePath":"/out/h/nul\u0000.csv"},{"filePath":"/out/h/.."},{"filePath":"/out/h/"},
+                  {"filePath":"/out/escape.csv"},{"filePath":"/out/h/bell\u0007.csv"},{"filePath":"/out/h/good.csv","size":4}],
+         "truncated":"false"}
+        """#
+        let listing = try DirectoryListing.parse(Data(json.utf8))
+        report = await poller.poll(ruleNamed: "h", listing: { _ in listing })
+        #expect(report.error == nil)
+        #expect(report.refused == 7)
+        #expect(h.metrics.value("ferry_inbound_refused_total") == 8, "each hostile name counted once")
+        #expect(try journal.inboundFiles(in: [.refused]).count == 8)
+        #expect(try FileManager.default.contentsOfDirectory(atPath: downloadTo).sorted() == ["good.csv"])
+        #expect(try h.inboxNames() == ["in"], "nothing next to download_to")
+        #expect(try h.operations("StartFileTransfer").flatMap { $0.paths ?? [] }.allSatisfy { !$0.contains("..") && !$0.contains("escape") })
+        #expect(FileManager.default.fileExists(atPath: folder + "/forged\nlog.csv"), "a refused file is left alone on the partner")
+    }
+
+    /// Must-show 5 in-process: the poll is stopped dead at each step (as kill -9 there would stop it),
+    /// the journal reopened and a new poller started; every file then arrives exactly once.
+    @Test func aPollStoppedAtAnyStepResumesWithoutLossOrDuplicates() async throws {
+        let h = try InboundHarness()
+        let points = ["listing-started", "retrieval-submitting", "retrieval-started", "retrieval-tracked", "download-temp-created",
+                      "download-written", "downloaded", "after-retrieve-done"]
+        for (index, point) in points.enumerated() {
+            let name = "crash\(index)"
+            try h.partnerFolder("/out/\(name)")
+            var files: [String: Data] = [:]
+            for i in 0..<3 {
+                files["f\(i).bin"] = randomData(500 + i)
+                try h.putOnPartner("/out/\(name)/f\(i).bin", files["f\(i).bin"]!)
+            }
+            let downloadTo = h.inbox.path + "/" + name
+            try FileManager.default.createDirectory(atPath: downloadTo, withIntermediateDirectories: true)
+            let rule = try h.rule(name: name, remote: "/out/\(name)", extra: "min_age: 0s\nafter_retrieve: delete", downloadTo: downloadTo)
+            let fired = Mutex(false)
+            let crashing = h.poller([rule], journal: try h.openJournal(), crashHook: { reached in
+                guard reached == point else { return }
+                if fired.withLock({ done in defer { done = true }; return !done }) { throw SimulatedCrash(point: reached) }
+            })
+            let crashed = await crashing.poll(ruleNamed: name)
+            #expect(crashed.error == "simulated crash at \(point)", "\(point)")
+            // Restart: a new journal connection and a new poller, nothing carried over in memory.
+            let journal = try h.openJournal()
+            let restarted = h.poller([rule], journal: journal)
+            await restarted.resumeUnfinished()
+            for _ in 0..<2 { _ = await restarted.pollNow(rule: name) }
+            let placed = try FileManager.default.contentsOfDirectory(atPath: downloadTo).sorted()
+            #expect(placed == ["f0.bin", "f1.bin", "f2.bin"], "\(point): one copy each, no temporary file")
+            for (file, data) in files {
+                #expect((try? Data(contentsOf: URL(fileURLWithPath: downloadTo + "/" + file))) == data, "\(point): \(file)")
+                #expect(try await h.object("\(name)/\(file)") == data, "\(point): \(file) in S3")
+            }
+            #expect(try journal.inboundCounts()[name] == [.done: 3], "\(point)")
+            try await h.eventuallyOnPartner { ((try? FileManager.default.contentsOfDirectory(atPath: h.emulator.partnerRoot + "/out/\(name)")) ?? ["x"]).isEmpty }
+        }
     }
 }

@@ -138,6 +138,13 @@ public final class InboundPoller: Sendable {
     /// Polls every rule on its schedule until cancelled. Files a previous run left half-way are finished
     /// first, before the first scheduled poll (which for a daily cron rule may be hours away).
     public func run() async {
+        await resumeUnfinished()
+        await scheduler.run()
+    }
+
+    /// Takes every file a previous run left half-way (submitting, retrieving, in S3, downloading,
+    /// downloaded) to the end, without listing; each rule's work holds that rule's poll slot.
+    public func resumeUnfinished() async {
         await withTaskGroup(of: Void.self) { group in
             for rule in rules.values {
                 group.addTask {
@@ -152,8 +159,6 @@ public final class InboundPoller: Sendable {
                     }
                 }
             }
-            await group.waitForAll()
-            await scheduler.run()
         }
     }
 
@@ -169,7 +174,9 @@ public final class InboundPoller: Sendable {
 
     // MARK: One poll
 
-    func poll(ruleNamed name: String) async -> PollReport {
+    /// One poll. `listing` replaces StartDirectoryListing for tests that need a listing no real server
+    /// can produce (names with NUL or `/`).
+    func poll(ruleNamed name: String, listing: (@Sendable (InboundRule) async throws -> DirectoryListing)? = nil) async -> PollReport {
         var report = PollReport(rule: name)
         guard let rule = rules[name] else {
             report.error = "no inbound rule named \(name)"
@@ -181,7 +188,7 @@ public final class InboundPoller: Sendable {
             var newlyListed: [InboundFile] = []
             var listingError: (any Error)?
             do {
-                newlyListed = try await listAndSelect(rule, report: &report)
+                newlyListed = try await listAndSelect(rule, listing: listing, report: &report)
             } catch let crash as SimulatedCrash {
                 throw crash
             } catch {
@@ -219,8 +226,14 @@ public final class InboundPoller: Sendable {
     /// The ferry-owned prefix of the rule's bucket where its listings are written.
     static func listingPrefix(_ rule: InboundRule) -> String { ".ferry-listings/\(rule.name)/" }
 
-    private func listAndSelect(_ rule: InboundRule, report: inout PollReport) async throws -> [InboundFile] {
-        let listing = try await list(rule)
+    private func listAndSelect(_ rule: InboundRule, listing source: (@Sendable (InboundRule) async throws -> DirectoryListing)?,
+                               report: inout PollReport) async throws -> [InboundFile] {
+        let listing: DirectoryListing
+        if let source {
+            listing = try await source(rule)
+        } else {
+            listing = try await list(rule)
+        }
         report.listed = listing.files.count
         if listing.truncated {
             report.truncated = true
