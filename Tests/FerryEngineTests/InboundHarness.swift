@@ -68,7 +68,7 @@ final class InboundHarness: @unchecked Sendable {
     }
 
     /// One inbound rule, parsed and validated by FerryConfig from this YAML (indented under `- `).
-    func rule(name: String, remote: String, extra: String = "", downloadTo: String? = "") throws -> InboundRule {
+    func rule(name: String, remote: String, schedule: String = "every 5m", extra: String = "", downloadTo: String? = "") throws -> InboundRule {
         let downloadTo = downloadTo == "" ? inbox.path : downloadTo
         let yaml = """
             version: 1
@@ -85,7 +85,7 @@ final class InboundHarness: @unchecked Sendable {
               - name: \(name)
                 connector: partner
                 remote_directory_path: \(remote)
-                schedule: every 5m
+                schedule: "\(schedule)"
                 local_directory_path: s3://\(emulator.inboundBucket)/\(name)/
             \(downloadTo.map { "    download_to: \($0)\n" } ?? "")\(extra.split(separator: "\n").map { "    " + $0 }.joined(separator: "\n"))
             """
@@ -96,7 +96,7 @@ final class InboundHarness: @unchecked Sendable {
 
     func poller(_ rules: [InboundRule], journal: Journal, crashHook: (@Sendable (String) throws -> Void)? = nil,
                 listingTimeout: Duration = .seconds(60)) -> InboundPoller {
-        var settings = InboundSettings(scratchDirectory: state.path)
+        var settings = InboundSettings(stateDirectory: state.path)
         settings.listingTimeout = listingTimeout
         let connection = InboundConnection(connectorId: emulator.sftpConnectorId, s3: s3, transfer: transfer, pace: {})
         return InboundPoller(rules: rules, connections: ["partner": connection], journal: journal, metrics: metrics, logger: logger,

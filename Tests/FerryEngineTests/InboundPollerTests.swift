@@ -214,3 +214,30 @@ import Testing
         }
     }
 }
+
+struct InboundPollRequestTests {
+    /// `ferry poll RULE` with a daemon running: the request goes through the state folder to the poller.
+    @Test func aRunningPollerAnswersPollRequests() async throws {
+        let h = try InboundHarness()
+        try h.partnerFolder("/out/req")
+        try h.putOnPartner("/out/req/a.csv", Data("hello".utf8))
+        let rule = try h.rule(name: "req", remote: "/out/req", schedule: "0 0 1 1 *", extra: "min_age: 0s")
+        let poller = h.poller([rule], journal: try h.openJournal())
+        let daemon = Task { await poller.run() }
+        defer { daemon.cancel() }
+        let report = try await PollRequests.submit(stateDir: h.state.path, rule: "req")
+        #expect(report.error == nil)
+        #expect(report.requested == 1)
+        #expect(try h.inboxFile("a.csv") == Data("hello".utf8))
+        let unknown = try await PollRequests.submit(stateDir: h.state.path, rule: "nope")
+        #expect(unknown.error?.contains("no inbound rule named nope") == true)
+        #expect(try FileManager.default.contentsOfDirectory(atPath: PollRequests.folder(stateDir: h.state.path)).isEmpty)
+    }
+
+    @Test func withoutADaemonTheRequestFailsWithAHint() async throws {
+        let state = try TempDirectory()
+        await #expect(throws: InboundError.self) {
+            _ = try await PollRequests.submit(stateDir: state.path, rule: "r", claimTimeout: .milliseconds(300))
+        }
+    }
+}

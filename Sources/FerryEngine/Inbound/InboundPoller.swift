@@ -37,11 +37,11 @@ public struct InboundSettings: Sendable {
     public var maxAttempts = 5
     /// Files downloaded into `download_to` at once.
     public var downloadConcurrency = 4
-    /// A folder for the poller's scratch files (the fetched listing JSON).
-    public var scratchDirectory: String
+    /// The daemon's state_dir: scratch files (the fetched listing JSON) and `ferry poll` requests live here.
+    public var stateDirectory: String
 
-    public init(scratchDirectory: String) {
-        self.scratchDirectory = scratchDirectory
+    public init(stateDirectory: String) {
+        self.stateDirectory = stateDirectory
     }
 }
 
@@ -124,7 +124,7 @@ public final class InboundPoller: Sendable {
         self.metrics = metrics
         self.logger = logger
         self.clock = clock
-        self.settings = settings ?? InboundSettings(scratchDirectory: URL(fileURLWithPath: journal.path).deletingLastPathComponent().path)
+        self.settings = settings ?? InboundSettings(stateDirectory: URL(fileURLWithPath: journal.path).deletingLastPathComponent().path)
         self.crashHook = crashHook
         let poll = PollBox()
         scheduler = InboundScheduler(
@@ -135,11 +135,14 @@ public final class InboundPoller: Sendable {
         poll.poller = self
     }
 
-    /// Polls every rule on its schedule until cancelled. Files a previous run left half-way are finished
+    /// Polls every rule on its schedule, and answers `ferry poll` requests, until cancelled. Files a previous run left half-way are finished
     /// first, before the first scheduled poll (which for a daily cron rule may be hours away).
     public func run() async {
         await resumeUnfinished()
-        await scheduler.run()
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask { await self.scheduler.run() }
+            group.addTask { await self.servePollRequests() }
+        }
     }
 
     /// Takes every file a previous run left half-way (submitting, retrieving, in S3, downloading,
@@ -283,7 +286,7 @@ public final class InboundPoller: Sendable {
             try await Task.sleep(for: delay)
             delay = min(delay * 2, .seconds(2))
         }
-        let scratch = "\(settings.scratchDirectory)/.listing-\(rule.name).json"
+        let scratch = "\(settings.stateDirectory)/.listing-\(rule.name).json"
         defer { try? FileManager.default.removeItem(atPath: scratch) }
         _ = try await connection.s3.getObject(bucket: bucket, key: key, toFileAt: scratch)
         let data = try Data(contentsOf: URL(fileURLWithPath: scratch))
