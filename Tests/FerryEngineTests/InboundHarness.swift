@@ -29,6 +29,8 @@ final class InboundHarness: @unchecked Sendable {
     let s3: S3Client
     let transfer: TransferClient
     let metrics = CountingMetrics()
+    /// How often the poller waited for the connector's rate limiter.
+    let paced = SharedCounter()
     let logger: Logger
 
     init() throws {
@@ -98,7 +100,10 @@ final class InboundHarness: @unchecked Sendable {
                 listingTimeout: Duration = .seconds(60)) -> InboundPoller {
         var settings = InboundSettings(stateDirectory: state.path)
         settings.listingTimeout = listingTimeout
-        let connection = InboundConnection(connectorId: emulator.sftpConnectorId, s3: s3, transfer: transfer, pace: {})
+        let paced = self.paced
+        let connection = InboundConnection(connectorId: emulator.sftpConnectorId, s3: s3, transfer: transfer, pace: {
+            paced.increment()
+        })
         return InboundPoller(rules: rules, connections: ["partner": connection], journal: journal, metrics: metrics, logger: logger,
                              clock: SystemInboundClock(), timeZone: .current, settings: settings, crashHook: crashHook)
     }

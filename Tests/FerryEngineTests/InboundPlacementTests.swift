@@ -115,7 +115,7 @@ struct InboundPlacementTests {
         journal = nil
         journal = try Journal(directory: state.path, logger: logger)
         let resumed = try #require(try journal!.inboundFile(file.id))
-        let fills = FillCounter()
+        let fills = SharedCounter()
         let outcome = try await placement.place(resumed, journal: journal!) { path in
             fills.increment()
             try Data("abc".utf8).write(to: URL(fileURLWithPath: path))
@@ -142,7 +142,7 @@ struct InboundPlacementTests {
     }
 }
 
-final class FillCounter: @unchecked Sendable {
+final class SharedCounter: @unchecked Sendable {
     private let lock = NSLock()
     private var value = 0
     func increment() { lock.withLock { value += 1 } }

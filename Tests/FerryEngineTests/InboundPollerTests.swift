@@ -32,6 +32,7 @@ import Testing
         #expect(try h.inboxFile("b.csv") == b)
         #expect(try h.operations("StartFileTransfer").count == 1, "one retrieval over five polls")
         #expect(try h.operations("StartDirectoryListing").count == 5)
+        #expect(h.paced.count == 6, "every StartDirectoryListing and StartFileTransfer waits for the connector's rate limiter")
         #expect(try await h.s3.listObjectsV2(bucket: h.emulator.inboundBucket, prefix: ".ferry-listings/").isEmpty,
                 "listing objects are deleted after use")
         #expect(h.partnerHas("/out/reports/a.csv"), "after_retrieve defaults to keep")
@@ -239,5 +240,23 @@ struct InboundPollRequestTests {
         await #expect(throws: InboundError.self) {
             _ = try await PollRequests.submit(stateDir: state.path, rule: "r", claimTimeout: .milliseconds(300))
         }
+    }
+}
+
+struct InboundListingTimeoutTests {
+    @Test func aListingThatNeverAppearsIsAClearError() async throws {
+        let h = try InboundHarness()
+        // The partner has no such folder: the connector writes no listing object.
+        let rule = try h.rule(name: "missing", remote: "/no/such/folder", extra: "min_age: 0s")
+        let journal = try h.openJournal()
+        let report = await h.poller([rule], journal: journal, listingTimeout: .seconds(1)).poll(ruleNamed: "missing")
+        let error = try #require(report.error)
+        #expect(error.contains("ListingTimeout"))
+        #expect(error.contains("/no/such/folder"))
+        #expect(error.contains("ferry test-connection partner"))
+        let record = try #require(try journal.pollRecord(rule: "missing"))
+        #expect(record.error == error)
+        #expect(record.result?.hasPrefix("error") == true)
+        #expect(h.metrics.value("ferry_inbound_polls_total") == 1)
     }
 }
