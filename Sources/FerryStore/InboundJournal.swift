@@ -206,6 +206,17 @@ extension Journal {
         }
     }
 
+    /// Records that AWS rejected the batch's StartFileTransfer outright (a validation error, say): its files
+    /// are `failed` with one more attempt counted, so a request that can never succeed stops being made.
+    public func rejectRetrieval(batch batchID: Int64, error: String) throws {
+        try locked {
+            try connection.statement("""
+                UPDATE inbound_files SET state = 'failed', attempts = attempts + 1, batch_id = NULL, last_error = ?, updated_at = ?
+                WHERE batch_id = ? AND state = 'submitting'
+                """).run([.text(error), .real(timestamp), .integer(batchID)])
+        }
+    }
+
     /// Records the outcome of tracked retrievals in one transaction: completed files are `in_s3`, failed
     /// ones `failed` with one more attempt counted.
     public func recordRetrievalOutcomes(_ outcomes: [Int64: FileOutcome]) throws {

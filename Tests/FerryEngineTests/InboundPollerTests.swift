@@ -260,3 +260,35 @@ struct InboundListingTimeoutTests {
         #expect(h.metrics.value("ferry_inbound_polls_total") == 1)
     }
 }
+
+struct InboundFaultTests {
+    /// AWS misbehaving (throttling, 5xx, dropped answers) makes polls fail part-way; later polls finish the
+    /// job and every file still reaches download_to exactly once.
+    @Test func faultyAWSDelaysButNeverDuplicatesOrLoses() async throws {
+        let h = try InboundHarness()
+        try h.partnerFolder("/out/faulty")
+        var files: [String: Data] = [:]
+        for i in 0..<20 {
+            files["f\(i).bin"] = randomData(100 + i)
+            try h.putOnPartner("/out/faulty/f\(i).bin", files["f\(i).bin"]!)
+        }
+        let journal = try h.openJournal()
+        let rule = try h.rule(name: "faulty", remote: "/out/faulty", extra: "min_age: 0s\nafter_retrieve: delete")
+        let poller = h.poller([rule], journal: journal)
+        try h.emulator.setFaults(rate: 0.3, kinds: ["throttle", "unavailable", "internal", "drop"], latencyMs: 0)
+        var polls = 0
+        var errors = 0
+        while try journal.inboundCounts()["faulty"]?[.done] != 20 && polls < 30 {
+            polls += 1
+            if await poller.pollNow(rule: "faulty")?.error != nil { errors += 1 }
+        }
+        try h.emulator.setFaults(rate: 0, kinds: [], latencyMs: 0)
+        #expect(try h.emulator.requestLog().contains { $0.fault != nil }, "the emulator injected faults")
+        #expect(try journal.inboundCounts()["faulty"]?[.done] == 20, "after \(polls) polls, \(errors) of them failed")
+        #expect(try h.inboxNames() == files.keys.sorted(), "one copy each, no temporary files")
+        for (name, data) in files {
+            #expect(try h.inboxFile(name) == data)
+        }
+        try await h.eventuallyOnPartner { ((try? FileManager.default.contentsOfDirectory(atPath: h.emulator.partnerRoot + "/out/faulty")) ?? ["x"]).isEmpty }
+    }
+}

@@ -102,7 +102,12 @@ struct InboundJournalTests {
         #expect(back.state == .listed)
         #expect(back.batchID == nil)
         #expect(back.lastError == "ThrottlingException")
-        #expect(try journal.beginRetrieval([(file.id, "b", "k")]) > batch, "batch ids are not reused")
+        let second = try journal.beginRetrieval([(file.id, "b", "k")])
+        #expect(second > batch, "batch ids are not reused")
+        try journal.rejectRetrieval(batch: second, error: "ValidationException: bad path")
+        let rejected = try #require(try journal.inboundFile(file.id))
+        #expect(rejected.state == .failed)
+        #expect(rejected.attempts == 1, "a rejected request counts as an attempt; throttling does not")
     }
 
     @Test func refusedNamesAreRecordedOnce() throws {

@@ -330,10 +330,15 @@ public final class InboundPoller: Sendable {
             try checkpoint("retrieval-started")
             try journal.markRetrieving(batch: batch, transferID: transferID)
             logger.debug("retrieval started", metadata: ["rule": "\(rule.name)", "transfer.id": "\(transferID)", "files": "\(files.count)"])
-        } catch let error as AWSError where error.kind == .service && (400..<500).contains(error.httpStatus ?? 0) && !error.isThrottling {
-            // AWS refused the request: nothing started, so the files simply wait for the next poll.
-            try journal.abandonRetrieval(batch: batch, error: "\(error)")
-            report.failed += files.count
+        } catch let error as AWSError where error.kind == .service && (400..<500).contains(error.httpStatus ?? 0) {
+            // AWS answered with a refusal, so nothing started. Throttling (still, after the client's own
+            // retries) costs the files nothing; any other refusal counts as a failed attempt.
+            if error.isThrottling {
+                try journal.abandonRetrieval(batch: batch, error: "\(error)")
+            } else {
+                try journal.rejectRetrieval(batch: batch, error: "\(error)")
+                report.failed += files.count
+            }
             throw error
         }
     }
