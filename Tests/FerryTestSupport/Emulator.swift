@@ -179,7 +179,10 @@ public final class Emulator: @unchecked Sendable {
         let text = try String(contentsOfFile: requestLogPath, encoding: .utf8)
         let decoder = JSONDecoder()
         decoder.keyDecodingStrategy = .convertFromSnakeCase
-        return try text.split(separator: "\n").map { try decoder.decode(RequestRecord.self, from: Data($0.utf8)) }
+        var lines = text.split(separator: "\n", omittingEmptySubsequences: false)
+        // The last piece is empty, or a line the emulator is still writing: either way not a record yet.
+        lines.removeLast()
+        return try lines.filter { !$0.isEmpty }.map { try decoder.decode(RequestRecord.self, from: Data($0.utf8)) }
     }
 
     /// Changes fault injection at run time: `rate` of requests fail with one of `kinds`
