@@ -315,13 +315,13 @@ extension Journal {
         }
     }
 
-    /// Records how a poll ended and when the next one is due.
+    /// Records how a poll ended and, if known, when the next one is due (nil keeps what the scheduler set).
     public func recordPollFinished(rule: String, at date: Date, result: String, error: String?, nextAt: Date?) throws {
         try locked {
             try connection.statement("""
                 INSERT INTO inbound_polls (rule, finished_at, result, error, next_at) VALUES (?, ?, ?, ?, ?)
                 ON CONFLICT(rule) DO UPDATE SET finished_at = excluded.finished_at, result = excluded.result,
-                    error = excluded.error, next_at = excluded.next_at
+                    error = excluded.error, next_at = coalesce(excluded.next_at, next_at)
                 """).run([.text(rule), .real(date.timeIntervalSince1970), .text(result), error.map(SQLValue.text) ?? .null,
                           nextAt.map { .real($0.timeIntervalSince1970) } ?? .null])
         }
