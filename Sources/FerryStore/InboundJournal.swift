@@ -262,6 +262,17 @@ extension Journal {
         try setState(id, "failed", extra: "attempts = attempts + 1, last_error = ?, temp_path = NULL", [.text(error)])
     }
 
+    /// Records a failed download: the file stays `in_s3` (retried on the next poll, without fetching it from
+    /// the partner again) until it has used `maxAttempts`, then it is `failed`.
+    public func recordDownloadFailure(_ id: Int64, error: String, maxAttempts: Int) throws {
+        try locked {
+            try connection.statement("""
+                UPDATE inbound_files SET state = CASE WHEN attempts + 1 >= ? THEN 'failed' ELSE 'in_s3' END,
+                    attempts = attempts + 1, last_error = ?, temp_path = NULL, local_path = NULL, updated_at = ? WHERE id = ?
+                """).run([.integer(Int64(maxAttempts)), .text(error), .real(timestamp), .integer(id)])
+        }
+    }
+
     private func setState(_ id: Int64, _ state: String, extra: String, _ values: [SQLValue]) throws {
         try locked {
             let assignments = extra.isEmpty ? "" : ", " + extra

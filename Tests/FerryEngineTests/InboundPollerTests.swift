@@ -292,3 +292,28 @@ struct InboundFaultTests {
         try await h.eventuallyOnPartner { ((try? FileManager.default.contentsOfDirectory(atPath: h.emulator.partnerRoot + "/out/faulty")) ?? ["x"]).isEmpty }
     }
 }
+
+struct InboundDownloadFailureTests {
+    @Test func aFailedDownloadIsRetriedFromS3WithoutAskingThePartnerAgain() async throws {
+        let h = try InboundHarness()
+        try h.partnerFolder("/out/df")
+        try h.putOnPartner("/out/df/a.csv", Data("payload".utf8))
+        let downloadTo = h.inbox.path + "/not-yet"
+        let journal = try h.openJournal()
+        let rule = try h.rule(name: "df", remote: "/out/df", extra: "min_age: 0s\nafter_retrieve: delete", downloadTo: downloadTo)
+        let poller = h.poller([rule], journal: journal)
+        let first = try #require(await poller.pollNow(rule: "df"))
+        #expect(first.retrieved == 1)
+        #expect(first.failed == 1)
+        let waiting = try #require(try journal.inboundFiles(in: [.inS3], rule: "df").first)
+        #expect(waiting.lastError?.contains("fix download_to") == true)
+        #expect(h.partnerHas("/out/df/a.csv"), "after_retrieve waits until the file is on disk")
+        try FileManager.default.createDirectory(atPath: downloadTo, withIntermediateDirectories: false)
+        let second = try #require(await poller.pollNow(rule: "df"))
+        #expect(second.downloaded == 1)
+        #expect(second.finished == 1)
+        #expect(FileManager.default.contents(atPath: downloadTo + "/a.csv") == Data("payload".utf8))
+        #expect(try h.operations("StartFileTransfer").count == 1)
+        try await h.eventuallyOnPartner { !h.partnerHas("/out/df/a.csv") }
+    }
+}

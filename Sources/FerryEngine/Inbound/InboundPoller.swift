@@ -446,8 +446,8 @@ public final class InboundPoller: Sendable {
                     throw crash
                 } catch {
                     try? FileManager.default.removeItem(atPath: placement.temporaryPath(for: file.id))
-                    try journal.markInboundFailed(file.id, error: "download: \(error)")
-                    logger.info("download failed; the file is retrieved again on a later poll", metadata: metadata.merging(["error": "\(error)"]) { $1 })
+                    try journal.recordDownloadFailure(file.id, error: "download: \(error)", maxAttempts: settings.maxAttempts)
+                    logger.info("download failed; the next poll tries again from S3", metadata: metadata.merging(["error": "\(error)"]) { $1 })
                     outcome.failed = true
                     return outcome
                 }
