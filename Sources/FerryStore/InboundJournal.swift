@@ -206,6 +206,17 @@ extension Journal {
         }
     }
 
+    /// Records that AWS rejected the batch's StartFileTransfer outright (a validation error, say): its files
+    /// are `failed` with one more attempt counted, so a request that can never succeed stops being made.
+    public func rejectRetrieval(batch batchID: Int64, error: String) throws {
+        try locked {
+            try connection.statement("""
+                UPDATE inbound_files SET state = 'failed', attempts = attempts + 1, batch_id = NULL, last_error = ?, updated_at = ?
+                WHERE batch_id = ? AND state = 'submitting'
+                """).run([.text(error), .real(timestamp), .integer(batchID)])
+        }
+    }
+
     /// Records the outcome of tracked retrievals in one transaction: completed files are `in_s3`, failed
     /// ones `failed` with one more attempt counted.
     public func recordRetrievalOutcomes(_ outcomes: [Int64: FileOutcome]) throws {
@@ -249,6 +260,17 @@ extension Journal {
     /// Records a failed step; the file is retried on a later poll while it is still listed and has attempts left.
     public func markInboundFailed(_ id: Int64, error: String) throws {
         try setState(id, "failed", extra: "attempts = attempts + 1, last_error = ?, temp_path = NULL", [.text(error)])
+    }
+
+    /// Records a failed download: the file stays `in_s3` (retried on the next poll, without fetching it from
+    /// the partner again) until it has used `maxAttempts`, then it is `failed`.
+    public func recordDownloadFailure(_ id: Int64, error: String, maxAttempts: Int) throws {
+        try locked {
+            try connection.statement("""
+                UPDATE inbound_files SET state = CASE WHEN attempts + 1 >= ? THEN 'failed' ELSE 'in_s3' END,
+                    attempts = attempts + 1, last_error = ?, temp_path = NULL, local_path = NULL, updated_at = ? WHERE id = ?
+                """).run([.integer(Int64(maxAttempts)), .text(error), .real(timestamp), .integer(id)])
+        }
     }
 
     private func setState(_ id: Int64, _ state: String, extra: String, _ values: [SQLValue]) throws {
@@ -304,15 +326,24 @@ extension Journal {
         }
     }
 
-    /// Records how a poll ended and when the next one is due.
+    /// Records how a poll ended and, if known, when the next one is due (nil keeps what the scheduler set).
     public func recordPollFinished(rule: String, at date: Date, result: String, error: String?, nextAt: Date?) throws {
         try locked {
             try connection.statement("""
                 INSERT INTO inbound_polls (rule, finished_at, result, error, next_at) VALUES (?, ?, ?, ?, ?)
                 ON CONFLICT(rule) DO UPDATE SET finished_at = excluded.finished_at, result = excluded.result,
-                    error = excluded.error, next_at = excluded.next_at
+                    error = excluded.error, next_at = coalesce(excluded.next_at, next_at)
                 """).run([.text(rule), .real(date.timeIntervalSince1970), .text(result), error.map(SQLValue.text) ?? .null,
                           nextAt.map { .real($0.timeIntervalSince1970) } ?? .null])
+        }
+    }
+
+    /// Records when the next poll of `rule` is due, for `ferry status`.
+    public func setNextPoll(rule: String, at date: Date) throws {
+        try locked {
+            try connection.statement("""
+                INSERT INTO inbound_polls (rule, next_at) VALUES (?, ?) ON CONFLICT(rule) DO UPDATE SET next_at = excluded.next_at
+                """).run([.text(rule), .real(date.timeIntervalSince1970)])
         }
     }
 

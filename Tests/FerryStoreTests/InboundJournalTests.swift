@@ -102,7 +102,12 @@ struct InboundJournalTests {
         #expect(back.state == .listed)
         #expect(back.batchID == nil)
         #expect(back.lastError == "ThrottlingException")
-        #expect(try journal.beginRetrieval([(file.id, "b", "k")]) > batch, "batch ids are not reused")
+        let second = try journal.beginRetrieval([(file.id, "b", "k")])
+        #expect(second > batch, "batch ids are not reused")
+        try journal.rejectRetrieval(batch: second, error: "ValidationException: bad path")
+        let rejected = try #require(try journal.inboundFile(file.id))
+        #expect(rejected.state == .failed)
+        #expect(rejected.attempts == 1, "a rejected request counts as an attempt; throttling does not")
     }
 
     @Test func refusedNamesAreRecordedOnce() throws {
@@ -136,5 +141,24 @@ struct InboundJournalTests {
         #expect(record.startedAt == started, "finishing keeps the start")
         #expect(record.error == "listing timed out")
         #expect(record.nextAt == started.addingTimeInterval(300))
+    }
+
+    @Test func aFailedDownloadIsRetriedFromS3UntilOutOfAttempts() throws {
+        let dir = try TempDirectory()
+        let journal = try Journal(directory: dir.path, logger: logger)
+        let file = try #require(try journal.recordListed(rule: "r", [version("a")], maxAttempts: 2).first)
+        let batch = try journal.beginRetrieval([(file.id, "b", "k")])
+        try journal.markRetrieving(batch: batch, transferID: "t")
+        try journal.recordRetrievalOutcomes([file.id: .completed])
+        try journal.planDownload(file.id, tempPath: "/in/.t", finalPath: "/in/a")
+        try journal.recordDownloadFailure(file.id, error: "download: ENOSPC", maxAttempts: 2)
+        var after = try #require(try journal.inboundFile(file.id))
+        #expect(after.state == .inS3, "the next poll downloads again, without asking the partner again")
+        #expect(after.tempPath == nil)
+        try journal.recordDownloadFailure(file.id, error: "download: ENOSPC", maxAttempts: 2)
+        after = try #require(try journal.inboundFile(file.id))
+        #expect(after.state == .failed)
+        #expect(after.attempts == 2)
+        #expect(try journal.recordListed(rule: "r", [version("a")], maxAttempts: 2).isEmpty, "out of attempts: left for an operator")
     }
 }

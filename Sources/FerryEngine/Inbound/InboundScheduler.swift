@@ -127,8 +127,13 @@ public final class InboundScheduler<Report: Sendable>: Sendable {
 
     /// Polls `rule` now (after any poll of it that is running) and returns the report; nil for an unknown rule.
     public func pollNow(rule: String) async -> Report? {
+        await withSlot(rule: rule) { await poll(rule) }
+    }
+
+    /// Runs `body` as the one poll-like activity of `rule` (resuming unfinished work, say); nil for an unknown rule.
+    public func withSlot<T: Sendable>(rule: String, _ body: () async -> T) async -> T? {
         guard let slot = slots[rule] else { return nil }
-        return await slot.exclusive { await poll(rule) }
+        return await slot.exclusive(body)
     }
 }
 
