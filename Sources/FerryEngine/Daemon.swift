@@ -140,11 +140,15 @@ public final class Daemon: Service, Sendable {
         // Graceful shutdown cancels the pipelines: each stops where it is, and the journal already holds
         // every file's last committed state for the next start.
         do {
-            try await runUntilShutdown()
+            try await withGracefulShutdownHandler {
+                try await runUntilShutdown()
+            } onGracefulShutdown: {
+                // systemd learns at once that the stop has begun, before the pipelines drain.
+                try? self.notifier.stopping()
+            }
         } catch is CancellationError {
             // A requested stop, not a failure.
         }
-        try? notifier.stopping()
         for client in clients.withLock({ Array($0.values) }) { client.shutdown() }
         logger.info("ferry stopped")
     }
