@@ -6,7 +6,7 @@ PYTHON ?= python3
 
 APT_PACKAGES := pkg-config libcurl4-openssl-dev libssl-dev libyaml-dev libsqlite3-dev sqlite3 \
 	openssh-server openssh-client inotify-tools rclone procps
-PIP_PACKAGES := moto[server]==5.2.1 boto3 awscli pytest werkzeug
+PIP_PACKAGES := moto[server]==5.2.1 boto3 awscli pytest werkzeug paramiko
 
 .PHONY: deps build release test test-swift test-emulator clean
 
@@ -36,7 +36,7 @@ clean:
 # The README's first command: ferry's main job on the local emulator, no AWS account needed.
 .PHONY: demo
 demo: build
-	.build/debug/ferry version
+	scripts/demo
 
 # The Debian package: dist/ferry_<version>_amd64.deb (release build, Swift stdlib static), checked by lintian.
 .PHONY: deb test-install
@@ -46,3 +46,15 @@ deb:
 # Installs the package into a fresh debootstrap'ed Debian 12 root, checks it, purges it. Needs root.
 test-install: deb
 	packaging/test-install
+
+# The local AWS emulator in the foreground (S3 + Transfer Family connectors + an sshd partner); prints its
+# endpoint, keys, buckets and connector ids as one JSON line. Ctrl-C stops it. See docs/emulator.md.
+.PHONY: emulator
+emulator:
+	$(PYTHON) Tests/Emulator/run $(EMULATOR_ARGS)
+
+# bench/watch: FerryWatch's FolderWatcher vs `inotifywait -m -r` on 100,000 files across 1,000 folders.
+.PHONY: bench-watch
+bench-watch:
+	$(SWIFT) build -c release --product ferry-watch-bench $(SWIFT_FLAGS)
+	$(PYTHON) bench/watch/run.py --binary .build/release/ferry-watch-bench

@@ -50,6 +50,12 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ]),
 
+        // bench/watch: FolderWatcher over a big tree, measured against inotifywait by bench/watch/run.py.
+        .executableTarget(name: "ferry-watch-bench", dependencies: [
+            "FerryWatch",
+            .product(name: "Logging", package: "swift-log"),
+        ], path: "bench/watch/Sources"),
+
         // Shared by the test targets: starting the emulator and sshd, temp folders, running the binary.
         .target(name: "FerryTestSupport", path: "Tests/FerryTestSupport"),
 
@@ -61,7 +67,7 @@ let package = Package(
                     exclude: ["Scripts"]),
         .testTarget(name: "FerryStoreTests", dependencies: ["FerryStore", "FerryTestSupport"]),
         .testTarget(name: "FerryEngineTests", dependencies: ["FerryEngine", "FerryTestSupport"]),
-        .testTarget(name: "EndToEndTests", dependencies: ["FerryTestSupport"]),
+        .testTarget(name: "EndToEndTests", dependencies: ["FerryTestSupport", "FerryStore", "FerryAWS"]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -21,8 +21,9 @@ struct RulesDecoder {
 
     // MARK: Mappings
 
-    /// Reads a mapping, reporting keys that are not in `known` (with a suggestion).
-    mutating func fields(_ node: YAMLNode, _ name: String, known: [String]) -> Fields? {
+    /// Reads a mapping, reporting keys that are not in `known` (with a suggestion). `nested` names the
+    /// sub-sections whose keys are often written one level too high, so the message can say where they go.
+    mutating func fields(_ node: YAMLNode, _ name: String, known: [String], nested: [String: [String]] = [:]) -> Fields? {
         guard case .mapping(let pairs) = node.content else {
             sink.error(node.position, "\(name) must be a mapping of keys to values, got \(node.kindDescription)")
             return nil
@@ -32,6 +33,8 @@ struct RulesDecoder {
             guard let key = pair.key.scalar else { continue }
             if known.contains(key) {
                 fields.entries[key] = pair
+            } else if let section = nested.first(where: { $0.value.contains(key) })?.key {
+                sink.error(pair.key.position, "unknown key '\(key)' in \(name); it belongs inside '\(section):'")
             } else if let guess = RulesSchema.suggestion(for: key, among: known) {
                 sink.error(pair.key.position, "unknown key '\(key)' in \(name); did you mean '\(guess)'?")
             } else {

@@ -101,6 +101,20 @@ public struct Connector: Sendable {
     public var keepStaged: Bool
     /// The top-level `aws` settings with this connector's overrides applied.
     public var aws: AWSSettings
+
+    /// Creates a connector with the rules file's defaults for what is left out.
+    public init(name: String, type: ConnectorType, connectorId: String, staging: S3Location? = nil,
+                maxInFlight: Int = RulesDefaults.maxInFlight, requestsPerSecond: Double = RulesDefaults.requestsPerSecond,
+                keepStaged: Bool = RulesDefaults.keepStaged, aws: AWSSettings) {
+        self.name = name
+        self.type = type
+        self.connectorId = connectorId
+        self.staging = staging
+        self.maxInFlight = maxInFlight
+        self.requestsPerSecond = requestsPerSecond
+        self.keepStaged = keepStaged
+        self.aws = aws
+    }
 }
 
 /// What happens to a local file once the partner has it.

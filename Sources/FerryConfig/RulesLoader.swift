@@ -78,7 +78,6 @@ struct RulesBuilder {
     private struct Located<T> {
         var value: T
         var position: SourcePosition
-        var line: Int { position.line }
     }
 
     /// Every connector name written in the file, valid or not, so references to a broken connector
@@ -91,7 +90,7 @@ struct RulesBuilder {
     init(decoder: RulesDecoder) { self.decoder = decoder }
 
     mutating func build(_ root: YAMLNode) -> Rules? {
-        guard let top = decoder.fields(root, "the rules file", known: RulesSchema.topLevel) else { return nil }
+        guard let top = decoder.fields(root, "the rules file", known: RulesSchema.topLevel, nested: ["aws": RulesSchema.aws]) else { return nil }
 
         if let node = decoder.required(top, "version", in: "the rules file"), let text = decoder.string(node, "version") {
             if text != "1" {
@@ -116,22 +115,26 @@ struct RulesBuilder {
         }
 
         var outbound: [Located<OutboundRule>] = []
-        if let node = top["outbound"] {
-            for item in list(node, "outbound") {
-                if let rule = outboundRule(item, connectors: connectors) { outbound.append(Located(value: rule, position: item.position)) }
-            }
+        let outboundItems = top["outbound"].map { list($0, "outbound") } ?? []
+        let inboundItems = top["inbound"].map { list($0, "inbound") } ?? []
+        for item in outboundItems {
+            if let rule = outboundRule(item, connectors: connectors) { outbound.append(Located(value: rule, position: item.position)) }
         }
         var inbound: [Located<InboundRule>] = []
         var downloadPositions: [SourcePosition] = []
-        if let node = top["inbound"] {
-            for item in list(node, "inbound") {
-                if let (rule, downloadAt) = inboundRule(item, connectors: connectors) {
-                    inbound.append(Located(value: rule, position: item.position))
-                    downloadPositions.append(downloadAt)
-                }
+        for item in inboundItems {
+            if let (rule, downloadAt) = inboundRule(item, connectors: connectors) {
+                inbound.append(Located(value: rule, position: item.position))
+                downloadPositions.append(downloadAt)
             }
         }
-        if top.entries["outbound"] == nil && top.entries["inbound"] == nil && !connectors.isEmpty {
+        // Only when both lists are absent or empty: a list written as something else is already an error.
+        let listsWritten = [top["outbound"], top["inbound"]].compactMap { $0 }
+        let allEmpty = listsWritten.allSatisfy { node in
+            if case .sequence(let items) = node.content { return items.isEmpty }
+            return false
+        }
+        if allEmpty && !connectors.isEmpty {
             decoder.sink.warning(.start, "there are no outbound or inbound rules: ferry has nothing to do")
         }
 
@@ -187,7 +190,7 @@ struct RulesBuilder {
             guard let rawName = pair.key.scalar else { continue }
             declaredConnectors.append(rawName)
             let name = decoder.name(pair.key, "connector name")
-            guard let fields = decoder.fields(pair.value, "connector '\(rawName)'", known: RulesSchema.connector) else { continue }
+            guard let fields = decoder.fields(pair.value, "connector '\(rawName)'", known: RulesSchema.connector, nested: ["aws": RulesSchema.connectorAWS]) else { continue }
             let what = "connector '\(rawName)'"
             let type: ConnectorType? = decoder.required(fields, "type", in: what).map { decoder.choice($0, "type", default: ConnectorType.sftp) }
             var connectorId: String?
@@ -248,7 +251,7 @@ struct RulesBuilder {
     }
 
     private mutating func outboundRule(_ node: YAMLNode, connectors: [Located<Connector>]) -> OutboundRule? {
-        guard let fields = decoder.fields(node, "this outbound rule", known: RulesSchema.outbound) else { return nil }
+        guard let fields = decoder.fields(node, "this outbound rule", known: RulesSchema.outbound, nested: ["batch": RulesSchema.batch]) else { return nil }
         let name = ruleName(fields, kind: "outbound")
         let what = name.map { "outbound rule '\($0)'" } ?? "this outbound rule"
         let watch = decoder.required(fields, "watch", in: what).flatMap { decoder.absolutePath($0, "watch") }
@@ -317,7 +320,7 @@ struct RulesBuilder {
         let rule = InboundRule(name: name, connector: connector.name, remoteDirectoryPath: remote, schedule: schedule, include: include,
                                exclude: exclude, minAge: minAge, localDirectoryPath: local, downloadTo: downloadTo, onConflict: onConflict,
                                afterRetrieve: afterRetrieve, maxItems: maxItems, filter: filter)
-        return (rule, fields.node(of: "download_to") ?? fields.node.position)
+        return (rule, fields["download_to"]?.position ?? fields.node.position)
     }
 
     // MARK: Checks across rules
@@ -380,6 +383,3 @@ extension YAMLNode {
     }
 }
 
-extension Fields {
-    func node(of key: String) -> SourcePosition? { self[key]?.position }
-}

@@ -21,6 +21,8 @@ public enum OutboundState: String, Sendable, CaseIterable {
     case quarantined
     /// Changed or vanished before upload; the watcher reports the new version if there is one.
     case dropped
+    /// Quarantined, then put back by `ferry retry`: history; the file is journaled afresh when found again.
+    case retried
 }
 
 /// One version of one local file, as the journal knows it.
@@ -105,7 +107,7 @@ public final class Journal: @unchecked Sendable {
     /// The journal file.
     public let path: String
     private let lock = NSLock()
-    private let connection: SQLiteConnection
+    let connection: SQLiteConnection
     private let logger: Logger
     private let now: @Sendable () -> Date
 
@@ -173,9 +175,14 @@ public final class Journal: @unchecked Sendable {
                 bucket TEXT, s3_key TEXT, checksum TEXT,
                 batch_id INTEGER, transfer_id TEXT,
                 attempts INTEGER NOT NULL DEFAULT 0, last_error TEXT, next_attempt_at REAL,
-                created_at REAL NOT NULL, updated_at REAL NOT NULL,
-                UNIQUE (rule, path, device, inode, size, mtime_ns)
+                quarantine_path TEXT,
+                created_at REAL NOT NULL, updated_at REAL NOT NULL
             )
+            """,
+            // One live row per version; dropped and retried rows are history, so the same version can come back.
+            """
+            CREATE UNIQUE INDEX outbound_files_version ON outbound_files(rule, path, device, inode, size, mtime_ns)
+            WHERE state NOT IN ('dropped', 'retried')
             """,
             "CREATE INDEX outbound_files_state ON outbound_files(state, rule)",
             """
@@ -191,18 +198,20 @@ public final class Journal: @unchecked Sendable {
             """
             CREATE TABLE inbound_files (
                 id INTEGER PRIMARY KEY,
-                rule TEXT NOT NULL, remote_path TEXT NOT NULL, size INTEGER, modified TEXT,
-                state TEXT NOT NULL, bucket TEXT, s3_key TEXT, local_path TEXT,
+                rule TEXT NOT NULL, remote_path TEXT NOT NULL,
+                size INTEGER NOT NULL DEFAULT -1, modified TEXT NOT NULL DEFAULT '',
+                state TEXT NOT NULL, bucket TEXT, s3_key TEXT, temp_path TEXT, local_path TEXT,
                 batch_id INTEGER, transfer_id TEXT, attempts INTEGER NOT NULL DEFAULT 0, last_error TEXT,
                 next_attempt_at REAL, created_at REAL NOT NULL, updated_at REAL NOT NULL,
                 UNIQUE (rule, remote_path, size, modified)
             )
             """,
             "CREATE INDEX inbound_files_state ON inbound_files(state, rule)",
+            "CREATE INDEX inbound_files_batch ON inbound_files(batch_id)",
             """
             CREATE TABLE inbound_polls (
                 rule TEXT PRIMARY KEY, started_at REAL, finished_at REAL, result TEXT, error TEXT,
-                next_at REAL, seen TEXT
+                next_at REAL, unstable_sizes TEXT, pending_listing TEXT
             )
             """,
         ],
@@ -267,7 +276,7 @@ public final class Journal: @unchecked Sendable {
         try locked {
             try connection.statement("""
                 SELECT count(*) FROM outbound_files WHERE rule = ? AND path = ? AND device = ? AND inode = ?
-                AND size = ? AND mtime_ns = ? AND state != 'dropped'
+                AND size = ? AND mtime_ns = ? AND state NOT IN ('dropped', 'retried')
                 """).query([.text(rule), .text(path), .integer(Int64(bitPattern: device)), .integer(Int64(bitPattern: inode)),
                             .integer(size), .integer(mtimeNanoseconds)]) { $0.int(0) }.first ?? 0 > 0
         }
@@ -292,9 +301,31 @@ public final class Journal: @unchecked Sendable {
         try setState(ids, .disposed, error: nil)
     }
 
-    /// Records a file as out of retries and moved aside.
-    public func markQuarantined(_ id: Int64, reason: String) throws {
-        try setState([id], .quarantined, error: reason)
+    /// Records a file as out of retries and moved aside to `quarantinePath`.
+    public func markQuarantined(_ id: Int64, reason: String, quarantinePath: String) throws {
+        try locked {
+            try connection.statement("""
+                UPDATE outbound_files SET state = 'quarantined', last_error = ?, quarantine_path = ?, updated_at = ? WHERE id = ?
+                """).run([.text(reason), .text(quarantinePath), .real(timestamp), .integer(id)])
+        }
+    }
+
+    /// Quarantined files (optionally of one rule) with where each was moved to.
+    public func quarantined(rule: String? = nil) throws -> [(file: OutboundFile, quarantinePath: String?)] {
+        var sql = "SELECT \(Self.fileColumns), quarantine_path FROM outbound_files WHERE state = 'quarantined'"
+        var values: [SQLValue] = []
+        if let rule {
+            sql += " AND rule = ?"
+            values.append(.text(rule))
+        }
+        return try locked {
+            try connection.statement(sql + " ORDER BY id").query(values) { (Self.decodeFile($0), $0.text(20)) }
+        }
+    }
+
+    /// Records that `ferry retry` put a quarantined file back; the watcher journals it afresh.
+    public func markRetried(_ id: Int64) throws {
+        try setState([id], .retried, error: nil)
     }
 
     /// Puts failed (or never-submitted) files back to `staged`, eligible again at `after`.

@@ -47,7 +47,9 @@ final class Inotify: @unchecked Sendable {
     let fd: Int32
     private let wakeRead: Int32
     private let wakeWrite: Int32
-    private let credits = DispatchSemaphore(value: 2)
+    /// Batches the reader may hand over before the consumer catches up. Created at 0 and signalled up
+    /// because libdispatch traps when a semaphore is freed below its initial value.
+    private let credits = DispatchSemaphore(value: 0)
     private let stopping = Atomic<Bool>(false)
     private let started = Atomic<Bool>(false)
     /// Times the reader thread returned from poll(); an idle watcher keeps this still.
@@ -77,6 +79,8 @@ final class Inotify: @unchecked Sendable {
         fd = descriptor
         wakeRead = ends[0]
         wakeWrite = ends[1]
+        credits.signal()
+        credits.signal()
     }
 
     deinit {
@@ -158,6 +162,10 @@ final class Inotify: @unchecked Sendable {
                 break
             }
             if descriptors[1].revents != 0 { break }
+            // Let a burst accumulate for a moment: a thread handoff per batch of dozens of events
+            // instead of one per file is most of the CPU under load, and 10 ms is nothing next to settling.
+            var pause = timespec(tv_sec: 0, tv_nsec: 10_000_000)
+            _ = nanosleep(&pause, nil)
             var batch: [InotifyEvent] = []
             // Drain a few buffers per wakeup so a burst costs few thread handoffs, but bound the batch.
             for _ in 0..<8 {

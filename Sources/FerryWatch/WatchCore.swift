@@ -50,6 +50,14 @@ struct CompiledRule {
         }
         return String(relative) + "/"
     }
+
+    /// `FileFilter.accepts` for a file in a folder `relativeFolder(of:)` already admitted: that check
+    /// ran the same single-name excludes over every folder segment once per folder, so per file only
+    /// the whole-path excludes and the includes remain (half the glob matching in a burst).
+    func selects(_ relativePath: String) -> Bool {
+        if filter.exclude.contains(where: { $0.matches(relativePath) }) { return false }
+        return filter.include.isEmpty || filter.include.contains { $0.matches(relativePath) }
+    }
 }
 
 /// The statistics the loop publishes and `FolderWatcher.statistics` reads.
@@ -79,6 +87,10 @@ struct PendingFile {
     var version: FileVersion
     var deadline: ContinuousClock.Instant
     var settle: Duration
+    /// The rule that selected the file, valid while `rulesGeneration` is unchanged, so the patterns are
+    /// matched once per file rather than at every check.
+    var rule: Int
+    var rulesGeneration: Int
     var awaitingMarker = false
     var scheduled = false
 }
@@ -125,6 +137,7 @@ final class WatchCore {
     static let longestRootCheck: Duration = .seconds(30)
     static let moveExpiry: Duration = .seconds(1)
     static let scanSliceEntries = 4096
+    static let timerSlack: Duration = .milliseconds(25)
 
     private(set) var rules: [CompiledRule]
     private let inotify: Inotify
@@ -145,12 +158,16 @@ final class WatchCore {
     private var nextID: UInt32 = 0
     private var timers = DeadlineHeap<TimerPayload>()
     private var armedDeadline: ContinuousClock.Instant?
+    private var lastTick = ContinuousClock.now
     private var timerTask: Task<Void, Never>?
     private var scanQueue: [UInt32] = []
     private var scanQueueHead = 0
     private var queuedScans: Set<UInt32> = []
     private var scanKickOutstanding = false
     private var pendingMoves: [UInt32: [Int32]] = [:]
+    private var rulesGeneration = 0
+    /// Reports of one loop turn, handed over together so a consumer wakes once per batch, not per file.
+    private var outbox: [CompletedFile] = []
     private let clock = ContinuousClock()
 
     init(rules: [WatchRule], inotify: Inotify, input: AsyncStream<WatchInput>.Continuation,
@@ -193,6 +210,7 @@ extension WatchCore {
         case .tick:
             counters.timerWakeups += 1
             armedDeadline = nil
+            lastTick = clock.now
             fireDueTimers()
         case .continueScan:
             scanKickOutstanding = false
@@ -215,9 +233,15 @@ extension WatchCore {
     }
 
     private func afterInput() {
-        if scanQueueHead < scanQueue.count, !scanKickOutstanding {
-            scanKickOutstanding = true
-            input.yield(.continueScan)
+        for file in outbox { output.yield(file) }
+        outbox.removeAll(keepingCapacity: true)
+        if scanQueueHead < scanQueue.count {
+            if !scanKickOutstanding {
+                scanKickOutstanding = true
+                input.yield(.continueScan)
+            }
+        } else {
+            counters.initialScanComplete = true
         }
         armTimer()
         publish()
@@ -241,9 +265,12 @@ extension WatchCore {
     }
 
     /// Keeps exactly one sleeping task, for the earliest deadline; a later deadline needs no new task.
+    /// Fires are at least `timerSlack` apart so a stream of files settling a few µs apart is handled in
+    /// batches; a file may complete up to that much after its settle time, never before.
     private func armTimer() {
-        guard let earliest = timers.earliest else { return }
+        guard var earliest = timers.earliest else { return }
         if let armed = armedDeadline, armed <= earliest { return }
+        earliest = max(earliest, lastTick.advanced(by: Self.timerSlack))
         timerTask?.cancel()
         armedDeadline = earliest
         let input = self.input
@@ -310,8 +337,8 @@ extension WatchCore {
             }
             return
         }
-        let path = node.childPath(event.name)
         if event.has(InotifyFlag.isDir) {
+            let path = node.childPath(event.name)
             if event.has(InotifyFlag.create) || event.has(InotifyFlag.movedTo) {
                 if let child = ensureNode(path) { enqueueScan(child) }
             } else if event.has(InotifyFlag.delete) {
@@ -332,9 +359,10 @@ extension WatchCore {
         } else if event.has(InotifyFlag.delete) || event.has(InotifyFlag.movedFrom) {
             if node.pending.removeValue(forKey: event.name) != nil { counters.pending -= 1 }
             node.reported[event.name] = nil
-        } else if event.has(InotifyFlag.create), debugEnabled, let status = FileStatus.of(path) {
+        } else if event.has(InotifyFlag.create), debugEnabled {
             // Regular files wait for IN_CLOSE_WRITE; this stat only exists to explain ignored entries.
-            if status.kind != .regular { noteIgnored(path, kind: status.kind) }
+            let path = node.childPath(event.name)
+            if let status = FileStatus.of(path), status.kind != .regular { noteIgnored(path, kind: status.kind) }
         }
     }
 
@@ -422,7 +450,7 @@ extension WatchCore {
                 return false
             }
             logger.info("cannot watch folder; it is still scanned at every reconciliation",
-                        metadata: ["watch.folder": "\(node.path)", "error": "\(error)"])
+                        metadata: ["watch.folder": "\(node.path)", "watch.error": "\(error)"])
             return true
         }
     }
@@ -563,10 +591,11 @@ extension WatchCore {
         do {
             for rule in newRules { compiled.append(try CompiledRule(rule)) }
         } catch {
-            logger.info("new watch rules refused; the running ones stay", metadata: ["error": "\(error)"])
+            logger.info("new watch rules refused; the running ones stay", metadata: ["watch.error": "\(error)"])
             return
         }
         rules = compiled
+        rulesGeneration += 1
         let roots = Set(distinctRoots())
         for root in rootStates.keys where !roots.contains(root) { rootStates[root] = nil }
         for node in Array(byID.values) {
@@ -614,7 +643,6 @@ extension WatchCore {
         if scanQueueHead == scanQueue.count {
             scanQueue.removeAll(keepingCapacity: false)
             scanQueueHead = 0
-            counters.initialScanComplete = true
         }
     }
 
@@ -649,7 +677,7 @@ extension WatchCore {
             if let code = error.errno, code == .noSuchFileOrDirectory || code == .notDirectory || code == .tooManySymbolicLinkLevels {
                 drop(node, removeWatches: true, reason: "vanished")
             } else {
-                logger.info("cannot list folder", metadata: ["watch.folder": "\(node.path)", "error": "\(error)"])
+                logger.info("cannot list folder", metadata: ["watch.folder": "\(node.path)", "watch.error": "\(error)"])
             }
             return 0
         }
@@ -683,7 +711,7 @@ extension WatchCore {
         for covering in node.rules {
             let rule = rules[covering.index]
             let relative = covering.folder + name
-            guard rule.filter.accepts(relative) else { continue }
+            guard rule.selects(relative) else { continue }
             if let marker = rule.rule.readyMarker, !marker.isEmpty, name.hasSuffix(marker) { return .none }
             return .file(rule: covering.index, relativePath: relative)
         }
@@ -717,6 +745,8 @@ extension WatchCore {
             pending.version = status.version
             pending.deadline = now.advanced(by: settle)
             pending.settle = settle
+            pending.rule = rule
+            pending.rulesGeneration = rulesGeneration
             pending.awaitingMarker = false
             if !pending.scheduled {
                 pending.scheduled = true
@@ -725,7 +755,8 @@ extension WatchCore {
             node.pending[name] = pending
         } else {
             let deadline = now.advanced(by: settle)
-            node.pending[name] = PendingFile(version: status.version, deadline: deadline, settle: settle, scheduled: true)
+            node.pending[name] = PendingFile(version: status.version, deadline: deadline, settle: settle, rule: rule,
+                                             rulesGeneration: rulesGeneration, scheduled: true)
             counters.pending += 1
             timers.insert(.settle(node: node.id, name: name), at: deadline)
         }
@@ -733,8 +764,9 @@ extension WatchCore {
 
     private func markerAppeared(for base: String, in node: FolderNode) {
         if let pending = node.pending[base], pending.awaitingMarker,
-           let status = FileStatus.of(node.childPath(base)), status.version == pending.version {
-            complete(base, in: node, version: pending.version)
+           let status = FileStatus.of(node.childPath(base)), status.version == pending.version,
+           case .file(let rule, let relative) = route(base, in: node) {
+            complete(base, in: node, version: pending.version, rule: rule, relativePath: relative)
             return
         }
         consider(base, in: node, status: nil, fromScan: false)
@@ -762,23 +794,30 @@ extension WatchCore {
             node.pending[name] = pending
             return
         }
-        guard case .file(let rule, _) = route(name, in: node) else {
+        let rule: Int
+        if pending.rulesGeneration == rulesGeneration {
+            rule = pending.rule
+        } else if case .file(let index, _) = route(name, in: node) {
+            rule = index
+        } else {
             node.pending[name] = nil
             counters.pending -= 1
             return
         }
+        guard let folder = node.rules.first(where: { $0.index == rule })?.folder else { return }
+        let relative = folder + name
         if let marker = rules[rule].rule.readyMarker, !marker.isEmpty, FileStatus.of(node.childPath(name + marker)) == nil {
             pending.awaitingMarker = true
             node.pending[name] = pending
             if debugEnabled { logger.debug("settled; waiting for its ready marker", metadata: ["file.path": "\(node.childPath(name))"]) }
             return
         }
-        complete(name, in: node, version: status.version)
+        complete(name, in: node, version: status.version, rule: rule, relativePath: relative)
     }
 
-    private func complete(_ name: String, in node: FolderNode, version: FileVersion) {
+    private func complete(_ name: String, in node: FolderNode, version: FileVersion, rule index: Int, relativePath relative: String) {
         if node.pending.removeValue(forKey: name) != nil { counters.pending -= 1 }
-        guard case .file(let index, let relative) = route(name, in: node), node.reported[name] != version else { return }
+        guard node.reported[name] != version else { return }
         node.reported[name] = version
         let rule = rules[index].rule
         let path = node.childPath(name)
@@ -788,6 +827,6 @@ extension WatchCore {
         }
         counters.reported += 1
         if debugEnabled { logger.debug("file complete", metadata: ["file.path": "\(path)", "watch.rule": "\(rule.id)"]) }
-        output.yield(CompletedFile(ruleID: rule.id, path: path, relativePath: relative, version: version))
+        outbox.append(CompletedFile(ruleID: rule.id, path: path, relativePath: relative, version: version))
     }
 }

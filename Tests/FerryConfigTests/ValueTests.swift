@@ -134,3 +134,17 @@ func malformedCronIsRefused(expression: String) {
     #expect(result.rules == nil)
     #expect(result.diagnostics.map(\.description) == ["/nonexistent/ferry/rules.yaml:1:1: error: cannot read the rules file: No such file or directory"])
 }
+
+@Test func rulesBuiltInCodeRouteLikeLoadedOnes() throws {
+    let aws = AWSSettings(region: "us-east-1")
+    let acme = Connector(name: "acme", type: .sftp, connectorId: "c-0123456789abcdef0", staging: S3Location(bucket: "acme", prefix: "out"), aws: aws)
+    #expect(acme.staging?.prefix == "out/" && acme.maxInFlight == 100)
+    let rules = Rules(aws: aws, connectors: [acme], outbound: [
+        try OutboundRule(name: "edi", watch: "/srv/out/", include: ["*.edi"], connector: "acme"),
+        try OutboundRule(name: "rest", watch: "/srv/out", connector: "acme"),
+    ])
+    #expect(rules.outboundRule(forFile: "/srv/out/x.edi")?.name == "edi")
+    #expect(rules.outboundRule(forFile: "/srv/out/x.txt")?.name == "rest")
+    #expect(rules.outboundRule(forFile: "/srv/out/sub/x.txt") == nil)
+    #expect(throws: (any Error).self) { try OutboundRule(name: "bad", watch: "/srv", include: ["[a"], connector: "acme") }
+}

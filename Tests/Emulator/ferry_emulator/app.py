@@ -9,7 +9,6 @@ import socket
 import threading
 import time
 import uuid
-from email.utils import formatdate
 from io import BytesIO
 from urllib.parse import unquote
 from xml.sax.saxutils import escape
@@ -38,6 +37,7 @@ TRANSFER_FAULTS = {
 AUTH_ERRORS = {
     "missing": ((403, "AccessDenied"), (400, "MissingAuthenticationTokenException")),
     "malformed": ((400, "AuthorizationHeaderMalformed"), (400, "IncompleteSignatureException")),
+    "missing_hash": ((400, "InvalidRequest"), (400, "IncompleteSignatureException")),
     "bad_scope": ((400, "AuthorizationHeaderMalformed"), (400, "InvalidSignatureException")),
     "unknown_key": ((403, "InvalidAccessKeyId"), (400, "UnrecognizedClientException")),
     "bad_signature": ((403, "SignatureDoesNotMatch"), (400, "InvalidSignatureException")),

@@ -13,6 +13,7 @@ import sys
 import tempfile
 import threading
 import time
+from typing import NoReturn
 
 REGION = "us-east-1"
 ACCOUNT_ID = "123456789012"
@@ -20,7 +21,7 @@ STAGING_BUCKET = "ferry-staging"
 INBOUND_BUCKET = "ferry-inbound"
 
 
-def _fail(message: str) -> "NoReturn":  # type: ignore[name-defined]
+def _fail(message: str) -> NoReturn:
     print(f"ferry-emulator: {message}", file=sys.stderr, flush=True)
     sys.exit(2)
 
@@ -34,6 +35,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--faults", default="", help="comma-separated fault kinds: throttle,unavailable,internal,slowdown,drop")
     p.add_argument("--latency-ms", type=int, default=0, help="latency added to every request")
     p.add_argument("--transfer-delay-ms", type=int, default=0, help="extra time each file spends IN_PROGRESS")
+    p.add_argument("--max-pending", type=int, default=1000, help="pending transfers a connector accepts before ThrottlingException (AWS: 1000)")
     p.add_argument("--seed", type=int, default=None, help="seed for fault injection, for reproducible runs")
     return p.parse_args(argv)
 
@@ -46,7 +48,7 @@ def main(argv: list[str] | None = None) -> None:
     started = time.monotonic()
     args = parse_args(sys.argv[1:] if argv is None else argv)
     try:
-        import paramiko  # noqa: F401
+        import paramiko  # noqa: F401  (checked here so a missing package is reported before anything starts)
         from moto.moto_server.werkzeug_app import create_backend_app
         from moto.s3.models import s3_backends
         from werkzeug.serving import make_server
@@ -79,6 +81,18 @@ def main(argv: list[str] | None = None) -> None:
 
     signal.signal(signal.SIGTERM, lambda *_: shutdown())
     signal.signal(signal.SIGINT, lambda *_: shutdown())
+    # A parent that spawned us from a thread with signals blocked (Foundation's Process can) would
+    # otherwise leave SIGTERM pending forever.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT})
+    parent = os.getppid()
+
+    def follow_parent() -> None:
+        # A test runner killed hard cannot stop us; don't outlive it and leak sshd and ports.
+        while os.getppid() == parent:
+            time.sleep(1)
+        shutdown()
+
+    threading.Thread(target=follow_parent, daemon=True).start()
     try:
         partner.start()
         faults = Faults(args.fault_rate, kinds, args.latency_ms, args.seed)
@@ -86,7 +100,7 @@ def main(argv: list[str] | None = None) -> None:
         for bucket in (STAGING_BUCKET, INBOUND_BUCKET):
             backend.create_bucket(bucket, REGION)
         transfer = TransferService(backend, partner, REGION, ACCOUNT_ID, args.transfer_delay_ms,
-                                   os.path.join(state_dir, "as2-received"))
+                                   os.path.join(state_dir, "as2-received"), args.max_pending)
         role = f"arn:aws:iam::{ACCOUNT_ID}:role/ferry-emulator-connector"
         sftp_connector = transfer.create_connector(
             f"sftp://{partner.host}:{partner.port}", role,
@@ -107,7 +121,7 @@ def main(argv: list[str] | None = None) -> None:
             "endpoint": endpoint, "region": REGION, "access_key_id": access_key, "secret_access_key": secret_key,
             "buckets": {"staging": STAGING_BUCKET, "inbound": INBOUND_BUCKET},
             "connectors": {"sftp": sftp_connector.connector_id, "as2": as2_connector.connector_id},
-            "partner_root": partner.root,
+            "partner_root": partner.root, "partner_chroot": partner.chrooted,
             "sftp": {"host": partner.host, "port": partner.port, "user": partner.user, "private_key": partner.user_key_path},
             "request_log": log.path, "control": f"{endpoint}/_emulator",
             "as2_inbox": transfer.as2_inbox, "state_dir": state_dir, "pid": os.getpid(),
@@ -117,15 +131,17 @@ def main(argv: list[str] | None = None) -> None:
         sys.stdout.flush()
         server.serve_forever(poll_interval=0.2)
     except Exception as e:
-        _cleanup(partner, transfer, log, state_dir if own_state and not args.keep else None)
+        _cleanup(partner, transfer, log, state_dir if own_state and not args.keep else None, args.keep)
         _fail(f"could not start: {e}")
-    _cleanup(partner, transfer, log, state_dir if own_state and not args.keep else None)
+    _cleanup(partner, transfer, log, state_dir if own_state and not args.keep else None, args.keep)
 
 
-def _cleanup(partner, transfer, log, remove_dir: str | None) -> None:
+def _cleanup(partner, transfer, log, remove_dir: str | None, keep: bool) -> None:
     if transfer is not None:
         transfer.stop()
     partner.stop()
+    if not keep:
+        partner.remove_root()
     if log is not None:
         log.close()
     if remove_dir:

@@ -1,8 +1,10 @@
 """The trading partner: a real OpenSSH sshd on 127.0.0.1, and the connector's SFTP client to it.
 
-sshd runs without a chroot (that would need root-owned, non-writable parents for the state dir),
-so the client maps the partner's absolute paths under `partner_root` itself and refuses any path
-that would climb out of it.
+As root, sshd chroots the SFTP user into `partner_root`, so '/' over SFTP is the partner root for
+anyone who logs in. ChrootDirectory needs every component of that path root-owned and not writable
+by group or others, which no temp dir is, so the root lives under /var/lib/ferry-emulator/. Without
+root the chroot is impossible: the client then maps the partner's absolute paths under
+`partner_root` itself. Either way a path with '..' is refused.
 """
 from __future__ import annotations
 
@@ -10,11 +12,15 @@ import getpass
 import os
 import posixpath
 import socket
+import shutil
+import signal
 import subprocess
+import tempfile
 import threading
 import time
 
 SSHD = "/usr/sbin/sshd"
+CHROOT_BASE = "/var/lib/ferry-emulator"
 
 
 class PartnerPathError(ValueError):
@@ -27,6 +33,35 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def _chroot_root() -> str | None:
+    """A fresh folder sshd accepts as ChrootDirectory, or None when that cannot be had."""
+    if os.geteuid() != 0 or os.environ.get("FERRY_EMULATOR_NO_CHROOT"):
+        return None
+    try:
+        os.makedirs(CHROOT_BASE, mode=0o755, exist_ok=True)
+        root = tempfile.mkdtemp(prefix="partner.", dir=CHROOT_BASE)
+        os.chmod(root, 0o755)
+    except OSError:
+        return None
+    path = root
+    while True:
+        st = os.stat(path)
+        if st.st_uid != 0 or st.st_mode & 0o022:
+            shutil.rmtree(root, ignore_errors=True)
+            return None
+        if path == "/":
+            return root
+        path = os.path.dirname(path)
+
+
+def _die_with_parent() -> None:
+    # If the emulator is SIGKILLed it cannot stop sshd; the kernel then does (PR_SET_PDEATHSIG).
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(1, signal.SIGTERM, 0, 0, 0)
+
+
 def _keygen(path: str) -> None:
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "ferry-emulator", "-f", path],
                    check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -36,7 +71,9 @@ class SftpPartner:
     """Owns the sshd child process, its keys, and the partner's root folder."""
 
     def __init__(self, state_dir: str):
-        self.root = os.path.join(state_dir, "partner")
+        chroot = _chroot_root()
+        self.chrooted = chroot is not None
+        self.root = chroot or os.path.join(state_dir, "partner")
         self.ssh_dir = os.path.join(state_dir, "ssh")
         os.makedirs(self.root, exist_ok=True)
         os.makedirs(self.ssh_dir, mode=0o700, exist_ok=True)
@@ -85,12 +122,13 @@ class SftpPartner:
                     "MaxSessions 100",
                     "LogLevel ERROR",
                     "Subsystem sftp internal-sftp",
-                    f"ForceCommand internal-sftp -d {self.root}",
+                    *([f"ChrootDirectory {self.root}", "ForceCommand internal-sftp -d /"] if self.chrooted
+                      else [f"ForceCommand internal-sftp -d {self.root}"]),
                     "",
                 ]))
             log = open(self.log_path, "ab")
             self.process = subprocess.Popen([SSHD, "-D", "-e", "-f", config], stdout=log, stderr=log,
-                                            stdin=subprocess.DEVNULL)
+                                            stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent)
             log.close()
             deadline = time.monotonic() + timeout
             while time.monotonic() < deadline:
@@ -108,6 +146,11 @@ class SftpPartner:
                 last_error = f.read().decode(errors="replace")[-2000:]
         raise RuntimeError(f"sshd did not start: {last_error}")
 
+    def remove_root(self) -> None:
+        """Removes a chroot partner root, which lives outside the state dir."""
+        if self.chrooted:
+            shutil.rmtree(self.root, ignore_errors=True)
+
     def stop(self) -> None:
         if self.process and self.process.poll() is None:
             self.process.terminate()
@@ -118,12 +161,13 @@ class SftpPartner:
                 self.process.wait()
         self.process = None
 
-    def local_path(self, remote: str) -> str:
-        """The path on this machine that the partner's `remote` path names ('/' is the partner root)."""
+    def sftp_path(self, remote: str) -> str:
+        """The path to ask sshd for, for the partner's `remote` path ('/' is the partner root)."""
         parts = [p for p in remote.split("/") if p not in ("", ".")]
         if ".." in parts:
             raise PartnerPathError(f"path {remote!r} contains '..'")
-        return posixpath.join(self.root, *parts) if parts else self.root
+        base = "/" if self.chrooted else self.root
+        return posixpath.join(base, *parts) if parts else base
 
 
 class SftpSession:

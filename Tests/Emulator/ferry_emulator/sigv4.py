@@ -26,7 +26,7 @@ _AUTH_RE = re.compile(
 class AuthError(Exception):
     """Why a request was refused; `code` is the service-neutral reason, mapped per service by the caller."""
 
-    code: str  # missing | malformed | unknown_key | bad_signature | skewed | expired | payload_mismatch | bad_scope
+    code: str  # missing | missing_hash | malformed | unknown_key | bad_signature | skewed | expired | payload_mismatch | bad_scope
     message: str
     canonical_request: str = ""
     string_to_sign: str = ""
@@ -153,7 +153,7 @@ class Verifier:
             if service == "s3":
                 payload_hash = environ.get("HTTP_X_AMZ_CONTENT_SHA256")
                 if payload_hash is None:
-                    raise AuthError("malformed", "Missing required header for this request: x-amz-content-sha256")
+                    raise AuthError("missing_hash", "Missing required header for this request: x-amz-content-sha256")
             else:
                 payload_hash = hashlib.sha256(body).hexdigest()
 

@@ -1,8 +1,8 @@
 """Transfer Family's connector operations (JSON 1.1, `X-Amz-Target: TransferService.<Op>`).
 
 Every operation validates its input as the API reference constrains it, answers at once, and leaves
-the real work (SFTP send, retrieve, listing, move, delete) to one worker thread per connector, which
-is how AWS runs a connector without MaxConcurrentConnections: one file at a time.
+the real work (SFTP send, retrieve, listing, move, delete) to the connector's worker threads: one
+per SFTP connection, `SftpConfig.MaxConcurrentConnections` of them (AWS's default, 1: one file at a time).
 """
 from __future__ import annotations
 
@@ -20,7 +20,6 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from io import BytesIO
 
 from .partner import PartnerPathError, SftpPartner, SftpSession
 
@@ -29,6 +28,7 @@ TRANSFER_ID = re.compile(r"[0-9a-zA-Z./-]+")
 ANY_LINE = re.compile(r"(.)+")  # the API's `(.)+`: at least one character, no line terminators
 ROLE_ARN = re.compile(r"arn:.*role/\S+")
 MAX_PATHS = 10
+MAX_LISTING_ITEMS = 10_000  # AWS quota: a listing never holds more, whatever MaxItems says
 
 
 class TransferError(Exception):
@@ -149,8 +149,9 @@ class Connector:
     tags: list = field(default_factory=list)
     security_policy: str = "TransferSFTPConnectorSecurityPolicy-2024-03"
     jobs: queue.Queue = field(default_factory=queue.Queue)
-    session: SftpSession | None = None
-    worker: threading.Thread | None = None
+    pending: int = 0  # transfers with a file not yet finished, against the queue quota
+    sessions: list[SftpSession] = field(default_factory=list)
+    workers: list[threading.Thread] = field(default_factory=list)
 
     def describe(self) -> dict:
         d = {"Arn": self.arn, "ConnectorId": self.connector_id, "Url": self.url, "AccessRole": self.access_role,
@@ -180,11 +181,12 @@ class TransferService:
     """All connectors, transfers and their workers; `handle` answers one API call."""
 
     def __init__(self, s3_backend, partner: SftpPartner, region: str, account_id: str,
-                 transfer_delay_ms: int, as2_inbox: str):
+                 transfer_delay_ms: int, as2_inbox: str, max_pending: int = 1000):
         self.s3 = s3_backend
         self.partner = partner
         self.region, self.account_id = region, account_id
         self.transfer_delay = transfer_delay_ms / 1000.0
+        self.max_pending = max_pending
         self.as2_inbox = as2_inbox
         self.connectors: dict[str, Connector] = {}
         self.transfers: dict[str, Transfer] = {}
@@ -200,11 +202,12 @@ class TransferService:
             self._stop_connector(c)
 
     def _stop_connector(self, c: Connector) -> None:
-        c.jobs.put(None)
-        if c.worker is not None:
-            c.worker.join(timeout=5)
-        if c.session is not None:
-            c.session.close()
+        for _ in c.workers:
+            c.jobs.put(None)
+        for worker in c.workers:
+            worker.join(timeout=5)
+        for session in c.sessions:
+            session.close()
 
     def create_connector(self, url: str, access_role: str, as2_config: dict | None = None,
                          sftp_config: dict | None = None, logging_role: str | None = None,
@@ -216,9 +219,13 @@ class TransferService:
         if c.kind == "sftp":
             host, port = self._sftp_address(url)
             trusted = (sftp_config or {}).get("TrustedHostKeys") or []
-            c.session = SftpSession(host, port, self.partner.user, self.partner.user_key_path, trusted)
-        c.worker = threading.Thread(target=self._work, args=(c,), name=f"connector-{cid}", daemon=True)
-        c.worker.start()
+            connections = (sftp_config or {}).get("MaxConcurrentConnections") or 1
+            c.sessions = [SftpSession(host, port, self.partner.user, self.partner.user_key_path, trusted)
+                          for _ in range(connections)]
+        for session in c.sessions or [None]:
+            worker = threading.Thread(target=self._work, args=(c, session), name=f"connector-{cid}", daemon=True)
+            c.workers.append(worker)
+            worker.start()
         with self.lock:
             self.connectors[cid] = c
         return c
@@ -239,9 +246,9 @@ class TransferService:
             raise TransferError("SerializationException", "Request body must be a JSON object")
         return handler(body)
 
-    def _connector(self, v: _Validator, name: str = "ConnectorId") -> Connector:
-        cid = v.string(name, required=True, min_len=19, max_len=19, pattern=CONNECTOR_ID)
-        return cid  # type: ignore[return-value]
+    @staticmethod
+    def _connector(v: _Validator) -> str:
+        return v.string("ConnectorId", required=True, min_len=19, max_len=19, pattern=CONNECTOR_ID)
 
     def _lookup(self, cid: str) -> Connector:
         with self.lock:
@@ -259,6 +266,10 @@ class TransferService:
         as2, sftp = body.get("As2Config"), body.get("SftpConfig")
         if (as2 is None) == (sftp is None):
             raise TransferError("InvalidRequestException", "Exactly one of As2Config or SftpConfig must be specified")
+        connections = (sftp or {}).get("MaxConcurrentConnections") if isinstance(sftp, dict) else None
+        if connections is not None and (not isinstance(connections, int) or not 1 <= connections <= 5):
+            raise TransferError("ValidationException", "1 validation error detected: Value at 'sftpConfig.maxConcurrentConnections' "
+                                "failed to satisfy constraint: Member must have value between 1 and 5")
         if sftp is not None and not url.startswith("sftp://"):
             raise TransferError("InvalidRequestException", "An SFTP connector's Url must start with sftp://")
         if as2 is not None and not url.startswith(("http://", "https://")):
@@ -308,6 +319,10 @@ class TransferService:
                      direction="send" if send is not None else "retrieve",
                      local_directory=local_dir, remote_directory=remote_dir)
         with self.lock:
+            if c.pending >= self.max_pending:
+                raise TransferError("ThrottlingException", f"Connector {cid} already has {c.pending} pending file transfers "
+                                    f"(quota {self.max_pending}); wait for some to finish")
+            c.pending += 1
             self.transfers[t.transfer_id] = t
         for f in t.files:
             c.jobs.put(("file", t, f))
@@ -356,7 +371,7 @@ class TransferService:
         self._sftp_only(c, "StartDirectoryListing")
         listing_id = str(uuid.uuid4())
         name = f"{cid}-{listing_id}.json"
-        c.jobs.put(("listing", remote, output, max_items or 1000, name))
+        c.jobs.put(("listing", remote, output, min(max_items or 1000, MAX_LISTING_ITEMS), name))
         return {"ListingId": listing_id, "OutputFileName": name}, {"connector_id": cid, "paths": [remote]}
 
     def _op_StartRemoteDelete(self, body):
@@ -387,41 +402,42 @@ class TransferService:
         c = self._lookup(cid)
         self._sftp_only(c, "TestConnection")
         try:
-            with c.session.lock:
-                c.session.client().stat(self.partner.root)
+            session = c.sessions[0]
+            with session.lock:
+                session.client().stat(self.partner.sftp_path("/"))
             out = {"ConnectorId": cid, "Status": "OK", "StatusMessage": "Connection succeeded",
-                   "SftpConnectionDetails": {"HostKey": c.session.host_key}}
+                   "SftpConnectionDetails": {"HostKey": session.host_key}}
         except Exception as e:  # any failure to connect is reported, not raised, as AWS does
-            c.session.close()
+            c.sessions[0].close()
             out = {"ConnectorId": cid, "Status": "ERROR", "StatusMessage": f"Connection failed: {e}"}
         return out, {"connector_id": cid}
 
     # ---- the worker ------------------------------------------------------------------------
-    def _work(self, c: Connector) -> None:
+    def _work(self, c: Connector, session: SftpSession | None) -> None:
         while True:
             job = c.jobs.get()
             if job is None or self._stopping:
                 return
             try:
                 if job[0] == "file":
-                    self._run_file(c, job[1], job[2])
+                    self._run_file(c, session, job[1], job[2])
                 elif job[0] == "listing":
-                    self._sftp(c, lambda sftp: self._listing(sftp, *job[1:]))
+                    self._sftp(c, session, lambda sftp: self._listing(sftp, *job[1:]))
                 elif job[0] == "delete":
-                    self._sftp(c, lambda sftp: self._delete(sftp, job[1]))
+                    self._sftp(c, session, lambda sftp: self._delete(sftp, job[1]))
                 elif job[0] == "move":
-                    self._sftp(c, lambda sftp: sftp.rename(self.partner.local_path(job[1]), self.partner.local_path(job[2])))
+                    self._sftp(c, session, lambda sftp: sftp.rename(self.partner.sftp_path(job[1]), self.partner.sftp_path(job[2])))
             except Exception as e:  # the worker must survive anything one job does
                 print(f"ferry-emulator: connector {c.connector_id}: {job[0]} failed: {e}", file=sys.stderr, flush=True)
 
-    def _sftp(self, c: Connector, action):
-        """Runs `action(sftp)` on the connector's connection, reconnecting once if it broke."""
-        with c.session.lock:
+    def _sftp(self, c: Connector, session: SftpSession, action):
+        """Runs `action(sftp)` on one of the connector's connections, reconnecting once if it broke."""
+        with session.lock:
             for attempt in (1, 2):
                 try:
-                    sftp = c.session.client()
+                    sftp = session.client()
                 except Exception as e:
-                    c.session.close()
+                    session.close()
                     raise _FileFailed("CONNECTION_ERROR", f"Could not connect to {c.url}: {e}")
                 try:
                     return action(sftp)
@@ -429,23 +445,23 @@ class TransferService:
                     raise
                 except Exception:
                     # Only a broken connection is worth one reconnect; an SFTP error on a live one is the answer.
-                    if attempt == 2 or c.session.alive():
+                    if attempt == 2 or session.alive():
                         raise
-                    c.session.close()
+                    session.close()
 
     def _set(self, f: FileResult, status: str, code: str | None = None, message: str | None = None) -> None:
         with self.lock:
             f.status, f.failure_code, f.failure_message = status, code, message
 
-    def _run_file(self, c: Connector, t: Transfer, f: FileResult) -> None:
+    def _run_file(self, c: Connector, session: SftpSession | None, t: Transfer, f: FileResult) -> None:
         self._set(f, "IN_PROGRESS")
         if self.transfer_delay:
             time.sleep(self.transfer_delay)
         try:
             if t.direction == "send":
-                self._send(c, t, f.path)
+                self._send(c, session, t, f.path)
             else:
-                self._retrieve(c, t, f.path)
+                self._retrieve(c, session, t, f.path)
             self._set(f, "COMPLETED")
         except _FileFailed as e:
             self._set(f, "FAILED", e.code, e.message)
@@ -453,6 +469,9 @@ class TransferService:
             self._set(f, "FAILED", "INVALID_PATH", str(e))
         except Exception as e:
             self._set(f, "FAILED", "INTERNAL_ERROR", f"{type(e).__name__}: {e}")
+        with self.lock:
+            if all(x.status in ("COMPLETED", "FAILED") for x in t.files):
+                c.pending -= 1
 
     def _read_s3(self, path: str) -> bytes:
         bucket, key = _split_s3(path)
@@ -464,7 +483,7 @@ class TransferService:
             raise _FileFailed("SEND_FILE_NOT_FOUND", f"The file {path} was not found in Amazon S3")
         return obj.value
 
-    def _send(self, c: Connector, t: Transfer, path: str) -> None:
+    def _send(self, c: Connector, session: SftpSession | None, t: Transfer, path: str) -> None:
         data = self._read_s3(path)
         name = posixpath.basename(path)
         if not name:
@@ -475,7 +494,7 @@ class TransferService:
                 out.write(data)
             return
         remote_dir = t.remote_directory or "/"
-        local_dir = self.partner.local_path(remote_dir)
+        local_dir = self.partner.sftp_path(remote_dir)
 
         def upload(sftp):
             try:
@@ -490,10 +509,10 @@ class TransferService:
             except PermissionError as e:
                 raise _FileFailed("REMOTE_PERMISSION_DENIED", f"Permission denied writing {posixpath.join(remote_dir, name)}: {e}")
 
-        self._sftp(c, upload)
+        self._sftp(c, session, upload)
 
-    def _retrieve(self, c: Connector, t: Transfer, path: str) -> None:
-        local = self.partner.local_path(path)
+    def _retrieve(self, c: Connector, session: SftpSession | None, t: Transfer, path: str) -> None:
+        local = self.partner.sftp_path(path)
 
         def download(sftp):
             try:
@@ -505,7 +524,7 @@ class TransferService:
             except PermissionError as e:
                 raise _FileFailed("REMOTE_PERMISSION_DENIED", f"Permission denied reading {path}: {e}")
 
-        data = self._sftp(c, download)
+        data = self._sftp(c, session, download)
         bucket, prefix = _split_s3(t.local_directory or "")
         key = posixpath.join(prefix, posixpath.basename(path)) if prefix else posixpath.basename(path)
         try:
@@ -514,7 +533,7 @@ class TransferService:
             raise _FileFailed("LOCAL_DIRECTORY_NOT_FOUND", f"Could not write s3://{bucket}/{key}: {type(e).__name__}")
 
     def _listing(self, sftp, remote: str, output: str, max_items: int, name: str) -> None:
-        local = self.partner.local_path(remote)
+        local = self.partner.sftp_path(remote)
         entries = sorted(sftp.listdir_attr(local), key=lambda a: a.filename)
         base = remote.rstrip("/") or ""
         files, paths = [], []
@@ -535,7 +554,7 @@ class TransferService:
         self.s3.put_object(bucket, key, json.dumps(document).encode())
 
     def _delete(self, sftp, path: str) -> None:
-        local = self.partner.local_path(path)
+        local = self.partner.sftp_path(path)
         if stat.S_ISDIR(sftp.stat(local).st_mode):
             sftp.rmdir(local)
         else:

@@ -66,9 +66,10 @@ class Emulator:
         return self.process.returncode
 
 
-def start_emulator(*args: str) -> Emulator:
+def start_emulator(*args: str, env: dict | None = None) -> Emulator:
     err = tempfile.NamedTemporaryFile(prefix="ferry-emulator-stderr.", suffix=".log", delete=False)
-    process = subprocess.Popen([sys.executable, RUN, *args], stdout=subprocess.PIPE, stderr=err, text=True)
+    process = subprocess.Popen([sys.executable, RUN, *args], stdout=subprocess.PIPE, stderr=err, text=True,
+                               env=None if env is None else {**os.environ, **env})
     line = process.stdout.readline()
     if not line:
         process.wait(timeout=10)

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import datetime
-import string
 import urllib.error
 import urllib.request
 import uuid
@@ -153,6 +152,20 @@ def test_tampered_payload_is_rejected(emu):
     assert code_of(e) == "InvalidSignatureException"
 
 
+def test_s3_request_without_payload_hash_header_is_rejected(emu):
+    s3 = emu.client("s3")
+
+    def drop_hash(request, **_):
+        # After signing: S3 needs the header itself, not only a signature over it.
+        del request.headers["x-amz-content-sha256"]
+
+    s3.meta.events.register("before-send.s3.ListObjectsV2", drop_hash)
+    with pytest.raises(ClientError) as e:
+        s3.list_objects_v2(Bucket="ferry-staging")
+    assert code_of(e) == "InvalidRequest" and status_of(e) == 400
+    assert "x-amz-content-sha256" in e.value.response["Error"]["Message"]
+
+
 def test_unsigned_request_is_rejected(emu):
     with pytest.raises(urllib.error.HTTPError) as e:
         urllib.request.urlopen(emu.info["endpoint"] + "/ferry-staging?list-type=2", timeout=10)
@@ -198,3 +211,22 @@ def test_aws_cli_is_accepted(emu, tmp_path):
     subprocess.run(["aws", "--endpoint-url", emu.info["endpoint"], "s3", "cp", str(src), f"s3://ferry-staging/{key}"],
                    check=True, env=env, capture_output=True)
     assert emu.client("s3").get_object(Bucket="ferry-staging", Key=key)["Body"].read() == b"from the cli"
+
+
+def test_a_second_signer_curl_is_accepted(emu, tmp_path):
+    """curl's own SigV4 (not botocore's) is accepted when it signs per the spec."""
+    import hashlib
+    import subprocess
+
+    body = tmp_path / "payload"
+    body.write_bytes(b"signed by curl")
+    auth = ["--aws-sigv4", f"aws:amz:{emu.info['region']}:s3", "--user", f"{emu.info['access_key_id']}:{emu.info['secret_access_key']}"]
+    key_path = "curl/a%20b%28c%29%2Bd%C3%BC.txt"
+    put = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", *auth,
+                          "-H", f"x-amz-content-sha256: {hashlib.sha256(body.read_bytes()).hexdigest()}",
+                          "-T", str(body), f"{emu.info['endpoint']}/ferry-staging/{key_path}"], capture_output=True, text=True)
+    assert put.stdout == "200", put.stderr
+    assert emu.client("s3").get_object(Bucket="ferry-staging", Key="curl/a b(c)+dü.txt")["Body"].read() == b"signed by curl"
+    listed = subprocess.run(["curl", "-s", "-w", "\n%{http_code}", *auth, "-H", "x-amz-content-sha256: UNSIGNED-PAYLOAD",
+                             f"{emu.info['endpoint']}/ferry-staging?list-type=2&prefix=curl%2F"], capture_output=True, text=True)
+    assert listed.stdout.endswith("\n200") and "curl/a b(c)+dü.txt" in listed.stdout

@@ -58,6 +58,13 @@ def test_create_describe_delete_connector(emu):
     with pytest.raises(ClientError) as e:
         tf.describe_connector(ConnectorId=cid)
     assert code_of(e) == "ResourceNotFoundException"
+    assert cid not in {c["ConnectorId"] for c in tf.list_connectors()["Connectors"]}
+    with pytest.raises(ClientError) as e:
+        tf.delete_connector(ConnectorId=cid)
+    assert code_of(e) == "ResourceNotFoundException"
+    with pytest.raises(ClientError) as e:
+        emu.client("transfer", validate=False).delete_connector(ConnectorId="c-x")
+    assert code_of(e) == "ValidationException"
 
 
 def test_create_connector_errors(emu):
@@ -260,7 +267,7 @@ def test_list_file_transfer_results_errors(emu):
 
 
 def test_files_go_queued_then_in_progress_then_completed():
-    slow = start_emulator("--transfer-delay-ms", "600")
+    slow = start_emulator("--transfer-delay-ms", "1500")
     try:
         tf = slow.client("transfer")
         paths = [stage(slow, b"slow", f"s{i}.txt") for i in range(3)]
@@ -434,4 +441,39 @@ def test_unknown_operation(emu):
     with pytest.raises(urllib.error.HTTPError) as e:
         urllib.request.urlopen(req, timeout=10)
     assert e.value.code == 400
-    assert json.loads(e.value.read())["__type"] == "UnknownOperationException"
+    body = json.loads(e.value.read())
+    assert body["__type"] == "UnknownOperationException" and "DoSomethingElse" in body["Message"]
+
+
+def test_max_concurrent_connections_runs_files_in_parallel():
+    slow = start_emulator("--transfer-delay-ms", "1500")
+    try:
+        tf = slow.client("transfer", validate=False)
+        cid = tf.create_connector(Url=f"sftp://127.0.0.1:{slow.info['sftp']['port']}", AccessRole=ROLE,
+                                  SftpConfig={"UserSecretId": "s", "MaxConcurrentConnections": 3})["ConnectorId"]
+        paths = [stage(slow, b"p", f"par{i}.txt") for i in range(3)]
+        tid = tf.start_file_transfer(ConnectorId=cid, SendFilePaths=paths)["TransferId"]
+        wait_for(lambda: [r["StatusCode"] for r in tf.list_file_transfer_results(ConnectorId=cid, TransferId=tid)["FileTransferResults"]]
+                 == ["IN_PROGRESS"] * 3, timeout=10, interval=0.02)
+        assert [r["StatusCode"] for r in wait_transfer(tf, cid, tid)] == ["COMPLETED"] * 3
+        with pytest.raises(ClientError) as e:
+            tf.create_connector(Url="sftp://127.0.0.1:22", AccessRole=ROLE, SftpConfig={"UserSecretId": "s", "MaxConcurrentConnections": 6})
+        assert code_of(e) == "ValidationException"
+    finally:
+        slow.stop()
+
+
+def test_pending_transfer_quota():
+    slow = start_emulator("--transfer-delay-ms", "1500", "--max-pending", "2")
+    try:
+        tf = slow.client("transfer")
+        path = stage(slow, b"q")
+        first = tf.start_file_transfer(ConnectorId=slow.sftp_id, SendFilePaths=[path])["TransferId"]
+        tf.start_file_transfer(ConnectorId=slow.sftp_id, SendFilePaths=[path])
+        with pytest.raises(ClientError) as e:
+            tf.start_file_transfer(ConnectorId=slow.sftp_id, SendFilePaths=[path])
+        assert code_of(e) == "ThrottlingException"
+        wait_transfer(tf, slow.sftp_id, first)
+        assert tf.start_file_transfer(ConnectorId=slow.sftp_id, SendFilePaths=[path])["TransferId"]
+    finally:
+        slow.stop()

@@ -1,0 +1,152 @@
+import FerryAWS
+import FerryConfig
+import FerryStore
+import FerryWatch
+import Foundation
+import Logging
+import ServiceLifecycle
+
+/// What `ferry run` starts: the journal, one AWS client per distinct AWS setting, the folder watcher and
+/// the pipelines, for one validated rules file.
+public final class Daemon: Service, Sendable {
+    /// The rules this daemon runs.
+    public let rules: Rules
+    let journal: Journal
+    let watcher: FolderWatcher
+    let outbound: OutboundPipeline
+    let clients: [AWSClient]
+    let lock: DaemonLock
+    let notifier: SystemdNotifier
+    /// Counters and gauges for the metrics file and tests.
+    public let metrics: Metrics
+    let logger: Logger
+
+    /// Opens the journal and builds every component; nothing runs until `run()`.
+    public init(rules: Rules, logger: Logger, metrics: Metrics = Metrics()) throws {
+        self.rules = rules
+        self.logger = logger
+        self.metrics = metrics
+        lock = try DaemonLock(stateDir: rules.stateDir)
+        notifier = try SystemdNotifier()
+        let journal = try Journal(directory: rules.stateDir, logger: logger)
+        self.journal = journal
+
+        var clientsBySettings: [String: AWSClient] = [:]
+        var contexts: [String: ConnectorContext] = [:]
+        for connector in rules.connectors {
+            let client: AWSClient
+            let settingsKey = "\(connector.aws)"
+            if let existing = clientsBySettings[settingsKey] {
+                client = existing
+            } else {
+                client = try AWSClient(configuration: Self.configuration(connector.aws), logger: logger, observer: MetricsObserver(metrics: metrics))
+                clientsBySettings[settingsKey] = client
+            }
+            contexts[connector.name] = ConnectorContext(
+                connector: connector, s3: S3Client(client: client), transfer: TransferClient(client: client),
+                limiter: RateLimiter(perSecond: connector.requestsPerSecond),
+                inFlight: AsyncSemaphore(connector.maxInFlight), uploadSlots: AsyncSemaphore(16))
+        }
+        clients = Array(clientsBySettings.values)
+
+        let watchRules = rules.outbound.map {
+            WatchRule(id: $0.name, root: $0.watch, recursive: $0.recursive, include: $0.include, exclude: $0.exclude,
+                      settle: $0.settle, readyMarker: $0.readyMarker)
+        }
+        watcher = FolderWatcher(rules: watchRules, reconcileInterval: rules.reconcileInterval, logger: logger) { rule, path, version in
+            (try? journal.isKnown(rule: rule, path: path, device: version.device, inode: version.inode,
+                                  size: version.size, mtimeNanoseconds: version.mtimeNanoseconds)) ?? false
+        }
+        outbound = OutboundPipeline(rules: rules.outbound, connectors: contexts, journal: journal, watcher: watcher,
+                                    metrics: metrics, logger: logger)
+    }
+
+    /// READY=1 once the journal is open and the watches are set up, then STATUS= and WATCHDOG=1 pings.
+    private func notifySystemd() async throws {
+        guard notifier.isEnabled else {
+            // Nothing to tell; stay in the group until shutdown like every other child.
+            try await Task.sleep(for: .seconds(86_400 * 365 * 100))
+            return
+        }
+        // The watcher's first scan runs right after its watches are added: then we are ready.
+        while watcher.statistics.scans == 0 {
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        try? notifier.ready()
+        let interval = notifier.watchdogInterval ?? .seconds(15)
+        while !Task.isCancelled {
+            try? notifier.status(statusLine())
+            if notifier.watchdogInterval != nil { try? notifier.watchdog() }
+            try await Task.sleep(for: min(interval, .seconds(15)))
+        }
+    }
+
+    /// One line for `systemctl status`: what is queued and what is done.
+    func statusLine() -> String {
+        let counts = (try? journal.outboundCounts()) ?? [:]
+        var waiting = 0, inFlight = 0, sent = 0, quarantined = 0
+        for states in counts.values {
+            waiting += (states[.detected] ?? 0) + (states[.staged] ?? 0) + (states[.failed] ?? 0)
+            inFlight += (states[.submitting] ?? 0) + (states[.submitted] ?? 0) + (states[.completed] ?? 0)
+            sent += states[.disposed] ?? 0
+            quarantined += states[.quarantined] ?? 0
+        }
+        return "\(rules.outbound.count) outbound, \(rules.inbound.count) inbound rules; \(waiting) waiting, \(inFlight) in flight, \(sent) sent, \(quarantined) quarantined"
+    }
+
+    /// The FerryAWS client settings for a connector's AWS settings.
+    public static func configuration(_ settings: AWSSettings) -> AWSClientConfiguration {
+        var configuration = AWSClientConfiguration(region: settings.region)
+        configuration.endpointURL = settings.endpointURL
+        configuration.profile = settings.profile
+        configuration.caBundle = settings.caBundle
+        configuration.maxAttempts = settings.maxAttempts
+        return configuration
+    }
+
+    /// Runs until the task is cancelled (SIGTERM/SIGINT); the journal keeps everything resumable.
+    public func run() async throws {
+        logger.info("ferry started", metadata: ["rules.outbound": "\(rules.outbound.count)", "rules.inbound": "\(rules.inbound.count)",
+                                                "journal.path": "\(journal.path)"])
+        // Graceful shutdown cancels the pipelines: each stops where it is, and the journal already holds
+        // every file's last committed state for the next start.
+        do {
+            try await runUntilShutdown()
+        } catch is CancellationError {
+            // A requested stop, not a failure.
+        }
+        try? notifier.stopping()
+        for client in clients { client.shutdown() }
+        logger.info("ferry stopped")
+    }
+
+    private func runUntilShutdown() async throws {
+        try await cancelWhenGracefulShutdown {
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                group.addTask { try await self.watcher.run() }
+                group.addTask { try await self.outbound.run() }
+                if let path = self.rules.metricsFile {
+                    group.addTask { await MetricsWriter(path: path, metrics: self.metrics, journal: self.journal, logger: self.logger).run() }
+                }
+                group.addTask { try await self.notifySystemd() }
+                try await group.next()
+                group.cancelAll()
+            }
+        }
+    }
+}
+
+/// Counts AWS requests, errors and retries per operation for the metrics file.
+struct MetricsObserver: AWSObserver {
+    let metrics: Metrics
+
+    func requestFinished(_ record: AWSRequestRecord) {
+        metrics.increment("ferry_aws_requests_total", ["operation": record.operation], help: "AWS API calls, after retries.")
+        if let code = record.errorCode {
+            metrics.increment("ferry_aws_errors_total", ["operation": record.operation, "code": code], help: "AWS API calls that failed, by error code.")
+        }
+        if record.attempts > 1 {
+            metrics.increment("ferry_aws_retries_total", ["operation": record.operation], by: Double(record.attempts - 1), help: "Retried AWS API attempts.")
+        }
+    }
+}

@@ -1,0 +1,195 @@
+import FerryConfig
+import FerryStore
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A failed file-system call in `download_to`, with the errno and what to do.
+public struct DownloadError: Error, Sendable, CustomStringConvertible {
+    /// The errno of the failed call.
+    public var errno: Int32
+    public var message: String
+    public var description: String { message }
+}
+
+/// Places retrieved files into `download_to` so that a reader there never sees a partial file and a crash
+/// at any instant neither loses a file nor leaves two copies of it.
+///
+/// The order, each step durable before the next: create the temporary file (a dot-name ending in
+/// `.part`, which the default ignores hide from an outbound rule watching the same folder) and fsync the
+/// folder → journal `downloading(temp, final)` → write and fsync the temporary file → move it to its final
+/// name → fsync the folder → journal `downloaded`. On restart a `downloading` file whose temporary file is
+/// gone was moved into place (only that move removes it), so it is not fetched again.
+public struct DownloadPlacement: Sendable {
+    public let directory: String
+    public let onConflict: OnConflict
+
+    public init(directory: String, onConflict: OnConflict) {
+        self.directory = directory.count > 1 && directory.hasSuffix("/") ? String(directory.dropLast()) : directory
+        self.onConflict = onConflict
+    }
+
+    /// The temporary file for journal file `id`: fixed per file, so a restart finds (and reuses) it.
+    public func temporaryPath(for id: Int64) -> String {
+        "\(directory)/.ferry-download-\(id).part"
+    }
+
+    /// "name (n).ext": the name on_conflict=rename gives the n-th copy.
+    public static func conflictName(_ name: String, _ n: Int) -> String {
+        if let dot = name.lastIndex(of: "."), dot != name.startIndex {
+            return "\(name[..<dot]) (\(n))\(name[dot...])"
+        }
+        return "\(name) (\(n))"
+    }
+
+    /// Where a file called `name` should go, or nil when on_conflict=skip and the name is taken.
+    public func finalPath(for name: String) -> String? {
+        let plain = "\(directory)/\(name)"
+        guard Self.exists(plain) else { return plain }
+        switch onConflict {
+        case .overwrite: return plain
+        case .skip: return nil
+        case .rename:
+            var n = 1
+            while Self.exists("\(directory)/\(Self.conflictName(name, n))") { n += 1 }
+            return "\(directory)/\(Self.conflictName(name, n))"
+        }
+    }
+
+    /// The outcome of placing one file.
+    public enum Outcome: Sendable, Equatable {
+        /// On disk at this path.
+        case placed(String)
+        /// on_conflict=skip and the name was taken; nothing written.
+        case skipped(String)
+    }
+
+    /// Places (or, after a restart, finishes placing) journal file `file`: `fill` writes the content to the
+    /// path it is given. The journal records each step as described on the type.
+    public func place(_ file: InboundFile, journal: Journal, fill: (String) async throws -> Void) async throws -> Outcome {
+        let temp = temporaryPath(for: file.id)
+        var final: String
+        if file.state == .downloading, let planned = file.localPath, file.tempPath == temp {
+            guard Self.exists(temp) else {
+                // Only the move into place removes the temporary file: the move happened before the crash.
+                try journal.markDownloaded(file.id, localPath: planned)
+                return .placed(planned)
+            }
+            if let linked = try linkedTwin(temp, planned) {
+                // The crash fell between link() and unlink(): the file is in place under both names.
+                try unlink(temp)
+                try syncDirectory()
+                try journal.markDownloaded(file.id, localPath: linked)
+                return .placed(linked)
+            }
+            final = planned
+        } else {
+            guard let planned = finalPath(for: file.name) else {
+                let existing = "\(directory)/\(file.name)"
+                try journal.markDownloaded(file.id, localPath: nil, note: "skipped: \(existing) already exists (on_conflict: skip)")
+                return .skipped(existing)
+            }
+            final = planned
+            try createEmpty(temp)
+            try syncDirectory()
+            try journal.planDownload(file.id, tempPath: temp, finalPath: final)
+        }
+        try await fill(temp)
+        try syncFile(temp)
+        final = try moveIntoPlace(temp, final, file: file, journal: journal)
+        if final.isEmpty {
+            let existing = "\(directory)/\(file.name)"
+            try journal.markDownloaded(file.id, localPath: nil, note: "skipped: \(existing) appeared during download (on_conflict: skip)")
+            return .skipped(existing)
+        }
+        try journal.markDownloaded(file.id, localPath: final)
+        return .placed(final)
+    }
+
+    /// Moves the complete temporary file to `final`; returns where it went ("" when skipped). Without
+    /// overwrite it never replaces a file that appeared meanwhile: link() fails on an existing name.
+    private func moveIntoPlace(_ temp: String, _ planned: String, file: InboundFile, journal: Journal) throws -> String {
+        if onConflict == .overwrite {
+            try call("rename \(temp) to \(planned)") { rename(temp, planned) }
+            try syncDirectory()
+            return planned
+        }
+        var final = planned
+        var n = 0
+        while true {
+            do {
+                try call("link \(temp) to \(final)") { link(temp, final) }
+                break
+            } catch let error as DownloadError where error.errno == EEXIST {
+                if onConflict == .skip {
+                    try unlink(temp)
+                    try syncDirectory()
+                    return ""
+                }
+                n += 1
+                if n > 1000 { throw error }
+                final = finalPath(for: file.name) ?? final
+                // The journal must name the file's real final path before it can appear there.
+                try journal.planDownload(file.id, tempPath: temp, finalPath: final)
+            }
+        }
+        try unlink(temp)
+        try syncDirectory()
+        return final
+    }
+
+    /// `planned` if it is the same inode as `temp` (a hard link made just before a crash), else nil.
+    private func linkedTwin(_ temp: String, _ planned: String) throws -> String? {
+        var a = stat()
+        var b = stat()
+        guard lstat(temp, &a) == 0, lstat(planned, &b) == 0 else { return nil }
+        return a.st_dev == b.st_dev && a.st_ino == b.st_ino ? planned : nil
+    }
+
+    static func exists(_ path: String) -> Bool {
+        var info = stat()
+        return lstat(path, &info) == 0
+    }
+
+    private func createEmpty(_ path: String) throws {
+        // O_NOFOLLOW: a symbolic link planted at the temporary name must not redirect the write.
+        let fd = try call("create \(path)") { open(path, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0o666) }
+        close(fd)
+    }
+
+    private func syncFile(_ path: String) throws {
+        let fd = try call("open \(path)") { open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC) }
+        defer { close(fd) }
+        try call("fsync \(path)") { fsync(fd) }
+    }
+
+    private func syncDirectory() throws {
+        let fd = try call("open \(directory)") { open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC) }
+        defer { close(fd) }
+        try call("fsync \(directory)") { fsync(fd) }
+    }
+
+    private func unlink(_ path: String) throws {
+        try call("remove \(path)") { Glibc.unlink(path) }
+    }
+
+    /// Runs a syscall, retrying EINTR; a -1 result becomes a DownloadError naming the action and errno.
+    @discardableResult
+    private func call(_ action: String, _ body: () -> Int32) throws -> Int32 {
+        while true {
+            let result = body()
+            if result >= 0 { return result }
+            let code = errno
+            if code == EINTR { continue }
+            var hint = ""
+            switch code {
+            case ENOENT: hint = " — create \(directory) or fix download_to"
+            case EACCES, EPERM: hint = " — make \(directory) writable by the user ferry runs as"
+            case ENOSPC: hint = " — the disk under \(directory) is full; free space and the download resumes on the next poll"
+            default: break
+            }
+            throw DownloadError(errno: code, message: "cannot \(action): \(String(cString: strerror(code)))\(hint)")
+        }
+    }
+}

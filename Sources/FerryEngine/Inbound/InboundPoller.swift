@@ -1,0 +1,483 @@
+import FerryAWS
+import FerryConfig
+import FerryStore
+import Foundation
+import Logging
+
+/// AWS access for one connector, as the inbound poller uses it.
+public struct InboundConnection: Sendable {
+    /// The AWS connector id (`c-…`).
+    public var connectorId: String
+    public var s3: S3Client
+    public var transfer: TransferClient
+    /// Waits for the connector's StartFileTransfer/StartDirectoryListing budget: the rate limiter the
+    /// connector shares with outbound, so that inbound and outbound together stay within its quota.
+    public var pace: @Sendable () async throws -> Void
+
+    public init(connectorId: String, s3: S3Client, transfer: TransferClient, pace: @escaping @Sendable () async throws -> Void) {
+        self.connectorId = connectorId
+        self.s3 = s3
+        self.transfer = transfer
+        self.pace = pace
+    }
+}
+
+/// Where the poller's counters go (the daemon's `Metrics` has this shape).
+public protocol InboundMetrics: Sendable {
+    func increment(_ name: String, _ labels: [String: String], by amount: Double, help: String)
+}
+
+/// Tunables of the poller; the defaults suit AWS, tests shorten them.
+public struct InboundSettings: Sendable {
+    /// How long to wait for the listing object after StartDirectoryListing.
+    public var listingTimeout: Duration = .seconds(300)
+    /// How long one poll tracks its transfers; files still in flight then are tracked by the next poll.
+    public var trackTimeout: Duration = .seconds(1800)
+    /// Attempts (retrieval or download) before a file version is left `failed`.
+    public var maxAttempts = 5
+    /// Files downloaded into `download_to` at once.
+    public var downloadConcurrency = 4
+    /// The daemon's state_dir: scratch files (the fetched listing JSON) and `ferry poll` requests live here.
+    public var stateDirectory: String
+
+    public init(stateDirectory: String) {
+        self.stateDirectory = stateDirectory
+    }
+}
+
+/// What one poll did, for `ferry poll RULE`, the journal and the tests.
+public struct PollReport: Sendable, Equatable, Codable {
+    public var rule: String
+    /// Files in the listing.
+    public var listed = 0
+    /// Journaled versions this poll asked the connector to retrieve (new, or resumed after a restart).
+    public var requested = 0
+    /// Files that arrived in S3 during this poll.
+    public var retrieved = 0
+    /// Files placed into download_to during this poll.
+    public var downloaded = 0
+    /// Files whose journey (after_retrieve included) ended during this poll.
+    public var finished = 0
+    public var refused = 0
+    public var filteredOut = 0
+    public var tooYoung = 0
+    public var waitingForSecondLook = 0
+    public var failed = 0
+    public var truncated = false
+    public var warnings: [String] = []
+    /// Why the poll failed, nil if it did not.
+    public var error: String?
+
+    public init(rule: String) {
+        self.rule = rule
+    }
+
+    /// One line for logs and the journal.
+    public var summary: String {
+        var parts = ["listed \(listed)", "requested \(requested)", "retrieved \(retrieved)", "downloaded \(downloaded)", "finished \(finished)"]
+        if refused > 0 { parts.append("refused \(refused)") }
+        if tooYoung + waitingForSecondLook > 0 { parts.append("not yet settled \(tooYoung + waitingForSecondLook)") }
+        if failed > 0 { parts.append("failed \(failed)") }
+        if truncated { parts.append("listing truncated") }
+        return (error == nil ? "ok: " : "error: ") + parts.joined(separator: ", ")
+    }
+}
+
+/// Thrown by a test's crash hook: the poll stops dead, as a `kill -9` at that point would stop it.
+struct SimulatedCrash: Error {
+    let point: String
+}
+
+/// The inbound service: polls each inbound rule on its schedule (DESIGN.md's inbound data flow) and
+/// brings each new remote file into S3, into `download_to` and through `after_retrieve`, once.
+///
+/// Every step is journaled before the next external action, so a poll interrupted anywhere is finished
+/// by the next one without losing a file or placing one twice.
+public final class InboundPoller: Sendable {
+    let rules: [String: InboundRule]
+    let connections: [String: InboundConnection]
+    let journal: Journal
+    let metrics: any InboundMetrics
+    let logger: Logger
+    let clock: any InboundClock
+    let settings: InboundSettings
+    let crashHook: (@Sendable (String) throws -> Void)?
+    private let scheduler: InboundScheduler<PollReport>
+
+    /// - Parameters:
+    ///   - connections: by connector name, for every connector an inbound rule names.
+    ///   - timeZone: the zone cron expressions are read in (the machine's).
+    public convenience init(rules: [InboundRule], connections: [String: InboundConnection], journal: Journal, metrics: any InboundMetrics,
+                            logger: Logger, clock: any InboundClock = SystemInboundClock(), timeZone: TimeZone = .current,
+                            settings: InboundSettings? = nil) {
+        self.init(rules: rules, connections: connections, journal: journal, metrics: metrics, logger: logger, clock: clock,
+                  timeZone: timeZone, settings: settings, crashHook: nil)
+    }
+
+    init(rules: [InboundRule], connections: [String: InboundConnection], journal: Journal, metrics: any InboundMetrics,
+         logger: Logger, clock: any InboundClock, timeZone: TimeZone, settings: InboundSettings?,
+         crashHook: (@Sendable (String) throws -> Void)?) {
+        let byName = Dictionary(rules.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
+        self.rules = byName
+        self.connections = connections
+        self.journal = journal
+        self.metrics = metrics
+        self.logger = logger
+        self.clock = clock
+        self.settings = settings ?? InboundSettings(stateDirectory: URL(fileURLWithPath: journal.path).deletingLastPathComponent().path)
+        self.crashHook = crashHook
+        let poll = PollBox()
+        scheduler = InboundScheduler(
+            entries: rules.map { .init(rule: $0.name, schedule: $0.schedule) }, clock: clock, timeZone: timeZone,
+            lastStart: { rule in (try? journal.pollRecord(rule: rule))?.startedAt ?? nil },
+            willWait: { rule, due in try? journal.setNextPoll(rule: rule, at: due) },
+            poll: { rule in await poll.poller?.poll(ruleNamed: rule) ?? PollReport(rule: rule) })
+        poll.poller = self
+    }
+
+    /// Polls every rule on its schedule, and answers `ferry poll` requests, until cancelled. Files a previous run left half-way are finished
+    /// first, before the first scheduled poll (which for a daily cron rule may be hours away).
+    public func run() async {
+        await resumeUnfinished()
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask { await self.scheduler.run() }
+            group.addTask { await self.servePollRequests() }
+        }
+    }
+
+    /// Takes every file a previous run left half-way (submitting, retrieving, in S3, downloading,
+    /// downloaded) to the end, without listing; each rule's work holds that rule's poll slot.
+    public func resumeUnfinished() async {
+        await withTaskGroup(of: Void.self) { group in
+            for rule in rules.values {
+                group.addTask {
+                    _ = await self.scheduler.withSlot(rule: rule.name) {
+                        var report = PollReport(rule: rule.name)
+                        do {
+                            try await self.drive(rule, newlyListed: [], report: &report)
+                        } catch {
+                            self.logger.info("resuming unfinished inbound files failed; the next poll retries",
+                                             metadata: ["rule": "\(rule.name)", "error": "\(error)"])
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Polls `rule` now (after a poll of it that is already running) and returns what it did; nil if
+    /// there is no inbound rule of that name. This is `ferry poll RULE`.
+    public func pollNow(rule: String) async -> PollReport? {
+        await scheduler.pollNow(rule: rule)
+    }
+
+    func checkpoint(_ point: String) throws {
+        try crashHook?(point)
+    }
+
+    // MARK: One poll
+
+    /// One poll. `listing` replaces StartDirectoryListing for tests that need a listing no real server
+    /// can produce (names with NUL or `/`).
+    func poll(ruleNamed name: String, listing: (@Sendable (InboundRule) async throws -> DirectoryListing)? = nil) async -> PollReport {
+        var report = PollReport(rule: name)
+        guard let rule = rules[name] else {
+            report.error = "no inbound rule named \(name)"
+            return report
+        }
+        let metadata: Logger.Metadata = ["rule": "\(name)"]
+        try? journal.recordPollStarted(rule: name, at: clock.now())
+        do {
+            var newlyListed: [InboundFile] = []
+            var listingError: (any Error)?
+            do {
+                newlyListed = try await listAndSelect(rule, listing: listing, report: &report)
+            } catch let crash as SimulatedCrash {
+                throw crash
+            } catch {
+                listingError = error
+            }
+            // Work a previous poll left unfinished goes on even when this listing failed.
+            try await drive(rule, newlyListed: newlyListed, report: &report)
+            if let listingError { throw listingError }
+        } catch let crash as SimulatedCrash {
+            report.error = "simulated crash at \(crash.point)"
+            return report
+        } catch {
+            report.error = "\(error)"
+        }
+        metrics.increment("ferry_inbound_polls_total", ["rule": name, "result": report.error == nil ? "ok" : "error"], by: 1,
+                          help: "Inbound polls, by outcome.")
+        try? journal.recordPollFinished(rule: name, at: clock.now(), result: report.summary, error: report.error, nextAt: nil)
+        if let error = report.error {
+            logger.info("inbound poll failed; the next poll retries", metadata: metadata.merging(["error": "\(error)"]) { $1 })
+        } else {
+            logger.info("inbound poll done", metadata: metadata.merging(["poll.summary": "\(report.summary)"]) { $1 })
+        }
+        return report
+    }
+
+    private func connection(for rule: InboundRule) throws -> InboundConnection {
+        guard let connection = connections[rule.connector] else {
+            throw InboundError(code: "UnknownConnector", message: "rule \(rule.name) names connector \(rule.connector), which the daemon has no client for — check the connectors section of the rules file")
+        }
+        return connection
+    }
+
+    // MARK: Listing
+
+    /// The ferry-owned prefix of the rule's bucket where its listings are written.
+    static func listingPrefix(_ rule: InboundRule) -> String { ".ferry-listings/\(rule.name)/" }
+
+    private func listAndSelect(_ rule: InboundRule, listing source: (@Sendable (InboundRule) async throws -> DirectoryListing)?,
+                               report: inout PollReport) async throws -> [InboundFile] {
+        let listing: DirectoryListing
+        if let source {
+            listing = try await source(rule)
+        } else {
+            listing = try await list(rule)
+        }
+        report.listed = listing.files.count
+        if listing.truncated {
+            report.truncated = true
+            let warning = "the listing of \(rule.remoteDirectoryPath) stopped at max_items (\(rule.maxItems)), so files beyond it were not seen this poll — raise max_items of rule \(rule.name), or use after_retrieve: delete or move so that retrieved files leave the folder"
+            report.warnings.append(warning)
+            logger.warning("inbound listing truncated", metadata: ["rule": "\(rule.name)", "hint": "\(warning)"])
+            metrics.increment("ferry_inbound_listing_truncated_total", ["rule": rule.name], by: 1, help: "Directory listings cut off at max_items.")
+        }
+        let selection = InboundSelection.select(listing, remoteDirectory: rule.remoteDirectoryPath, downloadTo: rule.downloadTo,
+                                                filter: rule.filter, minAge: rule.minAge, now: clock.now(),
+                                                previousUnstableSizes: try journal.unstableSizes(rule: rule.name))
+        for refused in selection.refused where try journal.recordRefused(rule: rule.name, refused.version, reason: refused.reason) {
+            logger.info("remote file name refused: it is never written", metadata: [
+                "rule": "\(rule.name)", "file.remote_path": "\(refused.version.remotePath)", "reason": "\(refused.reason)"])
+            metrics.increment("ferry_inbound_refused_total", ["rule": rule.name], by: 1, help: "Remote files refused for hostile names.")
+        }
+        report.refused = selection.refused.count
+        report.filteredOut = selection.filteredOut
+        report.tooYoung = selection.tooYoung
+        report.waitingForSecondLook = selection.waitingForSecondLook
+        try journal.setUnstableSizes(rule: rule.name, selection.unstableSizes)
+        return try journal.recordListed(rule: rule.name, selection.candidates.map(\.version), maxAttempts: settings.maxAttempts)
+    }
+
+    /// StartDirectoryListing into the ferry-owned prefix, wait for the object, fetch, delete, parse.
+    private func list(_ rule: InboundRule) async throws -> DirectoryListing {
+        let connection = try connection(for: rule)
+        let bucket = rule.localDirectoryPath.bucket
+        let prefix = Self.listingPrefix(rule)
+        // Listings a crashed poll left behind (before or after it journaled them) are swept first.
+        for leftover in try await connection.s3.listObjectsV2(bucket: bucket, prefix: prefix) {
+            try await connection.s3.deleteObject(bucket: bucket, key: leftover.key)
+        }
+        try await connection.pace()
+        let started = try await connection.transfer.startDirectoryListing(
+            connectorId: connection.connectorId, remoteDirectoryPath: rule.remoteDirectoryPath,
+            outputDirectoryPath: "/\(bucket)/\(prefix)", maxItems: rule.maxItems)
+        let key = prefix + started.outputFileName
+        try journal.setPendingListing(rule: rule.name, "\(bucket)/\(key)")
+        try checkpoint("listing-started")
+        let deadline = ContinuousClock.now.advanced(by: settings.listingTimeout)
+        var delay = Duration.milliseconds(100)
+        while try await connection.s3.headObject(bucket: bucket, key: key) == nil {
+            guard ContinuousClock.now < deadline else {
+                throw InboundError(code: "ListingTimeout", message: "the listing of \(rule.remoteDirectoryPath) (listing id \(started.listingId)) did not appear at s3://\(bucket)/\(key) within \(settings.listingTimeout) — check that connector \(rule.connector) can reach the partner (`ferry test-connection \(rule.connector)`) and that its access role may write to s3://\(bucket)/\(prefix)")
+            }
+            try await Task.sleep(for: delay)
+            delay = min(delay * 2, .seconds(2))
+        }
+        let scratch = "\(settings.stateDirectory)/.listing-\(rule.name).json"
+        defer { try? FileManager.default.removeItem(atPath: scratch) }
+        _ = try await connection.s3.getObject(bucket: bucket, key: key, toFileAt: scratch)
+        let data = try Data(contentsOf: URL(fileURLWithPath: scratch))
+        try await connection.s3.deleteObject(bucket: bucket, key: key)
+        try journal.setPendingListing(rule: rule.name, nil)
+        return try DirectoryListing.parse(data)
+    }
+
+    // MARK: Retrieval, download, after_retrieve
+
+    /// Takes every unfinished file of the rule as far as it goes: submit, track, download, after_retrieve.
+    func drive(_ rule: InboundRule, newlyListed: [InboundFile], report: inout PollReport) async throws {
+        let connection = try connection(for: rule)
+        // Batches journaled as submitting whose StartFileTransfer may or may not have reached AWS: asked
+        // for again. Retrieving twice only rewrites the same S3 object; nothing reaches download_to twice.
+        let interrupted = try journal.inboundFiles(in: [.submitting], rule: rule.name)
+        if !interrupted.isEmpty {
+            logger.info("retrieval batches interrupted by a restart are asked for again", metadata: [
+                "rule": "\(rule.name)", "files": "\(interrupted.count)"])
+            metrics.increment("ferry_inbound_possible_duplicate_retrievals_total", ["rule": rule.name], by: Double(interrupted.count),
+                              help: "Files whose retrieval was requested again after a restart (S3 copy rewritten, never a second local file).")
+        }
+        let interruptedIDs = Set(interrupted.map(\.id))
+        let toSubmit = interrupted + newlyListed.filter { !interruptedIDs.contains($0.id) }
+        report.requested += toSubmit.count
+        for start in stride(from: 0, to: toSubmit.count, by: 10) {
+            try await submit(Array(toSubmit[start..<min(start + 10, toSubmit.count)]), rule: rule, connection: connection, report: &report)
+        }
+        try await track(rule, connection: connection, report: &report)
+        try await finish(rule, connection: connection, report: &report)
+    }
+
+    private func submit(_ files: [InboundFile], rule: InboundRule, connection: InboundConnection, report: inout PollReport) async throws {
+        let destination = rule.localDirectoryPath
+        try await connection.pace()
+        let batch = try journal.beginRetrieval(files.map { ($0.id, destination.bucket, destination.prefix + $0.name) })
+        try checkpoint("retrieval-submitting")
+        do {
+            let transferID = try await connection.transfer.startFileTransfer(
+                connectorId: connection.connectorId, retrieveFilePaths: files.map(\.remotePath), localDirectoryPath: destination.transferPath)
+            try checkpoint("retrieval-started")
+            try journal.markRetrieving(batch: batch, transferID: transferID)
+            logger.debug("retrieval started", metadata: ["rule": "\(rule.name)", "transfer.id": "\(transferID)", "files": "\(files.count)"])
+        } catch let error as AWSError where error.kind == .service && (400..<500).contains(error.httpStatus ?? 0) {
+            // AWS answered with a refusal, so nothing started. Throttling (still, after the client's own
+            // retries) costs the files nothing; any other refusal counts as a failed attempt.
+            if error.isThrottling {
+                try journal.abandonRetrieval(batch: batch, error: "\(error)")
+            } else {
+                try journal.rejectRetrieval(batch: batch, error: "\(error)")
+                report.failed += files.count
+            }
+            throw error
+        }
+    }
+
+    private func track(_ rule: InboundRule, connection: InboundConnection, report: inout PollReport) async throws {
+        let deadline = ContinuousClock.now.advanced(by: settings.trackTimeout)
+        var delay = Duration.milliseconds(200)
+        while true {
+            let retrieving = try journal.inboundFiles(in: [.retrieving], rule: rule.name)
+            if retrieving.isEmpty { return }
+            for (transferID, files) in Dictionary(grouping: retrieving, by: { $0.transferID ?? "" }) {
+                var outcomes: [Int64: FileOutcome] = [:]
+                do {
+                    let results = try await connection.transfer.listFileTransferResults(connectorId: connection.connectorId, transferId: transferID)
+                    let byPath = Dictionary(results.map { ($0.filePath, $0) }, uniquingKeysWith: { _, last in last })
+                    for file in files {
+                        switch byPath[file.remotePath]?.statusCode {
+                        case .completed: outcomes[file.id] = .completed
+                        case .failed:
+                            let result = byPath[file.remotePath]
+                            outcomes[file.id] = .failed(code: result?.failureCode ?? "FAILED", message: result?.failureMessage ?? "")
+                        default: break
+                        }
+                    }
+                } catch let error as AWSError where error.code == "ResourceNotFoundException" {
+                    // Results are kept for 7 days; a transfer that old is retrieved afresh on a later poll.
+                    for file in files { outcomes[file.id] = .failed(code: error.code, message: "transfer \(transferID) is no longer known to AWS") }
+                }
+                try journal.recordRetrievalOutcomes(outcomes)
+                try checkpoint("retrieval-tracked")
+                for (id, outcome) in outcomes {
+                    if case .failed(let code, let message) = outcome {
+                        report.failed += 1
+                        metrics.increment("ferry_inbound_retrieve_failures_total", ["rule": rule.name, "code": code], by: 1,
+                                          help: "Files whose retrieval from the partner failed.")
+                        logger.info("retrieval failed; retried while the file is listed", metadata: [
+                            "rule": "\(rule.name)", "file.id": "\(id)", "transfer.id": "\(transferID)", "error": "\(code): \(message)"])
+                    } else {
+                        report.retrieved += 1
+                        metrics.increment("ferry_inbound_files_retrieved_total", ["rule": rule.name], by: 1, help: "Files retrieved into S3.")
+                    }
+                }
+            }
+            guard ContinuousClock.now < deadline else {
+                report.warnings.append("some retrievals were still running after \(settings.trackTimeout); the next poll tracks them")
+                return
+            }
+            try await Task.sleep(for: delay)
+            delay = min(delay * 2, .seconds(2))
+        }
+    }
+
+    private func finish(_ rule: InboundRule, connection: InboundConnection, report: inout PollReport) async throws {
+        let files = try journal.inboundFiles(in: [.inS3, .downloading, .downloaded], rule: rule.name)
+        var outcomes: [FinishOutcome] = []
+        try await withThrowingTaskGroup(of: FinishOutcome.self) { group in
+            var next = 0
+            func addNext() {
+                guard next < files.count else { return }
+                let file = files[next]
+                next += 1
+                group.addTask { try await self.finish(file, rule: rule, connection: connection) }
+            }
+            for _ in 0..<max(1, settings.downloadConcurrency) { addNext() }
+            while let outcome = try await group.next() {
+                outcomes.append(outcome)
+                addNext()
+            }
+        }
+        for outcome in outcomes {
+            if outcome.downloaded { report.downloaded += 1 }
+            if outcome.finished { report.finished += 1 }
+            if outcome.failed { report.failed += 1 }
+        }
+    }
+
+    private struct FinishOutcome: Sendable {
+        var downloaded = false
+        var finished = false
+        var failed = false
+    }
+
+    /// download_to (if any), then after_retrieve, then done: after_retrieve only once the file is safely
+    /// in S3 and, if asked, on disk.
+    private func finish(_ file: InboundFile, rule: InboundRule, connection: InboundConnection) async throws -> FinishOutcome {
+        var outcome = FinishOutcome()
+        let metadata: Logger.Metadata = ["rule": "\(rule.name)", "file.remote_path": "\(file.remotePath)"]
+        if file.state != .downloaded {
+            if let downloadTo = rule.downloadTo {
+                let placement = DownloadPlacement(directory: downloadTo, onConflict: rule.onConflict)
+                do {
+                    let placed = try await placement.place(file, journal: journal) { temp in
+                        try self.checkpoint("download-temp-created")
+                        _ = try await connection.s3.getObject(bucket: file.bucket ?? rule.localDirectoryPath.bucket,
+                                                              key: file.key ?? rule.localDirectoryPath.prefix + file.name, toFileAt: temp)
+                        try self.checkpoint("download-written")
+                    }
+                    if case .skipped(let existing) = placed {
+                        logger.info("download skipped: the name is taken (on_conflict: skip)", metadata: metadata.merging(["file.path": "\(existing)"]) { $1 })
+                    } else {
+                        outcome.downloaded = true
+                        metrics.increment("ferry_inbound_files_downloaded_total", ["rule": rule.name], by: 1, help: "Files placed into download_to.")
+                    }
+                } catch let crash as SimulatedCrash {
+                    throw crash
+                } catch {
+                    try? FileManager.default.removeItem(atPath: placement.temporaryPath(for: file.id))
+                    try journal.recordDownloadFailure(file.id, error: "download: \(error)", maxAttempts: settings.maxAttempts)
+                    logger.info("download failed; the next poll tries again from S3", metadata: metadata.merging(["error": "\(error)"]) { $1 })
+                    outcome.failed = true
+                    return outcome
+                }
+            } else {
+                try journal.markDownloaded(file.id, localPath: nil)
+            }
+            try checkpoint("downloaded")
+        }
+        do {
+            switch rule.afterRetrieve {
+            case .keep: break
+            case .delete:
+                _ = try await connection.transfer.startRemoteDelete(connectorId: connection.connectorId, deletePath: file.remotePath)
+            case .move(let directory):
+                let target = (directory.hasSuffix("/") ? directory : directory + "/") + file.name
+                _ = try await connection.transfer.startRemoteMove(connectorId: connection.connectorId, sourcePath: file.remotePath, targetPath: target)
+            }
+        } catch let error as AWSError {
+            // The file is safe in S3 (and on disk); only the tidy-up is outstanding and the next poll retries it.
+            logger.info("after_retrieve failed; retried on the next poll", metadata: metadata.merging(["error": "\(error)"]) { $1 })
+            return outcome
+        }
+        try checkpoint("after-retrieve-done")
+        try journal.markInboundDone(file.id)
+        outcome.finished = true
+        return outcome
+    }
+}
+
+/// Lets the scheduler's poll closure reach the poller it belongs to without a retain cycle at init.
+private final class PollBox: @unchecked Sendable {
+    weak var poller: InboundPoller?
+}

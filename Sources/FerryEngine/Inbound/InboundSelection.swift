@@ -1,0 +1,73 @@
+import FerryGlob
+import FerryStore
+import Foundation
+
+/// Which files of a listing a poll asks for, before the journal's dedupe: the pure part of a poll.
+public struct InboundSelection: Sendable, Equatable {
+    /// A selected file: the version to journal (dedupe key) and its plain name.
+    public struct Candidate: Sendable, Equatable {
+        public var version: RemoteVersion
+        public var name: String
+    }
+
+    /// A refused hostile name; `version.remotePath` is already printable.
+    public struct Refused: Sendable, Equatable {
+        public var version: RemoteVersion
+        public var reason: String
+    }
+
+    public var candidates: [Candidate] = []
+    public var refused: [Refused] = []
+    /// Left out by include/exclude (or the default ignores).
+    public var filteredOut = 0
+    /// Modified within min_age: left for a later poll.
+    public var tooYoung = 0
+    /// Without a usable timestamp and not yet seen twice with the same size.
+    public var waitingForSecondLook = 0
+    /// Sizes of timestamp-less files to remember for the next poll (path → size, -1 if none).
+    public var unstableSizes: [String: Int64] = [:]
+
+    /// Selects from `listing`. A file without a usable `modifiedTimestamp` cannot be aged, so it is taken
+    /// only once two consecutive polls saw it with the same size (`previousUnstableSizes` is what the
+    /// last poll saw).
+    public static func select(_ listing: DirectoryListing, remoteDirectory: String, downloadTo: String?, filter: FileFilter,
+                              minAge: Duration, now: Date, previousUnstableSizes: [String: Int64]) -> InboundSelection {
+        var selection = InboundSelection()
+        let minimumAge = Double(minAge.components.seconds) + Double(minAge.components.attoseconds) / 1e18
+        for entry in listing.files {
+            let version = RemoteVersion(remotePath: entry.filePath, size: entry.size, modified: entry.modifiedText)
+            let name: String
+            switch RemoteName.check(filePath: entry.filePath, remoteDirectory: remoteDirectory, downloadTo: downloadTo) {
+            case .failure(let refusal):
+                var printable = version
+                printable.remotePath = RemoteName.printable(entry.filePath)
+                selection.refused.append(Refused(version: printable, reason: refusal.reason))
+                continue
+            case .success(let accepted):
+                name = accepted
+            }
+            guard filter.accepts(name) else {
+                selection.filteredOut += 1
+                continue
+            }
+            if let modified = entry.modified {
+                if now.timeIntervalSince(modified) < minimumAge {
+                    selection.tooYoung += 1
+                    continue
+                }
+            } else {
+                let size = entry.size ?? -1
+                guard previousUnstableSizes[entry.filePath] == size else {
+                    selection.unstableSizes[entry.filePath] = size
+                    selection.waitingForSecondLook += 1
+                    continue
+                }
+                // Keep remembering it: should this version be retrieved and then change, its new size
+                // is compared against this one rather than starting over.
+                selection.unstableSizes[entry.filePath] = size
+            }
+            selection.candidates.append(Candidate(version: version, name: name))
+        }
+        return selection
+    }
+}

@@ -1,0 +1,182 @@
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A failed system call on a local file, with errno and advice.
+public struct LocalFileError: Error, CustomStringConvertible, Sendable {
+    /// The errno value.
+    public var errno: Int32
+    /// What failed, on which path, and what to do.
+    public var message: String
+    public var description: String { message }
+
+    init(_ operation: String, path: String, errno: Int32) {
+        self.errno = errno
+        var text = "\(operation) \(path): \(String(cString: strerror(errno)))"
+        switch errno {
+        case EACCES, EPERM: text += " — give the ferry user read/write access to the folder (and its files)"
+        case ENOSPC: text += " — the disk is full; free space and ferry resumes"
+        case ELOOP: text += " — it is a symbolic link; ferry never follows or sends links"
+        case EROFS: text += " — the file system is read-only"
+        default: break
+        }
+        self.errno = errno
+        self.message = text
+    }
+}
+
+/// The identity of one version of a file: what the journal and the watcher agree on.
+struct LocalVersion: Equatable {
+    var device: UInt64
+    var inode: UInt64
+    var size: Int64
+    var mtimeNanoseconds: Int64
+
+    init(_ st: stat) {
+        device = UInt64(st.st_dev)
+        inode = UInt64(st.st_ino)
+        size = Int64(st.st_size)
+        mtimeNanoseconds = Int64(st.st_mtim.tv_sec) * 1_000_000_000 + Int64(st.st_mtim.tv_nsec)
+    }
+
+    init(device: UInt64, inode: UInt64, size: Int64, mtimeNanoseconds: Int64) {
+        self.device = device
+        self.inode = inode
+        self.size = size
+        self.mtimeNanoseconds = mtimeNanoseconds
+    }
+}
+
+/// Local file operations of the pipeline. Every call retries EINTR; links are never followed.
+enum LocalFiles {
+    @discardableResult
+    static func syscall(_ operation: String, path: String, _ body: () -> Int32) throws -> Int32 {
+        while true {
+            let result = body()
+            if result >= 0 { return result }
+            if errno == EINTR { continue }
+            throw LocalFileError(operation, path: path, errno: errno)
+        }
+    }
+
+    /// An open, regular, non-link file whose version is checked against what was journaled.
+    final class OpenFile {
+        let descriptor: Int32
+        let path: String
+
+        init(path: String) throws {
+            self.path = path
+            descriptor = try LocalFiles.syscall("open", path: path) { open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK) }
+        }
+
+        deinit { close(descriptor) }
+
+        func version() throws -> (LocalVersion, isRegular: Bool) {
+            var st = stat()
+            try LocalFiles.syscall("fstat", path: path) { fstat(descriptor, &st) }
+            return (LocalVersion(st), (st.st_mode & S_IFMT) == S_IFREG)
+        }
+
+        /// A path that reopens exactly this file (not whatever the name points to now).
+        var procPath: String { "/proc/self/fd/\(descriptor)" }
+    }
+
+    /// The version at `path` without following a link, or nil if nothing is there.
+    static func currentVersion(_ path: String) -> LocalVersion? {
+        var st = stat()
+        guard lstat(path, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG else { return nil }
+        return LocalVersion(st)
+    }
+
+    static func makeDirectories(_ path: String) throws {
+        do {
+            try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+        } catch {
+            throw LocalFileError("mkdir", path: path, errno: (error as NSError).code == NSFileWriteNoPermissionError ? EACCES : EIO)
+        }
+    }
+
+    /// Moves `source` to `destination` without ever overwriting: if the name is taken, ` (1)`, ` (2)`…
+    /// is added before the extension. Works across file systems (copy, fsync, then unlink).
+    @discardableResult
+    static func moveNoReplace(_ source: String, to destination: String) throws -> String {
+        let directory = (destination as NSString).deletingLastPathComponent
+        try makeDirectories(directory)
+        var candidate = destination
+        var counter = 0
+        while true {
+            if link(source, candidate) == 0 {
+                try syscall("unlink", path: source) { unlink(source) }
+                return candidate
+            }
+            let error = errno
+            if error == EINTR { continue }
+            if error == EEXIST {
+                counter += 1
+                candidate = numbered(destination, counter)
+                continue
+            }
+            if error == EXDEV || error == EPERM || error == ENOTSUP {
+                return try copyNoReplace(source, to: destination)
+            }
+            throw LocalFileError("link", path: candidate, errno: error)
+        }
+    }
+
+    static func numbered(_ path: String, _ counter: Int) -> String {
+        let ns = path as NSString
+        let ext = ns.pathExtension
+        let stem = ext.isEmpty ? path : ns.deletingPathExtension
+        return ext.isEmpty ? "\(stem) (\(counter))" : "\(stem) (\(counter)).\(ext)"
+    }
+
+    private static func copyNoReplace(_ source: String, to destination: String) throws -> String {
+        let input = try OpenFile(path: source)
+        var candidate = destination
+        var counter = 0
+        var output: Int32 = -1
+        while output < 0 {
+            output = open(candidate, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0o640)
+            if output < 0 {
+                if errno == EINTR { continue }
+                guard errno == EEXIST else { throw LocalFileError("create", path: candidate, errno: errno) }
+                counter += 1
+                candidate = numbered(destination, counter)
+            }
+        }
+        defer { close(output) }
+        var buffer = [UInt8](repeating: 0, count: 1 << 16)
+        while true {
+            let count = try buffer.withUnsafeMutableBytes { raw in
+                try syscall("read", path: source) { Int32(truncatingIfNeeded: read(input.descriptor, raw.baseAddress, raw.count)) }
+            }
+            if count == 0 { break }
+            var written = 0
+            while written < count {
+                written += Int(try buffer.withUnsafeBytes { raw in
+                    try syscall("write", path: candidate) { Int32(truncatingIfNeeded: write(output, raw.baseAddress! + written, Int(count) - written)) }
+                })
+            }
+        }
+        try syscall("fsync", path: candidate) { fsync(output) }
+        try syscall("unlink", path: source) { unlink(source) }
+        return candidate
+    }
+
+    /// Writes `text` to a new file next to `path` and renames it into place, fsynced.
+    static func writeAtomically(_ text: String, to path: String) throws {
+        let temporary = path + ".ferry-tmp"
+        let fd = try syscall("create", path: temporary) { open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0o640) }
+        defer { close(fd) }
+        let bytes = Array(text.utf8)
+        var written = 0
+        while written < bytes.count {
+            written += Int(try bytes.withUnsafeBytes { raw in
+                try syscall("write", path: temporary) { Int32(truncatingIfNeeded: write(fd, raw.baseAddress! + written, bytes.count - written)) }
+            })
+        }
+        try syscall("fsync", path: temporary) { fsync(fd) }
+        try syscall("rename", path: path) { rename(temporary, path) }
+    }
+}

@@ -1,0 +1,51 @@
+import FerryConfig
+import FerryStore
+import Foundation
+import Logging
+
+/// Writes `metrics_file` for node_exporter's textfile collector every 15 s, replacing it atomically
+/// (write to a temporary name, fsync, rename) so the collector never reads half a file.
+struct MetricsWriter: Sendable {
+    let path: String
+    let metrics: Metrics
+    let journal: Journal
+    let logger: Logger
+    var interval: Duration = .seconds(15)
+
+    func run() async {
+        while !Task.isCancelled {
+            writeOnce()
+            try? await Task.sleep(for: interval)
+        }
+        writeOnce()
+    }
+
+    func writeOnce() {
+        refreshQueueGauges(metrics: metrics, journal: journal)
+        do {
+            try LocalFiles.writeAtomically(metrics.render(), to: path)
+        } catch {
+            logger.warning("cannot write the metrics file", metadata: ["metrics.path": "\(path)", "error": "\(error)"])
+        }
+    }
+}
+
+/// Sets queue-depth and oldest-waiting gauges from the journal.
+func refreshQueueGauges(metrics: Metrics, journal: Journal, now: Date = Date()) {
+    guard let counts = try? journal.outboundCounts(), let oldest = try? journal.oldestWaiting() else { return }
+    metrics.clear("ferry_queue_files")
+    for (rule, states) in counts {
+        for state in OutboundState.allCases where ![.disposed, .dropped, .retried].contains(state) {
+            metrics.set("ferry_queue_files", ["rule": rule, "state": state.rawValue], to: Double(states[state] ?? 0),
+                        help: "Outbound files per journal state.")
+        }
+    }
+    metrics.clear("ferry_oldest_waiting_seconds")
+    for (rule, entry) in oldest {
+        metrics.set("ferry_oldest_waiting_seconds", ["rule": rule], to: now.timeIntervalSince(entry.since).rounded(),
+                    help: "Age of the oldest outbound file not yet sent.")
+    }
+    if let duplicates = try? journal.counter("possible_duplicates") {
+        metrics.set("ferry_possible_duplicates", to: Double(duplicates), help: "Files resubmitted after a crash during StartFileTransfer, since the journal was created.")
+    }
+}

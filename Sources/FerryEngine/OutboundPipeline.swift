@@ -1,0 +1,531 @@
+import FerryAWS
+import FerryConfig
+import FerryStore
+import FerryWatch
+import Foundation
+import Logging
+
+/// AWS access and limits shared by every rule that uses one connector.
+struct ConnectorContext: Sendable {
+    let connector: Connector
+    let s3: S3Client
+    let transfer: TransferClient
+    /// StartFileTransfer / StartDirectoryListing calls per second.
+    let limiter: RateLimiter
+    /// Transfers submitted and not finished.
+    let inFlight: AsyncSemaphore
+    /// Concurrent uploads to staging.
+    let uploadSlots: AsyncSemaphore
+}
+
+/// A batch ready for StartFileTransfer: new (no journal id yet) or recovered after a restart.
+struct PendingBatch: Sendable {
+    var rule: String
+    var connector: String
+    var remoteDirectory: String?
+    var files: [OutboundFile]
+    /// Set when the journal already has the batch as `submitting` (a possible duplicate on resubmission).
+    var existingBatchID: Int64?
+}
+
+/// The outbound pipeline of DESIGN.md: complete files → journal → S3 staging → batches →
+/// StartFileTransfer → tracking → after_send, every step committed to the journal before the next.
+public final class OutboundPipeline: Sendable {
+    let rules: [String: OutboundRule]
+    let connectors: [String: ConnectorContext]
+    let journal: Journal
+    let watcher: FolderWatcher
+    let metrics: Metrics
+    let logger: Logger
+    let retryBase: Duration
+
+    private let detectedQueue = AsyncQueue<CompletedFile>()
+    private let uploadQueue = AsyncQueue<OutboundFile>()
+    private let batchQueues: [String: AsyncQueue<PendingBatch>]
+    private let batcher: Batcher
+    private let tracker: Tracker
+
+    /// Creates the pipeline for `rules`, using one context per connector they name.
+    init(rules: [OutboundRule], connectors: [String: ConnectorContext], journal: Journal, watcher: FolderWatcher,
+         metrics: Metrics, logger: Logger, retryBase: Duration = .seconds(1)) {
+        self.rules = Dictionary(rules.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
+        self.connectors = connectors
+        self.journal = journal
+        self.watcher = watcher
+        self.metrics = metrics
+        self.logger = logger
+        self.retryBase = retryBase
+        var queues: [String: AsyncQueue<PendingBatch>] = [:]
+        for name in connectors.keys { queues[name] = AsyncQueue() }
+        batchQueues = queues
+        let byName = self.rules
+        batcher = Batcher(rules: byName, connectorOf: { rule in byName[rule]?.connector ?? "" }, queues: queues)
+        tracker = Tracker()
+    }
+
+    /// Runs until cancelled. On cancellation in-flight work stops where it is: the journal already holds
+    /// each file's last state and the next start resumes from there.
+    func run() async throws {
+        try await recover()
+        await withTaskCancellationHandler {
+            await withTaskGroup(of: Void.self) { group in
+                group.addTask { await self.journalDetected() }
+                group.addTask { await self.forwardWatcherEvents() }
+                for _ in 0..<max(8, connectors.count * 8) {
+                    group.addTask { await self.uploadWorker() }
+                }
+                for (name, queue) in batchQueues {
+                    group.addTask { await self.submitLoop(connectorName: name, queue: queue) }
+                }
+                group.addTask { await self.trackLoop() }
+                await group.waitForAll()
+            }
+        } onCancel: {
+            Task { await self.shutdownQueues() }
+        }
+    }
+
+    private func shutdownQueues() async {
+        await detectedQueue.close()
+        await uploadQueue.close()
+        for queue in batchQueues.values { await queue.close() }
+        await tracker.close()
+        await batcher.close()
+    }
+
+    // MARK: Recovery
+
+    private func recover() async throws {
+        let detected = try journal.outboundFiles(in: [.detected])
+        await uploadQueue.push(contentsOf: detected.filter { rules[$0.rule] != nil })
+        for file in try journal.outboundFiles(in: [.staged]) where rules[file.rule] != nil {
+            await scheduleStaged(file)
+        }
+        for batch in try journal.batches(in: .submitting) {
+            let files = try batch.fileIDs.compactMap { try journal.outboundFile($0) }
+            guard !files.isEmpty, let queue = batchQueues[batch.connector] else { continue }
+            try journal.increment("possible_duplicates", by: Int64(files.count))
+            metrics.increment("ferry_possible_duplicates_total", ["rule": batch.rule], by: Double(files.count),
+                              help: "Files resubmitted after a crash between StartFileTransfer and its answer; the partner may have them twice.")
+            logger.warning("resubmitting a batch interrupted during StartFileTransfer; the partner may receive these files twice",
+                           metadata: ["rule": "\(batch.rule)", "batch.id": "\(batch.id)",
+                                      "file.paths": "\(files.map(\.path).joined(separator: ", "))"])
+            await queue.push(PendingBatch(rule: batch.rule, connector: batch.connector, remoteDirectory: batch.remoteDirectory,
+                                          files: files, existingBatchID: batch.id))
+        }
+        for batch in try journal.batches(in: .submitted) {
+            guard let context = connectors[batch.connector], let transferID = batch.transferID else { continue }
+            await context.inFlight.take()
+            await tracker.add(TrackedBatch(id: batch.id, rule: batch.rule, connector: batch.connector, transferID: transferID,
+                                           fileIDs: batch.fileIDs, backoff: .seconds(1)), due: .now)
+        }
+        for file in try journal.outboundFiles(in: [.completed]) where rules[file.rule] != nil {
+            await dispose(file)
+        }
+        for file in try journal.outboundFiles(in: [.failed]) where rules[file.rule] != nil {
+            await retryOrQuarantine(file)
+        }
+    }
+
+    // MARK: Detection
+
+    private func forwardWatcherEvents() async {
+        for await file in watcher.completedFiles {
+            await detectedQueue.push(file)
+        }
+    }
+
+    /// Journals complete files in groups: one transaction for everything that arrived within 20 ms.
+    private func journalDetected() async {
+        while let first = await detectedQueue.next() {
+            try? await Task.sleep(for: .milliseconds(20))
+            var group = [first]
+            group += await detectedQueue.drain(max: 2000)
+            let records = group.compactMap { file -> NewOutboundFile? in
+                guard let rule = rules[file.ruleID] else { return nil }
+                return NewOutboundFile(rule: rule.name, path: file.path, relativePath: file.relativePath,
+                                       device: file.version.device, inode: file.version.inode, size: file.version.size,
+                                       mtimeNanoseconds: file.version.mtimeNanoseconds,
+                                       remoteDirectory: remoteDirectory(for: rule, relativePath: file.relativePath))
+            }
+            do {
+                let inserted = try journal.recordDetected(records)
+                for file in inserted {
+                    logger.debug("file complete", metadata: ["rule": "\(file.rule)", "file.path": "\(file.path)", "file.size": "\(file.size)"])
+                }
+                if inserted.count > 0 {
+                    metrics.increment("ferry_files_detected_total", by: Double(inserted.count), help: "Complete files journaled for sending.")
+                }
+                await uploadQueue.push(contentsOf: inserted)
+            } catch {
+                logger.error("cannot journal detected files; they will be found again by the next scan",
+                             metadata: ["error": "\(error)"])
+            }
+        }
+    }
+
+    /// A file in `<watch>/a/b/` goes to `<remote_directory_path>/a/b/`.
+    func remoteDirectory(for rule: OutboundRule, relativePath: String) -> String? {
+        let folder = (relativePath as NSString).deletingLastPathComponent
+        guard rule.recursive, !folder.isEmpty else { return rule.remoteDirectoryPath }
+        guard let base = rule.remoteDirectoryPath, !base.isEmpty else { return folder }
+        return base.hasSuffix("/") ? base + folder : base + "/" + folder
+    }
+
+    // MARK: Upload
+
+    private func uploadWorker() async {
+        while let file = await uploadQueue.next() {
+            guard let rule = rules[file.rule], let context = connectors[rule.connector], let staging = context.connector.staging else {
+                continue
+            }
+            await context.uploadSlots.wait()
+            let outcome = await upload(file, rule: rule, context: context, staging: staging)
+            await context.uploadSlots.signal()
+            switch outcome {
+            case .staged(let staged): await batcher.add(staged)
+            case .dropped: watcher.forget(path: file.path)
+            case .retry(let delay):
+                Task {
+                    try? await Task.sleep(for: delay)
+                    await self.uploadQueue.push(file)
+                }
+            }
+        }
+    }
+
+    enum UploadOutcome {
+        case staged(OutboundFile)
+        case dropped
+        case retry(Duration)
+    }
+
+    /// S3 key: `<prefix><rule>/<yyyy>/<mm>/<dd>/<file-id>/<original name>` — the partner receives the
+    /// original name and two files of the same name never collide.
+    func stagingKey(for file: OutboundFile, staging: S3Location) -> String {
+        var calendar = Calendar(identifier: .gregorian)
+        calendar.timeZone = TimeZone(identifier: "UTC")!
+        let parts = calendar.dateComponents([.year, .month, .day], from: file.createdAt)
+        let date = String(format: "%04d/%02d/%02d", parts.year ?? 0, parts.month ?? 0, parts.day ?? 0)
+        let name = (file.relativePath as NSString).lastPathComponent
+        return "\(staging.prefix)\(file.rule)/\(date)/\(file.id)/\(name)"
+    }
+
+    private func upload(_ file: OutboundFile, rule: OutboundRule, context: ConnectorContext, staging: S3Location) async -> UploadOutcome {
+        let expected = LocalVersion(device: file.device, inode: file.inode, size: file.size, mtimeNanoseconds: file.mtimeNanoseconds)
+        let metadata: Logger.Metadata = ["rule": "\(file.rule)", "file.path": "\(file.path)"]
+        let opened: LocalFiles.OpenFile
+        do {
+            opened = try LocalFiles.OpenFile(path: file.path)
+            let (version, isRegular) = try opened.version()
+            guard isRegular, version == expected else {
+                try journal.markDropped(file.id, reason: "changed before upload")
+                logger.info("file changed before upload; its new version will be sent once complete", metadata: metadata)
+                return .dropped
+            }
+        } catch let error as LocalFileError where error.errno == ENOENT || error.errno == ELOOP {
+            try? journal.markDropped(file.id, reason: error.message)
+            logger.info("file vanished or was replaced by a link before upload; not sent", metadata: metadata)
+            return .dropped
+        } catch {
+            logger.error("cannot read file; will retry in 60 s", metadata: metadata.merging(["error": "\(error)"]) { $1 })
+            return .retry(.seconds(60))
+        }
+        let key = stagingKey(for: file, staging: staging)
+        do {
+            let result = try await context.s3.putObject(bucket: staging.bucket, key: key, fileAt: file.path)
+            // A writer that kept writing during the upload means the object may be half-written.
+            let (after, _) = try opened.version()
+            guard after == expected, LocalFiles.currentVersion(file.path) == expected else {
+                try? await context.s3.deleteObject(bucket: staging.bucket, key: key)
+                try journal.markDropped(file.id, reason: "changed during upload")
+                logger.info("file changed during upload; the upload is discarded and the new version will be sent", metadata: metadata)
+                return .dropped
+            }
+            try journal.markStaged(file.id, bucket: staging.bucket, key: key, checksum: result.eTag)
+            metrics.increment("ferry_bytes_uploaded_total", ["rule": file.rule], by: Double(file.size), help: "Bytes uploaded to S3 staging.")
+            var staged = file
+            staged.state = .staged
+            staged.bucket = staging.bucket
+            staged.key = key
+            return .staged(staged)
+        } catch {
+            logger.warning("upload to staging failed; will retry", metadata: metadata.merging(["error": "\(error)"]) { $1 })
+            metrics.increment("ferry_upload_errors_total", ["rule": file.rule], help: "Uploads to S3 staging that failed after the client's retries.")
+            return .retry(.seconds(10))
+        }
+    }
+
+    private func scheduleStaged(_ file: OutboundFile) async {
+        if let next = file.nextAttemptAt, next > Date() {
+            let delay = next.timeIntervalSinceNow
+            Task {
+                try? await Task.sleep(for: .milliseconds(Int(delay * 1000)))
+                await self.batcher.add(file)
+            }
+        } else {
+            await batcher.add(file)
+        }
+    }
+
+    // MARK: Submit
+
+    private func submitLoop(connectorName: String, queue: AsyncQueue<PendingBatch>) async {
+        guard let context = connectors[connectorName] else { return }
+        await withTaskGroup(of: Void.self) { group in
+            while let batch = await queue.next() {
+                await context.inFlight.wait()
+                do {
+                    try await context.limiter.acquire()
+                } catch {
+                    await context.inFlight.signal()
+                    break
+                }
+                group.addTask { await self.submit(batch, context: context) }
+            }
+        }
+    }
+
+    private func submit(_ pending: PendingBatch, context: ConnectorContext) async {
+        let batchID: Int64
+        do {
+            if let existing = pending.existingBatchID {
+                batchID = existing
+            } else {
+                batchID = try journal.createBatch(rule: pending.rule, connector: pending.connector, connectorID: context.connector.connectorId,
+                                                  remoteDirectory: pending.remoteDirectory, fileIDs: pending.files.map(\.id))
+            }
+        } catch {
+            logger.error("cannot journal a batch; retrying in 10 s", metadata: ["rule": "\(pending.rule)", "error": "\(error)"])
+            await context.inFlight.signal()
+            Task {
+                try? await Task.sleep(for: .seconds(10))
+                for file in pending.files { await self.batcher.add(file) }
+            }
+            return
+        }
+        let paths = pending.files.map { "/\($0.bucket ?? "")/\($0.key ?? "")" }
+        let metadata: Logger.Metadata = ["rule": "\(pending.rule)", "batch.id": "\(batchID)", "batch.files": "\(paths.count)"]
+        do {
+            let transferID = try await context.transfer.startFileTransfer(connectorId: context.connector.connectorId,
+                                                                          sendFilePaths: paths,
+                                                                          remoteDirectoryPath: pending.remoteDirectory)
+            try journal.markSubmitted(batch: batchID, transferID: transferID)
+            logger.info("batch submitted", metadata: metadata.merging(["transfer.id": "\(transferID)"]) { $1 })
+            await tracker.add(TrackedBatch(id: batchID, rule: pending.rule, connector: pending.connector, transferID: transferID,
+                                           fileIDs: pending.files.map(\.id), backoff: .seconds(1)), due: .now + .seconds(1))
+        } catch let error as AWSError where error.httpStatus != nil {
+            // AWS answered with an error: the transfer was not started, so these files can go again safely.
+            logger.warning("StartFileTransfer refused; the batch will be retried", metadata: metadata.merging(["error": "\(error)"]) { $1 })
+            try? journal.abandonBatch(batchID, retryAfter: Date(timeIntervalSinceNow: 10), error: "\(error.code): \(error.message)")
+            await context.inFlight.signal()
+            requeueLater(pending.files, after: .seconds(10))
+        } catch {
+            // No answer at all: AWS may or may not have started it. Resubmit, and count it as a possible duplicate.
+            logger.warning("StartFileTransfer got no answer; resubmitting, the partner may receive these files twice",
+                           metadata: metadata.merging(["error": "\(error)", "file.paths": "\(pending.files.map(\.path).joined(separator: ", "))"]) { $1 })
+            try? journal.increment("possible_duplicates", by: Int64(pending.files.count))
+            metrics.increment("ferry_possible_duplicates_total", ["rule": pending.rule], by: Double(pending.files.count),
+                              help: "Files resubmitted after a crash between StartFileTransfer and its answer; the partner may have them twice.")
+            await context.inFlight.signal()
+            var retry = pending
+            retry.existingBatchID = batchID
+            Task {
+                try? await Task.sleep(for: .seconds(5))
+                await self.batchQueues[pending.connector]?.push(retry)
+            }
+        }
+    }
+
+    private func requeueLater(_ files: [OutboundFile], after delay: Duration) {
+        Task {
+            try? await Task.sleep(for: delay)
+            for file in files { await self.batcher.add(file) }
+        }
+    }
+
+    // MARK: Track
+
+    private func trackLoop() async {
+        while let due = await tracker.nextDue() {
+            await withTaskGroup(of: Void.self) { group in
+                for batch in due {
+                    group.addTask { await self.track(batch) }
+                }
+            }
+        }
+    }
+
+    private func track(_ batch: TrackedBatch) async {
+        guard let context = connectors[batch.connector] else { return }
+        let metadata: Logger.Metadata = ["rule": "\(batch.rule)", "transfer.id": "\(batch.transferID)"]
+        let results: [FileTransferResult]
+        do {
+            results = try await context.transfer.listFileTransferResults(connectorId: context.connector.connectorId, transferId: batch.transferID)
+        } catch {
+            logger.warning("cannot read transfer results; will ask again", metadata: metadata.merging(["error": "\(error)"]) { $1 })
+            await tracker.add(batch.backedOff(), due: .now + batch.backedOff().backoff)
+            return
+        }
+        var files: [Int64: OutboundFile] = [:]
+        for id in batch.fileIDs {
+            if let file = try? journal.outboundFile(id), file.state == .submitted { files[id] = file }
+        }
+        var byPath: [String: Int64] = [:]
+        for (id, file) in files { byPath["/\(file.bucket ?? "")/\(file.key ?? "")"] = id }
+        var outcomes: [Int64: FileOutcome] = [:]
+        for result in results {
+            guard let id = byPath[result.filePath] else { continue }
+            switch result.statusCode {
+            case .completed: outcomes[id] = .completed
+            case .failed: outcomes[id] = .failed(code: result.failureCode ?? "FAILED", message: result.failureMessage ?? "no message from AWS")
+            default: break
+            }
+        }
+        do {
+            try journal.recordOutcomes(batch: batch.id, outcomes)
+        } catch {
+            logger.error("cannot journal transfer results; will ask again", metadata: metadata.merging(["error": "\(error)"]) { $1 })
+            await tracker.add(batch.backedOff(), due: .now + batch.backedOff().backoff)
+            return
+        }
+        var completed = 0
+        var failed = 0
+        for (id, outcome) in outcomes {
+            guard var file = files[id] else { continue }
+            switch outcome {
+            case .completed:
+                completed += 1
+                file.state = .completed
+                metrics.increment("ferry_files_sent_total", ["rule": file.rule], help: "Files the partner received.")
+                metrics.increment("ferry_bytes_sent_total", ["rule": file.rule], by: Double(file.size), help: "Bytes the partner received.")
+                await dispose(file)
+            case .failed(let code, let message):
+                failed += 1
+                file.state = .failed
+                file.attempts += 1
+                file.lastError = "\(code): \(message)"
+                metrics.increment("ferry_files_failed_total", ["rule": file.rule, "code": code], help: "File transfers AWS reported FAILED.")
+                await retryOrQuarantine(file)
+            }
+        }
+        let remaining = batch.fileIDs.filter { files[$0] != nil && outcomes[$0] == nil }
+        if remaining.isEmpty {
+            await context.inFlight.signal()
+            logger.info("transfer finished", metadata: metadata.merging(["batch.completed": "\(completed)", "batch.failed": "\(failed)"]) { $1 })
+        } else {
+            var next = batch.backedOff()
+            next.fileIDs = remaining
+            await tracker.add(next, due: .now + batch.backoff)
+        }
+    }
+
+    // MARK: After the transfer
+
+    private func dispose(_ file: OutboundFile) async {
+        guard let rule = rules[file.rule] else { return }
+        let metadata: Logger.Metadata = ["rule": "\(file.rule)", "file.path": "\(file.path)"]
+        let expected = LocalVersion(device: file.device, inode: file.inode, size: file.size, mtimeNanoseconds: file.mtimeNanoseconds)
+        do {
+            // Only the version that was sent is archived or deleted; a newer one is sent on its own.
+            if LocalFiles.currentVersion(file.path) == expected {
+                switch rule.afterSend {
+                case .archive:
+                    let destination = archiveDestination(for: file, rule: rule)
+                    let placed = try LocalFiles.moveNoReplace(file.path, to: destination)
+                    logger.debug("archived", metadata: metadata.merging(["file.archived": "\(placed)"]) { $1 })
+                case .delete:
+                    try LocalFiles.syscall("unlink", path: file.path) { unlink(file.path) }
+                case .keep:
+                    break
+                }
+            }
+            if let marker = rule.readyMarker {
+                let markerPath = file.path + marker
+                if unlink(markerPath) != 0, errno != ENOENT {
+                    logger.warning("cannot remove the ready marker", metadata: metadata.merging(["file.marker": "\(markerPath)"]) { $1 })
+                }
+            }
+        } catch {
+            logger.error("after_send failed; the file stays where it is and will be tidied on the next start",
+                         metadata: metadata.merging(["error": "\(error)"]) { $1 })
+            return
+        }
+        await deleteStagedCopy(file, rule: rule)
+        do {
+            try journal.markDisposed([file.id])
+        } catch {
+            logger.error("cannot journal after_send", metadata: metadata.merging(["error": "\(error)"]) { $1 })
+        }
+        if rule.afterSend != .keep { watcher.forget(path: file.path) }
+    }
+
+    func archiveDestination(for file: OutboundFile, rule: OutboundRule) -> String {
+        var calendar = Calendar(identifier: .gregorian)
+        calendar.timeZone = .current
+        let parts = calendar.dateComponents([.year, .month, .day], from: Date())
+        let day = String(format: "%04d-%02d-%02d", parts.year ?? 0, parts.month ?? 0, parts.day ?? 0)
+        let base = rule.archiveDir ?? (rule.watch as NSString).appendingPathComponent(".ferry/sent")
+        return ((base as NSString).appendingPathComponent(day) as NSString).appendingPathComponent(file.relativePath)
+    }
+
+    private func deleteStagedCopy(_ file: OutboundFile, rule: OutboundRule) async {
+        guard let context = connectors[rule.connector], !context.connector.keepStaged, let bucket = file.bucket, let key = file.key else { return }
+        do {
+            try await context.s3.deleteObject(bucket: bucket, key: key)
+        } catch {
+            logger.warning("cannot delete the staged copy; an S3 lifecycle rule on the staging prefix would remove it",
+                           metadata: ["rule": "\(file.rule)", "s3.key": "\(key)", "error": "\(error)"])
+        }
+    }
+
+    private func retryOrQuarantine(_ file: OutboundFile) async {
+        guard let rule = rules[file.rule] else { return }
+        let metadata: Logger.Metadata = ["rule": "\(file.rule)", "file.path": "\(file.path)", "file.attempts": "\(file.attempts)",
+                                         "error": "\(file.lastError ?? "")"]
+        if file.attempts <= rule.retries {
+            let delay = min(retryBase * (1 << min(file.attempts - 1, 16)), .seconds(300))
+            logger.warning("transfer failed; retrying", metadata: metadata)
+            do {
+                try journal.requeue([file.id], after: Date(timeIntervalSinceNow: Double(delay.components.seconds)), error: nil)
+            } catch {
+                logger.error("cannot journal the retry", metadata: metadata.merging(["error.journal": "\(error)"]) { $1 })
+                return
+            }
+            var staged = file
+            staged.state = .staged
+            requeueLater([staged], after: delay)
+            return
+        }
+        let destination = ((rule.watch as NSString).appendingPathComponent(".ferry/failed") as NSString).appendingPathComponent(file.relativePath)
+        let expected = LocalVersion(device: file.device, inode: file.inode, size: file.size, mtimeNanoseconds: file.mtimeNanoseconds)
+        var placed = destination
+        do {
+            if LocalFiles.currentVersion(file.path) == expected {
+                placed = try LocalFiles.moveNoReplace(file.path, to: destination)
+            }
+            let reason = """
+                file: \(file.path)
+                rule: \(file.rule)
+                attempts: \(file.attempts)
+                failure: \(file.lastError ?? "unknown")
+                quarantined: \(ISO8601DateFormatter().string(from: Date()))
+                retry with: ferry retry --rule \(file.rule) \(placed)
+
+                """
+            try LocalFiles.writeAtomically(reason, to: placed + ".reason")
+            try journal.markQuarantined(file.id, reason: file.lastError ?? "unknown", quarantinePath: placed)
+        } catch {
+            logger.error("cannot quarantine the file; it stays in place", metadata: metadata.merging(["error.local": "\(error)"]) { $1 })
+            return
+        }
+        metrics.increment("ferry_files_quarantined_total", ["rule": file.rule], help: "Files moved to .ferry/failed/ after their last retry.")
+        logger.error("file quarantined after its last retry", metadata: metadata.merging(["file.quarantined": "\(placed)"]) { $1 })
+        await deleteStagedCopy(file, rule: rule)
+        watcher.forget(path: file.path)
+    }
+}
+
+#if canImport(Glibc)
+import Glibc
+#endif

@@ -1,0 +1,90 @@
+import ArgumentParser
+import FerryConfig
+import FerryEngine
+import Foundation
+import Logging
+import ServiceLifecycle
+
+/// `ferry run`: the daemon, in the foreground (systemd runs it this way).
+struct RunCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "run",
+        abstract: "Run the daemon in the foreground: watch, send, retrieve.",
+        discussion: "SIGTERM or SIGINT stops it cleanly within 30 s; a second signal exits at once. Everything in flight is journaled and resumes on the next start."
+    )
+
+    @OptionGroup var options: CommonOptions
+
+    func run() async throws {
+        let logger = options.makeLogger(label: "ferry")
+        let rules = try options.loadRules()
+        let daemon = try Daemon(rules: rules, logger: logger)
+        let group = ServiceGroup(configuration: .init(
+            services: [.init(service: daemon)],
+            gracefulShutdownSignals: [.sigterm, .sigint],
+            logger: logger))
+        let second = SecondSignal()
+        second.install()
+        try await group.run()
+    }
+}
+
+/// Options every subcommand shares.
+struct CommonOptions: ParsableArguments {
+    @Option(name: .long, help: "The rules file (default: $FERRY_CONFIG, then /etc/ferry/rules.yaml).")
+    var config: String?
+
+    @Option(name: .long, help: "Log format: text or json.")
+    var logFormat: String = "text"
+
+    @Option(name: .long, help: "Log level: trace, debug, info, notice, warning, error, critical.")
+    var logLevel: String = "info"
+
+    var configPath: String {
+        config ?? ProcessInfo.processInfo.environment["FERRY_CONFIG"] ?? "/etc/ferry/rules.yaml"
+    }
+
+    func validate() throws {
+        guard ["text", "json"].contains(logFormat) else { throw ValidationError("--log-format must be text or json") }
+        guard Logger.Level(rawValue: logLevel) != nil else { throw ValidationError("--log-level must be one of trace, debug, info, notice, warning, error, critical") }
+    }
+
+    func makeLogger(label: String) -> Logger {
+        let format: FerryLogHandler.Format = logFormat == "json" ? .json : .text
+        let level = Logger.Level(rawValue: logLevel) ?? .info
+        LoggingSystem.bootstrap(FerryLogHandler.factory(format: format, logLevel: level))
+        return Logger(label: label)
+    }
+
+    /// Loads and validates the rules; on error prints every diagnostic and exits 78 (EX_CONFIG).
+    func loadRules() throws -> Rules {
+        let result = RulesLoader.load(path: configPath)
+        for diagnostic in result.diagnostics {
+            FileHandle.standardError.write(Data("\(diagnostic)\n".utf8))
+        }
+        guard let rules = result.rules else { throw ExitCode(78) }
+        return rules
+    }
+}
+
+/// A second SIGTERM/SIGINT while draining exits at once; the journal keeps everything resumable.
+final class SecondSignal: @unchecked Sendable {
+    private var sources: [DispatchSourceSignal] = []
+    private var count = 0
+    private let queue = DispatchQueue(label: "ferry.signals")
+
+    func install() {
+        for signalNumber in [SIGTERM, SIGINT] {
+            let source = DispatchSource.makeSignalSource(signal: signalNumber, queue: queue)
+            source.setEventHandler { [self] in
+                count += 1
+                if count >= 2 {
+                    FileHandle.standardError.write(Data("second signal: exiting now; the journal keeps everything resumable\n".utf8))
+                    _exit(130)
+                }
+            }
+            source.resume()
+            sources.append(source)
+        }
+    }
+}

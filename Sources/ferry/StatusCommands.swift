@@ -1,0 +1,78 @@
+import ArgumentParser
+import FerryAWS
+import FerryConfig
+import FerryEngine
+import Foundation
+import Logging
+
+/// `ferry status`: what is waiting, in flight, done, failed — from the journal, while the daemon runs.
+struct StatusCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "status",
+        abstract: "Show queues, recent transfers and health.",
+        discussion: "Exit status: 0 healthy, 1 degraded (quarantined files or a failing poll), 2 the daemon is not running."
+    )
+
+    @OptionGroup var options: CommonOptions
+    @Flag(name: .long, help: "Print JSON for scripts.") var json = false
+
+    func run() throws {
+        let rules = try options.loadRules()
+        let report = try StatusReport.compute(rules: rules)
+        print(json ? try report.json() : report.text())
+        if report.health.exitCode != 0 { throw ExitCode(report.health.exitCode) }
+    }
+}
+
+/// `ferry retry`: quarantined files back into the queue.
+struct RetryCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "retry",
+        abstract: "Move quarantined files back into the queue.",
+        discussion: "Without arguments, every quarantined file (of --rule, if given) is put back where it was found; the running daemon sends it again."
+    )
+
+    @OptionGroup var options: CommonOptions
+    @Option(name: .long, help: "Only this outbound rule.") var rule: String?
+    @Argument(help: "Only these files (their original or quarantined paths).") var paths: [String] = []
+
+    func run() throws {
+        let logger = options.makeLogger(label: "ferry.retry")
+        let rules = try options.loadRules()
+        if let rule, !rules.outbound.contains(where: { $0.name == rule }) {
+            throw ValidationError("no outbound rule named '\(rule)' in \(options.configPath)")
+        }
+        let restored = try QuarantineRetry.run(rules: rules, rule: rule, paths: paths, logger: logger)
+        for item in restored { print("\(item.from) -> \(item.to)") }
+        print("\(restored.count) file\(restored.count == 1 ? "" : "s") put back in the queue")
+    }
+}
+
+/// `ferry test-connection CONNECTOR`: asks AWS to test the connector's link to the partner.
+struct TestConnectionCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "test-connection",
+        abstract: "Call TestConnection for a connector and print the result."
+    )
+
+    @OptionGroup var options: CommonOptions
+    @Argument(help: "The connector's name in the rules file.") var connector: String
+
+    func run() async throws {
+        let logger = options.makeLogger(label: "ferry.test-connection")
+        let rules = try options.loadRules()
+        guard let target = rules.connector(named: connector) else {
+            throw ValidationError("no connector named '\(connector)' in \(options.configPath); defined: \(rules.connectors.map(\.name).joined(separator: ", "))")
+        }
+        let client = try AWSClient(configuration: Daemon.configuration(target.aws), logger: logger)
+        defer { client.shutdown() }
+        do {
+            let result = try await TransferClient(client: client).testConnection(connectorId: target.connectorId)
+            print("\(connector) (\(target.connectorId)): \(result.status)\(result.statusMessage.map { " — \($0)" } ?? "")")
+            if result.status != "OK" { throw ExitCode(1) }
+        } catch let error as AWSError {
+            print("\(connector) (\(target.connectorId)): \(error)")
+            throw ExitCode(1)
+        }
+    }
+}

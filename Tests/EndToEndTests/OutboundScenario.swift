@@ -1,0 +1,104 @@
+import Foundation
+import FerryTestSupport
+
+/// One emulator + one ferry daemon + one outbox folder, as a user would set them up.
+final class OutboundScenario: @unchecked Sendable {
+    let emulator: Emulator
+    let root: TempDirectory
+    let outbox: String
+    let stateDir: String
+    let configPath: String
+    let remoteDirectory = "/inbound"
+    var daemon: FerryDaemon?
+    var starts = 0
+
+    /// `ruleExtras` are YAML lines added to the rule (indented by the caller's convention: 4 spaces).
+    init(faultRate: Double = 0, faultKinds: [String] = [], latencyMs: Int = 0, afterSend: String = "archive",
+         retries: Int = 5, ruleExtras: [String] = [], batchMaxWait: String = "2s") throws {
+        emulator = try Emulator.start(faultRate: faultRate, faultKinds: faultKinds, latencyMs: latencyMs)
+        root = try TempDirectory(prefix: "ferry-e2e")
+        outbox = root.path + "/outbox"
+        stateDir = root.path + "/state"
+        configPath = root.path + "/rules.yaml"
+        try FileManager.default.createDirectory(atPath: outbox, withIntermediateDirectories: true)
+        try FileManager.default.createDirectory(atPath: emulator.partnerRoot + remoteDirectory, withIntermediateDirectories: true)
+        let rules = """
+            version: 1
+            state_dir: \(stateDir)
+            aws:
+              region: \(emulator.region)
+              endpoint_url: \(emulator.endpoint)
+            connectors:
+              partner:
+                type: sftp
+                connector_id: \(emulator.sftpConnectorId)
+                staging: s3://\(emulator.stagingBucket)/outbound/
+                requests_per_second: 50
+            outbound:
+              - name: invoices
+                watch: \(outbox)
+                connector: partner
+                remote_directory_path: \(remoteDirectory)
+                settle: 300ms
+                batch: { max_files: 10, max_wait: \(batchMaxWait) }
+                after_send: \(afterSend)
+                retries: \(retries)
+            \(ruleExtras.map { "    " + $0 }.joined(separator: "\n"))
+
+            """
+        try rules.write(toFile: configPath, atomically: true, encoding: .utf8)
+    }
+
+    func start() throws {
+        starts += 1
+        daemon = try FerryDaemon(config: configPath, environment: emulator.environment, logPath: root.path + "/ferry.log",
+                                 extraArguments: ["--log-level", "debug"])
+    }
+
+    /// Writes `count` files named `prefix-N.edi` with distinct contents; returns name → contents.
+    @discardableResult
+    func drop(_ count: Int, prefix: String = "file", size: Int = 64) throws -> [String: Data] {
+        var written: [String: Data] = [:]
+        for index in 0..<count {
+            let name = "\(prefix)-\(index).edi"
+            var data = Data("\(name)\n".utf8)
+            while data.count < size { data.append(contentsOf: Array("line \(data.count) of \(name)\n".utf8)) }
+            try data.write(to: URL(fileURLWithPath: outbox + "/" + name))
+            written[name] = data
+        }
+        return written
+    }
+
+    /// Names and bytes of the files on the partner's server in the remote directory.
+    func partnerFiles() -> [String: Data] {
+        let folder = emulator.partnerRoot + remoteDirectory
+        var result: [String: Data] = [:]
+        for name in (try? FileManager.default.contentsOfDirectory(atPath: folder)) ?? [] {
+            if let data = FileManager.default.contents(atPath: folder + "/" + name) { result[name] = data }
+        }
+        return result
+    }
+
+    /// Every path sent with StartFileTransfer, in order, as the emulator logged them (successful calls only).
+    func sentPaths() throws -> [String] {
+        try emulator.requestLog().filter { $0.operation == "StartFileTransfer" && $0.status == 200 }.flatMap { $0.paths ?? [] }
+    }
+
+    func startFileTransferCalls() throws -> Int {
+        try emulator.requestLog().filter { $0.operation == "StartFileTransfer" && $0.status == 200 }.count
+    }
+
+    /// How many times each original file name was sent (by the last path component of its staging key).
+    func sendCounts() throws -> [String: Int] {
+        var counts: [String: Int] = [:]
+        for path in try sentPaths() {
+            counts[String(path.split(separator: "/").last ?? ""), default: 0] += 1
+        }
+        return counts
+    }
+
+    deinit {
+        if let daemon { daemon.stop(timeout: 5) }
+        emulator.stop()
+    }
+}
