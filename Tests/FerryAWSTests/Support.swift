@@ -1,54 +1,31 @@
 import Foundation
 import Logging
 import Testing
+import FerryTestSupport
 @testable import FerryAWS
 
-/// Starts `Tests/Emulator/run` (the shared emulator) and stops it by PID.
+/// The shared emulator (FerryTestSupport's `Emulator`), with what these tests need on top.
 final class EmulatorProcess: @unchecked Sendable {
-    let child: ChildProcess
-    let info: [String: Any]
-    var endpoint: String { info["endpoint"] as! String }
-    var region: String { info["region"] as! String }
-    var accessKeyId: String { info["access_key_id"] as! String }
-    var secretAccessKey: String { info["secret_access_key"] as! String }
-    var stagingBucket: String { (info["buckets"] as! [String: String])["staging"]! }
-    var inboundBucket: String { (info["buckets"] as! [String: String])["inbound"]! }
-    var sftpConnectorId: String { (info["connectors"] as! [String: String])["sftp"]! }
-    var partnerRoot: String { info["partner_root"] as! String }
-    var requestLogPath: String { info["request_log"] as! String }
-    var controlURL: String { info["control"] as! String }
+    let emulator: Emulator
+    var endpoint: String { emulator.endpoint }
+    var region: String { emulator.region }
+    var accessKeyId: String { emulator.accessKeyId }
+    var secretAccessKey: String { emulator.secretAccessKey }
+    var stagingBucket: String { emulator.stagingBucket }
+    var inboundBucket: String { emulator.inboundBucket }
+    var sftpConnectorId: String { emulator.sftpConnectorId }
+    var partnerRoot: String { emulator.partnerRoot }
 
-    init(arguments: [String] = []) throws {
-        let runner = projectRoot + "/Tests/Emulator/run"
-        guard FileManager.default.isExecutableFile(atPath: runner) else {
-            throw TestFailure("the emulator is missing at \(runner)")
-        }
-        child = try ChildProcess(runner, arguments)
-        guard let json = try? JSONSerialization.jsonObject(with: Data(child.firstLine.utf8)) as? [String: Any] else {
-            child.stop()
-            throw TestFailure("the emulator did not start (needs python3 with moto and openssh-server: run `make deps`)")
-        }
-        info = json
+    init(faultRate: Double = 0, faultKinds: [String] = [], seed: Int? = nil) throws {
+        emulator = try Emulator.start(faultRate: faultRate, faultKinds: faultKinds, seed: seed)
     }
 
-    func setFaults(rate: Double, kinds: [String]) throws {
-        let body = String(decoding: try JSONSerialization.data(withJSONObject: ["rate": rate, "kinds": kinds]), as: UTF8.self)
-        let curl = Process()
-        curl.executableURL = URL(fileURLWithPath: "/usr/bin/curl")
-        curl.arguments = ["-sf", "-X", "POST", "-H", "Content-Type: application/json", "-d", body, controlURL + "/faults"]
-        curl.standardOutput = FileHandle.nullDevice
-        try curl.run()
-        curl.waitUntilExit()
-        guard curl.terminationStatus == 0 else { throw TestFailure("setting emulator faults failed") }
+    /// (operation, status, fault) of every request the emulator saw.
+    func requestLog() throws -> [(operation: String?, status: Int?, fault: String?)] {
+        try emulator.requestLog().map { ($0.operation, $0.status, $0.fault) }
     }
 
-    func requestLog() throws -> [[String: Any]] {
-        try String(contentsOfFile: requestLogPath, encoding: .utf8).split(separator: "\n").compactMap {
-            try JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any]
-        }
-    }
-
-    func stop() { child.stop() }
+    func stop() { emulator.stop() }
 
     func clientConfiguration() -> AWSClientConfiguration {
         var c = AWSClientConfiguration(region: region, endpointURL: endpoint,
