@@ -20,15 +20,20 @@ guard let root = positional.first, let bucket = options["bucket"] else {
 let prefix = options["prefix"] ?? ""
 let concurrency = Int(options["concurrency"] ?? "") ?? 16
 
-var files: [String] = []
-if let walker = FileManager.default.enumerator(atPath: root) {
-    for case let relative as String in walker {
+/// Kept out of the async top level: the 6.3 optimizer crashes on an NSEnumerator loop there.
+func regularFiles(under root: String) -> [String] {
+    var files: [String] = []
+    let walker = FileManager.default.enumerator(atPath: root)
+    while let relative = walker?.nextObject() as? String {
         var isDirectory: ObjCBool = false
         if FileManager.default.fileExists(atPath: root + "/" + relative, isDirectory: &isDirectory), !isDirectory.boolValue {
             files.append(relative)
         }
     }
+    return files
 }
+
+let files = regularFiles(under: root)
 
 var configuration = AWSClientConfiguration(region: options["region"] ?? "us-east-1", endpointURL: options["endpoint"])
 configuration.maxConcurrentRequests = max(concurrency, 8)
