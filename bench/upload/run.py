@@ -34,12 +34,9 @@ def run_measured(argv, env):
 
 
 def count_objects(endpoint, bucket, prefix, env):
-    out = subprocess.run(["aws", "s3api", "list-objects-v2", "--endpoint-url", endpoint, "--bucket", bucket, "--prefix", prefix,
-                          "--query", "KeyCount", "--output", "text"], env=env, capture_output=True, text=True)
-    try:
-        return int(out.stdout.strip())
-    except ValueError:
-        return -1
+    out = subprocess.run(["aws", "s3", "ls", "--recursive", "--endpoint-url", endpoint, f"s3://{bucket}/{prefix}"],
+                         env=env, capture_output=True, text=True)
+    return len([line for line in out.stdout.splitlines() if line.strip()]) if out.returncode == 0 else -1
 
 
 def main():
