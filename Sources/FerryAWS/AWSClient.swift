@@ -239,6 +239,9 @@ public final class AWSClient: Sendable {
     /// Stops the connection pool's thread. Calls made afterwards fail.
     public func shutdown() { http.shutdown() }
 
+    // The pool's thread must be stopped before the pool is freed, even if shutdown() was forgotten.
+    deinit { http.shutdown() }
+
     /// How the retry quota has been used so far.
     public var retryStatistics: AWSRetryStatistics {
         AWSRetryStatistics(retriesGranted: quota.retriesGranted, retriesRefusedByQuota: quota.retriesRefused, tokensAvailable: quota.tokens)

@@ -179,6 +179,7 @@ final class HTTPClient: @unchecked Sendable {
     private let settings: HTTPClientSettings
     private let lock = NSLock()
     private var pending: [CurlTransfer] = []
+    private var cancelled: [CurlTransfer] = []
     private var active: [UnsafeMutableRawPointer: CurlTransfer] = [:]
     private var stopping = false
     private var thread: Thread?
@@ -212,15 +213,24 @@ final class HTTPClient: @unchecked Sendable {
     func execute(_ request: HTTPRequest) async throws -> HTTPResponse {
         let t = try CurlTransfer(request: request)
         try configure(t)
-        return try await withCheckedThrowingContinuation { continuation in
-            t.continuation = continuation
-            lock.lock()
-            if stopping {
+        // A cancelled task (SIGTERM, a shutting-down pipeline) must not wait for a 5 GiB upload to end.
+        return try await withTaskCancellationHandler {
+            try await withCheckedThrowingContinuation { continuation in
+                t.continuation = continuation
+                lock.lock()
+                if stopping {
+                    lock.unlock()
+                    continuation.resume(throwing: HTTPTransportError(curlCode: -1, message: "the AWS client was shut down", isTimeout: false))
+                    t.continuation = nil
+                    return
+                }
+                pending.append(t)
                 lock.unlock()
-                continuation.resume(throwing: HTTPTransportError(curlCode: -1, message: "the AWS client was shut down", isTimeout: false))
-                return
+                curl_multi_wakeup(multi)
             }
-            pending.append(t)
+        } onCancel: {
+            lock.lock()
+            cancelled.append(t)
             lock.unlock()
             curl_multi_wakeup(multi)
         }
@@ -294,6 +304,8 @@ final class HTTPClient: @unchecked Sendable {
         while true {
             lock.lock()
             let stop = stopping
+            let toCancel = cancelled
+            cancelled = []
             var toAdd: [CurlTransfer] = []
             if !stop {
                 while !pending.isEmpty && active.count + toAdd.count < settings.maxConcurrentRequests {
@@ -302,7 +314,18 @@ final class HTTPClient: @unchecked Sendable {
             }
             lock.unlock()
             if stop { break }
-            for t in toAdd {
+            for t in toCancel {
+                if active.removeValue(forKey: t.easy) != nil {
+                    curl_multi_remove_handle(multi, t.easy)
+                } else {
+                    lock.lock()
+                    pending.removeAll { $0 === t }
+                    lock.unlock()
+                }
+                t.continuation?.resume(throwing: CancellationError())
+                t.continuation = nil
+            }
+            for t in toAdd where t.continuation != nil {
                 active[t.easy] = t
                 curl_multi_add_handle(multi, t.easy)
             }

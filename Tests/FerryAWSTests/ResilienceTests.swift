@@ -102,4 +102,17 @@ import Testing
         let statuses = try emulator.requestLog().compactMap(\.status)
         #expect(statuses == [403, 404, 404])
     }
+
+    @Test func cancellingACallAbandonsItsRequest() async throws {
+        let emulator = try EmulatorProcess(latencyMs: 5_000)
+        defer { emulator.stop() }
+        let client = try AWSClient(configuration: emulator.clientConfiguration(), logger: Logger(label: "test"))
+        defer { client.shutdown() }
+        let s3 = S3Client(client: client)
+        let call = Task { try await s3.headObject(bucket: emulator.stagingBucket, key: "slow") }
+        try await Task.sleep(for: .milliseconds(300))
+        call.cancel()
+        // Without cancellation the HEAD would answer (nil, after the 5 s latency) instead of throwing.
+        await #expect(throws: CancellationError.self) { _ = try await call.value }
+    }
 }

@@ -16,8 +16,8 @@ final class EmulatorProcess: @unchecked Sendable {
     var sftpConnectorId: String { emulator.sftpConnectorId }
     var partnerRoot: String { emulator.partnerRoot }
 
-    init(faultRate: Double = 0, faultKinds: [String] = [], seed: Int? = nil) throws {
-        emulator = try Emulator.start(faultRate: faultRate, faultKinds: faultKinds, seed: seed)
+    init(faultRate: Double = 0, faultKinds: [String] = [], seed: Int? = nil, latencyMs: Int = 0) throws {
+        emulator = try Emulator.start(faultRate: faultRate, faultKinds: faultKinds, latencyMs: latencyMs, seed: seed)
     }
 
     /// (operation, status, fault) of every request the emulator saw.
