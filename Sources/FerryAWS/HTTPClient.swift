@@ -161,13 +161,18 @@ private let writeCallback: ferry_curl_data_callback = { buffer, size, count, use
 private let headerCallback: ferry_curl_data_callback = { buffer, size, count, userdata in
     let t = transfer(from: userdata)
     let total = size * count
-    let line = String(decoding: UnsafeRawBufferPointer(start: buffer, count: total), as: UTF8.self)
-    if line.hasPrefix("HTTP/") {
+    // Byte-level parsing: Foundation's trimming bridges through NSString and showed up in profiles.
+    let bytes = UnsafeRawBufferPointer(start: buffer, count: total)
+    func isSpace(_ b: UInt8) -> Bool { b == 0x20 || b == 0x09 || b == 0x0D || b == 0x0A }
+    if total >= 5 && bytes[0] == UInt8(ascii: "H") && bytes[1] == UInt8(ascii: "T") && bytes[2] == UInt8(ascii: "T") && bytes[3] == UInt8(ascii: "P") && bytes[4] == UInt8(ascii: "/") {
         t.responseHeaders = []  // a new status line (after 100 Continue) starts a new header block
-    } else if let colon = line.firstIndex(of: ":") {
-        let name = line[..<colon].lowercased()
-        let value = line[line.index(after: colon)...].trimmingCharacters(in: .whitespacesAndNewlines)
-        t.responseHeaders.append((name, value))
+    } else if let colon = bytes.firstIndex(of: UInt8(ascii: ":")) {
+        var start = colon + 1
+        var end = total
+        while start < end && isSpace(bytes[start]) { start += 1 }
+        while end > start && isSpace(bytes[end - 1]) { end -= 1 }
+        let name = String(decoding: bytes[0..<colon].map { $0 >= 0x41 && $0 <= 0x5A ? $0 | 0x20 : $0 }, as: UTF8.self)
+        t.responseHeaders.append((name, String(decoding: bytes[start..<end], as: UTF8.self)))
     }
     return total
 }
@@ -263,7 +268,7 @@ final class HTTPClient: @unchecked Sendable {
         }
         if let ca = settings.caBundle { _ = ferry_easy_setopt_string(h, CURLOPT_CAINFO, ca) }
         // libcurl ignores upper-case HTTP_PROXY on purpose; the AWS SDKs honour it, so set the proxy ourselves.
-        if let proxy = proxy(for: r.url), !proxy.isEmpty { _ = ferry_easy_setopt_string(h, CURLOPT_PROXY, proxy) }
+        _ = ferry_easy_setopt_string(h, CURLOPT_PROXY, proxy(for: r.url) ?? "")
         if let noProxy = settings.proxyEnvironment["no_proxy"] ?? settings.proxyEnvironment["NO_PROXY"] {
             _ = ferry_easy_setopt_string(h, CURLOPT_NOPROXY, noProxy)
         }
