@@ -164,6 +164,14 @@ enum LocalFiles {
         return candidate
     }
 
+    /// Makes a running watcher notice a file that arrived by hard link (which inotify reports only as
+    /// IN_CREATE, not as a completed write): opening it for writing and closing it, without writing,
+    /// raises IN_CLOSE_WRITE and changes neither its bytes nor its mtime.
+    static func announce(_ path: String) {
+        let fd = open(path, O_WRONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK)
+        if fd >= 0 { close(fd) }
+    }
+
     /// Writes `text` to a new file next to `path` and renames it into place, fsynced.
     static func writeAtomically(_ text: String, to path: String) throws {
         let temporary = path + ".ferry-tmp"

@@ -49,6 +49,13 @@ public final class FerryDaemon: @unchecked Sendable {
         return process.terminationStatus
     }
 
+    /// Waits for the process to exit on its own; returns its status, or nil on timeout.
+    public func waitForExit(timeout: Double) -> Int32? {
+        let deadline = Date().addingTimeInterval(timeout)
+        while process.isRunning, Date() < deadline { usleep(50_000) }
+        return process.isRunning ? nil : process.terminationStatus
+    }
+
     /// SIGKILL, as a crash would.
     public func crash() {
         signal(SIGKILL)
@@ -71,4 +78,33 @@ public func eventually(timeout: Double, interval: Double = 0.1, _ condition: () 
         usleep(UInt32(interval * 1_000_000))
     }
     return try condition()
+}
+
+/// `eventually` for async tests: sleeps with `Task.sleep`, so waiting never holds one of the few
+/// cooperative threads that every other test in the run shares.
+public func eventually(timeout: Double, interval: Double = 0.1, _ condition: () throws -> Bool) async rethrows -> Bool {
+    let deadline = Date().addingTimeInterval(timeout)
+    while Date() < deadline {
+        if try condition() { return true }
+        try? await Task.sleep(for: .milliseconds(Int(interval * 1000)))
+    }
+    return try condition()
+}
+
+extension FerryDaemon {
+    /// Async `stop`: SIGTERM, then wait without blocking a cooperative thread.
+    @discardableResult
+    public func stop(timeout: Double = 35) async -> Int32? {
+        signal(SIGTERM)
+        if let status = await waitForExit(timeout: timeout) { return status }
+        crash()
+        return nil
+    }
+
+    /// Async `waitForExit`.
+    public func waitForExit(timeout: Double) async -> Int32? {
+        let deadline = Date().addingTimeInterval(timeout)
+        while process.isRunning, Date() < deadline { try? await Task.sleep(for: .milliseconds(50)) }
+        return process.isRunning ? nil : process.terminationStatus
+    }
 }
