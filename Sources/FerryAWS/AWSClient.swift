@@ -41,6 +41,7 @@ public struct AWSClientConfiguration: Sendable {
 
 /// What went wrong with an AWS call, with what a user can do about it. Never holds secrets.
 public struct AWSError: Error, CustomStringConvertible, Sendable {
+    /// Where the failure happened, which decides what the user should look at.
     public enum Kind: String, Sendable {
         /// The service answered with an error.
         case service
