@@ -51,9 +51,10 @@ enum FileIO {
 
     /// SHA-256 (hex, for the signature) and MD5 (base64, Content-MD5) of a byte range, in one read.
     static func hashes(fd: Int32, offset: Int64, length: Int64, path: String) throws -> (sha256: String, md5: String) {
-        var sha = Digest(.sha256)
-        var md5 = Digest(.md5)
-        let chunk = 1 << 20
+        let sha = Digest(.sha256)
+        let md5 = Digest(.md5)
+        // Small files get a small buffer: a 1 MiB allocation per 4 KiB file is an mmap/munmap pair.
+        let chunk = Int(max(1, min(Int64(1 << 20), length)))
         let buffer = UnsafeMutableRawPointer.allocate(byteCount: chunk, alignment: 16)
         defer { buffer.deallocate() }
         var done: Int64 = 0
