@@ -90,6 +90,16 @@ public struct S3Client: Sendable {
                           ifMatch: String? = nil, contentType: String = "application/octet-stream") async throws -> PutObjectResult {
         let (fd, size) = try FileIO.openForReading(path)
         defer { close(fd) }
+        return try await putObject(bucket: bucket, key: key, fileDescriptor: fd, size: size, describedAs: path,
+                                   ifNoneMatch: ifNoneMatch, ifMatch: ifMatch, contentType: contentType)
+    }
+
+    /// Uploads `size` bytes from an open file the caller owns (and keeps open), as `putObject(fileAt:)`
+    /// does: for callers that opened and checked the file themselves, so the bytes sent are those of
+    /// exactly that file even if its name is replaced meanwhile. `describedAs` names it in errors.
+    public func putObject(bucket: String, key: String, fileDescriptor fd: Int32, size: Int64, describedAs path: String,
+                          ifNoneMatch: Bool = false, ifMatch: String? = nil,
+                          contentType: String = "application/octet-stream") async throws -> PutObjectResult {
         var conditions: [(name: String, value: String)] = []
         if ifNoneMatch { conditions.append(("If-None-Match", "*")) }
         if let ifMatch { conditions.append(("If-Match", ifMatch)) }

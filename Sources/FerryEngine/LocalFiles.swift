@@ -77,9 +77,6 @@ enum LocalFiles {
             try LocalFiles.syscall("fstat", path: path) { fstat(descriptor, &st) }
             return (LocalVersion(st), (st.st_mode & S_IFMT) == S_IFREG)
         }
-
-        /// A path that reopens exactly this file (not whatever the name points to now).
-        var procPath: String { "/proc/self/fd/\(descriptor)" }
     }
 
     /// The version at `path` without following a link, or nil if nothing is there.
