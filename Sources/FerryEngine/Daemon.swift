@@ -159,7 +159,7 @@ public final class Daemon: Service, Sendable {
                 group.addTask { try await self.watcher.run() }
                 group.addTask { try await self.outbound.run() }
                 if let path = self.rules.metricsFile {
-                    group.addTask { await MetricsWriter(path: path, metrics: self.metrics, journal: self.journal, logger: self.logger).run() }
+                    group.addTask { await MetricsWriter(path: path, metrics: self.metrics, journal: self.journal, watcher: self.watcher, logger: self.logger).run() }
                 }
                 group.addTask { try await self.notifySystemd() }
                 try await group.next()

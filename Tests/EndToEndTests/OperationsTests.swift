@@ -60,6 +60,8 @@ import FerryTestSupport
         #expect(text.contains("ferry_aws_requests_total{operation=\"StartFileTransfer\"}"))
         #expect(text.contains("ferry_queue_files{rule=\"invoices\",state=\"detected\"} 0"))
         #expect(text.contains("# TYPE ferry_bytes_sent_total counter"))
+        #expect(text.contains("ferry_inotify_overflows_total 0"))
+        #expect(text.contains("ferry_watch_scans_total "))
         #expect(!FileManager.default.fileExists(atPath: metricsFile + ".ferry-tmp"), "replaced atomically")
     }
 }
