@@ -197,6 +197,29 @@ public struct S3Client: Sendable {
     }
 
     /// Deletes an object (succeeds when it is already gone).
+    /// Deletes up to 1,000 keys with one DeleteObjects request (quiet mode). Returns the keys S3 could
+    /// not delete, with the error it gave for each; an empty dictionary means all are gone.
+    public func deleteObjects(bucket: String, keys: [String]) async throws -> [String: AWSError] {
+        guard !keys.isEmpty else { return [:] }
+        precondition(keys.count <= 1000, "DeleteObjects takes at most 1,000 keys")
+        let xml = "<Delete xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><Quiet>true</Quiet>"
+            + keys.map { "<Object><Key>\(XMLElement.escape($0))</Key></Object>" }.joined() + "</Delete>"
+        let body = Array(xml.utf8)
+        let md5 = Digest(.md5)
+        md5.update(body)
+        let response = try await client.send(AWSOperationRequest(
+            service: "s3", operation: "DeleteObjects", method: "POST", bucket: bucket, path: "/",
+            query: [("delete", "")], headers: [("Content-MD5", Crypto.base64(md5.finish())), ("Content-Type", "application/xml")],
+            body: .bytes(body), payloadHash: Crypto.hex(Crypto.sha256(body))))
+        var failures: [String: AWSError] = [:]
+        for error in XMLElement.parse(response.body)?.all("Error") ?? [] {
+            guard let key = error.string("Key") else { continue }
+            failures[key] = AWSError(kind: .service, code: error.string("Code") ?? "InternalError",
+                                     message: error.string("Message") ?? "DeleteObjects did not delete \(key)", httpStatus: 200)
+        }
+        return failures
+    }
+
     public func deleteObject(bucket: String, key: String) async throws {
         _ = try await client.send(AWSOperationRequest(service: "s3", operation: "DeleteObject", method: "DELETE",
                                                       bucket: bucket, path: Self.keyPath(key)))

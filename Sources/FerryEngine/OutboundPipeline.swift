@@ -157,9 +157,7 @@ public final class OutboundPipeline: Sendable {
             await tracker.add(TrackedBatch(id: batch.id, rule: batch.rule, connector: batch.connector, transferID: transferID,
                                            fileIDs: batch.fileIDs, backoff: .seconds(1)), due: .now)
         }
-        for file in try journal.outboundFiles(in: [.completed]) where rules[file.rule] != nil {
-            await dispose(file)
-        }
+        await dispose(try journal.outboundFiles(in: [.completed]).filter { rules[$0.rule] != nil })
         for file in try journal.outboundFiles(in: [.failed]) where rules[file.rule] != nil {
             await retryOrQuarantine(file)
         }
@@ -430,6 +428,7 @@ public final class OutboundPipeline: Sendable {
         }
         var completed = 0
         var failed = 0
+        var completedFiles: [OutboundFile] = []
         for (id, outcome) in outcomes {
             guard var file = files[id] else { continue }
             switch outcome {
@@ -438,7 +437,7 @@ public final class OutboundPipeline: Sendable {
                 file.state = .completed
                 metrics.increment("ferry_files_sent_total", ["rule": file.rule], help: "Files the partner received.")
                 metrics.increment("ferry_bytes_sent_total", ["rule": file.rule], by: Double(file.size), help: "Bytes the partner received.")
-                await dispose(file)
+                completedFiles.append(file)
             case .failed(let code, let message):
                 failed += 1
                 file.state = .failed
@@ -448,6 +447,7 @@ public final class OutboundPipeline: Sendable {
                 await retryOrQuarantine(file)
             }
         }
+        await dispose(completedFiles)
         let remaining = batch.fileIDs.filter { files[$0] != nil && outcomes[$0] == nil }
         if remaining.isEmpty {
             await context.inFlight.signal()
@@ -461,8 +461,24 @@ public final class OutboundPipeline: Sendable {
 
     // MARK: After the transfer
 
-    private func dispose(_ file: OutboundFile) async {
-        guard let rule = rules[file.rule] else { return }
+    /// after_send for files the partner has: the local action for each, one DeleteObjects for their
+    /// staged copies, one journal transaction for all.
+    private func dispose(_ files: [OutboundFile]) async {
+        var done: [OutboundFile] = []
+        for file in files where disposeLocally(file) { done.append(file) }
+        await deleteStagedCopies(done)
+        do {
+            try journal.markDisposed(done.map(\.id))
+        } catch {
+            logger.error("cannot journal after_send; it is done again (harmlessly) on the next start", metadata: ["error": "\(error)"])
+        }
+        let rules = self.rules
+        for file in done where rules[file.rule]?.afterSend != .keep { watcher.forget(path: file.path) }
+    }
+
+    /// Archives, deletes or keeps one file and removes its ready marker; false if that failed.
+    private func disposeLocally(_ file: OutboundFile) -> Bool {
+        guard let rule = rules[file.rule] else { return false }
         let metadata: Logger.Metadata = ["rule": "\(file.rule)", "file.path": "\(file.path)"]
         let expected = LocalVersion(device: file.device, inode: file.inode, size: file.size, mtimeNanoseconds: file.mtimeNanoseconds)
         do {
@@ -485,18 +501,12 @@ public final class OutboundPipeline: Sendable {
                     logger.warning("cannot remove the ready marker", metadata: metadata.merging(["file.marker": "\(markerPath)"]) { $1 })
                 }
             }
+            return true
         } catch {
             logger.error("after_send failed; the file stays where it is and will be tidied on the next start",
                          metadata: metadata.merging(["error": "\(error)"]) { $1 })
-            return
+            return false
         }
-        await deleteStagedCopy(file, rule: rule)
-        do {
-            try journal.markDisposed([file.id])
-        } catch {
-            logger.error("cannot journal after_send", metadata: metadata.merging(["error": "\(error)"]) { $1 })
-        }
-        if rule.afterSend != .keep { watcher.forget(path: file.path) }
     }
 
     func archiveDestination(for file: OutboundFile, rule: OutboundRule) -> String {
@@ -508,13 +518,31 @@ public final class OutboundPipeline: Sendable {
         return ((base as NSString).appendingPathComponent(day) as NSString).appendingPathComponent(file.relativePath)
     }
 
-    private func deleteStagedCopy(_ file: OutboundFile, rule: OutboundRule) async {
-        guard let context = connectors[rule.connector], !context.connector.keepStaged, let bucket = file.bucket, let key = file.key else { return }
-        do {
-            try await context.s3.deleteObject(bucket: bucket, key: key)
-        } catch {
-            logger.warning("cannot delete the staged copy; an S3 lifecycle rule on the staging prefix would remove it",
-                           metadata: ["rule": "\(file.rule)", "s3.key": "\(key)", "error": "\(error)"])
+    /// Deletes the staged copies of `files` (unless their connector keeps them), 1,000 keys a request.
+    private func deleteStagedCopies(_ files: [OutboundFile]) async {
+        var groups: [String: (context: ConnectorContext, bucket: String, keys: [String])] = [:]
+        let rules = self.rules
+        let connectors = self.connectors
+        for file in files {
+            guard let rule = rules[file.rule], let context = connectors[rule.connector], !context.connector.keepStaged,
+                  let bucket = file.bucket, let key = file.key else { continue }
+            let group = rule.connector + "\u{0}" + bucket
+            groups[group, default: (context, bucket, [])].keys.append(key)
+        }
+        for (_, group) in groups {
+            for start in stride(from: 0, to: group.keys.count, by: 1000) {
+                let chunk = Array(group.keys[start..<min(start + 1000, group.keys.count)])
+                do {
+                    let failures = try await group.context.s3.deleteObjects(bucket: group.bucket, keys: chunk)
+                    for (key, error) in failures {
+                        logger.warning("cannot delete the staged copy; an S3 lifecycle rule on the staging prefix would remove it",
+                                       metadata: ["s3.key": "\(key)", "error": "\(error)"])
+                    }
+                } catch {
+                    logger.warning("cannot delete staged copies; an S3 lifecycle rule on the staging prefix would remove them",
+                                   metadata: ["s3.bucket": "\(group.bucket)", "s3.keys": "\(chunk.count)", "error": "\(error)"])
+                }
+            }
         }
     }
 
@@ -560,7 +588,7 @@ public final class OutboundPipeline: Sendable {
         }
         metrics.increment("ferry_files_quarantined_total", ["rule": file.rule], help: "Files moved to .ferry/failed/ after their last retry.")
         logger.error("file quarantined after its last retry", metadata: metadata.merging(["file.quarantined": "\(placed)"]) { $1 })
-        await deleteStagedCopy(file, rule: rule)
+        await deleteStagedCopies([file])
         watcher.forget(path: file.path)
     }
 }

@@ -1,4 +1,6 @@
+import FerryAWS
 import Foundation
+import Logging
 import FerryTestSupport
 
 /// One emulator + one ferry daemon + one outbox folder, as a user would set them up.
@@ -96,6 +98,15 @@ final class OutboundScenario: @unchecked Sendable {
             counts[String(path.split(separator: "/").last ?? ""), default: 0] += 1
         }
         return counts
+    }
+
+    /// Keys left in the staging bucket under ferry's prefix.
+    func stagedKeys() async throws -> [String] {
+        let client = try AWSClient(configuration: AWSClientConfiguration(region: emulator.region, endpointURL: emulator.endpoint,
+                                                                         environment: emulator.environment),
+                                   logger: Logger(label: "test"))
+        defer { client.shutdown() }
+        return try await S3Client(client: client).listObjectsV2(bucket: emulator.stagingBucket, prefix: "outbound/").map(\.key)
     }
 
     /// `ferry status --json` as an operator runs it: exit status and the parsed document.

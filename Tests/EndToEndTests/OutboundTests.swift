@@ -25,6 +25,7 @@ import FerryTestSupport
         #expect(counts.count == count)
         #expect(counts.values.allSatisfy { $0 == 1 }, "a file was sent twice: \(counts.filter { $0.value > 1 })")
         #expect(try scenario.startFileTransferCalls() == (count + 9) / 10)
+        #expect(try await scenario.stagedKeys().isEmpty, "staged copies are deleted once sent (keep_staged: false)")
         #expect(await scenario.daemon?.stop() == 0)
     }
 
