@@ -1,0 +1,24 @@
+import FerryConfig
+import FerryStore
+import Foundation
+import Logging
+
+/// The daemon's metrics take the poller's counters as they are.
+extension Metrics: InboundMetrics {}
+
+extension InboundConnection {
+    /// The connector's clients, sharing its rate limiter with outbound: StartDirectoryListing and
+    /// StartFileTransfer from both directions draw on one `requests_per_second` budget.
+    init(_ context: ConnectorContext) {
+        let limiter = context.limiter
+        self.init(connectorId: context.connector.connectorId, s3: context.s3, transfer: context.transfer,
+                  pace: { try await limiter.acquire() })
+    }
+}
+
+extension InboundPoller {
+    /// The poller for `rules`, over the daemon's per-connector contexts (the same ones outbound uses).
+    convenience init(rules: [InboundRule], contexts: [String: ConnectorContext], journal: Journal, metrics: Metrics, logger: Logger) {
+        self.init(rules: rules, connections: contexts.mapValues(InboundConnection.init), journal: journal, metrics: metrics, logger: logger)
+    }
+}
