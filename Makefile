@@ -24,7 +24,9 @@ release:
 # The whole suite: Swift tests (unit + end-to-end against the emulator) and the emulator's own boto3 suite.
 test: build
 	$(SWIFT) build $(SWIFT_FLAGS) --build-tests -Xswiftc -warnings-as-errors
-	$(SWIFT) test $(SWIFT_FLAGS) --skip-build
+	# Kernel-limit tests lower inotify sysctls for a moment; they run alone so nothing else is starved.
+	$(SWIFT) test $(SWIFT_FLAGS) --skip-build --skip KernelLimitTests
+	$(SWIFT) test $(SWIFT_FLAGS) --skip-build --filter KernelLimitTests
 	$(MAKE) test-emulator
 
 test-emulator:

@@ -9,22 +9,21 @@ actor Batcher {
         var remoteDirectory: String?
     }
 
-    private let rules: [String: OutboundRule]
-    private let connectorOf: @Sendable (String) -> String
-    private let queues: [String: AsyncQueue<PendingBatch>]
+    private let rule: @Sendable (String) -> OutboundRule?
+    private let queue: @Sendable (String) -> AsyncQueue<PendingBatch>?
     private var groups: [GroupKey: [OutboundFile]] = [:]
     private var generation: [GroupKey: Int] = [:]
     private var queued: Set<Int64> = []
     private var closed = false
 
-    init(rules: [String: OutboundRule], connectorOf: @escaping @Sendable (String) -> String, queues: [String: AsyncQueue<PendingBatch>]) {
-        self.rules = rules
-        self.connectorOf = connectorOf
-        self.queues = queues
+    /// `rule` looks up a rule by name and `queue` a connector's submit queue, both as currently configured.
+    init(rule: @escaping @Sendable (String) -> OutboundRule?, queue: @escaping @Sendable (String) -> AsyncQueue<PendingBatch>?) {
+        self.rule = rule
+        self.queue = queue
     }
 
     func add(_ file: OutboundFile) async {
-        guard !closed, let rule = rules[file.rule], !queued.contains(file.id) else { return }
+        guard !closed, let rule = rule(file.rule), !queued.contains(file.id) else { return }
         queued.insert(file.id)
         let key = GroupKey(rule: file.rule, remoteDirectory: file.remoteDirectory)
         groups[key, default: []].append(file)
@@ -50,8 +49,8 @@ actor Batcher {
         guard let files = groups.removeValue(forKey: key), !files.isEmpty else { return }
         generation[key, default: 0] += 1
         for file in files { queued.remove(file.id) }
-        let connector = connectorOf(key.rule)
-        await queues[connector]?.push(PendingBatch(rule: key.rule, connector: connector, remoteDirectory: key.remoteDirectory,
+        guard let connector = rule(key.rule)?.connector else { return }
+        await queue(connector)?.push(PendingBatch(rule: key.rule, connector: connector, remoteDirectory: key.remoteDirectory,
                                                    files: files, existingBatchID: nil))
     }
 

@@ -9,12 +9,15 @@ import ServiceLifecycle
 /// What `ferry run` starts: the journal, one AWS client per distinct AWS setting, the folder watcher and
 /// the pipelines, for one validated rules file.
 public final class Daemon: Service, Sendable {
-    /// The rules this daemon runs.
+    /// The rules this daemon started with.
     public let rules: Rules
+    /// The rules in force now (after any reload).
+    let currentRules: Locked<Rules>
     let journal: Journal
     let watcher: FolderWatcher
     let outbound: OutboundPipeline
-    let clients: [AWSClient]
+    /// One AWS client per distinct AWS settings, shared by the connectors that use them.
+    let clients: Locked<[String: AWSClient]>
     let lock: DaemonLock
     let notifier: SystemdNotifier
     /// Counters and gauges for the metrics file and tests.
@@ -24,6 +27,7 @@ public final class Daemon: Service, Sendable {
     /// Opens the journal and builds every component; nothing runs until `run()`.
     public init(rules: Rules, logger: Logger, metrics: Metrics = Metrics()) throws {
         self.rules = rules
+        currentRules = Locked(rules)
         self.logger = logger
         self.metrics = metrics
         lock = try DaemonLock(stateDir: rules.stateDir)
@@ -31,29 +35,11 @@ public final class Daemon: Service, Sendable {
         let journal = try Journal(directory: rules.stateDir, logger: logger)
         self.journal = journal
 
-        var clientsBySettings: [String: AWSClient] = [:]
-        var contexts: [String: ConnectorContext] = [:]
-        for connector in rules.connectors {
-            let client: AWSClient
-            let settingsKey = "\(connector.aws)"
-            if let existing = clientsBySettings[settingsKey] {
-                client = existing
-            } else {
-                client = try AWSClient(configuration: Self.configuration(connector.aws), logger: logger, observer: MetricsObserver(metrics: metrics))
-                clientsBySettings[settingsKey] = client
-            }
-            contexts[connector.name] = ConnectorContext(
-                connector: connector, s3: S3Client(client: client), transfer: TransferClient(client: client),
-                limiter: RateLimiter(perSecond: connector.requestsPerSecond),
-                inFlight: AsyncSemaphore(connector.maxInFlight), uploadSlots: AsyncSemaphore(16))
-        }
-        clients = Array(clientsBySettings.values)
+        let clients = Locked<[String: AWSClient]>([:])
+        self.clients = clients
+        let contexts = try Self.contexts(for: rules.connectors, clients: clients, metrics: metrics, logger: logger)
 
-        let watchRules = rules.outbound.map {
-            WatchRule(id: $0.name, root: $0.watch, recursive: $0.recursive, include: $0.include, exclude: $0.exclude,
-                      settle: $0.settle, readyMarker: $0.readyMarker)
-        }
-        watcher = FolderWatcher(rules: watchRules, reconcileInterval: rules.reconcileInterval, logger: logger) { rule, path, version in
+        watcher = FolderWatcher(rules: Self.watchRules(rules), reconcileInterval: rules.reconcileInterval, logger: logger) { rule, path, version in
             (try? journal.isKnown(rule: rule, path: path, device: version.device, inode: version.inode,
                                   size: version.size, mtimeNanoseconds: version.mtimeNanoseconds)) ?? false
         }
@@ -69,7 +55,7 @@ public final class Daemon: Service, Sendable {
             return
         }
         // The watcher's first scan runs right after its watches are added: then we are ready.
-        while watcher.statistics.scans == 0 {
+        while !watcher.statistics.initialScanComplete {
             try await Task.sleep(for: .milliseconds(50))
         }
         try? notifier.ready()
@@ -91,7 +77,50 @@ public final class Daemon: Service, Sendable {
             sent += states[.disposed] ?? 0
             quarantined += states[.quarantined] ?? 0
         }
+        let rules = currentRules.withLock { $0 }
         return "\(rules.outbound.count) outbound, \(rules.inbound.count) inbound rules; \(waiting) waiting, \(inFlight) in flight, \(sent) sent, \(quarantined) quarantined"
+    }
+
+    static func watchRules(_ rules: Rules) -> [WatchRule] {
+        rules.outbound.map {
+            WatchRule(id: $0.name, root: $0.watch, recursive: $0.recursive, include: $0.include, exclude: $0.exclude,
+                      settle: $0.settle, readyMarker: $0.readyMarker)
+        }
+    }
+
+    static func contexts(for connectors: [Connector], clients: Locked<[String: AWSClient]>, metrics: Metrics,
+                         logger: Logger) throws -> [String: ConnectorContext] {
+        var contexts: [String: ConnectorContext] = [:]
+        for connector in connectors {
+            let settingsKey = "\(connector.aws)"
+            let client = try clients.withLock { clients in
+                if let existing = clients[settingsKey] { return existing }
+                let made = try AWSClient(configuration: configuration(connector.aws), logger: logger, observer: MetricsObserver(metrics: metrics))
+                clients[settingsKey] = made
+                return made
+            }
+            contexts[connector.name] = ConnectorContext(
+                connector: connector, s3: S3Client(client: client), transfer: TransferClient(client: client),
+                limiter: RateLimiter(perSecond: connector.requestsPerSecond),
+                inFlight: AsyncSemaphore(connector.maxInFlight), uploadSlots: AsyncSemaphore(16))
+        }
+        return contexts
+    }
+
+    /// SIGHUP: applies rules that the caller has already validated. New rules and connectors start; removed
+    /// rules take no new files and finish what they have; in-flight work is never dropped. Settings of a
+    /// connector that already runs (rates, limits, AWS settings) take effect at the next restart.
+    public func reload(_ newRules: Rules) async throws {
+        try? notifier.reloading()
+        defer { try? notifier.ready() }
+        let contexts = try Self.contexts(for: newRules.connectors, clients: clients, metrics: metrics, logger: logger)
+        let (added, removed) = await outbound.reload(rules: newRules.outbound, connectors: contexts)
+        watcher.updateRules(Self.watchRules(newRules))
+        currentRules.withLock { $0 = newRules }
+        logger.info("rules reloaded", metadata: ["rules.added": "\(added.joined(separator: ","))",
+                                                 "rules.removed": "\(removed.joined(separator: ","))",
+                                                 "rules.outbound": "\(newRules.outbound.count)",
+                                                 "rules.inbound": "\(newRules.inbound.count)"])
     }
 
     /// The FerryAWS client settings for a connector's AWS settings.
@@ -116,7 +145,7 @@ public final class Daemon: Service, Sendable {
             // A requested stop, not a failure.
         }
         try? notifier.stopping()
-        for client in clients { client.shutdown() }
+        for client in clients.withLock({ Array($0.values) }) { client.shutdown() }
         logger.info("ferry stopped")
     }
 

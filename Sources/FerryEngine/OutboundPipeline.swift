@@ -4,6 +4,7 @@ import FerryStore
 import FerryWatch
 import Foundation
 import Logging
+import Synchronization
 
 /// AWS access and limits shared by every rule that uses one connector.
 struct ConnectorContext: Sendable {
@@ -31,8 +32,16 @@ struct PendingBatch: Sendable {
 /// The outbound pipeline of DESIGN.md: complete files → journal → S3 staging → batches →
 /// StartFileTransfer → tracking → after_send, every step committed to the journal before the next.
 public final class OutboundPipeline: Sendable {
-    let rules: [String: OutboundRule]
-    let connectors: [String: ConnectorContext]
+    /// Rules and connectors in force; replaced as a whole by a reload. Rules that a reload removes stay
+    /// known (as retired) so the files they already journaled finish their journey.
+    private struct Configuration {
+        var rules: [String: OutboundRule]
+        var active: Set<String>
+        var connectors: [String: ConnectorContext]
+        var batchQueues: [String: AsyncQueue<PendingBatch>]
+    }
+
+    private let configuration: Locked<Configuration>
     let journal: Journal
     let watcher: FolderWatcher
     let metrics: Metrics
@@ -41,43 +50,71 @@ public final class OutboundPipeline: Sendable {
 
     private let detectedQueue = AsyncQueue<CompletedFile>()
     private let uploadQueue = AsyncQueue<OutboundFile>()
-    private let batchQueues: [String: AsyncQueue<PendingBatch>]
+    /// Connectors whose submit loop must be started (at start and when a reload adds one).
+    private let newConnectors = AsyncQueue<String>()
     private let batcher: Batcher
     private let tracker: Tracker
+
+    var rules: [String: OutboundRule] { configuration.withLock { $0.rules } }
+    var connectors: [String: ConnectorContext] { configuration.withLock { $0.connectors } }
 
     /// Creates the pipeline for `rules`, using one context per connector they name.
     init(rules: [OutboundRule], connectors: [String: ConnectorContext], journal: Journal, watcher: FolderWatcher,
          metrics: Metrics, logger: Logger, retryBase: Duration = .seconds(1)) {
-        self.rules = Dictionary(rules.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
-        self.connectors = connectors
+        var queues: [String: AsyncQueue<PendingBatch>] = [:]
+        for name in connectors.keys { queues[name] = AsyncQueue() }
+        let configuration = Locked(Configuration(
+            rules: Dictionary(rules.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first }),
+            active: Set(rules.map(\.name)), connectors: connectors, batchQueues: queues))
+        self.configuration = configuration
         self.journal = journal
         self.watcher = watcher
         self.metrics = metrics
         self.logger = logger
         self.retryBase = retryBase
-        var queues: [String: AsyncQueue<PendingBatch>] = [:]
-        for name in connectors.keys { queues[name] = AsyncQueue() }
-        batchQueues = queues
-        let byName = self.rules
-        batcher = Batcher(rules: byName, connectorOf: { rule in byName[rule]?.connector ?? "" }, queues: queues)
+        batcher = Batcher(
+            rule: { name in configuration.withLock { $0.rules[name] } },
+            queue: { connector in configuration.withLock { $0.batchQueues[connector] } })
         tracker = Tracker()
+    }
+
+    /// Applies reloaded rules: new rules and connectors start, changed rules take effect for files not yet
+    /// batched, removed rules take no new files but finish what they have. Returns what changed.
+    func reload(rules newRules: [OutboundRule], connectors newContexts: [String: ConnectorContext]) async -> (added: [String], removed: [String]) {
+        let (added, removed, startedConnectors) = configuration.withLock { configuration -> ([String], [String], [String]) in
+            let added = newRules.map(\.name).filter { !configuration.active.contains($0) }
+            let removed = configuration.active.filter { name in !newRules.contains { $0.name == name } }.sorted()
+            for rule in newRules { configuration.rules[rule.name] = rule }
+            configuration.active = Set(newRules.map(\.name))
+            var started: [String] = []
+            for (name, context) in newContexts where configuration.connectors[name] == nil {
+                configuration.connectors[name] = context
+                configuration.batchQueues[name] = AsyncQueue()
+                started.append(name)
+            }
+            return (added, removed, started)
+        }
+        await newConnectors.push(contentsOf: startedConnectors)
+        return (added, removed)
     }
 
     /// Runs until cancelled. On cancellation in-flight work stops where it is: the journal already holds
     /// each file's last state and the next start resumes from there.
     func run() async throws {
         try await recover()
+        await newConnectors.push(contentsOf: Array(connectors.keys))
         await withTaskCancellationHandler {
             await withTaskGroup(of: Void.self) { group in
                 group.addTask { await self.journalDetected() }
                 group.addTask { await self.forwardWatcherEvents() }
-                for _ in 0..<max(8, connectors.count * 8) {
+                for _ in 0..<16 {
                     group.addTask { await self.uploadWorker() }
                 }
-                for (name, queue) in batchQueues {
+                group.addTask { await self.trackLoop() }
+                while let name = await newConnectors.next() {
+                    guard let queue = configuration.withLock({ $0.batchQueues[name] }) else { continue }
                     group.addTask { await self.submitLoop(connectorName: name, queue: queue) }
                 }
-                group.addTask { await self.trackLoop() }
                 await group.waitForAll()
             }
         } onCancel: {
@@ -86,9 +123,10 @@ public final class OutboundPipeline: Sendable {
     }
 
     private func shutdownQueues() async {
+        await newConnectors.close()
         await detectedQueue.close()
         await uploadQueue.close()
-        for queue in batchQueues.values { await queue.close() }
+        for queue in configuration.withLock({ Array($0.batchQueues.values) }) { await queue.close() }
         await tracker.close()
         await batcher.close()
     }
@@ -103,7 +141,7 @@ public final class OutboundPipeline: Sendable {
         }
         for batch in try journal.batches(in: .submitting) {
             let files = try batch.fileIDs.compactMap { try journal.outboundFile($0) }
-            guard !files.isEmpty, let queue = batchQueues[batch.connector] else { continue }
+            guard !files.isEmpty, let queue = configuration.withLock({ $0.batchQueues[batch.connector] }) else { continue }
             try journal.increment("possible_duplicates", by: Int64(files.count))
             metrics.increment("ferry_possible_duplicates_total", ["rule": batch.rule], by: Double(files.count),
                               help: "Files resubmitted after a crash between StartFileTransfer and its answer; the partner may have them twice.")
@@ -332,7 +370,7 @@ public final class OutboundPipeline: Sendable {
             retry.existingBatchID = batchID
             Task {
                 try? await Task.sleep(for: .seconds(5))
-                await self.batchQueues[pending.connector]?.push(retry)
+                await self.configuration.withLock({ $0.batchQueues[pending.connector] })?.push(retry)
             }
         }
     }

@@ -166,6 +166,7 @@ final class WatchCore {
     private var scanKickOutstanding = false
     private var pendingMoves: [UInt32: [Int32]] = [:]
     private var rulesGeneration = 0
+    private var rootChecksScheduled: Set<String> = []
     /// Reports of one loop turn, handed over together so a consumer wakes once per batch, not per file.
     private var outbox: [CompletedFile] = []
     private let clock = ContinuousClock()
@@ -292,7 +293,9 @@ extension WatchCore {
             case .reconcile:
                 reconcile()
                 schedule(.reconcile, after: reconcileInterval)
-            case .rootCheck(let root): checkRoot(root)
+            case .rootCheck(let root):
+                rootChecksScheduled.remove(root)
+                checkRoot(root)
             case .poll(let root):
                 guard rootStates[root] == .polling else { break }
                 if let node = byPath[root] {
@@ -507,7 +510,7 @@ extension WatchCore {
         rootStates[root] = .missing(backoff: Self.firstRootCheck, wasWatched: true)
         logger.info("watched folder is gone (\(reason)); watching it again when it reappears",
                     metadata: ["watch.root": "\(root)"])
-        schedule(.rootCheck(root), after: Self.firstRootCheck)
+        scheduleRootCheck(root, after: Self.firstRootCheck)
         if let node = byPath[root] { drop(node, removeWatches: true, reason: reason) }
     }
 
@@ -528,7 +531,7 @@ extension WatchCore {
                 rootLost(root, reason: "missing")
                 return
             }
-            schedule(.rootCheck(root), after: Self.firstRootCheck)
+            scheduleRootCheck(root, after: Self.firstRootCheck)
             return
         }
         let previous = rootStates[root]
@@ -541,6 +544,12 @@ extension WatchCore {
         enqueueScan(node)
     }
 
+    /// One pending check per missing root, however many paths noticed it was gone.
+    private func scheduleRootCheck(_ root: String, after delay: Duration) {
+        guard rootChecksScheduled.insert(root).inserted else { return }
+        schedule(.rootCheck(root), after: delay)
+    }
+
     private func checkRoot(_ root: String) {
         guard case .missing(let backoff, let wasWatched) = rootStates[root] else { return }
         if let status = FileStatus.of(root), status.kind == .directory {
@@ -548,7 +557,7 @@ extension WatchCore {
         } else {
             let next = min(backoff * 2, Self.longestRootCheck)
             rootStates[root] = .missing(backoff: next, wasWatched: wasWatched)
-            schedule(.rootCheck(root), after: next)
+            scheduleRootCheck(root, after: next)
         }
     }
 

@@ -25,6 +25,8 @@ struct RunCommand: AsyncParsableCommand {
             logger: logger))
         let second = SecondSignal()
         second.install()
+        let reloader = ReloadSignal(options: options, daemon: daemon, logger: logger)
+        reloader.install()
         try await group.run()
     }
 }
@@ -86,5 +88,48 @@ final class SecondSignal: @unchecked Sendable {
             source.resume()
             sources.append(source)
         }
+    }
+}
+
+/// SIGHUP: validate the rules file again and, only if it is valid, apply it; otherwise log every error
+/// (file:line:col) and keep running with the rules in force.
+final class ReloadSignal: @unchecked Sendable {
+    private let options: CommonOptions
+    private let daemon: Daemon
+    private let logger: Logger
+    private var source: DispatchSourceSignal?
+
+    init(options: CommonOptions, daemon: Daemon, logger: Logger) {
+        self.options = options
+        self.daemon = daemon
+        self.logger = logger
+    }
+
+    func install() {
+        signal(SIGHUP, SIG_IGN)
+        let source = DispatchSource.makeSignalSource(signal: SIGHUP, queue: DispatchQueue(label: "ferry.reload"))
+        source.setEventHandler { [self] in
+            let result = RulesLoader.load(path: options.configPath)
+            for diagnostic in result.diagnostics {
+                let level: Logger.Level = diagnostic.severity == .error ? .error : .warning
+                logger.log(level: level, "\(diagnostic)", metadata: ["config.path": "\(options.configPath)"])
+            }
+            guard let rules = result.rules else {
+                logger.error("reload refused: the rules file has errors; the running rules stay in force",
+                             metadata: ["config.path": "\(options.configPath)", "config.errors": "\(result.errors.count)"])
+                return
+            }
+            let daemon = self.daemon
+            let logger = self.logger
+            Task {
+                do {
+                    try await daemon.reload(rules)
+                } catch {
+                    logger.error("reload failed; the running rules stay in force", metadata: ["error": "\(error)"])
+                }
+            }
+        }
+        source.resume()
+        self.source = source
     }
 }

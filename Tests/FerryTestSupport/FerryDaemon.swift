@@ -49,6 +49,13 @@ public final class FerryDaemon: @unchecked Sendable {
         return process.terminationStatus
     }
 
+    /// Waits for the process to exit on its own; returns its status, or nil on timeout.
+    public func waitForExit(timeout: Double) -> Int32? {
+        let deadline = Date().addingTimeInterval(timeout)
+        while process.isRunning, Date() < deadline { usleep(50_000) }
+        return process.isRunning ? nil : process.terminationStatus
+    }
+
     /// SIGKILL, as a crash would.
     public func crash() {
         signal(SIGKILL)

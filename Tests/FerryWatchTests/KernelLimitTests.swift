@@ -22,11 +22,13 @@ struct Sysctl {
     }
 }
 
-/// Watches held by this user right now, summed over every process's inotify descriptors.
+/// Watches held by this user right now (the limit is per user), summed over its processes' inotify descriptors.
 func inotifyWatchesInUse() -> Int {
     var total = 0
     let processes = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
     for pid in processes where Int(pid) != nil {
+        var info = stat()
+        guard stat("/proc/\(pid)", &info) == 0, info.st_uid == getuid() else { continue }
         let fdinfo = "/proc/\(pid)/fdinfo"
         for fd in (try? FileManager.default.contentsOfDirectory(atPath: fdinfo)) ?? [] {
             guard let text = try? String(contentsOfFile: fdinfo + "/" + fd, encoding: .utf8) else { continue }
@@ -75,7 +77,9 @@ func inotifyWatchesInUse() -> Int {
         let limit = Sysctl(name: "fs.inotify.max_user_watches")
         let original = try limit.read()
         let temp = try FerryTestSupportTemp.make()
-        for index in 0..<40 {
+        // Far more folders than the headroom left below, so watches other processes free meanwhile
+        // cannot make room for all of them.
+        for index in 0..<400 {
             try FileManager.default.createDirectory(atPath: temp.path + "/root/sub\(index)", withIntermediateDirectories: true)
         }
         let (watch, lowered) = try await KernelLimitGate.exclusive {

@@ -186,6 +186,33 @@ import Testing
         await watch.stop()
     }
 
+    @Test func unmountedAndRemountedRootIsWatchedAgain() async throws {
+        let watch = try WatchHarness(reconcile: .seconds(1), prepare: { base in
+            try FileManager.default.createDirectory(atPath: base + "/out", withIntermediateDirectories: true)
+            try #require(mount("tmpfs", base + "/out", "tmpfs", 0, "size=1m") == 0,
+                         "mounting a tmpfs failed (errno \(errno)): this test needs root, as CI runs it")
+        }) { [.test("out", $0 + "/out")] }
+        defer { _ = umount2(watch.path("out"), Int32(MNT_DETACH)) }
+        try await watch.waitUntilScanned()
+        try watch.write("out/on-tmpfs.txt")
+        await watch.expectExactly(["on-tmpfs.txt"], quiet: .milliseconds(100))
+
+        #expect(umount2(watch.path("out"), 0) == 0)
+        let lost = await watch.wait { watch.log.contains("watched folder is gone (unmounted)") }
+        #expect(lost)
+        // The folder underneath is watched from now on.
+        await watch.wait { watch.log.contains("watched folder is back") }
+        try watch.write("out/underneath.txt")
+        await watch.expectExactly(["on-tmpfs.txt", "underneath.txt"], quiet: .milliseconds(100))
+
+        // Mounting over a watched folder sends no event; reconciliation notices the new inode.
+        #expect(mount("tmpfs", watch.path("out"), "tmpfs", 0, "size=1m") == 0)
+        try watch.write("out/remounted.txt")
+        await watch.expectExactly(["on-tmpfs.txt", "remounted.txt", "underneath.txt"])
+        #expect(watch.log.contains("watched folder is gone (replaced)"))
+        await watch.stop()
+    }
+
     @Test func rootReplacedByRenameIsWatchedAtItsPathAgain() async throws {
         let watch = try WatchHarness { [.test("out", $0 + "/out")] }
         try await watch.waitUntilScanned()
