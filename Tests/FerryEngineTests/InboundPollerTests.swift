@@ -329,3 +329,19 @@ func processCPUSeconds() -> Double {
     getrusage(RUSAGE_SELF.rawValue, &usage)
     return Double(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) + Double(usage.ru_utime.tv_usec + usage.ru_stime.tv_usec) / 1e6
 }
+
+struct InboundReloadTests {
+    @Test func reloadSwapsTheRules() async throws {
+        let h = try InboundHarness()
+        try h.partnerFolder("/out/new")
+        try h.putOnPartner("/out/new/n.csv", Data("new rule".utf8))
+        let old = try h.rule(name: "old", remote: "/out/old", extra: "min_age: 0s")
+        let poller = h.poller([old], journal: try h.openJournal())
+        let renamed = try h.rule(name: "new", remote: "/out/new", extra: "min_age: 0s")
+        let connection = InboundConnection(connectorId: h.emulator.sftpConnectorId, s3: h.s3, transfer: h.transfer, pace: {})
+        poller.reload(rules: [renamed], connections: ["partner": connection])
+        #expect(await poller.pollNow(rule: "old") == nil)
+        #expect(await poller.pollNow(rule: "new")?.finished == 1)
+        #expect(try h.inboxFile("n.csv") == Data("new rule".utf8))
+    }
+}

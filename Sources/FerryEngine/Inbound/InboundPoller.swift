@@ -3,6 +3,7 @@ import FerryConfig
 import FerryStore
 import Foundation
 import Logging
+import Synchronization
 
 /// AWS access for one connector, as the inbound poller uses it.
 public struct InboundConnection: Sendable {
@@ -94,8 +95,8 @@ struct SimulatedCrash: Error {
 /// Every step is journaled before the next external action, so a poll interrupted anywhere is finished
 /// by the next one without losing a file or placing one twice.
 public final class InboundPoller: Sendable {
-    let rules: [String: InboundRule]
-    let connections: [String: InboundConnection]
+    /// The rules and connections in force; `reload` replaces them.
+    private let config: Mutex<(rules: [String: InboundRule], connections: [String: InboundConnection])>
     let journal: Journal
     let metrics: any InboundMetrics
     let logger: Logger
@@ -117,9 +118,7 @@ public final class InboundPoller: Sendable {
     init(rules: [InboundRule], connections: [String: InboundConnection], journal: Journal, metrics: any InboundMetrics,
          logger: Logger, clock: any InboundClock, timeZone: TimeZone, settings: InboundSettings?,
          crashHook: (@Sendable (String) throws -> Void)?) {
-        let byName = Dictionary(rules.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
-        self.rules = byName
-        self.connections = connections
+        config = Mutex((Self.byName(rules), connections))
         self.journal = journal
         self.metrics = metrics
         self.logger = logger
@@ -149,7 +148,7 @@ public final class InboundPoller: Sendable {
     /// downloaded) to the end, without listing; each rule's work holds that rule's poll slot.
     public func resumeUnfinished() async {
         await withTaskGroup(of: Void.self) { group in
-            for rule in rules.values {
+            for rule in config.withLock({ Array($0.rules.values) }) {
                 group.addTask {
                     _ = await self.scheduler.withSlot(rule: rule.name) {
                         var report = PollReport(rule: rule.name)
@@ -163,6 +162,18 @@ public final class InboundPoller: Sendable {
                 }
             }
         }
+    }
+
+    /// SIGHUP: applies new (already validated) rules. New rules start polling, removed ones stop after a
+    /// poll they are running (their unfinished files wait in the journal until the rule returns), and a
+    /// changed rule applies from its next poll.
+    public func reload(rules: [InboundRule], connections: [String: InboundConnection]) {
+        config.withLock { $0 = (Self.byName(rules), connections) }
+        scheduler.update(entries: rules.map { .init(rule: $0.name, schedule: $0.schedule) })
+    }
+
+    private static func byName(_ rules: [InboundRule]) -> [String: InboundRule] {
+        Dictionary(rules.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
     }
 
     /// Polls `rule` now (after a poll of it that is already running) and returns what it did; nil if
@@ -181,7 +192,7 @@ public final class InboundPoller: Sendable {
     /// can produce (names with NUL or `/`).
     func poll(ruleNamed name: String, listing: (@Sendable (InboundRule) async throws -> DirectoryListing)? = nil) async -> PollReport {
         var report = PollReport(rule: name)
-        guard let rule = rules[name] else {
+        guard let rule = config.withLock({ $0.rules[name] }) else {
             report.error = "no inbound rule named \(name)"
             return report
         }
@@ -218,7 +229,7 @@ public final class InboundPoller: Sendable {
     }
 
     private func connection(for rule: InboundRule) throws -> InboundConnection {
-        guard let connection = connections[rule.connector] else {
+        guard let connection = config.withLock({ $0.connections[rule.connector] }) else {
             throw InboundError(code: "UnknownConnector", message: "rule \(rule.name) names connector \(rule.connector), which the daemon has no client for — check the connectors section of the rules file")
         }
         return connection

@@ -21,4 +21,9 @@ extension InboundPoller {
     convenience init(rules: [InboundRule], contexts: [String: ConnectorContext], journal: Journal, metrics: Metrics, logger: Logger) {
         self.init(rules: rules, connections: contexts.mapValues(InboundConnection.init), journal: journal, metrics: metrics, logger: logger)
     }
+
+    /// SIGHUP, over the daemon's new per-connector contexts.
+    func reload(rules: [InboundRule], contexts: [String: ConnectorContext]) {
+        reload(rules: rules, connections: contexts.mapValues(InboundConnection.init))
+    }
 }
