@@ -12,7 +12,7 @@ import FerryTestSupport
         return (json["possible_duplicates"] as? Int) ?? -1
     }
 
-    @Test func killedTwelveTimesWhileSending500FilesLosesNothing() throws {
+    @Test func killedTwelveTimesWhileSending500FilesLosesNothing() async throws {
         let scenario = try OutboundScenario(batchMaxWait: "500ms")
         try scenario.start()
         var generator = SystemRandomNumberGenerator()
@@ -20,19 +20,19 @@ import FerryTestSupport
         for round in 0..<12 {
             // Drop files, then kill ferry at a random moment while it works on them.
             for (name, data) in try scenario.drop(40, prefix: "r\(round)") { written[name] = data }
-            Thread.sleep(forTimeInterval: Double.random(in: 0.2...2.5, using: &generator))
+            try await Task.sleep(for: .seconds(Double.random(in: 0.2...2.5, using: &generator)))
             scenario.daemon?.crash()
             try scenario.start()
         }
         for (name, data) in try scenario.drop(20, prefix: "last") { written[name] = data }
         #expect(written.count == 500)
-        let arrived = eventually(timeout: 300, interval: 0.5) { scenario.partnerFiles().count >= written.count }
+        let arrived = await eventually(timeout: 300, interval: 0.5) { scenario.partnerFiles().count >= written.count }
         #expect(arrived, "\(scenario.partnerFiles().count) of 500 arrived; log tail:\n\(scenario.daemon?.log.suffix(3000) ?? "")")
         let partner = scenario.partnerFiles()
         let lost = written.filter { partner[$0.key] != $0.value }.map(\.key).sorted()
         #expect(lost.isEmpty, "lost or damaged: \(lost.prefix(20))")
         // Wait for every after_send to finish so the counts are final.
-        #expect(eventually(timeout: 60, interval: 0.5) {
+        #expect(await eventually(timeout: 60, interval: 0.5) {
             ((try? FileManager.default.contentsOfDirectory(atPath: scenario.outbox)) ?? []).filter { $0 != ".ferry" }.isEmpty
         })
         let counts = try scenario.sendCounts()
@@ -40,15 +40,15 @@ import FerryTestSupport
         let reported = try reportedPossibleDuplicates(scenario)
         print("crash test: \(scenario.starts) starts, 500 files, \(duplicates) sent twice, \(reported) reported as possible duplicates")
         #expect(duplicates <= reported, "every duplicate must come from a journaled submitting batch, reported as possible")
-        #expect(scenario.daemon?.stop() == 0)
+        #expect(await scenario.daemon?.stop() == 0)
     }
 
-    @Test func thirtyPercentFaultsAndLatencyStillDeliverEveryFileOnce() throws {
+    @Test func thirtyPercentFaultsAndLatencyStillDeliverEveryFileOnce() async throws {
         let scenario = try OutboundScenario(faultRate: 0.3, faultKinds: ["throttle", "unavailable", "internal", "slowdown", "drop"],
                                             latencyMs: 200)
         try scenario.start()
         let written = try scenario.drop(500, prefix: "fault")
-        let arrived = eventually(timeout: 600, interval: 0.5) { scenario.partnerFiles().count >= written.count }
+        let arrived = await eventually(timeout: 600, interval: 0.5) { scenario.partnerFiles().count >= written.count }
         #expect(arrived, "\(scenario.partnerFiles().count) of 500 arrived; log tail:\n\(scenario.daemon?.log.suffix(3000) ?? "")")
         let partner = scenario.partnerFiles()
         #expect(written.allSatisfy { partner[$0.key] == $0.value })

@@ -33,8 +33,8 @@ struct PossibleDuplicateTests {
                                     remoteDirectory: scenario.remoteDirectory, fileIDs: [file.id])
 
         try scenario.start()
-        #expect(eventually(timeout: 60) { scenario.partnerFiles()[name] != nil }, "log:\n\(scenario.daemon?.log ?? "")")
-        #expect(eventually(timeout: 30) { !FileManager.default.fileExists(atPath: path) }, "archived after the resubmitted transfer")
+        #expect(await eventually(timeout: 60) { scenario.partnerFiles()[name] != nil }, "log:\n\(scenario.daemon?.log ?? "")")
+        #expect(await eventually(timeout: 30) { !FileManager.default.fileExists(atPath: path) }, "archived after the resubmitted transfer")
         let log = scenario.daemon?.log ?? ""
         #expect(log.contains("the partner may receive these files twice"))
         #expect(log.contains(path), "the warning names the file")

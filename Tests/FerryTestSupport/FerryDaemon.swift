@@ -79,3 +79,32 @@ public func eventually(timeout: Double, interval: Double = 0.1, _ condition: () 
     }
     return try condition()
 }
+
+/// `eventually` for async tests: sleeps with `Task.sleep`, so waiting never holds one of the few
+/// cooperative threads that every other test in the run shares.
+public func eventually(timeout: Double, interval: Double = 0.1, _ condition: () throws -> Bool) async rethrows -> Bool {
+    let deadline = Date().addingTimeInterval(timeout)
+    while Date() < deadline {
+        if try condition() { return true }
+        try? await Task.sleep(for: .milliseconds(Int(interval * 1000)))
+    }
+    return try condition()
+}
+
+extension FerryDaemon {
+    /// Async `stop`: SIGTERM, then wait without blocking a cooperative thread.
+    @discardableResult
+    public func stop(timeout: Double = 35) async -> Int32? {
+        signal(SIGTERM)
+        if let status = await waitForExit(timeout: timeout) { return status }
+        crash()
+        return nil
+    }
+
+    /// Async `waitForExit`.
+    public func waitForExit(timeout: Double) async -> Int32? {
+        let deadline = Date().addingTimeInterval(timeout)
+        while process.isRunning, Date() < deadline { try? await Task.sleep(for: .milliseconds(50)) }
+        return process.isRunning ? nil : process.terminationStatus
+    }
+}
