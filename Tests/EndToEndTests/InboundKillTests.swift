@@ -5,7 +5,7 @@ import Testing
 /// Must-show 5 with a real process: `ferry run` is SIGKILLed while it polls, three times at different
 /// stages, and restarted; every partner file then sits in download_to exactly once, byte-identical.
 struct InboundKillTests {
-    @Test func sigkillDuringPollsLosesNothingAndDownloadsNothingTwice() throws {
+    @Test func sigkillDuringPollsLosesNothingAndDownloadsNothingTwice() async throws {
         let emulator = try Emulator.start(transferDelayMs: 60)
         let root = try TempDirectory(prefix: "ferry-e2e-inbound")
         let inbox = root.path + "/inbox"
@@ -57,16 +57,16 @@ struct InboundKillTests {
         ]
         for stage in stages {
             let daemon = try FerryDaemon(config: configPath, environment: emulator.environment, logPath: root.path + "/ferry.log")
-            let reached = eventually(timeout: 60, interval: 0.02) { stage.reached() }
+            let reached = await eventually(timeout: 60, interval: 0.02) { stage.reached() }
             #expect(reached, "the daemon never reached \(stage.name); log:\n\(daemon.log.suffix(2000))")
             daemon.crash()
         }
         #expect(placed() < files.count, "the kills fell inside the work, not after it")
         let daemon = try FerryDaemon(config: configPath, environment: emulator.environment, logPath: root.path + "/ferry.log")
-        let finished = eventually(timeout: 120) {
+        let finished = await eventually(timeout: 120) {
             placed() == files.count && ((try? FileManager.default.contentsOfDirectory(atPath: remote)) ?? ["x"]).isEmpty
         }
-        #expect(daemon.stop() == 0)
+        #expect(await daemon.stop() == 0)
         #expect(finished, "log:\n\(daemon.log.suffix(3000))")
         #expect(inboxNames() == files.keys.sorted(), "exactly one copy of each file and no temporary file")
         for (name, data) in files {

@@ -4,7 +4,7 @@ import Testing
 
 /// `ferry poll RULE`, with and without a running daemon, as an operator would type it.
 struct InboundPollCommandTests {
-    @Test func pollWithoutAndThroughTheDaemon() throws {
+    @Test func pollWithoutAndThroughTheDaemon() async throws {
         let emulator = try Emulator.start()
         let root = try TempDirectory(prefix: "ferry-e2e-poll")
         let inbox = root.path + "/inbox"
@@ -42,7 +42,7 @@ struct InboundPollCommandTests {
 
         // A daemon runs (its cron rule is not due for months): the command goes through it.
         let daemon = try FerryDaemon(config: configPath, environment: emulator.environment, logPath: root.path + "/ferry.log")
-        #expect(eventually(timeout: 20) { FileManager.default.fileExists(atPath: root.path + "/state/poll-requests") })
+        #expect(await eventually(timeout: 20) { FileManager.default.fileExists(atPath: root.path + "/state/poll-requests") })
         try Data("second".utf8).write(to: URL(fileURLWithPath: remote + "/two.csv"))
         result = try FerryBinary.run(["poll", "reports", "--config", configPath], environment: emulator.environment)
         #expect(result.status == 0, "\(result.stdout)\(result.stderr)")
@@ -53,6 +53,6 @@ struct InboundPollCommandTests {
         result = try FerryBinary.run(["poll", "nope", "--config", configPath], environment: emulator.environment)
         #expect(result.status != 0)
         #expect(result.stderr.contains("no inbound rule named 'nope'"), "\(result.stderr)")
-        #expect(daemon.stop() == 0)
+        #expect(await daemon.stop() == 0)
     }
 }
