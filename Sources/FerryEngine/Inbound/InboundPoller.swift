@@ -134,11 +134,14 @@ public final class InboundPoller: Sendable {
         poll.poller = self
     }
 
-    /// Polls every rule on its schedule, and answers `ferry poll` requests, until cancelled. Files a previous run left half-way are finished
-    /// first, before the first scheduled poll (which for a daily cron rule may be hours away).
+    /// Polls every rule on its schedule, and answers `ferry poll` requests, until cancelled. Files a previous
+    /// run left half-way are finished at once, not at the rule's next poll (which for a daily cron rule may
+    /// be hours away).
     public func run() async {
-        await resumeUnfinished()
         await withTaskGroup(of: Void.self) { group in
+            // Resumption holds each rule's poll slot, so a rule's first scheduled poll waits for it while
+            // other rules (and `ferry poll` of them) go ahead.
+            group.addTask { await self.resumeUnfinished() }
             group.addTask { await self.scheduler.run() }
             group.addTask { await self.servePollRequests() }
         }
