@@ -6,6 +6,8 @@ import Testing
 /// stages, and restarted; every partner file then sits in download_to exactly once, byte-identical.
 struct InboundKillTests {
     @Test func sigkillDuringPollsLosesNothingAndDownloadsNothingTwice() async throws {
+        let help = try FerryBinary.run(["poll", "--help"])
+        try #require(help.stdout.contains("USAGE: ferry poll"), "this ferry binary has no `poll` command: InboundPoller is not wired into Daemon and the CLI yet (the inbound report has the wiring)")
         let emulator = try Emulator.start(transferDelayMs: 60)
         let root = try TempDirectory(prefix: "ferry-e2e-inbound")
         let inbox = root.path + "/inbox"

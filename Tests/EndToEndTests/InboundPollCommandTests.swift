@@ -5,6 +5,8 @@ import Testing
 /// `ferry poll RULE`, with and without a running daemon, as an operator would type it.
 struct InboundPollCommandTests {
     @Test func pollWithoutAndThroughTheDaemon() async throws {
+        let help = try FerryBinary.run(["poll", "--help"])
+        try #require(help.stdout.contains("USAGE: ferry poll"), "this ferry binary has no `poll` command: InboundPoller is not wired into Daemon and the CLI yet (the inbound report has the wiring)")
         let emulator = try Emulator.start()
         let root = try TempDirectory(prefix: "ferry-e2e-poll")
         let inbox = root.path + "/inbox"
