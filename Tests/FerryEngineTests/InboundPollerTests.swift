@@ -345,3 +345,35 @@ struct InboundReloadTests {
         #expect(try h.inboxFile("n.csv") == Data("new rule".utf8))
     }
 }
+
+struct InboundInFlightTests {
+    /// Retrievals take slots of the connector's max_in_flight (shared with outbound) and give them all back.
+    @Test func retrievalsStayWithinMaxInFlight() async throws {
+        let h = try InboundHarness()
+        try h.partnerFolder("/out/flight")
+        for i in 0..<25 { try h.putOnPartner("/out/flight/f\(i).bin", randomData(50)) }
+        let semaphore = AsyncSemaphore(1)
+        let counts = Mutex((held: 0, most: 0))
+        let gate = InFlightGate(
+            enter: {
+                await semaphore.wait()
+                counts.withLock { $0.held += 1; $0.most = max($0.most, $0.held) }
+            },
+            take: {
+                await semaphore.take()
+                counts.withLock { $0.held += 1; $0.most = max($0.most, $0.held) }
+            },
+            leave: {
+                counts.withLock { $0.held -= 1 }
+                await semaphore.signal()
+            })
+        let journal = try h.openJournal()
+        let rule = try h.rule(name: "flight", remote: "/out/flight", extra: "min_age: 0s", downloadTo: nil)
+        let report = try #require(await h.poller([rule], journal: journal, inFlight: gate).pollNow(rule: "flight"))
+        #expect(report.error == nil)
+        #expect(report.retrieved == 25)
+        #expect(try h.operations("StartFileTransfer").count == 3)
+        #expect(counts.withLock { $0.most } == 1, "with max_in_flight 1, one transfer at a time")
+        #expect(counts.withLock { $0.held } == 0, "every slot given back")
+    }
+}

@@ -7,12 +7,15 @@ import Logging
 extension Metrics: InboundMetrics {}
 
 extension InboundConnection {
-    /// The connector's clients, sharing its rate limiter with outbound: StartDirectoryListing and
-    /// StartFileTransfer from both directions draw on one `requests_per_second` budget.
+    /// The connector's clients, sharing its rate limiter and in-flight budget with outbound:
+    /// StartDirectoryListing and StartFileTransfer from both directions draw on one `requests_per_second`,
+    /// and their transfers on one `max_in_flight`.
     init(_ context: ConnectorContext) {
         let limiter = context.limiter
+        let inFlight = context.inFlight
         self.init(connectorId: context.connector.connectorId, s3: context.s3, transfer: context.transfer,
-                  pace: { try await limiter.acquire() })
+                  pace: { try await limiter.acquire() },
+                  inFlight: InFlightGate(enter: { await inFlight.wait() }, take: { await inFlight.take() }, leave: { await inFlight.signal() }))
     }
 }
 
