@@ -70,3 +70,9 @@ emulator:
 bench-watch:
 	$(SWIFT) build -c release --product ferry-watch-bench $(SWIFT_FLAGS)
 	$(PYTHON) bench/watch/run.py --binary .build/release/ferry-watch-bench
+
+# bench/upload: FerryAWS vs `aws s3 cp --recursive` and `rclone copy` (2,000 x 4 KiB and 1 GiB) to the emulator.
+.PHONY: bench-upload
+bench-upload:
+	$(SWIFT) build -c release --product ferry-upload-bench $(SWIFT_FLAGS)
+	$(PYTHON) bench/upload/run.py --binary .build/release/ferry-upload-bench

@@ -56,6 +56,12 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ], path: "bench/watch/Sources"),
 
+        // bench/upload: FerryAWS uploads vs aws-cli and rclone, measured by bench/upload/run.py.
+        .executableTarget(name: "ferry-upload-bench", dependencies: [
+            "FerryAWS",
+            .product(name: "Logging", package: "swift-log"),
+        ], path: "bench/upload/Sources"),
+
         // Shared by the test targets: starting the emulator and sshd, temp folders, running the binary.
         .target(name: "FerryTestSupport", path: "Tests/FerryTestSupport"),
 

@@ -41,6 +41,7 @@ public struct AWSClientConfiguration: Sendable {
 
 /// What went wrong with an AWS call, with what a user can do about it. Never holds secrets.
 public struct AWSError: Error, CustomStringConvertible, Sendable {
+    /// Where the failure happened, which decides what the user should look at.
     public enum Kind: String, Sendable {
         /// The service answered with an error.
         case service
@@ -238,6 +239,9 @@ public final class AWSClient: Sendable {
 
     /// Stops the connection pool's thread. Calls made afterwards fail.
     public func shutdown() { http.shutdown() }
+
+    // The pool's thread must be stopped before the pool is freed, even if shutdown() was forgotten.
+    deinit { http.shutdown() }
 
     /// How the retry quota has been used so far.
     public var retryStatistics: AWSRetryStatistics {

@@ -3,7 +3,7 @@ internal import CCrypto
 /// Hashing and HMAC through OpenSSL, so signing costs what the C library costs.
 enum Crypto {
     static func sha256(_ bytes: some Collection<UInt8>) -> [UInt8] {
-        var hasher = Digest(.sha256)
+        let hasher = Digest(.sha256)
         hasher.update(bytes)
         return hasher.finish()
     }
@@ -62,7 +62,7 @@ enum Crypto {
 }
 
 /// One owner of an OpenSSL digest context, fed incrementally while a file is read.
-struct Digest: ~Copyable {
+final class Digest {
     enum Algorithm { case sha256, md5 }
     private let context: OpaquePointer
 
@@ -71,7 +71,7 @@ struct Digest: ~Copyable {
         EVP_DigestInit_ex(context, algorithm == .sha256 ? EVP_sha256() : EVP_md5(), nil)
     }
 
-    mutating func update(_ bytes: some Collection<UInt8>) {
+    func update(_ bytes: some Collection<UInt8>) {
         let done: Bool? = bytes.withContiguousStorageIfAvailable { buffer in
             EVP_DigestUpdate(context, buffer.baseAddress, buffer.count) == 1
         }
@@ -81,11 +81,11 @@ struct Digest: ~Copyable {
         }
     }
 
-    mutating func update(_ pointer: UnsafeRawPointer, count: Int) {
+    func update(_ pointer: UnsafeRawPointer, count: Int) {
         _ = EVP_DigestUpdate(context, pointer, count)
     }
 
-    consuming func finish() -> [UInt8] {
+    func finish() -> [UInt8] {
         var out = [UInt8](repeating: 0, count: Int(EVP_MAX_MD_SIZE))
         var length: UInt32 = 0
         EVP_DigestFinal_ex(context, &out, &length)

@@ -161,13 +161,18 @@ private let writeCallback: ferry_curl_data_callback = { buffer, size, count, use
 private let headerCallback: ferry_curl_data_callback = { buffer, size, count, userdata in
     let t = transfer(from: userdata)
     let total = size * count
-    let line = String(decoding: UnsafeRawBufferPointer(start: buffer, count: total), as: UTF8.self)
-    if line.hasPrefix("HTTP/") {
+    // Byte-level parsing: Foundation's trimming bridges through NSString and showed up in profiles.
+    let bytes = UnsafeRawBufferPointer(start: buffer, count: total)
+    func isSpace(_ b: UInt8) -> Bool { b == 0x20 || b == 0x09 || b == 0x0D || b == 0x0A }
+    if total >= 5 && bytes[0] == UInt8(ascii: "H") && bytes[1] == UInt8(ascii: "T") && bytes[2] == UInt8(ascii: "T") && bytes[3] == UInt8(ascii: "P") && bytes[4] == UInt8(ascii: "/") {
         t.responseHeaders = []  // a new status line (after 100 Continue) starts a new header block
-    } else if let colon = line.firstIndex(of: ":") {
-        let name = line[..<colon].lowercased()
-        let value = line[line.index(after: colon)...].trimmingCharacters(in: .whitespacesAndNewlines)
-        t.responseHeaders.append((name, value))
+    } else if let colon = bytes.firstIndex(of: UInt8(ascii: ":")) {
+        var start = colon + 1
+        var end = total
+        while start < end && isSpace(bytes[start]) { start += 1 }
+        while end > start && isSpace(bytes[end - 1]) { end -= 1 }
+        let name = String(decoding: bytes[0..<colon].map { $0 >= 0x41 && $0 <= 0x5A ? $0 | 0x20 : $0 }, as: UTF8.self)
+        t.responseHeaders.append((name, String(decoding: bytes[start..<end], as: UTF8.self)))
     }
     return total
 }
@@ -179,6 +184,7 @@ final class HTTPClient: @unchecked Sendable {
     private let settings: HTTPClientSettings
     private let lock = NSLock()
     private var pending: [CurlTransfer] = []
+    private var cancelled: [CurlTransfer] = []
     private var active: [UnsafeMutableRawPointer: CurlTransfer] = [:]
     private var stopping = false
     private var thread: Thread?
@@ -212,15 +218,24 @@ final class HTTPClient: @unchecked Sendable {
     func execute(_ request: HTTPRequest) async throws -> HTTPResponse {
         let t = try CurlTransfer(request: request)
         try configure(t)
-        return try await withCheckedThrowingContinuation { continuation in
-            t.continuation = continuation
-            lock.lock()
-            if stopping {
+        // A cancelled task (SIGTERM, a shutting-down pipeline) must not wait for a 5 GiB upload to end.
+        return try await withTaskCancellationHandler {
+            try await withCheckedThrowingContinuation { continuation in
+                t.continuation = continuation
+                lock.lock()
+                if stopping {
+                    lock.unlock()
+                    continuation.resume(throwing: HTTPTransportError(curlCode: -1, message: "the AWS client was shut down", isTimeout: false))
+                    t.continuation = nil
+                    return
+                }
+                pending.append(t)
                 lock.unlock()
-                continuation.resume(throwing: HTTPTransportError(curlCode: -1, message: "the AWS client was shut down", isTimeout: false))
-                return
+                curl_multi_wakeup(multi)
             }
-            pending.append(t)
+        } onCancel: {
+            lock.lock()
+            cancelled.append(t)
             lock.unlock()
             curl_multi_wakeup(multi)
         }
@@ -253,7 +268,7 @@ final class HTTPClient: @unchecked Sendable {
         }
         if let ca = settings.caBundle { _ = ferry_easy_setopt_string(h, CURLOPT_CAINFO, ca) }
         // libcurl ignores upper-case HTTP_PROXY on purpose; the AWS SDKs honour it, so set the proxy ourselves.
-        if let proxy = proxy(for: r.url), !proxy.isEmpty { _ = ferry_easy_setopt_string(h, CURLOPT_PROXY, proxy) }
+        _ = ferry_easy_setopt_string(h, CURLOPT_PROXY, proxy(for: r.url) ?? "")
         if let noProxy = settings.proxyEnvironment["no_proxy"] ?? settings.proxyEnvironment["NO_PROXY"] {
             _ = ferry_easy_setopt_string(h, CURLOPT_NOPROXY, noProxy)
         }
@@ -294,6 +309,8 @@ final class HTTPClient: @unchecked Sendable {
         while true {
             lock.lock()
             let stop = stopping
+            let toCancel = cancelled
+            cancelled = []
             var toAdd: [CurlTransfer] = []
             if !stop {
                 while !pending.isEmpty && active.count + toAdd.count < settings.maxConcurrentRequests {
@@ -302,7 +319,18 @@ final class HTTPClient: @unchecked Sendable {
             }
             lock.unlock()
             if stop { break }
-            for t in toAdd {
+            for t in toCancel {
+                if active.removeValue(forKey: t.easy) != nil {
+                    curl_multi_remove_handle(multi, t.easy)
+                } else {
+                    lock.lock()
+                    pending.removeAll { $0 === t }
+                    lock.unlock()
+                }
+                t.continuation?.resume(throwing: CancellationError())
+                t.continuation = nil
+            }
+            for t in toAdd where t.continuation != nil {
                 active[t.easy] = t
                 curl_multi_add_handle(multi, t.easy)
             }

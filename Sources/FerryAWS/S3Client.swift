@@ -51,9 +51,10 @@ enum FileIO {
 
     /// SHA-256 (hex, for the signature) and MD5 (base64, Content-MD5) of a byte range, in one read.
     static func hashes(fd: Int32, offset: Int64, length: Int64, path: String) throws -> (sha256: String, md5: String) {
-        var sha = Digest(.sha256)
-        var md5 = Digest(.md5)
-        let chunk = 1 << 20
+        let sha = Digest(.sha256)
+        let md5 = Digest(.md5)
+        // Small files get a small buffer: a 1 MiB allocation per 4 KiB file is an mmap/munmap pair.
+        let chunk = Int(max(1, min(Int64(1 << 20), length)))
         let buffer = UnsafeMutableRawPointer.allocate(byteCount: chunk, alignment: 16)
         defer { buffer.deallocate() }
         var done: Int64 = 0
@@ -89,6 +90,16 @@ public struct S3Client: Sendable {
                           ifMatch: String? = nil, contentType: String = "application/octet-stream") async throws -> PutObjectResult {
         let (fd, size) = try FileIO.openForReading(path)
         defer { close(fd) }
+        return try await putObject(bucket: bucket, key: key, fileDescriptor: fd, size: size, describedAs: path,
+                                   ifNoneMatch: ifNoneMatch, ifMatch: ifMatch, contentType: contentType)
+    }
+
+    /// Uploads `size` bytes from an open file the caller owns (and keeps open), as `putObject(fileAt:)`
+    /// does: for callers that opened and checked the file themselves, so the bytes sent are those of
+    /// exactly that file even if its name is replaced meanwhile. `describedAs` names it in errors.
+    public func putObject(bucket: String, key: String, fileDescriptor fd: Int32, size: Int64, describedAs path: String,
+                          ifNoneMatch: Bool = false, ifMatch: String? = nil,
+                          contentType: String = "application/octet-stream") async throws -> PutObjectResult {
         var conditions: [(name: String, value: String)] = []
         if ifNoneMatch { conditions.append(("If-None-Match", "*")) }
         if let ifMatch { conditions.append(("If-Match", ifMatch)) }

@@ -2,6 +2,7 @@ import Foundation
 
 /// The state of one file of a connector transfer.
 public struct FileTransferResult: Sendable, Equatable {
+    /// The connector's per-file state; COMPLETED and FAILED are final.
     public enum Status: String, Sendable {
         case queued = "QUEUED", inProgress = "IN_PROGRESS", completed = "COMPLETED", failed = "FAILED"
     }

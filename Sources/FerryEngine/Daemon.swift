@@ -140,11 +140,15 @@ public final class Daemon: Service, Sendable {
         // Graceful shutdown cancels the pipelines: each stops where it is, and the journal already holds
         // every file's last committed state for the next start.
         do {
-            try await runUntilShutdown()
+            try await withGracefulShutdownHandler {
+                try await runUntilShutdown()
+            } onGracefulShutdown: {
+                // systemd learns at once that the stop has begun, before the pipelines drain.
+                try? self.notifier.stopping()
+            }
         } catch is CancellationError {
             // A requested stop, not a failure.
         }
-        try? notifier.stopping()
         for client in clients.withLock({ Array($0.values) }) { client.shutdown() }
         logger.info("ferry stopped")
     }
@@ -155,7 +159,7 @@ public final class Daemon: Service, Sendable {
                 group.addTask { try await self.watcher.run() }
                 group.addTask { try await self.outbound.run() }
                 if let path = self.rules.metricsFile {
-                    group.addTask { await MetricsWriter(path: path, metrics: self.metrics, journal: self.journal, logger: self.logger).run() }
+                    group.addTask { await MetricsWriter(path: path, metrics: self.metrics, journal: self.journal, watcher: self.watcher, logger: self.logger).run() }
                 }
                 group.addTask { try await self.notifySystemd() }
                 try await group.next()

@@ -77,9 +77,6 @@ enum LocalFiles {
             try LocalFiles.syscall("fstat", path: path) { fstat(descriptor, &st) }
             return (LocalVersion(st), (st.st_mode & S_IFMT) == S_IFREG)
         }
-
-        /// A path that reopens exactly this file (not whatever the name points to now).
-        var procPath: String { "/proc/self/fd/\(descriptor)" }
     }
 
     /// The version at `path` without following a link, or nil if nothing is there.
@@ -162,6 +159,14 @@ enum LocalFiles {
         try syscall("fsync", path: candidate) { fsync(output) }
         try syscall("unlink", path: source) { unlink(source) }
         return candidate
+    }
+
+    /// Makes a running watcher notice a file that arrived by hard link (which inotify reports only as
+    /// IN_CREATE, not as a completed write): opening it for writing and closing it, without writing,
+    /// raises IN_CLOSE_WRITE and changes neither its bytes nor its mtime.
+    static func announce(_ path: String) {
+        let fd = open(path, O_WRONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK)
+        if fd >= 0 { close(fd) }
     }
 
     /// Writes `text` to a new file next to `path` and renames it into place, fsynced.

@@ -47,6 +47,14 @@ public final class Metrics: Sendable {
         }
     }
 
+    /// Sets a counter kept elsewhere (such as the watcher's statistics) to its current total.
+    public func setTotal(_ name: String, _ labels: [String: String] = [:], to value: Double, help: String) {
+        state.withLock {
+            $0.counters[Self.key(name, labels)] = value
+            if $0.help[name] == nil { $0.help[name] = ("counter", help) }
+        }
+    }
+
     /// Removes every series of a gauge (before setting it afresh).
     public func clear(_ name: String) {
         state.withLock { state in state.gauges = state.gauges.filter { $0.key.name != name } }

@@ -1,5 +1,6 @@
 import FerryConfig
 import FerryStore
+import FerryWatch
 import Foundation
 import Logging
 
@@ -9,6 +10,7 @@ struct MetricsWriter: Sendable {
     let path: String
     let metrics: Metrics
     let journal: Journal
+    let watcher: FolderWatcher
     let logger: Logger
     var interval: Duration = .seconds(15)
 
@@ -22,6 +24,10 @@ struct MetricsWriter: Sendable {
 
     func writeOnce() {
         refreshQueueGauges(metrics: metrics, journal: journal)
+        let watch = watcher.statistics
+        metrics.setTotal("ferry_inotify_overflows_total", to: Double(watch.overflows), help: "inotify queue overflows (each followed by a rescan).")
+        metrics.setTotal("ferry_watch_scans_total", to: Double(watch.scans), help: "Full scans of watched folders: start, overflow, reconciliation, fallback.")
+        metrics.set("ferry_watches", to: Double(watch.watches), help: "inotify watches in use.")
         do {
             try LocalFiles.writeAtomically(metrics.render(), to: path)
         } catch {

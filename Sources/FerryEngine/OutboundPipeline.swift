@@ -271,7 +271,8 @@ public final class OutboundPipeline: Sendable {
         }
         let key = stagingKey(for: file, staging: staging)
         do {
-            let result = try await context.s3.putObject(bucket: staging.bucket, key: key, fileAt: file.path)
+            let result = try await context.s3.putObject(bucket: staging.bucket, key: key, fileDescriptor: opened.descriptor,
+                                                        size: expected.size, describedAs: file.path)
             // A writer that kept writing during the upload means the object may be half-written.
             let (after, _) = try opened.version()
             guard after == expected, LocalFiles.currentVersion(file.path) == expected else {

@@ -30,6 +30,7 @@ public enum QuarantineRetry {
             // Journal first: if we stop between the two steps, the file is still in quarantine and can be retried again.
             try journal.markRetried(file.id)
             let placed = try LocalFiles.moveNoReplace(quarantinePath, to: file.path)
+            LocalFiles.announce(placed)
             try? FileManager.default.removeItem(atPath: quarantinePath + ".reason")
             restored.append(Restored(from: quarantinePath, to: placed))
         }

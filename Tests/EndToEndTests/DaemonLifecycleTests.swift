@@ -40,9 +40,12 @@ import FerryTestSupport
         scenario.daemon?.signal(SIGHUP)
         #expect(await eventually(timeout: 10) { scenario.daemon?.log.contains("reload refused") == true })
         let log = scenario.daemon?.log ?? ""
-        #expect(log.contains("\(scenario.configPath):19:5: error: unknown key 'after_sent' in this outbound rule; did you mean 'after_send'?"), "log:\n\(log.suffix(2000))")
-        #expect(log.contains("\(scenario.configPath):20:14: error: 'retries' must be a whole number from 0 to 100, got 'lots'"))
-        #expect(log.contains("\(scenario.configPath):21:5: error: duplicate key 'retries' (first defined at 20:5)"))
+        // Positions as an editor shows them: 1-based line of each bad key in the file just written.
+        let lines = broken.components(separatedBy: "\n")
+        let sent = try #require(lines.firstIndex { $0.hasPrefix("    after_sent:") }) + 1
+        #expect(log.contains("\(scenario.configPath):\(sent):5: error: unknown key 'after_sent' in this outbound rule; did you mean 'after_send'?"), "log:\n\(log.suffix(2000))")
+        #expect(log.contains("\(scenario.configPath):\(sent + 1):14: error: 'retries' must be a whole number from 0 to 100, got 'lots'"))
+        #expect(log.contains("\(scenario.configPath):\(sent + 2):5: error: duplicate key 'retries' (first defined at \(sent + 1):5)"))
         try Data("second\n".utf8).write(to: URL(fileURLWithPath: scenario.outbox + "/second.edi"))
         #expect(await eventually(timeout: 30) { scenario.partnerFiles()["second.edi"] != nil }, "the running rules still send")
 

@@ -14,7 +14,7 @@ final class OutboundScenario: @unchecked Sendable {
 
     /// `ruleExtras` are YAML lines added to the rule (indented by the caller's convention: 4 spaces).
     init(faultRate: Double = 0, faultKinds: [String] = [], latencyMs: Int = 0, afterSend: String = "archive",
-         retries: Int = 5, ruleExtras: [String] = [], batchMaxWait: String = "2s") throws {
+         retries: Int = 5, ruleExtras: [String] = [], batchMaxWait: String = "2s", topExtras: [String] = []) throws {
         emulator = try Emulator.start(faultRate: faultRate, faultKinds: faultKinds, latencyMs: latencyMs)
         root = try TempDirectory(prefix: "ferry-e2e")
         outbox = root.path + "/outbox"
@@ -25,6 +25,7 @@ final class OutboundScenario: @unchecked Sendable {
         let rules = """
             version: 1
             state_dir: \(stateDir)
+            \(topExtras.joined(separator: "\n"))
             aws:
               region: \(emulator.region)
               endpoint_url: \(emulator.endpoint)
@@ -95,6 +96,19 @@ final class OutboundScenario: @unchecked Sendable {
             counts[String(path.split(separator: "/").last ?? ""), default: 0] += 1
         }
         return counts
+    }
+
+    /// `ferry status --json` as an operator runs it: exit status and the parsed document.
+    func status() throws -> (exit: Int32, json: [String: Any]) {
+        let result = try FerryBinary.run(["status", "--json", "--config", configPath])
+        let object = try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [String: Any]
+        return (result.status, object ?? ["unparsed": result.stdout + result.stderr])
+    }
+
+    /// The `outbound` entry of `ferry status --json` for one rule.
+    func outboundStatus(_ rule: String = "invoices") throws -> [String: Any] {
+        let rules = try status().json["outbound"] as? [[String: Any]] ?? []
+        return rules.first { $0["rule"] as? String == rule } ?? [:]
     }
 
     deinit {

@@ -21,14 +21,14 @@ import Testing
         let info = try await s3.getObject(bucket: emulator.stagingBucket, key: "big/300 MiB.bin", toFileAt: dir.path + "/back")
         #expect(info.size == Int64(size) && info.eTag == put.eTag)
         #expect(try sha256OfFile(dir.path + "/back") == sha256OfFile(dir.path + "/big"))
-        let operations = try emulator.requestLog().compactMap { $0["operation"] as? String }
+        let operations = try emulator.requestLog().compactMap(\.operation)
         #expect(operations.filter { $0 == "UploadPart" }.count == 19)
         #expect(operations.contains("CompleteMultipartUpload"))
         try assertNoSecrets(logs.all, emulator.secretAccessKey)
     }
 
     @Test func faultsAreRetriedWithinAttemptsAndQuota() async throws {
-        let emulator = try EmulatorProcess(arguments: ["--fault-rate", "0.3", "--faults", "throttle,unavailable,internal,slowdown,drop", "--seed", "4"])
+        let emulator = try EmulatorProcess(faultRate: 0.3, faultKinds: ["throttle", "unavailable", "internal", "slowdown", "drop"], seed: 4)
         defer { emulator.stop() }
         let logs = CapturedLogs()
         let observer = RecordingObserver()
@@ -63,13 +63,13 @@ import Testing
         #expect(stats.retriesGranted > 0 && succeeded > failed)
         // Each failed attempt is in the emulator's log as a fault; the extra attempts are our retries.
         let log = try emulator.requestLog()
-        let faults = log.filter { !($0["fault"] is NSNull) && $0["fault"] != nil }.count
+        let faults = log.filter { $0.fault != nil }.count
         #expect(faults >= retries)
         try assertNoSecrets(logs.all, emulator.secretAccessKey)
     }
 
     @Test func quotaStopsRetryStormDuringOutage() async throws {
-        let emulator = try EmulatorProcess(arguments: ["--fault-rate", "1.0", "--faults", "unavailable"])
+        let emulator = try EmulatorProcess(faultRate: 1.0, faultKinds: ["unavailable"])
         defer { emulator.stop() }
         let observer = RecordingObserver()
         let client = try AWSClient(configuration: emulator.clientConfiguration(), logger: Logger(label: "test"), observer: observer)
@@ -99,7 +99,20 @@ import Testing
         #expect(observer.records.first?.attempts == 2)  // one corrected retry, not paid from the quota
         #expect(client.retryStatistics.retriesGranted == 0)
         #expect(try await s3.headObject(bucket: emulator.stagingBucket, key: "nothing") == nil)
-        let statuses = try emulator.requestLog().compactMap { $0["status"] as? Int }
+        let statuses = try emulator.requestLog().compactMap(\.status)
         #expect(statuses == [403, 404, 404])
+    }
+
+    @Test func cancellingACallAbandonsItsRequest() async throws {
+        let emulator = try EmulatorProcess(latencyMs: 5_000)
+        defer { emulator.stop() }
+        let client = try AWSClient(configuration: emulator.clientConfiguration(), logger: Logger(label: "test"))
+        defer { client.shutdown() }
+        let s3 = S3Client(client: client)
+        let call = Task { try await s3.headObject(bucket: emulator.stagingBucket, key: "slow") }
+        try await Task.sleep(for: .milliseconds(300))
+        call.cancel()
+        // Without cancellation the HEAD would answer (nil, after the 5 s latency) instead of throwing.
+        await #expect(throws: CancellationError.self) { _ = try await call.value }
     }
 }

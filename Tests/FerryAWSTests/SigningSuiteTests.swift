@@ -4,7 +4,11 @@ import Testing
 
 /// The project root, found from this file's path (Tests/FerryAWSTests/<file>).
 let projectRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
-let sharedTestData = projectRoot + "/../shared/testdata"
+/// The shared conformance data: `$FERRY_SHARED_TESTDATA`, else the `shared/` folder beside the project.
+let sharedTestData: String = {
+    if let explicit = ProcessInfo.processInfo.environment["FERRY_SHARED_TESTDATA"] { return explicit }
+    return ((projectRoot + "/../shared/testdata") as NSString).standardizingPath
+}()
 
 struct SuiteCase {
     let name: String

@@ -1,93 +1,31 @@
 import Foundation
 import Logging
 import Testing
+import FerryTestSupport
 @testable import FerryAWS
 
-/// Starts `Tests/Emulator/run` (the shared emulator) and stops it by PID.
+/// The shared emulator (FerryTestSupport's `Emulator`), with what these tests need on top.
 final class EmulatorProcess: @unchecked Sendable {
-    let pid: pid_t
-    let info: [String: Any]
-    private var stopped = false
-    var endpoint: String { info["endpoint"] as! String }
-    var region: String { info["region"] as! String }
-    var accessKeyId: String { info["access_key_id"] as! String }
-    var secretAccessKey: String { info["secret_access_key"] as! String }
-    var stagingBucket: String { (info["buckets"] as! [String: String])["staging"]! }
-    var inboundBucket: String { (info["buckets"] as! [String: String])["inbound"]! }
-    var sftpConnectorId: String { (info["connectors"] as! [String: String])["sftp"]! }
-    var partnerRoot: String { info["partner_root"] as! String }
-    var requestLogPath: String { info["request_log"] as! String }
-    var controlURL: String { info["control"] as! String }
+    let emulator: Emulator
+    var endpoint: String { emulator.endpoint }
+    var region: String { emulator.region }
+    var accessKeyId: String { emulator.accessKeyId }
+    var secretAccessKey: String { emulator.secretAccessKey }
+    var stagingBucket: String { emulator.stagingBucket }
+    var inboundBucket: String { emulator.inboundBucket }
+    var sftpConnectorId: String { emulator.sftpConnectorId }
+    var partnerRoot: String { emulator.partnerRoot }
 
-    /// posix_spawn and waitpid directly: Foundation's Process.waitUntilExit spins here when the
-    /// child was started off the main thread.
-    init(arguments: [String] = []) throws {
-        let runner = projectRoot + "/Tests/Emulator/run"
-        guard FileManager.default.isExecutableFile(atPath: runner) else {
-            throw TestFailure("the emulator is missing at \(runner)")
-        }
-        var fds: [Int32] = [0, 0]
-        guard pipe(&fds) == 0 else { throw TestFailure("pipe failed") }
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        posix_spawn_file_actions_adddup2(&actions, fds[1], 1)
-        posix_spawn_file_actions_addclose(&actions, fds[0])
-        posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0)
-        let argv = ([runner] + arguments).map { strdup($0) } + [nil]
-        defer { argv.forEach { free($0) } }
-        // Test threads block signals; without resetting the mask the child would ignore SIGTERM.
-        var attributes = posix_spawnattr_t()
-        posix_spawnattr_init(&attributes)
-        var empty = sigset_t()
-        sigemptyset(&empty)
-        posix_spawnattr_setsigmask(&attributes, &empty)
-        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK))
-        defer { posix_spawnattr_destroy(&attributes) }
-        var child: pid_t = 0
-        let spawned = posix_spawn(&child, runner, &actions, &attributes, argv, environ)
-        posix_spawn_file_actions_destroy(&actions)
-        close(fds[1])
-        guard spawned == 0 else { close(fds[0]); throw TestFailure("cannot start \(runner): errno \(spawned)") }
-        pid = child
-        var line = [UInt8]()
-        var byte: UInt8 = 0
-        while read(fds[0], &byte, 1) == 1 && byte != 0x0A { line.append(byte) }
-        close(fds[0])
-        guard let json = try? JSONSerialization.jsonObject(with: Data(line)) as? [String: Any] else {
-            kill(child, SIGTERM)
-            var status: Int32 = 0
-            waitpid(child, &status, 0)
-            throw TestFailure("the emulator did not start (needs python3 with moto and openssh-server: run `make deps`)")
-        }
-        info = json
+    init(faultRate: Double = 0, faultKinds: [String] = [], seed: Int? = nil, latencyMs: Int = 0) throws {
+        emulator = try Emulator.start(faultRate: faultRate, faultKinds: faultKinds, latencyMs: latencyMs, seed: seed)
     }
 
-    func setFaults(rate: Double, kinds: [String]) throws {
-        let body = String(decoding: try JSONSerialization.data(withJSONObject: ["rate": rate, "kinds": kinds]), as: UTF8.self)
-        let curl = Process()
-        curl.executableURL = URL(fileURLWithPath: "/usr/bin/curl")
-        curl.arguments = ["-sf", "-X", "POST", "-H", "Content-Type: application/json", "-d", body, controlURL + "/faults"]
-        curl.standardOutput = FileHandle.nullDevice
-        try curl.run()
-        curl.waitUntilExit()
-        guard curl.terminationStatus == 0 else { throw TestFailure("setting emulator faults failed") }
+    /// (operation, status, fault) of every request the emulator saw.
+    func requestLog() throws -> [(operation: String?, status: Int?, fault: String?)] {
+        try emulator.requestLog().map { ($0.operation, $0.status, $0.fault) }
     }
 
-    func requestLog() throws -> [[String: Any]] {
-        try String(contentsOfFile: requestLogPath, encoding: .utf8).split(separator: "\n").compactMap {
-            try JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any]
-        }
-    }
-
-    func stop() {
-        if stopped { return }
-        stopped = true
-        kill(pid, SIGTERM)
-        var status: Int32 = 0
-        while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
-    }
-
-    deinit { stop() }
+    func stop() { emulator.stop() }
 
     func clientConfiguration() -> AWSClientConfiguration {
         var c = AWSClientConfiguration(region: region, endpointURL: endpoint,
@@ -161,4 +99,55 @@ func sha256OfFile(_ path: String) throws -> String {
     let (fd, size) = try FileIO.openForReading(path)
     defer { close(fd) }
     return try FileIO.hashes(fd: fd, offset: 0, length: size, path: path).sha256
+}
+
+/// A child process started with posix_spawn, its first stdout line read, stopped by PID.
+/// (Foundation's Process.waitUntilExit spins here when the child was started off the main thread.)
+final class ChildProcess: @unchecked Sendable {
+    let pid: pid_t
+    let firstLine: String
+    private var stopped = false
+
+    init(_ executable: String, _ arguments: [String], environment: [String: String]? = nil) throws {
+        var fds: [Int32] = [0, 0]
+        guard pipe(&fds) == 0 else { throw TestFailure("pipe failed") }
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        posix_spawn_file_actions_adddup2(&actions, fds[1], 1)
+        posix_spawn_file_actions_addclose(&actions, fds[0])
+        posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        // Test threads block signals; without resetting the mask the child would ignore SIGTERM.
+        var attributes = posix_spawnattr_t()
+        posix_spawnattr_init(&attributes)
+        var empty = sigset_t()
+        sigemptyset(&empty)
+        posix_spawnattr_setsigmask(&attributes, &empty)
+        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK))
+        defer { posix_spawnattr_destroy(&attributes) }
+        let argv = ([executable] + arguments).map { strdup($0) } + [nil]
+        defer { argv.forEach { free($0) } }
+        let env = (environment ?? ProcessInfo.processInfo.environment).map { strdup("\($0.key)=\($0.value)") } + [nil]
+        defer { env.forEach { free($0) } }
+        var child: pid_t = 0
+        let spawned = posix_spawn(&child, executable, &actions, &attributes, argv, env)
+        close(fds[1])
+        guard spawned == 0 else { close(fds[0]); throw TestFailure("cannot start \(executable): errno \(spawned)") }
+        pid = child
+        var line = [UInt8]()
+        var byte: UInt8 = 0
+        while read(fds[0], &byte, 1) == 1 && byte != 0x0A { line.append(byte) }
+        close(fds[0])
+        firstLine = String(decoding: line, as: UTF8.self)
+    }
+
+    func stop() {
+        if stopped { return }
+        stopped = true
+        kill(pid, SIGTERM)
+        var status: Int32 = 0
+        while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+    }
+
+    deinit { stop() }
 }
