@@ -380,17 +380,26 @@ extension Journal {
         }
     }
 
+    static let pollColumns = "rule, started_at, finished_at, result, error, next_at, pending_listing"
+
+    static func decodePoll(_ row: Row) -> InboundPollRecord {
+        InboundPollRecord(rule: row.text(0) ?? "", startedAt: row.optionalDouble(1).map(Date.init(timeIntervalSince1970:)),
+                          finishedAt: row.optionalDouble(2).map(Date.init(timeIntervalSince1970:)), result: row.text(3),
+                          error: row.text(4), nextAt: row.optionalDouble(5).map(Date.init(timeIntervalSince1970:)),
+                          pendingListing: row.text(6))
+    }
+
     /// What the journal remembers of `rule`'s polls, nil if it was never polled.
     public func pollRecord(rule: String) throws -> InboundPollRecord? {
         try locked {
-            try connection.statement("""
-                SELECT rule, started_at, finished_at, result, error, next_at, pending_listing FROM inbound_polls WHERE rule = ?
-                """).query([.text(rule)]) { row in
-                InboundPollRecord(rule: row.text(0) ?? "", startedAt: row.optionalDouble(1).map(Date.init(timeIntervalSince1970:)),
-                                  finishedAt: row.optionalDouble(2).map(Date.init(timeIntervalSince1970:)), result: row.text(3),
-                                  error: row.text(4), nextAt: row.optionalDouble(5).map(Date.init(timeIntervalSince1970:)),
-                                  pendingListing: row.text(6))
-            }.first
+            try connection.statement("SELECT \(Self.pollColumns) FROM inbound_polls WHERE rule = ?").query([.text(rule)], Self.decodePoll).first
+        }
+    }
+
+    /// Every rule's poll record, by rule name (for `ferry status`: last poll, its error, the next one).
+    public func pollRecords() throws -> [InboundPollRecord] {
+        try locked {
+            try connection.statement("SELECT \(Self.pollColumns) FROM inbound_polls ORDER BY rule").query([], Self.decodePoll)
         }
     }
 }

@@ -97,13 +97,13 @@ final class InboundHarness: @unchecked Sendable {
     }
 
     func poller(_ rules: [InboundRule], journal: Journal, crashHook: (@Sendable (String) throws -> Void)? = nil,
-                listingTimeout: Duration = .seconds(60)) -> InboundPoller {
+                listingTimeout: Duration = .seconds(60), inFlight: InFlightGate = .unlimited) -> InboundPoller {
         var settings = InboundSettings(stateDirectory: state.path)
         settings.listingTimeout = listingTimeout
         let paced = self.paced
         let connection = InboundConnection(connectorId: emulator.sftpConnectorId, s3: s3, transfer: transfer, pace: {
             paced.increment()
-        })
+        }, inFlight: inFlight)
         return InboundPoller(rules: rules, connections: ["partner": connection], journal: journal, metrics: metrics, logger: logger,
                              clock: SystemInboundClock(), timeZone: .current, settings: settings, crashHook: crashHook)
     }

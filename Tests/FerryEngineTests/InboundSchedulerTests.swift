@@ -86,8 +86,8 @@ struct InboundSchedulerTests {
         let task = Task { await scheduler.run() }
         defer { task.cancel() }
         for _ in 0..<4 {
-            _ = try await clock.advanceToNextDeadline()
             let target = log.count + 1
+            _ = try await clock.advanceToNextDeadline()
             try await eventually { log.count >= target }
         }
         #expect(log.times("r") == [start.addingTimeInterval(7), start.addingTimeInterval(314), start.addingTimeInterval(621),
@@ -107,8 +107,8 @@ struct InboundSchedulerTests {
         let task = Task { await scheduler.run() }
         defer { task.cancel() }
         for _ in 0..<5 {
-            _ = try await clock.advanceToNextDeadline(sleepers: 2)
             let target = log.count + 1
+            _ = try await clock.advanceToNextDeadline(sleepers: 2)
             try await eventually { log.count >= target }
         }
         #expect(log.times("quarter") == ["07:00", "07:15", "07:30", "07:45"].map { date("2026-11-27T\($0):00Z") },
@@ -172,6 +172,36 @@ struct InboundSchedulerTests {
         #expect(Set(numbers.compactMap { $0 }) == [2, 3])
         #expect(running.withLock { $0.most } == 1)
         #expect(await scheduler.pollNow(rule: "unknown") == nil)
+    }
+
+    @Test func updateAddsRemovesAndReschedulesRules() async throws {
+        let start = date("2026-11-27T10:00:00Z")
+        let clock = ManualClock(start)
+        let log = PollLog()
+        let starts = Mutex<[String: Date]>([:])
+        let scheduler = InboundScheduler<Void>(
+            entries: [.init(rule: "a", schedule: .every(.seconds(600))), .init(rule: "b", schedule: .every(.seconds(600)))],
+            clock: clock, timeZone: utc, jitter: { _ in 0 }, lastStart: { rule in starts.withLock { $0[rule] } },
+            poll: { rule in
+                starts.withLock { $0[rule] = clock.now() }
+                log.append(rule, clock.now())
+            })
+        let task = Task { await scheduler.run() }
+        defer { task.cancel() }
+        try await eventually { log.count == 2 }
+        try await eventually { clock.sleeperDeadlines.count == 2 }
+        // SIGHUP: b is removed, a now polls every minute, c is new.
+        scheduler.update(entries: [.init(rule: "a", schedule: .every(.seconds(60))), .init(rule: "c", schedule: .cron(try CronExpression("30 10 * * *")))])
+        try await eventually { Set(clock.sleeperDeadlines) == [start.addingTimeInterval(60), date("2026-11-27T10:30:00Z")] }
+        #expect(await scheduler.pollNow(rule: "b") == nil, "a removed rule is no longer polled")
+        for _ in 0..<2 {
+            let target = log.count + 1
+            _ = try await clock.advanceToNextDeadline(sleepers: 2)
+            try await eventually { log.count >= target }
+        }
+        #expect(log.times("a") == [start, start.addingTimeInterval(60), start.addingTimeInterval(120)])
+        #expect(log.times("b") == [start])
+        #expect(log.times("c").isEmpty)
     }
 
     @Test func timingIsAPureFunction() throws {

@@ -141,6 +141,8 @@ struct InboundJournalTests {
         #expect(record.startedAt == started, "finishing keeps the start")
         #expect(record.error == "listing timed out")
         #expect(record.nextAt == started.addingTimeInterval(300))
+        try journal.recordPollStarted(rule: "another", at: started)
+        #expect(try journal.pollRecords().map(\.rule) == ["another", "r"])
     }
 
     @Test func aFailedDownloadIsRetriedFromS3UntilOutOfAttempts() throws {

@@ -3,6 +3,7 @@ import FerryConfig
 import FerryStore
 import Foundation
 import Logging
+import Synchronization
 
 /// AWS access for one connector, as the inbound poller uses it.
 public struct InboundConnection: Sendable {
@@ -13,13 +14,38 @@ public struct InboundConnection: Sendable {
     /// Waits for the connector's StartFileTransfer/StartDirectoryListing budget: the rate limiter the
     /// connector shares with outbound, so that inbound and outbound together stay within its quota.
     public var pace: @Sendable () async throws -> Void
+    /// The connector's transfers-in-flight budget (`max_in_flight`), shared with outbound.
+    public var inFlight: InFlightGate
 
-    public init(connectorId: String, s3: S3Client, transfer: TransferClient, pace: @escaping @Sendable () async throws -> Void) {
+    public init(connectorId: String, s3: S3Client, transfer: TransferClient, pace: @escaping @Sendable () async throws -> Void,
+                inFlight: InFlightGate = .unlimited) {
         self.connectorId = connectorId
         self.s3 = s3
         self.transfer = transfer
         self.pace = pace
+        self.inFlight = inFlight
     }
+}
+
+/// A connector's budget of transfers submitted and not finished: AWS queues at most 1,000 per connector,
+/// for both directions together.
+public struct InFlightGate: Sendable {
+    /// Waits for a free slot and takes it.
+    public var enter: @Sendable () async -> Void
+    /// Takes a slot without waiting, even beyond the limit: for transfers that already exist at AWS.
+    public var take: @Sendable () async -> Void
+    /// Gives a slot back.
+    public var leave: @Sendable () async -> Void
+
+    public init(enter: @escaping @Sendable () async -> Void, take: @escaping @Sendable () async -> Void,
+                leave: @escaping @Sendable () async -> Void) {
+        self.enter = enter
+        self.take = take
+        self.leave = leave
+    }
+
+    /// No limit (tests, and callers that bound transfers themselves).
+    public static let unlimited = InFlightGate(enter: {}, take: {}, leave: {})
 }
 
 /// Where the poller's counters go (the daemon's `Metrics` has this shape).
@@ -94,8 +120,8 @@ struct SimulatedCrash: Error {
 /// Every step is journaled before the next external action, so a poll interrupted anywhere is finished
 /// by the next one without losing a file or placing one twice.
 public final class InboundPoller: Sendable {
-    let rules: [String: InboundRule]
-    let connections: [String: InboundConnection]
+    /// The rules and connections in force; `reload` replaces them.
+    private let config: Mutex<(rules: [String: InboundRule], connections: [String: InboundConnection])>
     let journal: Journal
     let metrics: any InboundMetrics
     let logger: Logger
@@ -117,9 +143,7 @@ public final class InboundPoller: Sendable {
     init(rules: [InboundRule], connections: [String: InboundConnection], journal: Journal, metrics: any InboundMetrics,
          logger: Logger, clock: any InboundClock, timeZone: TimeZone, settings: InboundSettings?,
          crashHook: (@Sendable (String) throws -> Void)?) {
-        let byName = Dictionary(rules.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
-        self.rules = byName
-        self.connections = connections
+        config = Mutex((Self.byName(rules), connections))
         self.journal = journal
         self.metrics = metrics
         self.logger = logger
@@ -135,11 +159,14 @@ public final class InboundPoller: Sendable {
         poll.poller = self
     }
 
-    /// Polls every rule on its schedule, and answers `ferry poll` requests, until cancelled. Files a previous run left half-way are finished
-    /// first, before the first scheduled poll (which for a daily cron rule may be hours away).
+    /// Polls every rule on its schedule, and answers `ferry poll` requests, until cancelled. Files a previous
+    /// run left half-way are finished at once, not at the rule's next poll (which for a daily cron rule may
+    /// be hours away).
     public func run() async {
-        await resumeUnfinished()
         await withTaskGroup(of: Void.self) { group in
+            // Resumption holds each rule's poll slot, so a rule's first scheduled poll waits for it while
+            // other rules (and `ferry poll` of them) go ahead.
+            group.addTask { await self.resumeUnfinished() }
             group.addTask { await self.scheduler.run() }
             group.addTask { await self.servePollRequests() }
         }
@@ -149,7 +176,7 @@ public final class InboundPoller: Sendable {
     /// downloaded) to the end, without listing; each rule's work holds that rule's poll slot.
     public func resumeUnfinished() async {
         await withTaskGroup(of: Void.self) { group in
-            for rule in rules.values {
+            for rule in config.withLock({ Array($0.rules.values) }) {
                 group.addTask {
                     _ = await self.scheduler.withSlot(rule: rule.name) {
                         var report = PollReport(rule: rule.name)
@@ -163,6 +190,18 @@ public final class InboundPoller: Sendable {
                 }
             }
         }
+    }
+
+    /// SIGHUP: applies new (already validated) rules. New rules start polling, removed ones stop after a
+    /// poll they are running (their unfinished files wait in the journal until the rule returns), and a
+    /// changed rule applies from its next poll.
+    public func reload(rules: [InboundRule], connections: [String: InboundConnection]) {
+        config.withLock { $0 = (Self.byName(rules), connections) }
+        scheduler.update(entries: rules.map { .init(rule: $0.name, schedule: $0.schedule) })
+    }
+
+    private static func byName(_ rules: [InboundRule]) -> [String: InboundRule] {
+        Dictionary(rules.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
     }
 
     /// Polls `rule` now (after a poll of it that is already running) and returns what it did; nil if
@@ -181,7 +220,7 @@ public final class InboundPoller: Sendable {
     /// can produce (names with NUL or `/`).
     func poll(ruleNamed name: String, listing: (@Sendable (InboundRule) async throws -> DirectoryListing)? = nil) async -> PollReport {
         var report = PollReport(rule: name)
-        guard let rule = rules[name] else {
+        guard let rule = config.withLock({ $0.rules[name] }) else {
             report.error = "no inbound rule named \(name)"
             return report
         }
@@ -218,7 +257,7 @@ public final class InboundPoller: Sendable {
     }
 
     private func connection(for rule: InboundRule) throws -> InboundConnection {
-        guard let connection = connections[rule.connector] else {
+        guard let connection = config.withLock({ $0.connections[rule.connector] }) else {
             throw InboundError(code: "UnknownConnector", message: "rule \(rule.name) names connector \(rule.connector), which the daemon has no client for — check the connectors section of the rules file")
         }
         return connection
@@ -312,14 +351,46 @@ public final class InboundPoller: Sendable {
         let interruptedIDs = Set(interrupted.map(\.id))
         let toSubmit = interrupted + newlyListed.filter { !interruptedIDs.contains($0.id) }
         report.requested += toSubmit.count
-        for start in stride(from: 0, to: toSubmit.count, by: 10) {
-            try await submit(Array(toSubmit[start..<min(start + 10, toSubmit.count)]), rule: rule, connection: connection, report: &report)
+        // Transfers of earlier runs are already at AWS: they hold slots from the start, without waiting.
+        let resumed = Set(try journal.inboundFiles(in: [.retrieving], rule: rule.name).compactMap(\.transferID)).count
+        for _ in 0..<resumed { await connection.inFlight.take() }
+        let progress = RetrievalProgress(held: resumed)
+        // Submitting and tracking run side by side: a batch waiting for a max_in_flight slot gets it when
+        // the tracker sees an earlier transfer finish.
+        do {
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                group.addTask {
+                    do {
+                        for start in stride(from: 0, to: toSubmit.count, by: 10) {
+                            await connection.inFlight.enter()
+                            do {
+                                try await self.submit(Array(toSubmit[start..<min(start + 10, toSubmit.count)]), rule: rule,
+                                                      connection: connection, progress: progress)
+                            } catch {
+                                await connection.inFlight.leave()
+                                throw error
+                            }
+                            // Counted only once journaled as retrieving, so the tracker never frees it early.
+                            progress.state.withLock { $0.held += 1 }
+                        }
+                    } catch {
+                        progress.state.withLock { $0.submitting = false }
+                        throw error
+                    }
+                    progress.state.withLock { $0.submitting = false }
+                }
+                group.addTask { try await self.track(rule, connection: connection, progress: progress) }
+                try await group.waitForAll()
+            }
+        } catch {
+            await progress.settle(into: &report, gate: connection.inFlight)
+            throw error
         }
-        try await track(rule, connection: connection, report: &report)
+        await progress.settle(into: &report, gate: connection.inFlight)
         try await finish(rule, connection: connection, report: &report)
     }
 
-    private func submit(_ files: [InboundFile], rule: InboundRule, connection: InboundConnection, report: inout PollReport) async throws {
+    private func submit(_ files: [InboundFile], rule: InboundRule, connection: InboundConnection, progress: RetrievalProgress) async throws {
         let destination = rule.localDirectoryPath
         try await connection.pace()
         let batch = try journal.beginRetrieval(files.map { ($0.id, destination.bucket, destination.prefix + $0.name) })
@@ -337,18 +408,28 @@ public final class InboundPoller: Sendable {
                 try journal.abandonRetrieval(batch: batch, error: "\(error)")
             } else {
                 try journal.rejectRetrieval(batch: batch, error: "\(error)")
-                report.failed += files.count
+                progress.state.withLock { $0.failed += files.count }
             }
             throw error
         }
     }
 
-    private func track(_ rule: InboundRule, connection: InboundConnection, report: inout PollReport) async throws {
+    /// Tracks the rule's transfers until none is running (or the track timeout), giving back an in-flight
+    /// slot for each transfer that finishes; `held` is how many this poll still holds.
+    private func track(_ rule: InboundRule, connection: InboundConnection, progress: RetrievalProgress) async throws {
         let deadline = ContinuousClock.now.advanced(by: settings.trackTimeout)
         var delay = Duration.milliseconds(200)
         while true {
+            // Read what is held before what runs: every held transfer was journaled before it was counted,
+            // so any held beyond those running have finished.
+            let (held, submitting) = progress.state.withLock { ($0.held, $0.submitting) }
             let retrieving = try journal.inboundFiles(in: [.retrieving], rule: rule.name)
-            if retrieving.isEmpty { return }
+            let finished = held - Set(retrieving.compactMap(\.transferID)).count
+            if finished > 0 {
+                progress.state.withLock { $0.held -= finished }
+                for _ in 0..<finished { await connection.inFlight.leave() }
+            }
+            if retrieving.isEmpty && !submitting { return }
             for (transferID, files) in Dictionary(grouping: retrieving, by: { $0.transferID ?? "" }) {
                 var outcomes: [Int64: FileOutcome] = [:]
                 do {
@@ -371,19 +452,19 @@ public final class InboundPoller: Sendable {
                 try checkpoint("retrieval-tracked")
                 for (id, outcome) in outcomes {
                     if case .failed(let code, let message) = outcome {
-                        report.failed += 1
+                        progress.state.withLock { $0.failed += 1 }
                         metrics.increment("ferry_inbound_retrieve_failures_total", ["rule": rule.name, "code": code], by: 1,
                                           help: "Files whose retrieval from the partner failed.")
                         logger.info("retrieval failed; retried while the file is listed", metadata: [
                             "rule": "\(rule.name)", "file.id": "\(id)", "transfer.id": "\(transferID)", "error": "\(code): \(message)"])
                     } else {
-                        report.retrieved += 1
+                        progress.state.withLock { $0.retrieved += 1 }
                         metrics.increment("ferry_inbound_files_retrieved_total", ["rule": rule.name], by: 1, help: "Files retrieved into S3.")
                     }
                 }
             }
-            guard ContinuousClock.now < deadline else {
-                report.warnings.append("some retrievals were still running after \(settings.trackTimeout); the next poll tracks them")
+            guard ContinuousClock.now < deadline || submitting else {
+                progress.state.withLock { $0.warnings.append("some retrievals were still running after \(settings.trackTimeout); the next poll tracks them") }
                 return
             }
             try await Task.sleep(for: delay)
@@ -474,6 +555,36 @@ public final class InboundPoller: Sendable {
         try journal.markInboundDone(file.id)
         outcome.finished = true
         return outcome
+    }
+}
+
+/// What a poll's submitter and tracker, running side by side, share: in-flight slots held and counts.
+final class RetrievalProgress: Sendable {
+    struct State {
+        var held: Int
+        var submitting = true
+        var retrieved = 0
+        var failed = 0
+        var warnings: [String] = []
+    }
+
+    let state: Mutex<State>
+
+    init(held: Int) {
+        state = Mutex(State(held: held))
+    }
+
+    /// Gives back every slot still held and adds the counts to the poll's report.
+    func settle(into report: inout PollReport, gate: InFlightGate) async {
+        let final = state.withLock { state -> State in
+            let copy = state
+            state.held = 0
+            return copy
+        }
+        for _ in 0..<final.held { await gate.leave() }
+        report.retrieved += final.retrieved
+        report.failed += final.failed
+        report.warnings += final.warnings
     }
 }
 

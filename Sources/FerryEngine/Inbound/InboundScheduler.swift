@@ -56,7 +56,9 @@ public enum PollTiming {
 }
 
 /// Runs each inbound rule's polls on its schedule, one poll per rule at a time; `pollNow` slots a poll in
-/// between scheduled ones (it waits for a running poll of that rule to finish first).
+/// between scheduled ones (it waits for a running poll of that rule to finish first). `update` swaps the
+/// rules (SIGHUP): new rules start, removed ones stop after any poll they are running, and a changed
+/// schedule applies from the next wait.
 public final class InboundScheduler<Report: Sendable>: Sendable {
     /// One rule to schedule.
     public struct Entry: Sendable {
@@ -68,14 +70,25 @@ public final class InboundScheduler<Report: Sendable>: Sendable {
         }
     }
 
-    let entries: [Entry]
+    /// The rules in force, each with the token of the one loop that may run it: a loop whose token is no
+    /// longer current (its rule was removed, or removed and added again) ends.
+    private struct Rules {
+        var entries: [String: (entry: Entry, token: Int)] = [:]
+        var nextToken = 0
+        var generation = 0
+        var waiters: [Int: CheckedContinuation<Void, Never>] = [:]
+        var nextWaiter = 0
+    }
+
     let clock: any InboundClock
     let timeZone: TimeZone
     let jitter: @Sendable (Duration) -> TimeInterval
     let lastStart: @Sendable (String) -> Date?
     let willWait: @Sendable (String, Date) -> Void
     let poll: @Sendable (String) async -> Report
-    private let slots: [String: RuleSlot]
+    private let rules = Mutex(Rules())
+    private let slots = Mutex<[String: RuleSlot]>([:])
+    private let started: (stream: AsyncStream<(String, Int)>, continuation: AsyncStream<(String, Int)>.Continuation)
 
     /// - Parameters:
     ///   - jitter: the random delay for an `every` interval (default: uniform up to `PollTiming.maximumJitter`).
@@ -86,54 +99,141 @@ public final class InboundScheduler<Report: Sendable>: Sendable {
                 jitter: @escaping @Sendable (Duration) -> TimeInterval = { .random(in: 0...PollTiming.maximumJitter(for: $0)) },
                 lastStart: @escaping @Sendable (String) -> Date?, willWait: @escaping @Sendable (String, Date) -> Void = { _, _ in },
                 poll: @escaping @Sendable (String) async -> Report) {
-        self.entries = entries
         self.clock = clock
         self.timeZone = timeZone
         self.jitter = jitter
         self.lastStart = lastStart
         self.willWait = willWait
         self.poll = poll
-        slots = Dictionary(entries.map { ($0.rule, RuleSlot()) }, uniquingKeysWith: { first, _ in first })
+        started = AsyncStream.makeStream()
+        update(entries: entries)
     }
 
-    /// Polls every rule on its schedule until cancelled.
+    /// Replaces the scheduled rules.
+    public func update(entries: [Entry]) {
+        let (added, waiters) = rules.withLock { state -> ([(String, Int)], [CheckedContinuation<Void, Never>]) in
+            var added: [(String, Int)] = []
+            var next: [String: (entry: Entry, token: Int)] = [:]
+            for entry in entries where next[entry.rule] == nil {
+                if let existing = state.entries[entry.rule] {
+                    next[entry.rule] = (entry, existing.token)
+                } else {
+                    state.nextToken += 1
+                    next[entry.rule] = (entry, state.nextToken)
+                    added.append((entry.rule, state.nextToken))
+                }
+            }
+            state.entries = next
+            state.generation += 1
+            let waiters = Array(state.waiters.values)
+            state.waiters = [:]
+            return (added, waiters)
+        }
+        for waiter in waiters { waiter.resume() }
+        for loop in added { started.continuation.yield(loop) }
+    }
+
+    /// Polls every rule on its schedule until cancelled, starting loops for rules `update` adds.
     public func run() async {
         await withTaskGroup(of: Void.self) { group in
-            for entry in entries {
-                group.addTask { await self.loop(entry) }
+            for await (rule, token) in started.stream {
+                group.addTask { await self.loop(rule, token: token) }
             }
+            group.cancelAll()
         }
     }
 
-    private func loop(_ entry: Entry) async {
-        guard let slot = slots[entry.rule] else { return }
-        var start = lastStart(entry.rule)
+    private func current(_ rule: String, token: Int) -> Entry? {
+        rules.withLock { state in
+            guard let current = state.entries[rule], current.token == token else { return nil }
+            return current.entry
+        }
+    }
+
+    private func slot(_ rule: String) -> RuleSlot {
+        slots.withLock { slots in
+            if let slot = slots[rule] { return slot }
+            let slot = RuleSlot()
+            slots[rule] = slot
+            return slot
+        }
+    }
+
+    private func loop(_ rule: String, token: Int) async {
+        var start = lastStart(rule)
         while !Task.isCancelled {
+            let generation = rules.withLock { $0.generation }
+            guard let entry = current(rule, token: token) else { return }
             let interval: Duration? = if case .every(let interval) = entry.schedule { interval } else { nil }
             let due = PollTiming.due(entry.schedule, lastStart: start, now: clock.now(), timeZone: timeZone,
                                      jitter: interval.map(jitter) ?? 0)
-            willWait(entry.rule, due)
-            do {
-                try await clock.sleep(until: due)
-            } catch {
-                return
-            }
-            await slot.exclusive {
-                start = clock.now()
-                _ = await poll(entry.rule)
+            willWait(rule, due)
+            switch await sleep(until: due, orChangeAfter: generation) {
+            case .cancelled: return
+            case .changed: continue
+            case .due:
+                guard current(rule, token: token) != nil else { return }
+                await slot(rule).exclusive {
+                    start = clock.now()
+                    _ = await poll(rule)
+                }
             }
         }
     }
 
-    /// Polls `rule` now (after any poll of it that is running) and returns the report; nil for an unknown rule.
+    private enum Wake: Sendable { case due, changed, cancelled }
+
+    /// Sleeps until `due`, or until `update` changes the rules, whichever is first.
+    private func sleep(until due: Date, orChangeAfter generation: Int) async -> Wake {
+        await withTaskGroup(of: Wake.self) { group in
+            group.addTask {
+                do {
+                    try await self.clock.sleep(until: due)
+                    return .due
+                } catch {
+                    return .cancelled
+                }
+            }
+            group.addTask {
+                await self.waitForChange(after: generation)
+                return Task.isCancelled ? .cancelled : .changed
+            }
+            let first = await group.next() ?? .cancelled
+            group.cancelAll()
+            return Task.isCancelled ? .cancelled : first
+        }
+    }
+
+    private func waitForChange(after generation: Int) async {
+        let id = rules.withLock { state -> Int in
+            state.nextWaiter += 1
+            return state.nextWaiter
+        }
+        await withTaskCancellationHandler {
+            await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+                let ready = rules.withLock { state -> Bool in
+                    if state.generation != generation || Task.isCancelled { return true }
+                    state.waiters[id] = continuation
+                    return false
+                }
+                if ready { continuation.resume() }
+            }
+        } onCancel: {
+            rules.withLock { $0.waiters.removeValue(forKey: id) }?.resume()
+        }
+    }
+
+    /// Polls `rule` now (after any poll of it that is running) and returns the report; nil for a rule that
+    /// is not scheduled.
     public func pollNow(rule: String) async -> Report? {
         await withSlot(rule: rule) { await poll(rule) }
     }
 
-    /// Runs `body` as the one poll-like activity of `rule` (resuming unfinished work, say); nil for an unknown rule.
+    /// Runs `body` as the one poll-like activity of `rule` (resuming unfinished work, say); nil for a rule
+    /// that is not scheduled.
     public func withSlot<T: Sendable>(rule: String, _ body: () async -> T) async -> T? {
-        guard let slot = slots[rule] else { return nil }
-        return await slot.exclusive(body)
+        guard rules.withLock({ $0.entries[rule] != nil }) else { return nil }
+        return await slot(rule).exclusive(body)
     }
 }
 
