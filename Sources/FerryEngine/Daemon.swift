@@ -16,6 +16,7 @@ public final class Daemon: Service, Sendable {
     let journal: Journal
     let watcher: FolderWatcher
     let outbound: OutboundPipeline
+    let inbound: InboundPoller
     /// One AWS client per distinct AWS settings, shared by the connectors that use them.
     let clients: Locked<[String: AWSClient]>
     let lock: DaemonLock
@@ -45,6 +46,7 @@ public final class Daemon: Service, Sendable {
         }
         outbound = OutboundPipeline(rules: rules.outbound, connectors: contexts, journal: journal, watcher: watcher,
                                     metrics: metrics, logger: logger)
+        inbound = InboundPoller(rules: rules.inbound, contexts: contexts, journal: journal, metrics: metrics, logger: logger)
     }
 
     /// READY=1 once the journal is open and the watches are set up, then STATUS= and WATCHDOG=1 pings.
@@ -116,6 +118,7 @@ public final class Daemon: Service, Sendable {
         let contexts = try Self.contexts(for: newRules.connectors, clients: clients, metrics: metrics, logger: logger)
         let (added, removed) = await outbound.reload(rules: newRules.outbound, connectors: contexts)
         watcher.updateRules(Self.watchRules(newRules))
+        inbound.reload(rules: newRules.inbound, contexts: contexts)
         currentRules.withLock { $0 = newRules }
         logger.info("rules reloaded", metadata: ["rules.added": "\(added.joined(separator: ","))",
                                                  "rules.removed": "\(removed.joined(separator: ","))",
@@ -131,6 +134,12 @@ public final class Daemon: Service, Sendable {
         configuration.caBundle = settings.caBundle
         configuration.maxAttempts = settings.maxAttempts
         return configuration
+    }
+
+    /// `ferry poll RULE` without a running daemon: one poll of `rule`, then the AWS clients shut down.
+    public func pollOnce(rule: String) async -> PollReport? {
+        defer { for client in clients.withLock({ Array($0.values) }) { client.shutdown() } }
+        return await inbound.pollNow(rule: rule)
     }
 
     /// Runs until the task is cancelled (SIGTERM/SIGINT); the journal keeps everything resumable.
@@ -158,6 +167,7 @@ public final class Daemon: Service, Sendable {
             try await withThrowingTaskGroup(of: Void.self) { group in
                 group.addTask { try await self.watcher.run() }
                 group.addTask { try await self.outbound.run() }
+                group.addTask { await self.inbound.run() }
                 if let path = self.rules.metricsFile {
                     group.addTask { await MetricsWriter(path: path, metrics: self.metrics, journal: self.journal, watcher: self.watcher, logger: self.logger).run() }
                 }
