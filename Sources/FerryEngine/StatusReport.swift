@@ -24,6 +24,26 @@ public struct StatusReport: Codable, Sendable, Equatable {
         public var oldestWaitingAgeSeconds: Double?
     }
 
+    /// One inbound rule: its polls and the files it is retrieving.
+    public struct InboundRuleStatus: Codable, Sendable, Equatable {
+        public var rule: String
+        public var lastPollStarted: Date?
+        public var lastPollFinished: Date?
+        /// The last poll's one-line summary.
+        public var lastPollResult: String?
+        /// The last poll's error, if it failed.
+        public var lastPollError: String?
+        public var nextPoll: Date?
+        /// Files listed and not yet safely in S3 (and on disk, with download_to).
+        public var inProgress: Int
+        /// Files retrieved and tidied on the partner in the last 24 hours.
+        public var retrieved24h: Int
+        /// Files whose retrieval failed and that the next poll retries.
+        public var failed: Int
+        /// Remote names refused (hostile or outside download_to).
+        public var refused: Int
+    }
+
     /// The health `ferry status` exits with.
     public enum Health: String, Codable, Sendable {
         /// Running, nothing quarantined, no failing poll: exit 0.
@@ -48,6 +68,7 @@ public struct StatusReport: Codable, Sendable, Equatable {
     public var journal: String
     public var possibleDuplicates: Int64
     public var outbound: [OutboundRuleStatus]
+    public var inbound: [InboundRuleStatus]
     public var generatedAt: Date
 
     /// Reads the journal under `rules.stateDir`; rules order the output and name rules with no files yet.
@@ -55,6 +76,9 @@ public struct StatusReport: Codable, Sendable, Equatable {
         let journalPath = (rules.stateDir as NSString).appendingPathComponent("journal.db")
         let pid = DaemonLock.runningPID(stateDir: rules.stateDir)
         var outbound: [OutboundRuleStatus] = []
+        var inbound: [InboundRuleStatus] = rules.inbound.map {
+            InboundRuleStatus(rule: $0.name, inProgress: 0, retrieved24h: 0, failed: 0, refused: 0)
+        }
         var duplicates: Int64 = 0
         if FileManager.default.fileExists(atPath: journalPath) {
             let journal = try Journal(readOnlyAt: journalPath, logger: .init(label: "ferry.status"))
@@ -77,6 +101,25 @@ public struct StatusReport: Codable, Sendable, Equatable {
                     oldestWaitingPath: oldest[name]?.path,
                     oldestWaitingAgeSeconds: oldest[name].map { (now.timeIntervalSince($0.since) * 10).rounded() / 10 }))
             }
+            let inboundCounts = try journal.inboundCounts()
+            let retrieved = try journal.inboundDone(since: now.addingTimeInterval(-86_400))
+            let polls = Dictionary(try journal.pollRecords().map { ($0.rule, $0) }, uniquingKeysWith: { first, _ in first })
+            for index in inbound.indices {
+                let name = inbound[index].rule
+                let counts = inboundCounts[name] ?? [:]
+                inbound[index].inProgress = [InboundState.listed, .submitting, .retrieving, .inS3, .downloading, .downloaded]
+                    .reduce(0) { $0 + (counts[$1] ?? 0) }
+                inbound[index].failed = counts[.failed] ?? 0
+                inbound[index].refused = counts[.refused] ?? 0
+                inbound[index].retrieved24h = retrieved[name] ?? 0
+                if let poll = polls[name] {
+                    inbound[index].lastPollStarted = poll.startedAt
+                    inbound[index].lastPollFinished = poll.finishedAt
+                    inbound[index].lastPollResult = poll.result
+                    inbound[index].lastPollError = poll.error
+                    inbound[index].nextPoll = poll.nextAt
+                }
+            }
         } else {
             outbound = rules.outbound.map {
                 OutboundRuleStatus(rule: $0.name, waiting: 0, staged: 0, inFlight: 0, completed24h: 0, failed: 0, quarantined: 0)
@@ -85,13 +128,13 @@ public struct StatusReport: Codable, Sendable, Equatable {
         let health: Health
         if pid == nil {
             health = .notRunning
-        } else if outbound.contains(where: { $0.quarantined > 0 }) {
+        } else if outbound.contains(where: { $0.quarantined > 0 }) || inbound.contains(where: { $0.lastPollError != nil }) {
             health = .degraded
         } else {
             health = .healthy
         }
         return StatusReport(health: health, daemonPID: pid, journal: journalPath, possibleDuplicates: duplicates,
-                            outbound: outbound, generatedAt: now)
+                            outbound: outbound, inbound: inbound, generatedAt: now)
     }
 
     /// JSON with snake_case keys and ISO 8601 dates, for scripts.
@@ -124,6 +167,27 @@ public struct StatusReport: Codable, Sendable, Equatable {
                                 String(value).leftPadded(to: [7, 6, 9, 8, 6, 11][index])
                             }.joined(separator: "  ")
                          + "  " + oldest)
+        }
+        if !inbound.isEmpty {
+            lines.append("")
+            lines.append("INBOUND RULE          IN PROGRESS  RETRIEVED 24H  FAILED  REFUSED  LAST POLL                      NEXT POLL")
+            let formatter = ISO8601DateFormatter()
+            for rule in inbound {
+                let last: String
+                if let error = rule.lastPollError {
+                    last = "FAILED: \(error)"
+                } else if let finished = rule.lastPollFinished {
+                    last = "\(formatter.string(from: finished)) \(rule.lastPollResult ?? "")"
+                } else {
+                    last = rule.lastPollStarted == nil ? "never" : "running"
+                }
+                lines.append(rule.rule.padding(toLength: 20, withPad: " ", startingAt: 0) + "  "
+                             + [rule.inProgress, rule.retrieved24h, rule.failed, rule.refused].enumerated().map { index, value in
+                                String(value).leftPadded(to: [11, 13, 6, 7][index])
+                             }.joined(separator: "  ")
+                             + "  " + last.padding(toLength: 29, withPad: " ", startingAt: 0)
+                             + "  " + (rule.nextPoll.map { formatter.string(from: $0) } ?? "-"))
+            }
         }
         return lines.joined(separator: "\n")
     }

@@ -396,6 +396,15 @@ extension Journal {
         }
     }
 
+    /// Per rule, remote files whose journey ended (`done`) since `since`.
+    public func inboundDone(since: Date) throws -> [String: Int] {
+        try locked {
+            Dictionary(uniqueKeysWithValues: try connection.statement(
+                "SELECT rule, count(*) FROM inbound_files WHERE state = 'done' AND updated_at >= ? GROUP BY rule")
+                .query([.real(since.timeIntervalSince1970)]) { ($0.text(0) ?? "", Int($0.int(1))) })
+        }
+    }
+
     /// Every rule's poll record, by rule name (for `ferry status`: last poll, its error, the next one).
     public func pollRecords() throws -> [InboundPollRecord] {
         try locked {

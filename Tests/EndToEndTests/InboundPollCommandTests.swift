@@ -52,6 +52,22 @@ struct InboundPollCommandTests {
         #expect(FileManager.default.contents(atPath: inbox + "/two.csv") == Data("second".utf8))
         #expect(daemon.log.contains("inbound poll done"), "the daemon, not the command, polled")
 
+        // `ferry status --json`, field by field, for the inbound rule.
+        let status = try FerryBinary.run(["status", "--json", "--config", configPath])
+        #expect(status.status == 0, "healthy: \(status.stdout)\(status.stderr)")
+        let json = try #require(try JSONSerialization.jsonObject(with: Data(status.stdout.utf8)) as? [String: Any])
+        #expect(json["health"] as? String == "healthy")
+        let inbound = try #require((json["inbound"] as? [[String: Any]])?.first)
+        #expect(inbound["rule"] as? String == "reports")
+        #expect(inbound["retrieved24h"] as? Int == 2)
+        #expect(inbound["in_progress"] as? Int == 0)
+        #expect(inbound["failed"] as? Int == 0)
+        #expect(inbound["refused"] as? Int == 0)
+        #expect(inbound["last_poll_error"] == nil)
+        #expect((inbound["last_poll_result"] as? String)?.contains("requested 1") == true, "\(inbound)")
+        #expect(inbound["last_poll_finished"] is String)
+        #expect(inbound["next_poll"] is String, "the cron rule's next tick")
+
         result = try FerryBinary.run(["poll", "nope", "--config", configPath], environment: emulator.environment)
         #expect(result.status != 0)
         #expect(result.stderr.contains("no inbound rule named 'nope'"), "\(result.stderr)")
