@@ -3,13 +3,13 @@ import Synchronization
 
 /// ferry's counters and gauges, written as a Prometheus textfile by `MetricsWriter`.
 public final class Metrics: Sendable {
+    /// A series: the metric name and its rendered label set, e.g. `ferry_files_sent_total` + `{rule="a"}`.
+    /// Built once per update as two strings, so counting stays cheap on the per-file path.
     private struct Key: Hashable, Comparable {
         var name: String
-        var labels: [String]   // "k=\"v\"" pairs, sorted
+        var labels: String
 
-        static func < (lhs: Key, rhs: Key) -> Bool {
-            (lhs.name, lhs.labels.joined(separator: ",")) < (rhs.name, rhs.labels.joined(separator: ","))
-        }
+        static func < (lhs: Key, rhs: Key) -> Bool { (lhs.name, lhs.labels) < (rhs.name, rhs.labels) }
     }
 
     private struct State {
@@ -23,11 +23,23 @@ public final class Metrics: Sendable {
     public init() {}
 
     private static func key(_ name: String, _ labels: [String: String]) -> Key {
-        Key(name: name, labels: labels.sorted { $0.key < $1.key }.map { "\($0.key)=\"\(escape($0.value))\"" })
+        switch labels.count {
+        case 0:
+            return Key(name: name, labels: "")
+        case 1:
+            let (label, value) = labels.first!
+            return Key(name: name, labels: "{\(label)=\"\(escape(value))\"}")
+        default:
+            let pairs = labels.sorted { $0.key < $1.key }.map { "\($0.key)=\"\(escape($0.value))\"" }
+            return Key(name: name, labels: "{" + pairs.joined(separator: ",") + "}")
+        }
     }
 
     private static func escape(_ value: String) -> String {
-        value.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"")
+        guard value.utf8.contains(where: { $0 == UInt8(ascii: "\\") || $0 == UInt8(ascii: "\"") || $0 == UInt8(ascii: "\n") }) else {
+            return value
+        }
+        return value.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"")
             .replacingOccurrences(of: "\n", with: "\\n")
     }
 
@@ -79,7 +91,7 @@ public final class Metrics: Sendable {
                     }
                     lastName = key.name
                 }
-                let labels = key.labels.isEmpty ? "" : "{\(key.labels.joined(separator: ","))}"
+                let labels = key.labels
                 let number = value == value.rounded() && abs(value) < 1e15 ? String(Int64(value)) : String(value)
                 out += "\(key.name)\(labels) \(number)\n"
             }

@@ -54,6 +54,7 @@ public final class OutboundPipeline: Sendable {
     private let newConnectors = AsyncQueue<String>()
     private let batcher: Batcher
     private let tracker: Tracker
+    private let stagedCommits: GroupCommit<Journal.StagedCopy>
 
     var rules: [String: OutboundRule] { configuration.withLock { $0.rules } }
     var connectors: [String: ConnectorContext] { configuration.withLock { $0.connectors } }
@@ -76,6 +77,7 @@ public final class OutboundPipeline: Sendable {
             rule: { name in configuration.withLock { $0.rules[name] } },
             queue: { connector in configuration.withLock { $0.batchQueues[connector] } })
         tracker = Tracker()
+        stagedCommits = GroupCommit { copies in try journal.markStaged(copies) }
     }
 
     /// Applies reloaded rules: new rules and connectors start, changed rules take effect for files not yet
@@ -279,7 +281,7 @@ public final class OutboundPipeline: Sendable {
                 logger.info("file changed during upload; the upload is discarded and the new version will be sent", metadata: metadata)
                 return .dropped
             }
-            try journal.markStaged(file.id, bucket: staging.bucket, key: key, checksum: result.eTag)
+            try await stagedCommits.submit(Journal.StagedCopy(id: file.id, bucket: staging.bucket, key: key, checksum: result.eTag))
             metrics.increment("ferry_bytes_uploaded_total", ["rule": file.rule], by: Double(file.size), help: "Bytes uploaded to S3 staging.")
             var staged = file
             staged.state = .staged

@@ -282,12 +282,39 @@ public final class Journal: @unchecked Sendable {
         }
     }
 
+    /// Where one file's bytes were stored in S3 staging.
+    public struct StagedCopy: Sendable, Equatable {
+        public var id: Int64
+        public var bucket: String
+        public var key: String
+        public var checksum: String
+
+        public init(id: Int64, bucket: String, key: String, checksum: String) {
+            self.id = id
+            self.bucket = bucket
+            self.key = key
+            self.checksum = checksum
+        }
+    }
+
     /// Records that a file's bytes are in S3 staging.
     public func markStaged(_ id: Int64, bucket: String, key: String, checksum: String) throws {
+        try markStaged([StagedCopy(id: id, bucket: bucket, key: key, checksum: checksum)])
+    }
+
+    /// Records several uploads in one transaction (one fsync for a burst).
+    public func markStaged(_ copies: [StagedCopy]) throws {
+        guard !copies.isEmpty else { return }
         try locked {
-            try connection.statement("""
-                UPDATE outbound_files SET state = 'staged', bucket = ?, s3_key = ?, checksum = ?, updated_at = ? WHERE id = ?
-                """).run([.text(bucket), .text(key), .text(checksum), .real(timestamp), .integer(id)])
+            try connection.transaction {
+                let update = try connection.statement("""
+                    UPDATE outbound_files SET state = 'staged', bucket = ?, s3_key = ?, checksum = ?, updated_at = ? WHERE id = ?
+                    """)
+                let time = timestamp
+                for copy in copies {
+                    try update.run([.text(copy.bucket), .text(copy.key), .text(copy.checksum), .real(time), .integer(copy.id)])
+                }
+            }
         }
     }
 
