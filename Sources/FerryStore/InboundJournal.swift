@@ -285,22 +285,12 @@ extension Journal {
 
     /// Files in any of `states`, optionally of one rule, oldest first.
     public func inboundFiles(in states: [InboundState], rule: String? = nil) throws -> [InboundFile] {
-        guard !states.isEmpty else { return [] }
-        var sql = "SELECT \(Self.inboundColumns) FROM inbound_files WHERE state IN (\(states.map { _ in "?" }.joined(separator: ", ")))"
-        var values = states.map { SQLValue.text($0.rawValue) }
-        if let rule {
-            sql += " AND rule = ?"
-            values.append(.text(rule))
-        }
-        sql += " ORDER BY id"
-        return try locked { try connection.statement(sql).query(values, Self.decodeInbound) }
+        try rows(of: "inbound_files", columns: Self.inboundColumns, states: states.map(\.rawValue), rule: rule, Self.decodeInbound)
     }
 
     /// One inbound file by id.
     public func inboundFile(_ id: Int64) throws -> InboundFile? {
-        try locked {
-            try connection.statement("SELECT \(Self.inboundColumns) FROM inbound_files WHERE id = ?").query([.integer(id)], Self.decodeInbound).first
-        }
+        try row(of: "inbound_files", columns: Self.inboundColumns, id: id, Self.decodeInbound)
     }
 
     /// Per rule, how many remote file versions are in each state.

@@ -387,22 +387,29 @@ public final class Journal: @unchecked Sendable {
 
     /// Files in the given states, oldest first.
     public func outboundFiles(in states: [OutboundState], rule: String? = nil) throws -> [OutboundFile] {
-        let marks = states.map { _ in "?" }.joined(separator: ",")
-        var sql = "SELECT \(Self.fileColumns) FROM outbound_files WHERE state IN (\(marks))"
-        var values = states.map { SQLValue.text($0.rawValue) }
-        if let rule {
-            sql += " AND rule = ?"
-            values.append(.text(rule))
-        }
-        sql += " ORDER BY id"
-        return try locked { try connection.statement(sql).query(values, Self.decodeFile) }
+        try rows(of: "outbound_files", columns: Self.fileColumns, states: states.map(\.rawValue), rule: rule, Self.decodeFile)
     }
 
     /// One file by id.
     public func outboundFile(_ id: Int64) throws -> OutboundFile? {
-        try locked {
-            try connection.statement("SELECT \(Self.fileColumns) FROM outbound_files WHERE id = ?").query([.integer(id)], Self.decodeFile).first
+        try row(of: "outbound_files", columns: Self.fileColumns, id: id, Self.decodeFile)
+    }
+
+    /// Rows of `table` in any of `states` (and of `rule`, if given), oldest first.
+    func rows<T>(of table: String, columns: String, states: [String], rule: String?, _ decode: (Row) -> T) throws -> [T] {
+        guard !states.isEmpty else { return [] }
+        var sql = "SELECT \(columns) FROM \(table) WHERE state IN (\(states.map { _ in "?" }.joined(separator: ",")))"
+        var values = states.map(SQLValue.text)
+        if let rule {
+            sql += " AND rule = ?"
+            values.append(.text(rule))
         }
+        return try locked { try connection.statement(sql + " ORDER BY id").query(values, decode) }
+    }
+
+    /// The row of `table` with `id`, if any.
+    func row<T>(of table: String, columns: String, id: Int64, _ decode: (Row) -> T) throws -> T? {
+        try locked { try connection.statement("SELECT \(columns) FROM \(table) WHERE id = ?").query([.integer(id)], decode).first }
     }
 
     // MARK: Batches
