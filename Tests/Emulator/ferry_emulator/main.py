@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> None:
         import paramiko  # noqa: F401  (checked here so a missing package is reported before anything starts)
         from moto.moto_server.werkzeug_app import create_backend_app
         from moto.s3.models import s3_backends
-        from werkzeug.serving import WSGIRequestHandler, make_server
+        from werkzeug.serving import make_server
     except ImportError as e:
         _fail(f"missing Python package ({e}); install the test dependencies with `make deps`")
     from .app import EmulatorApp, Faults, RequestLog
@@ -113,12 +113,9 @@ def main(argv: list[str] | None = None) -> None:
                         "SigningAlgorithm": "SHA256", "MdnSigningAlgorithm": "NONE", "MdnResponse": "NONE"})
         log = RequestLog(os.path.join(state_dir, "requests.jsonl"))
         app = EmulatorApp(create_backend_app("s3"), Verifier(access_key, secret_key, REGION), transfer, faults, log)
-        # HTTP/1.1 keeps connections open between requests, as AWS endpoints do, so clients that reuse
-        # connections (ferry, the aws cli, rclone) are measured as they would run against AWS.
-        class KeepAliveHandler(WSGIRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-        server = make_server("127.0.0.1", args.port, app, threaded=True, request_handler=KeepAliveHandler)
+        # werkzeug answers every request with `Connection: close`, so clients cannot reuse connections
+        # here as they would against AWS; benchmarks therefore include a TCP connect per request.
+        server = make_server("127.0.0.1", args.port, app, threaded=True)
         server.daemon_threads = True
         port = server.server_port
         endpoint = f"http://127.0.0.1:{port}"
