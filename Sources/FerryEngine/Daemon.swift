@@ -113,8 +113,8 @@ public final class Daemon: Service, Sendable {
     /// rules take no new files and finish what they have; in-flight work is never dropped. Settings of a
     /// connector that already runs (rates, limits, AWS settings) take effect at the next restart.
     public func reload(_ newRules: Rules) async throws {
-        try? notifier.reloading()
-        defer { try? notifier.ready() }
+        // No RELOADING=1/READY=1 here: the unit reloads through ExecReload (validate, then SIGHUP), and a
+        // READY=1 arriving while that job runs makes systemd end the job as failed.
         let contexts = try Self.contexts(for: newRules.connectors, clients: clients, metrics: metrics, logger: logger)
         let (added, removed) = await outbound.reload(rules: newRules.outbound, connectors: contexts)
         watcher.updateRules(Self.watchRules(newRules))
