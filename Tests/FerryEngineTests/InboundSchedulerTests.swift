@@ -115,6 +115,8 @@ struct InboundSchedulerTests {
                 "08:00-08:45 Berlin is 07:00-07:45 UTC, and no jitter is added to cron")
         // 09:30 Berlin on Friday, then (skipping the weekend) Monday.
         #expect(log.times("weekday-0930") == [date("2026-11-27T08:30:00Z")])
+        // Each rule goes back to sleep after its poll; wait for both before reading their deadlines.
+        try await eventually { clock.sleeperDeadlines.count == 2 }
         #expect(clock.sleeperDeadlines.sorted() == [date("2026-11-28T07:00:00Z"), date("2026-11-30T08:30:00Z")])
     }
 
