@@ -8,31 +8,39 @@ struct YAMLSyntaxError: Error, Sendable {
 
 /// Owns one libyaml parser and the bytes it reads; both are released in `deinit`.
 final class YAMLEventParser {
-    private var parser = yaml_parser_t()
+    /// Heap-allocated so that its address is stable for libyaml across calls.
+    private let parser: UnsafeMutablePointer<yaml_parser_t>
     private let input: UnsafeMutableBufferPointer<UInt8>
+    /// libyaml's initializer fails only when it cannot allocate its buffers.
+    private let initialized: Bool
 
     init(bytes: [UInt8]) {
         // libyaml keeps a pointer to the input for its whole life, so the bytes get a stable home here.
         input = UnsafeMutableBufferPointer<UInt8>.allocate(capacity: max(bytes.count, 1))
         _ = input.initialize(from: bytes)
-        yaml_parser_initialize(&parser)
-        yaml_parser_set_input_string(&parser, input.baseAddress, bytes.count)
+        parser = UnsafeMutablePointer<yaml_parser_t>.allocate(capacity: 1)
+        parser.initialize(to: yaml_parser_t())
+        initialized = yaml_parser_initialize(parser) == 1
+        if initialized { yaml_parser_set_input_string(parser, input.baseAddress, bytes.count) }
     }
 
     deinit {
-        yaml_parser_delete(&parser)
+        if initialized { yaml_parser_delete(parser) }
+        parser.deallocate()
         input.deallocate()
     }
 
     /// Hands the next event to `body`, then frees it; throws libyaml's error with its position.
     func next<T>(_ body: (inout yaml_event_t) -> T) throws(YAMLSyntaxError) -> T {
+        guard initialized else { throw YAMLSyntaxError(position: .start, message: "cannot read YAML: libyaml could not allocate memory") }
         var event = yaml_event_t()
-        guard yaml_parser_parse(&parser, &event) == 1 else { throw currentError() }
+        guard yaml_parser_parse(parser, &event) == 1 else { throw currentError() }
         defer { yaml_event_delete(&event) }
         return body(&event)
     }
 
     private func currentError() -> YAMLSyntaxError {
+        let parser = self.parser.pointee
         let problem = parser.problem.map { String(cString: $0) } ?? "unknown problem"
         if parser.error == YAML_READER_ERROR {
             // The reader reports a byte offset, not a mark: turn it into line and column ourselves.
@@ -189,7 +197,8 @@ enum YAMLComposer {
         let position = YAMLEventParser.position(event.start_mark)
         switch event.type {
         case YAML_STREAM_START_EVENT: return .streamStart
-        case YAML_STREAM_END_EVENT: return .streamEnd
+        // libyaml answers NO_EVENT once the stream is over; treating it as the end guarantees termination.
+        case YAML_STREAM_END_EVENT, YAML_NO_EVENT: return .streamEnd
         case YAML_DOCUMENT_START_EVENT: return .documentStart(position)
         case YAML_DOCUMENT_END_EVENT: return .documentEnd
         case YAML_SCALAR_EVENT:
