@@ -48,16 +48,23 @@ struct LocalVersion: Equatable {
     }
 }
 
+/// The one place FerryEngine retries a system call a signal interrupted: runs `call` until it returns
+/// a non-negative result or fails with something other than EINTR, which `failure` turns into the
+/// caller's own error (so each caller keeps its actionable message).
+func retryingInterrupts<T: BinaryInteger, E: Error>(_ call: () -> T, failure: (Int32) -> E) throws(E) -> T {
+    while true {
+        let result = call()
+        if result >= 0 { return result }
+        let code = errno
+        if code != EINTR { throw failure(code) }
+    }
+}
+
 /// Local file operations of the pipeline. Every call retries EINTR; links are never followed.
 enum LocalFiles {
     @discardableResult
     static func syscall(_ operation: String, path: String, _ body: () -> Int32) throws -> Int32 {
-        while true {
-            let result = body()
-            if result >= 0 { return result }
-            if errno == EINTR { continue }
-            throw LocalFileError(operation, path: path, errno: errno)
-        }
+        try retryingInterrupts(body) { LocalFileError(operation, path: path, errno: $0) }
     }
 
     /// An open, regular, non-link file whose version is checked against what was journaled.

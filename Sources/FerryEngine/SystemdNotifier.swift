@@ -171,16 +171,11 @@ private final class NotifySocket: Sendable {
     }
 }
 
-/// Runs a system call, repeating it while it fails with EINTR; any other failure becomes an error
-/// carrying errno, with the message that tells the user which call failed and why.
+/// A system call for the notifier: EINTR retried, any other failure an error carrying errno and a
+/// message naming the call.
 private func retryingInterrupts(_ code: SystemdNotifierError.Code, _ what: String,
                                 _ call: () -> Int) throws(SystemdNotifierError) -> Int {
-    while true {
-        let result = call()
-        if result >= 0 { return result }
-        let error = errno
-        if error == EINTR { continue }
-        throw SystemdNotifierError(code: code, errno: error,
-            message: "\(what) failed: \(String(cString: strerror(error))) (errno \(error))")
+    try retryingInterrupts(call) { error in
+        SystemdNotifierError(code: code, errno: error, message: "\(what) failed: \(String(cString: strerror(error))) (errno \(error))")
     }
 }

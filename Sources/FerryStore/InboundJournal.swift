@@ -295,14 +295,7 @@ extension Journal {
 
     /// Per rule, how many remote file versions are in each state.
     public func inboundCounts() throws -> [String: [InboundState: Int]] {
-        try locked {
-            var result: [String: [InboundState: Int]] = [:]
-            for (rule, state, count) in try connection.statement("SELECT rule, state, count(*) FROM inbound_files GROUP BY rule, state")
-                .query([], { ($0.text(0) ?? "", InboundState(rawValue: $0.text(1) ?? ""), Int($0.int(2))) }) {
-                if let state { result[rule, default: [:]][state] = count }
-            }
-            return result
-        }
+        try countsByState(of: "inbound_files")
     }
 
     // MARK: Polls
@@ -388,11 +381,7 @@ extension Journal {
 
     /// Per rule, remote files whose journey ended (`done`) since `since`.
     public func inboundDone(since: Date) throws -> [String: Int] {
-        try locked {
-            Dictionary(uniqueKeysWithValues: try connection.statement(
-                "SELECT rule, count(*) FROM inbound_files WHERE state = 'done' AND updated_at >= ? GROUP BY rule")
-                .query([.real(since.timeIntervalSince1970)]) { ($0.text(0) ?? "", Int($0.int(1))) })
-        }
+        try countsReaching(InboundState.done.rawValue, in: "inbound_files", since: since)
     }
 
     /// Every rule's poll record, by rule name (for `ferry status`: last poll, its error, the next one).

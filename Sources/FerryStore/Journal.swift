@@ -529,23 +529,33 @@ public final class Journal: @unchecked Sendable {
 
     /// Per rule, how many files are in each state.
     public func outboundCounts() throws -> [String: [OutboundState: Int]] {
+        try countsByState(of: "outbound_files")
+    }
+
+    /// Per rule, how many rows of `table` are in each state.
+    func countsByState<State: RawRepresentable & Hashable>(of table: String) throws -> [String: [State: Int]] where State.RawValue == String {
         try locked {
-            var result: [String: [OutboundState: Int]] = [:]
-            for (rule, state, count) in try connection.statement("SELECT rule, state, count(*) FROM outbound_files GROUP BY rule, state")
-                .query([], { ($0.text(0) ?? "", OutboundState(rawValue: $0.text(1) ?? ""), Int($0.int(2))) }) {
+            var result: [String: [State: Int]] = [:]
+            for (rule, state, count) in try connection.statement("SELECT rule, state, count(*) FROM \(table) GROUP BY rule, state")
+                .query([], { ($0.text(0) ?? "", State(rawValue: $0.text(1) ?? ""), Int($0.int(2))) }) {
                 if let state { result[rule, default: [:]][state] = count }
             }
             return result
         }
     }
 
-    /// Per rule, files disposed since `since`.
-    public func outboundCompleted(since: Date) throws -> [String: Int] {
+    /// Per rule, rows of `table` that reached `state` since `since`.
+    func countsReaching(_ state: String, in table: String, since: Date) throws -> [String: Int] {
         try locked {
             Dictionary(uniqueKeysWithValues: try connection.statement(
-                "SELECT rule, count(*) FROM outbound_files WHERE state = 'disposed' AND updated_at >= ? GROUP BY rule")
-                .query([.real(since.timeIntervalSince1970)]) { ($0.text(0) ?? "", Int($0.int(1))) })
+                "SELECT rule, count(*) FROM \(table) WHERE state = ? AND updated_at >= ? GROUP BY rule")
+                .query([.text(state), .real(since.timeIntervalSince1970)]) { ($0.text(0) ?? "", Int($0.int(1))) })
         }
+    }
+
+    /// Per rule, files disposed since `since`.
+    public func outboundCompleted(since: Date) throws -> [String: Int] {
+        try countsReaching(OutboundState.disposed.rawValue, in: "outbound_files", since: since)
     }
 
     /// Per rule, the oldest file not yet completed, with when it was detected.

@@ -177,11 +177,7 @@ public struct DownloadPlacement: Sendable {
     /// Runs a syscall, retrying EINTR; a -1 result becomes a DownloadError naming the action and errno.
     @discardableResult
     private func call(_ action: String, _ body: () -> Int32) throws -> Int32 {
-        while true {
-            let result = body()
-            if result >= 0 { return result }
-            let code = errno
-            if code == EINTR { continue }
+        try retryingInterrupts(body) { code in
             var hint = ""
             switch code {
             case ENOENT: hint = " — create \(directory) or fix download_to"
@@ -189,7 +185,7 @@ public struct DownloadPlacement: Sendable {
             case ENOSPC: hint = " — the disk under \(directory) is full; free space and the download resumes on the next poll"
             default: break
             }
-            throw DownloadError(errno: code, message: "cannot \(action): \(String(cString: strerror(code)))\(hint)")
+            return DownloadError(errno: code, message: "cannot \(action): \(String(cString: strerror(code)))\(hint)")
         }
     }
 }
