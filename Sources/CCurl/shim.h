@@ -24,6 +24,32 @@ static inline CURLcode ferry_easy_getinfo_long(CURL *h, CURLINFO i, long *v) { r
 static inline CURLcode ferry_easy_getinfo_pointer(CURL *h, CURLINFO i, void **v) { return curl_easy_getinfo(h, i, v); }
 // Multi-handle options taking a long (connection cache size).
 static inline CURLMcode ferry_multi_setopt_long(CURLM *m, CURLMoption o, long v) { return curl_multi_setopt(m, o, v); }
+// Multi-handle options taking a pointer (SOCKETDATA, TIMERDATA).
+static inline CURLMcode ferry_multi_setopt_pointer(CURLM *m, CURLMoption o, void *v) { return curl_multi_setopt(m, o, v); }
+// The event-loop callbacks of curl_multi_socket_action.
+typedef int (*ferry_curl_socket_callback)(CURL *easy, curl_socket_t s, int what, void *userp, void *socketp);
+typedef int (*ferry_curl_timer_callback)(CURLM *multi, long timeout_ms, void *userp);
+static inline CURLMcode ferry_multi_setopt_socket_callback(CURLM *m, ferry_curl_socket_callback v) { return curl_multi_setopt(m, CURLMOPT_SOCKETFUNCTION, v); }
+static inline CURLMcode ferry_multi_setopt_timer_callback(CURLM *m, ferry_curl_timer_callback v) { return curl_multi_setopt(m, CURLMOPT_TIMERFUNCTION, v); }
 // CURLMsg keeps the result in a union Swift imports awkwardly.
 static inline CURLcode ferry_curlmsg_result(CURLMsg *m) { return m->data.result; }
+
+// epoll for the driver thread. struct epoll_event is packed on x86-64, which Swift does not lay out
+// reliably, so it never crosses into Swift: registration by fd, and results as two plain arrays.
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+static inline int ferry_epoll_set(int epfd, int op, int fd, unsigned int events) {
+    struct epoll_event event;
+    event.events = events;
+    event.data.u64 = 0;
+    event.data.fd = fd;
+    return epoll_ctl(epfd, op, fd, &event);
+}
+static inline int ferry_epoll_wait(int epfd, int *fds, unsigned int *events, int capacity, int timeout_ms) {
+    struct epoll_event ready[64];
+    if (capacity > 64) capacity = 64;
+    int n = epoll_wait(epfd, ready, capacity, timeout_ms);
+    for (int i = 0; i < n; i++) { fds[i] = ready[i].data.fd; events[i] = ready[i].events; }
+    return n;
+}
 #endif

@@ -2,23 +2,40 @@ internal import CCrypto
 
 /// Hashing and HMAC through OpenSSL, so signing costs what the C library costs.
 enum Crypto {
+    /// Digest implementations fetched once: OpenSSL 3 otherwise looks the algorithm up on every use
+    /// (`EVP_sha256()` and the one-shot `HMAC()` both do), which cost more than hashing a small request.
+    nonisolated(unsafe) static let sha256Algorithm: OpaquePointer = EVP_MD_fetch(nil, "SHA256", nil)
+    nonisolated(unsafe) static let md5Algorithm: OpaquePointer = EVP_MD_fetch(nil, "MD5", nil)
+
     static func sha256(_ bytes: some Collection<UInt8>) -> [UInt8] {
-        let hasher = Digest(.sha256)
-        hasher.update(bytes)
-        return hasher.finish()
+        let done: [UInt8]? = bytes.withContiguousStorageIfAvailable { oneShot(sha256Algorithm, UnsafeRawBufferPointer($0)) }
+        return done ?? Array(bytes).withUnsafeBytes { oneShot(sha256Algorithm, $0) }
     }
 
-    static func sha256Hex(_ string: String) -> String { hex(sha256(Array(string.utf8))) }
+    static func md5(_ bytes: some Collection<UInt8>) -> [UInt8] {
+        let done: [UInt8]? = bytes.withContiguousStorageIfAvailable { oneShot(md5Algorithm, UnsafeRawBufferPointer($0)) }
+        return done ?? Array(bytes).withUnsafeBytes { oneShot(md5Algorithm, $0) }
+    }
 
-    static func hmacSHA256(key: [UInt8], data: [UInt8]) -> [UInt8] {
-        var out = [UInt8](repeating: 0, count: Int(EVP_MAX_MD_SIZE))
-        var length: UInt32 = 0
-        key.withUnsafeBufferPointer { k in
-            data.withUnsafeBufferPointer { d in
-                _ = HMAC(EVP_sha256(), k.baseAddress, Int32(k.count), d.baseAddress, d.count, &out, &length)
-            }
+    private static func oneShot(_ algorithm: OpaquePointer, _ data: UnsafeRawBufferPointer) -> [UInt8] {
+        [UInt8](unsafeUninitializedCapacity: Int(EVP_MAX_MD_SIZE)) { buffer, count in
+            var length: UInt32 = 0
+            EVP_Digest(data.baseAddress, data.count, buffer.baseAddress, &length, algorithm, nil)
+            count = Int(length)
         }
-        return Array(out.prefix(Int(length)))
+    }
+
+    static func sha256Hex(_ string: String) -> String {
+        var string = string
+        return string.withUTF8 { hex(oneShot(sha256Algorithm, UnsafeRawBufferPointer($0))) }
+    }
+
+    /// HMAC-SHA256 as RFC 2104 defines it, on the pre-fetched digest: H((K ^ opad) || H((K ^ ipad) || data)).
+    static func hmacSHA256(key: [UInt8], data: [UInt8]) -> [UInt8] {
+        var block = key.count > 64 ? sha256(key) : key
+        block += [UInt8](repeating: 0, count: 64 - block.count)
+        let inner = sha256(block.map { $0 ^ 0x36 } + data)
+        return sha256(block.map { $0 ^ 0x5C } + inner)
     }
 
     static func hex(_ bytes: [UInt8]) -> String {
@@ -68,7 +85,7 @@ final class Digest {
 
     init(_ algorithm: Algorithm) {
         context = EVP_MD_CTX_new()
-        EVP_DigestInit_ex(context, algorithm == .sha256 ? EVP_sha256() : EVP_md5(), nil)
+        EVP_DigestInit_ex(context, algorithm == .sha256 ? Crypto.sha256Algorithm : Crypto.md5Algorithm, nil)
     }
 
     func update(_ bytes: some Collection<UInt8>) {

@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 internal import CCurl
 
 /// What is sent as a request body. File bodies are read with `pread` as libcurl asks for them,
@@ -7,6 +8,11 @@ enum HTTPBody: Sendable {
     case empty
     case bytes([UInt8])
     case file(descriptor: Int32, offset: Int64, length: Int64)
+
+    var isFile: Bool {
+        if case .file = self { return true }
+        return false
+    }
 
     var length: Int64 {
         switch self {
@@ -80,7 +86,7 @@ private final class CurlTransfer: @unchecked Sendable {
     var localError: String?
 
     init(request: HTTPRequest) throws {
-        guard let easy = curl_easy_init() else {
+        guard let easy = EasyHandles.shared.take() else {
             throw HTTPTransportError(curlCode: -1, message: "libcurl could not create a handle (out of memory?)", isTimeout: false)
         }
         self.easy = easy
@@ -89,13 +95,40 @@ private final class CurlTransfer: @unchecked Sendable {
 
     deinit {
         curl_slist_free_all(headerList)
-        curl_easy_cleanup(easy)
+        EasyHandles.shared.give(easy)
     }
 
     var status: Int {
         var code: Int = 0
         _ = ferry_easy_getinfo_long(easy, CURLINFO_RESPONSE_CODE, &code)
         return code
+    }
+}
+
+/// Idle easy handles, reset and reused: creating one per request (and its buffers) showed in profiles.
+/// Connections belong to the multi handle's pool, not to easy handles, so reuse carries no state over.
+private final class EasyHandles: @unchecked Sendable {
+    static let shared = EasyHandles()
+    private let lock = NSLock()
+    private var idle: [UnsafeMutableRawPointer] = []
+
+    func take() -> UnsafeMutableRawPointer? {
+        lock.lock()
+        let handle = idle.popLast()
+        lock.unlock()
+        return handle ?? curl_easy_init()
+    }
+
+    func give(_ handle: UnsafeMutableRawPointer) {
+        curl_easy_reset(handle)
+        lock.lock()
+        if idle.count < 64 {
+            idle.append(handle)
+            lock.unlock()
+        } else {
+            lock.unlock()
+            curl_easy_cleanup(handle)
+        }
     }
 }
 
@@ -107,16 +140,8 @@ private let readCallback: ferry_curl_data_callback = { buffer, size, count, user
     let t = transfer(from: userdata)
     let capacity = size * count
     switch t.request.body {
-    case .empty:
-        return 0
-    case .bytes(let bytes):
-        let n = min(capacity, bytes.count - Int(t.readOffset))
-        if n <= 0 { return 0 }
-        bytes.withUnsafeBufferPointer { src in
-            UnsafeMutableRawPointer(buffer!).copyMemory(from: src.baseAddress! + Int(t.readOffset), byteCount: n)
-        }
-        t.readOffset += Int64(n)
-        return n
+    case .empty, .bytes:
+        return 0  // in-memory bodies are handed to libcurl whole (CURLOPT_COPYPOSTFIELDS)
     case .file(let fd, let offset, let length):
         let want = min(Int64(capacity), length - t.readOffset)
         if want <= 0 { return 0 }
@@ -177,24 +202,66 @@ private let headerCallback: ferry_curl_data_callback = { buffer, size, count, us
     return total
 }
 
+private func client(from userp: UnsafeMutableRawPointer?) -> HTTPClient {
+    Unmanaged<HTTPClient>.fromOpaque(userp!).takeUnretainedValue()
+}
+
+private let socketCallback: ferry_curl_socket_callback = { _, socket, what, userp, _ in
+    client(from: userp).watch(socket, what: what)
+    return 0
+}
+
+private let timerCallback: ferry_curl_timer_callback = { _, timeoutMilliseconds, userp in
+    client(from: userp).timerDeadline = timeoutMilliseconds < 0 ? nil : ContinuousClock.now + .milliseconds(timeoutMilliseconds)
+    return 0
+}
+
 /// HTTP over one libcurl multi handle: a single connection pool shared by every request, driven on
-/// its own thread, handing results back to async callers through continuations.
-final class HTTPClient: @unchecked Sendable {
+/// its own thread with epoll and `curl_multi_socket_action`.
+///
+/// That thread is also a `TaskExecutor`. A task that prefers it (`withTaskExecutorPreference`) runs its
+/// code between network events on the same thread that drives libcurl: starting a request and resuming
+/// the task with its response then cost no thread wake-ups, which on a small machine is most of the CPU
+/// a small request costs. Callers that do not prefer it hop here and back, as with any executor.
+/// Nothing that blocks may run here: the journal's fsyncs and large hashes go to other executors.
+final class HTTPClient: TaskExecutor, @unchecked Sendable {
     private let multi: UnsafeMutableRawPointer
     private let settings: HTTPClientSettings
     private let lock = NSLock()
     private var pending: [CurlTransfer] = []
     private var cancelled: [CurlTransfer] = []
-    private var active: [UnsafeMutableRawPointer: CurlTransfer] = [:]
+    private var jobs: [UnownedJob] = []
     private var stopping = false
+    private var stopped = false
     private var thread: Thread?
-    private let stopped = DispatchSemaphore(value: 0)
+    private let stoppedSignal = DispatchSemaphore(value: 0)
+    /// The driver thread's pthread_t, 0 until it runs.
+    private let loopThread = Atomic<UInt>(0)
+    /// epoll set of libcurl's sockets and `wakeFD`; only ready sockets cost anything per round.
+    private let epollFD: Int32
+    /// An eventfd written to wake the driver thread from other threads.
+    private let wakeFD: Int32
+
+    // Touched by the driver thread only (libcurl calls the callbacks from inside its calls there).
+    private var active: [UnsafeMutableRawPointer: CurlTransfer] = [:]
+    private var watched: Set<Int32> = []
+    /// When libcurl wants `curl_multi_socket_action(CURL_SOCKET_TIMEOUT)`; nil when it has no timer.
+    fileprivate var timerDeadline: ContinuousClock.Instant?
 
     init(settings: HTTPClientSettings) {
         _ = curlGlobalInit
         self.settings = settings
         multi = curl_multi_init()
+        epollFD = epoll_create1(Int32(EPOLL_CLOEXEC))
+        wakeFD = eventfd(0, Int32(EFD_CLOEXEC | EFD_NONBLOCK))
+        precondition(epollFD >= 0 && wakeFD >= 0, "epoll/eventfd unavailable: \(String(cString: strerror(errno)))")
+        _ = ferry_epoll_set(epollFD, EPOLL_CTL_ADD, wakeFD, EPOLLIN.rawValue)
         _ = ferry_multi_setopt_long(multi, CURLMOPT_MAXCONNECTS, settings.maxConcurrentRequests)
+        let me = Unmanaged.passUnretained(self).toOpaque()
+        _ = ferry_multi_setopt_socket_callback(multi, socketCallback)
+        _ = ferry_multi_setopt_pointer(multi, CURLMOPT_SOCKETDATA, me)
+        _ = ferry_multi_setopt_timer_callback(multi, timerCallback)
+        _ = ferry_multi_setopt_pointer(multi, CURLMOPT_TIMERDATA, me)
         let thread = Thread { [unowned self] in self.loop() }
         thread.name = "ferry-curl"
         self.thread = thread
@@ -203,16 +270,61 @@ final class HTTPClient: @unchecked Sendable {
 
     deinit {
         curl_multi_cleanup(multi)
+        close(epollFD)
+        close(wakeFD)
     }
 
-    /// Stops the driver thread; requests still queued fail.
+    /// Stops the driver thread; requests still queued fail. Tasks that prefer this executor carry on
+    /// on the global concurrent executor.
     func shutdown() {
         lock.lock()
         if stopping { lock.unlock(); return }
         stopping = true
         lock.unlock()
-        curl_multi_wakeup(multi)
-        stopped.wait()
+        wake()
+        stoppedSignal.wait()
+    }
+
+    private func wake() {
+        var one: UInt64 = 1
+        _ = write(wakeFD, &one, 8)  // EAGAIN means a wake-up is already pending
+    }
+
+    /// libcurl's CURLMOPT_SOCKETFUNCTION: which sockets to wait on, for what.
+    fileprivate func watch(_ fd: Int32, what: Int32) {
+        if what == CURL_POLL_REMOVE {
+            if watched.remove(fd) != nil { _ = ferry_epoll_set(epollFD, EPOLL_CTL_DEL, fd, 0) }
+            return
+        }
+        var events: UInt32 = 0
+        if what == CURL_POLL_IN || what == CURL_POLL_INOUT { events |= EPOLLIN.rawValue }
+        if what == CURL_POLL_OUT || what == CURL_POLL_INOUT { events |= EPOLLOUT.rawValue }
+        if watched.insert(fd).inserted {
+            _ = ferry_epoll_set(epollFD, EPOLL_CTL_ADD, fd, events)
+        } else {
+            _ = ferry_epoll_set(epollFD, EPOLL_CTL_MOD, fd, events)
+        }
+    }
+
+    private var onLoopThread: Bool {
+        let id = loopThread.load(ordering: .relaxed)
+        return id != 0 && pthread_equal(pthread_t(id), pthread_self()) != 0
+    }
+
+    // MARK: TaskExecutor
+
+    func enqueue(_ job: consuming ExecutorJob) {
+        let job = UnownedJob(job)
+        lock.lock()
+        if stopped {
+            lock.unlock()
+            globalConcurrentExecutor.enqueue(job)
+            return
+        }
+        jobs.append(job)
+        lock.unlock()
+        // On the driver thread the job runs before it polls again; from elsewhere it must be woken.
+        if !onLoopThread { wake() }
     }
 
     func execute(_ request: HTTPRequest) async throws -> HTTPResponse {
@@ -231,13 +343,13 @@ final class HTTPClient: @unchecked Sendable {
                 }
                 pending.append(t)
                 lock.unlock()
-                curl_multi_wakeup(multi)
+                if !onLoopThread { wake() }
             }
         } onCancel: {
             lock.lock()
             cancelled.append(t)
             lock.unlock()
-            curl_multi_wakeup(multi)
+            wake()
         }
     }
 
@@ -281,6 +393,13 @@ final class HTTPClient: @unchecked Sendable {
         _ = ferry_easy_setopt_callback(h, CURLOPT_READFUNCTION, readCallback)
         _ = ferry_easy_setopt_pointer(h, CURLOPT_READDATA, me)
         switch r.method {
+        case _ where !r.body.isFile && r.body.length > 0:
+            // A body in memory goes with the headers in one write (libcurl does that up to 64 KiB).
+            if case .bytes(let bytes) = r.body {
+                _ = ferry_easy_setopt_offset(h, CURLOPT_POSTFIELDSIZE_LARGE, curl_off_t(bytes.count))
+                bytes.withUnsafeBytes { _ = ferry_easy_setopt_pointer(h, CURLOPT_COPYPOSTFIELDS, UnsafeMutableRawPointer(mutating: $0.baseAddress!)) }
+            }
+            if r.method != "POST" { _ = ferry_easy_setopt_string(h, CURLOPT_CUSTOMREQUEST, r.method) }
         case "GET": break
         case "HEAD": _ = ferry_easy_setopt_long(h, CURLOPT_NOBODY, 1)
         case "PUT":
@@ -298,7 +417,7 @@ final class HTTPClient: @unchecked Sendable {
         for line in r.headers.map({ "\($0.name): \($0.value)" }) + ["Expect:", "Accept:"] {
             list = curl_slist_append(list, line)
         }
-        if r.method == "POST", !r.headers.contains(where: { $0.name.lowercased() == "content-type" }) {
+        if r.method == "POST" || r.body.length > 0, !r.headers.contains(where: { $0.name.lowercased() == "content-type" }) {
             list = curl_slist_append(list, "Content-Type:")
         }
         t.headerList = list
@@ -306,19 +425,28 @@ final class HTTPClient: @unchecked Sendable {
     }
 
     private func loop() {
+        loopThread.store(UInt(pthread_self()), ordering: .relaxed)
+        let executor = asUnownedTaskExecutor()
+        var readyFDs = [Int32](repeating: 0, count: 64)
+        var readyEvents = [UInt32](repeating: 0, count: 64)
+        var running: Int32 = 0
         while true {
             lock.lock()
             let stop = stopping
+            let toRun = jobs
+            jobs = []
+            lock.unlock()
+            if stop { break }
+            // Tasks first: they may start requests, which then go out in this same round.
+            for job in toRun { job.runSynchronously(on: executor) }
+            lock.lock()
             let toCancel = cancelled
             cancelled = []
             var toAdd: [CurlTransfer] = []
-            if !stop {
-                while !pending.isEmpty && active.count + toAdd.count < settings.maxConcurrentRequests {
-                    toAdd.append(pending.removeFirst())
-                }
+            while !pending.isEmpty && active.count + toAdd.count < settings.maxConcurrentRequests {
+                toAdd.append(pending.removeFirst())
             }
             lock.unlock()
-            if stop { break }
             for t in toCancel {
                 if active.removeValue(forKey: t.easy) != nil {
                     curl_multi_remove_handle(multi, t.easy)
@@ -332,10 +460,39 @@ final class HTTPClient: @unchecked Sendable {
             }
             for t in toAdd where t.continuation != nil {
                 active[t.easy] = t
-                curl_multi_add_handle(multi, t.easy)
+                curl_multi_add_handle(multi, t.easy)  // sets a timer of 0: started below
             }
-            var running: Int32 = 0
-            curl_multi_perform(multi, &running)
+            // Sleep until a socket is ready, libcurl's timer is due, or another thread wakes us; not at
+            // all when tasks resumed in this round are waiting to run.
+            lock.lock()
+            let busy = !jobs.isEmpty || !cancelled.isEmpty || (!pending.isEmpty && active.count < settings.maxConcurrentRequests)
+            lock.unlock()
+            var timeout: Int32 = 1000
+            if busy {
+                timeout = 0
+            } else if let deadline = timerDeadline {
+                let left = deadline - ContinuousClock.now
+                timeout = left <= .zero ? 0 : Int32(min(1000, left.components.seconds * 1000 + left.components.attoseconds / 1_000_000_000_000_000 + 1))
+            }
+            let count = ferry_epoll_wait(epollFD, &readyFDs, &readyEvents, 64, timeout)
+            for index in 0 ..< max(0, Int(count)) {
+                let fd = readyFDs[index]
+                if fd == wakeFD {
+                    var value: UInt64 = 0
+                    _ = read(wakeFD, &value, 8)
+                    continue
+                }
+                let events = readyEvents[index]
+                var mask: Int32 = 0
+                if events & EPOLLIN.rawValue != 0 { mask |= CURL_CSELECT_IN }
+                if events & EPOLLOUT.rawValue != 0 { mask |= CURL_CSELECT_OUT }
+                if events & (EPOLLERR.rawValue | EPOLLHUP.rawValue) != 0 { mask |= CURL_CSELECT_ERR }
+                curl_multi_socket_action(multi, fd, mask, &running)
+            }
+            if let deadline = timerDeadline, deadline <= ContinuousClock.now {
+                timerDeadline = nil  // libcurl sets the next one from inside the call
+                curl_multi_socket_action(multi, CURL_SOCKET_TIMEOUT, 0, &running)
+            }
             var queued: Int32 = 0
             while let message = curl_multi_info_read(multi, &queued) {
                 guard message.pointee.msg == CURLMSG_DONE, let easy = message.pointee.easy_handle else { continue }
@@ -344,19 +501,23 @@ final class HTTPClient: @unchecked Sendable {
                 guard let t = active.removeValue(forKey: easy) else { continue }
                 finish(t, code: code)
             }
-            curl_multi_poll(multi, nil, 0, 1000, nil)
         }
-        // Shutting down: fail everything still queued or in flight.
+        // Shutting down: fail everything still queued or in flight, and hand waiting tasks to the
+        // global executor so none is left suspended on a thread that is gone.
         lock.lock()
         let leftovers = pending
         pending = []
+        stopped = true
+        let orphans = jobs
+        jobs = []
         lock.unlock()
         for t in leftovers + Array(active.values) {
             curl_multi_remove_handle(multi, t.easy)
             t.continuation?.resume(throwing: HTTPTransportError(curlCode: -1, message: "the AWS client was shut down", isTimeout: false))
         }
         active = [:]
-        stopped.signal()
+        for job in orphans { globalConcurrentExecutor.enqueue(job) }
+        stoppedSignal.signal()
     }
 
     private func finish(_ t: CurlTransfer, code: CURLcode) {

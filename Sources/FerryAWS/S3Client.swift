@@ -49,6 +49,29 @@ enum FileIO {
         return (fd, Int64(info.st_size))
     }
 
+    /// The first `length` bytes of a file, or an error if it is shorter now.
+    static func readAll(fd: Int32, length: Int, path: String) throws -> [UInt8] {
+        var bytes = [UInt8](repeating: 0, count: length)
+        var done = 0
+        while done < length {
+            let n = try bytes.withUnsafeMutableBytes { buffer in
+                try check("read", path) { pread(fd, buffer.baseAddress! + done, length - done, off_t(done)) }
+            }
+            if n == 0 { throw AWSError(kind: .localFile, code: "FileShrank", message: "\(path) became shorter while it was uploaded") }
+            done += n
+        }
+        return bytes
+    }
+
+    /// `hashes`, with a large range read and hashed on the global concurrent executor: tens of
+    /// milliseconds of hashing must not hold up the HTTP thread when the caller prefers it.
+    static func hashesOffLoop(fd: Int32, offset: Int64, length: Int64, path: String) async throws -> (sha256: String, md5: String) {
+        if length <= 1 << 20 { return try hashes(fd: fd, offset: offset, length: length, path: path) }
+        return try await withTaskExecutorPreference(globalConcurrentExecutor) {
+            try hashes(fd: fd, offset: offset, length: length, path: path)
+        }
+    }
+
     /// SHA-256 (hex, for the signature) and MD5 (base64, Content-MD5) of a byte range, in one read.
     static func hashes(fd: Int32, offset: Int64, length: Int64, path: String) throws -> (sha256: String, md5: String) {
         let sha = Digest(.sha256)
@@ -75,6 +98,10 @@ public struct S3Client: Sendable {
     let client: AWSClient
 
     public init(client: AWSClient) { self.client = client }
+
+    /// Uploads up to this size are read into memory and sent with their headers in one write (libcurl
+    /// sends a body of up to 64 KiB given in memory together with the request headers).
+    static let inMemoryBodyLimit: Int64 = 64 << 10
 
     static func keyPath(_ key: String) -> String { "/" + URIEncoding.encode(key, keepSlash: true) }
 
@@ -106,11 +133,21 @@ public struct S3Client: Sendable {
         if size >= client.configuration.multipartThreshold && size > client.configuration.partSize {
             return try await multipartUpload(bucket: bucket, key: key, fd: fd, size: size, path: path, conditions: conditions, contentType: contentType)
         }
-        let (sha, md5) = try FileIO.hashes(fd: fd, offset: 0, length: size, path: path)
+        let body: HTTPBody
+        let sha: String, md5: String
+        if size <= Self.inMemoryBodyLimit {
+            // A small file is read once: hashed and sent from the same bytes, headers and body in one write.
+            let bytes = try FileIO.readAll(fd: fd, length: Int(size), path: path)
+            (sha, md5) = (Crypto.hex(Crypto.sha256(bytes)), Crypto.base64(Crypto.md5(bytes)))
+            body = .bytes(bytes)
+        } else {
+            (sha, md5) = try await FileIO.hashesOffLoop(fd: fd, offset: 0, length: size, path: path)
+            body = .file(descriptor: fd, offset: 0, length: size)
+        }
         let response = try await client.send(AWSOperationRequest(
             service: "s3", operation: "PutObject", method: "PUT", bucket: bucket, path: Self.keyPath(key),
             headers: [("Content-MD5", md5), ("Content-Type", contentType)] + conditions,
-            body: .file(descriptor: fd, offset: 0, length: size), payloadHash: sha))
+            body: body, payloadHash: sha))
         return PutObjectResult(eTag: response.header("etag") ?? "", versionId: response.header("x-amz-version-id"), parts: 0, size: size)
     }
 
@@ -134,7 +171,7 @@ public struct S3Client: Sendable {
                     let length = min(partSize, size - offset)
                     next += 1
                     group.addTask {
-                        let (sha, md5) = try FileIO.hashes(fd: fd, offset: offset, length: length, path: path)
+                        let (sha, md5) = try await FileIO.hashesOffLoop(fd: fd, offset: offset, length: length, path: path)
                         let response = try await client.send(AWSOperationRequest(
                             service: "s3", operation: "UploadPart", method: "PUT", bucket: bucket, path: Self.keyPath(key),
                             query: [("partNumber", String(number)), ("uploadId", uploadId)], headers: [("Content-MD5", md5)],

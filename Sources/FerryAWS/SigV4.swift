@@ -143,21 +143,66 @@ struct SigV4Signer: Sendable {
             .joined(separator: "&")
     }
 
+    /// A header value with leading and trailing whitespace removed and inner runs collapsed to one space.
     static func trimmedValue(_ value: String) -> String {
-        value.split(whereSeparator: { $0 == " " || $0 == "\t" || $0 == "\n" || $0 == "\r" }).joined(separator: " ")
+        func isSpace(_ b: UInt8) -> Bool { b == 0x20 || b == 0x09 || b == 0x0A || b == 0x0D }
+        // Nearly every value is already trimmed: check that without allocating.
+        var clean = true
+        var previousSpace = true  // a leading space counts as a run
+        for b in value.utf8 {
+            let space = isSpace(b)
+            if space && (previousSpace || b != 0x20) { clean = false; break }
+            previousSpace = space
+        }
+        if clean && !previousSpace || value.isEmpty { return value }
+        var out: [UInt8] = []
+        out.reserveCapacity(value.utf8.count)
+        var pendingSpace = false
+        for b in value.utf8 {
+            if isSpace(b) {
+                pendingSpace = !out.isEmpty
+            } else {
+                if pendingSpace { out.append(0x20) }
+                pendingSpace = false
+                out.append(b)
+            }
+        }
+        return String(decoding: out, as: UTF8.self)
+    }
+
+    /// Lower-cases ASCII letters (header names are ASCII tokens); returns `name` itself when it has none.
+    static func lowercasedName(_ name: String) -> String {
+        guard name.utf8.contains(where: { $0 >= 0x41 && $0 <= 0x5A }) else { return name }
+        return String(decoding: name.utf8.map { $0 >= 0x41 && $0 <= 0x5A ? $0 | 0x20 : $0 }, as: UTF8.self)
     }
 
     /// (canonical header block, signed header list)
     static func canonicalHeaders(_ headers: [(name: String, value: String)]) -> (String, String) {
-        var grouped: [String: [String]] = [:]
+        var entries: [(name: String, value: String)] = []
+        entries.reserveCapacity(headers.count)
         for (name, value) in headers {
-            let key = name.lowercased()
+            let key = lowercasedName(name)
             if unsignedHeaders.contains(key) { continue }
-            grouped[key, default: []].append(trimmedValue(value))
+            entries.append((key, trimmedValue(value)))
         }
-        let names = grouped.keys.sorted()
-        let block = names.map { "\($0):\(grouped[$0]!.joined(separator: ","))\n" }.joined()
-        return (block, names.joined(separator: ";"))
+        // Stable by name, so repeated headers keep their order when joined with ",".
+        let order = entries.indices.sorted { entries[$0].name != entries[$1].name ? entries[$0].name < entries[$1].name : $0 < $1 }
+        var block = ""
+        var signed = ""
+        var previous: String?
+        for index in order {
+            let (name, value) = entries[index]
+            if name == previous {
+                block.removeLast()  // the "\n" of the previous line: values of one name share a line
+                block += "," + value + "\n"
+                continue
+            }
+            if previous != nil { signed += ";" }
+            signed += name
+            block += name + ":" + value + "\n"
+            previous = name
+        }
+        return (block, signed)
     }
 
     func canonicalRequest(_ request: SignableRequest) -> (canonical: String, signedHeaders: String) {
@@ -174,11 +219,16 @@ struct SigV4Signer: Sendable {
     }
 
     func signature(stringToSign: String, secret: String, amzDate: String) -> String {
-        var key = Crypto.hmacSHA256(key: Array("AWS4\(secret)".utf8), data: Array(amzDate.prefix(8).utf8))
+        let key = SigningKeys.shared.key(secret: secret, day: String(amzDate.prefix(8)), region: region, service: service)
+        return Crypto.hex(Crypto.hmacSHA256(key: key, data: Array(stringToSign.utf8)))
+    }
+
+    /// The signing key: four HMACs over the day, region and service, the same for every request of a day.
+    static func signingKey(secret: String, day: String, region: String, service: String) -> [UInt8] {
+        var key = Crypto.hmacSHA256(key: Array("AWS4\(secret)".utf8), data: Array(day.utf8))
         key = Crypto.hmacSHA256(key: key, data: Array(region.utf8))
         key = Crypto.hmacSHA256(key: key, data: Array(service.utf8))
-        key = Crypto.hmacSHA256(key: key, data: Array("aws4_request".utf8))
-        return Crypto.hex(Crypto.hmacSHA256(key: key, data: Array(stringToSign.utf8)))
+        return Crypto.hmacSHA256(key: key, data: Array("aws4_request".utf8))
     }
 
     /// Everything one header signing produced, kept apart so tests can compare each step.
@@ -219,5 +269,26 @@ struct SigV4Signer: Sendable {
         let sig = signature(stringToSign: sts, secret: credentials.secretAccessKey, amzDate: amzDate)
         request.query.append(("X-Amz-Signature", sig))
         return Result(request: request, canonicalRequest: canonical, stringToSign: sts, signature: sig)
+    }
+}
+
+/// Signing keys derived so far, so that a request costs one HMAC instead of five. Keyed by everything
+/// the derivation covers; a handful of entries at most (one per service and day, per secret).
+final class SigningKeys: @unchecked Sendable {
+    static let shared = SigningKeys()
+    private let lock = NSLock()
+    private var keys: [String: [UInt8]] = [:]
+
+    func key(secret: String, day: String, region: String, service: String) -> [UInt8] {
+        let id = secret + "\u{0}" + day + "\u{0}" + region + "\u{0}" + service
+        lock.lock()
+        if let key = keys[id] { lock.unlock(); return key }
+        lock.unlock()
+        let key = SigV4Signer.signingKey(secret: secret, day: day, region: region, service: service)
+        lock.lock()
+        if keys.count >= 32 { keys.removeAll() }  // rotated secrets and past days are not needed again
+        keys[id] = key
+        lock.unlock()
+        return key
     }
 }

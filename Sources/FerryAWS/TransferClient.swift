@@ -41,7 +41,7 @@ public struct TransferClient: Sendable {
     public init(client: AWSClient) { self.client = client }
 
     private func call(_ operation: String, _ input: [String: Any]) async throws -> [String: Any] {
-        let body = Array(try JSONSerialization.data(withJSONObject: input, options: [.sortedKeys]))
+        let body = try JSONRequest.encode(input)
         let response = try await client.send(AWSOperationRequest(
             service: "transfer", operation: operation, method: "POST", path: "/",
             headers: [("Content-Type", "application/x-amz-json-1.1"), ("X-Amz-Target", "TransferService.\(operation)")],
@@ -134,5 +134,65 @@ public struct TransferClient: Sendable {
         let json = try await call("TestConnection", ["ConnectorId": connectorId])
         return ConnectionTestResult(connectorId: json["ConnectorId"] as? String, status: json["Status"] as? String ?? "ERROR",
                                     statusMessage: json["StatusMessage"] as? String)
+    }
+}
+
+/// The JSON of a request body. Transfer Family inputs are flat objects of strings, string lists and
+/// integers, written here directly: JSONSerialization cost more than signing the request.
+enum JSONRequest {
+    static func encode(_ input: [String: Any]) throws -> [UInt8] {
+        var out: [UInt8] = []
+        out.reserveCapacity(256)
+        try write(input, to: &out)
+        return out
+    }
+
+    private static func write(_ value: Any, to out: inout [UInt8]) throws {
+        switch value {
+        case let text as String:
+            writeString(text, to: &out)
+        case let number as Int:
+            out += Array(String(number).utf8)
+        case let flag as Bool:
+            out += Array((flag ? "true" : "false").utf8)
+        case let list as [Any]:
+            out.append(UInt8(ascii: "["))
+            for (index, item) in list.enumerated() {
+                if index > 0 { out.append(UInt8(ascii: ",")) }
+                try write(item, to: &out)
+            }
+            out.append(UInt8(ascii: "]"))
+        case let object as [String: Any]:
+            out.append(UInt8(ascii: "{"))
+            for (index, key) in object.keys.sorted().enumerated() {
+                if index > 0 { out.append(UInt8(ascii: ",")) }
+                writeString(key, to: &out)
+                out.append(UInt8(ascii: ":"))
+                try write(object[key]!, to: &out)
+            }
+            out.append(UInt8(ascii: "}"))
+        default:
+            throw AWSError(kind: .configuration, code: "InvalidRequest", message: "cannot write \(type(of: value)) as JSON")
+        }
+    }
+
+    private static func writeString(_ text: String, to out: inout [UInt8]) {
+        let hex = Array("0123456789abcdef".utf8)
+        out.append(UInt8(ascii: "\""))
+        for byte in text.utf8 {
+            switch byte {
+            case UInt8(ascii: "\""): out += [UInt8(ascii: "\\"), UInt8(ascii: "\"")]
+            case UInt8(ascii: "\\"): out += [UInt8(ascii: "\\"), UInt8(ascii: "\\")]
+            case 0x0A: out += [UInt8(ascii: "\\"), UInt8(ascii: "n")]
+            case 0x0D: out += [UInt8(ascii: "\\"), UInt8(ascii: "r")]
+            case 0x09: out += [UInt8(ascii: "\\"), UInt8(ascii: "t")]
+            case ..<0x20:
+                out += Array("\\u00".utf8)
+                out += [hex[Int(byte >> 4)], hex[Int(byte & 0x0F)]]
+            default:
+                out.append(byte)  // UTF-8 passes through: JSON text is UTF-8
+            }
+        }
+        out.append(UInt8(ascii: "\""))
     }
 }

@@ -250,10 +250,11 @@ extension FerryLogHandler {
         static let sensitiveWords: [[UInt8]] = ["secret", "token", "signature", "authorization", "password", "passphrase"]
             .map { Array($0.utf8) }
         static let authorization = Array("authorization".utf8)
+        /// For each byte value: whether some sensitive word starts with it.
+        private static let startsSensitiveWord: [Bool] = (0 ..< 256).map { byte in sensitiveWords.contains { Int($0[0]) == byte } }
 
         static func isSensitive(key: String) -> Bool {
-            let lowered = asciiLowercased(Array(key.utf8))
-            return sensitiveWords.contains { lowered.contains($0) }
+            containsSensitiveWord(asciiLowercased(Array(key.utf8)))
         }
 
         /// Replaces the value of every `key=value`, `key: value` or `"key": "value"` whose key contains a
@@ -262,12 +263,12 @@ extension FerryLogHandler {
         static func scrub(_ text: String) -> String {
             let bytes = Array(text.utf8)
             let lowered = asciiLowercased(bytes)
-            guard sensitiveWords.contains(where: { lowered.contains($0) }) else { return text }
+            guard containsSensitiveWord(lowered) else { return text }
             var output: [UInt8] = []
             output.reserveCapacity(bytes.count)
             var index = 0
             while index < bytes.count {
-                guard let word = sensitiveWords.first(where: { lowered[index...].starts(with: $0) }),
+                guard let word = sensitiveWord(in: lowered, at: index),
                       let valueRange = valueAfterKey(bytes, from: index + word.count, runsToLineEnd: word == authorization)
                 else {
                     output.append(bytes[index])
@@ -279,6 +280,27 @@ extension FerryLogHandler {
                 index = valueRange.upperBound
             }
             return String(decoding: output, as: UTF8.self)
+        }
+
+        /// Whether any sensitive word occurs in `lowered` (already lower-cased). A plain byte scan: the
+        /// generic `Collection.contains(_:)` of the standard library cost more than the rest of a log line.
+        private static func containsSensitiveWord(_ lowered: [UInt8]) -> Bool {
+            lowered.indices.contains { sensitiveWord(in: lowered, at: $0) != nil }
+        }
+
+        /// The sensitive word that starts at `index` of `lowered`, if one does.
+        private static func sensitiveWord(in lowered: [UInt8], at index: Int) -> [UInt8]? {
+            let first = lowered[index]
+            guard startsSensitiveWord[Int(first)] else { return nil }
+            for word in sensitiveWords where word[0] == first && lowered.count - index >= word.count {
+                var matches = true
+                for offset in 1 ..< word.count where lowered[index + offset] != word[offset] {
+                    matches = false
+                    break
+                }
+                if matches { return word }
+            }
+            return nil
         }
 
         /// After a sensitive word: the rest of the key, an optional closing quote, `=` or `:`, spaces and an

@@ -241,10 +241,7 @@ public final class OutboundPipeline: Sendable {
     /// S3 key: `<prefix><rule>/<yyyy>/<mm>/<dd>/<file-id>/<original name>` — the partner receives the
     /// original name and two files of the same name never collide.
     func stagingKey(for file: OutboundFile, staging: S3Location) -> String {
-        var calendar = Calendar(identifier: .gregorian)
-        calendar.timeZone = TimeZone(identifier: "UTC")!
-        let parts = calendar.dateComponents([.year, .month, .day], from: file.createdAt)
-        let date = String(format: "%04d/%02d/%02d", parts.year ?? 0, parts.month ?? 0, parts.day ?? 0)
+        let date = CalendarDay(file.createdAt, utc: true).formatted(separator: "/")
         let name = (file.relativePath as NSString).lastPathComponent
         return "\(staging.prefix)\(file.rule)/\(date)/\(file.id)/\(name)"
     }
@@ -512,10 +509,7 @@ public final class OutboundPipeline: Sendable {
     }
 
     func archiveDestination(for file: OutboundFile, rule: OutboundRule) -> String {
-        var calendar = Calendar(identifier: .gregorian)
-        calendar.timeZone = .current
-        let parts = calendar.dateComponents([.year, .month, .day], from: Date())
-        let day = String(format: "%04d-%02d-%02d", parts.year ?? 0, parts.month ?? 0, parts.day ?? 0)
+        let day = CalendarDay(Date(), utc: false).formatted(separator: "-")
         let base = rule.archiveDir ?? (rule.watch as NSString).appendingPathComponent(".ferry/sent")
         return ((base as NSString).appendingPathComponent(day) as NSString).appendingPathComponent(file.relativePath)
     }
@@ -592,6 +586,32 @@ public final class OutboundPipeline: Sendable {
         logger.error("file quarantined after its last retry", metadata: metadata.merging(["file.quarantined": "\(placed)"]) { $1 })
         await deleteStagedCopies([file])
         watcher.forget(path: file.path)
+    }
+}
+
+/// A calendar day (UTC or local time) from the C library: Foundation's Calendar and String(format:)
+/// cost more than an upload's signature when done for every file.
+struct CalendarDay {
+    var year: Int32
+    var month: Int32
+    var day: Int32
+
+    init(_ date: Date, utc: Bool) {
+        var seconds = time_t(date.timeIntervalSince1970.rounded(.down))
+        var parts = tm()
+        if utc { gmtime_r(&seconds, &parts) } else { localtime_r(&seconds, &parts) }
+        year = parts.tm_year + 1900
+        month = parts.tm_mon + 1
+        day = parts.tm_mday
+    }
+
+    /// `yyyy<sep>mm<sep>dd`.
+    func formatted(separator: String) -> String {
+        func padded(_ value: Int32, _ width: Int) -> String {
+            let digits = String(value)
+            return digits.count >= width ? digits : String(repeating: "0", count: width - digits.count) + digits
+        }
+        return padded(year, 4) + separator + padded(month, 2) + separator + padded(day, 2)
     }
 }
 

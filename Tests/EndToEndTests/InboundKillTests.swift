@@ -8,7 +8,8 @@ struct InboundKillTests {
     @Test func sigkillDuringPollsLosesNothingAndDownloadsNothingTwice() async throws {
         let help = try FerryBinary.run(["poll", "--help"])
         try #require(help.stdout.contains("USAGE: ferry poll"), "this ferry binary has no `poll` command: InboundPoller is not wired into Daemon and the CLI yet (the inbound report has the wiring)")
-        let emulator = try Emulator.start(transferDelayMs: 60)
+        // Every request waits 30 ms, so each stage lasts long enough for a kill to land inside it.
+        let emulator = try Emulator.start(latencyMs: 30, transferDelayMs: 60)
         let root = try TempDirectory(prefix: "ferry-e2e-inbound")
         let inbox = root.path + "/inbox"
         let configPath = root.path + "/rules.yaml"
@@ -52,18 +53,20 @@ struct InboundKillTests {
         }
         // Three kills, each at a different stage: while retrievals are in flight (nothing placed yet),
         // while files are being placed into download_to, and while the partner's copies are deleted.
-        let stages: [(name: String, reached: () -> Bool)] = [
-            ("retrieving", { count("StartFileTransfer") > 0 }),
-            ("placing", { placed() > 0 }),
-            ("deleting on the partner", { count("StartRemoteDelete") > 0 }),
+        // Each kill must land inside its stage, not after the work is done: checked right after it.
+        func remoteLeft() -> Int { ((try? FileManager.default.contentsOfDirectory(atPath: remote)) ?? []).count }
+        let stages: [(name: String, reached: () -> Bool, unfinished: () -> Bool)] = [
+            ("retrieving", { count("StartFileTransfer") > 0 }, { placed() < files.count }),
+            ("placing", { placed() > 0 }, { placed() < files.count }),
+            ("deleting on the partner", { count("StartRemoteDelete") > 0 }, { remoteLeft() > 0 }),
         ]
         for stage in stages {
             let daemon = try FerryDaemon(config: configPath, environment: emulator.environment, logPath: root.path + "/ferry.log")
-            let reached = await eventually(timeout: 60, interval: 0.02) { stage.reached() }
+            let reached = await eventually(timeout: 60, interval: 0.01) { stage.reached() }
             #expect(reached, "the daemon never reached \(stage.name); log:\n\(daemon.log.suffix(2000))")
             daemon.crash()
+            #expect(stage.unfinished(), "the kill while \(stage.name) fell after that work was done")
         }
-        #expect(placed() < files.count, "the kills fell inside the work, not after it")
         let daemon = try FerryDaemon(config: configPath, environment: emulator.environment, logPath: root.path + "/ferry.log")
         let finished = await eventually(timeout: 120) {
             placed() == files.count && ((try? FileManager.default.contentsOfDirectory(atPath: remote)) ?? ["x"]).isEmpty

@@ -51,11 +51,11 @@ def main(argv: list[str] | None = None) -> None:
         import paramiko  # noqa: F401  (checked here so a missing package is reported before anything starts)
         from moto.moto_server.werkzeug_app import create_backend_app
         from moto.s3.models import s3_backends
-        from werkzeug.serving import make_server
     except ImportError as e:
         _fail(f"missing Python package ({e}); install the test dependencies with `make deps`")
     from .app import EmulatorApp, Faults, RequestLog
     from .partner import SftpPartner
+    from .server import make_keep_alive_server
     from .sigv4 import Verifier
     from .transfer import TransferService
 
@@ -113,10 +113,8 @@ def main(argv: list[str] | None = None) -> None:
                         "SigningAlgorithm": "SHA256", "MdnSigningAlgorithm": "NONE", "MdnResponse": "NONE"})
         log = RequestLog(os.path.join(state_dir, "requests.jsonl"))
         app = EmulatorApp(create_backend_app("s3"), Verifier(access_key, secret_key, REGION), transfer, faults, log)
-        # werkzeug answers every request with `Connection: close`, so clients cannot reuse connections
-        # here as they would against AWS; benchmarks therefore include a TCP connect per request.
-        server = make_server("127.0.0.1", args.port, app, threaded=True)
-        server.daemon_threads = True
+        # Keep-alive, as AWS endpoints do (werkzeug's own handler closes every connection).
+        server = make_keep_alive_server("127.0.0.1", args.port, app)
         port = server.server_port
         endpoint = f"http://127.0.0.1:{port}"
         info = {

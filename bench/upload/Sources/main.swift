@@ -1,6 +1,7 @@
 import FerryAWS
 import Foundation
 import Logging
+import Synchronization
 
 // Uploads every regular file under a folder to s3://BUCKET/PREFIX<relative path> with FerryAWS, as
 // ferry's outbound pipeline does: one shared AWSClient, many uploads in flight.
@@ -20,14 +21,19 @@ guard let root = positional.first, let bucket = options["bucket"] else {
 let prefix = options["prefix"] ?? ""
 let concurrency = Int(options["concurrency"] ?? "") ?? 16
 
-/// Kept out of the async top level: the 6.3 optimizer crashes on an NSEnumerator loop there.
-func regularFiles(under root: String) -> [String] {
+/// Regular files under `root` (relative paths), found with readdir as ferry's watcher finds them.
+func regularFiles(under root: String, relative: String = "") -> [String] {
+    guard let directory = opendir(relative.isEmpty ? root : root + "/" + relative) else { return [] }
+    defer { closedir(directory) }
     var files: [String] = []
-    let walker = FileManager.default.enumerator(atPath: root)
-    while let relative = walker?.nextObject() as? String {
-        var isDirectory: ObjCBool = false
-        if FileManager.default.fileExists(atPath: root + "/" + relative, isDirectory: &isDirectory), !isDirectory.boolValue {
-            files.append(relative)
+    while let entry = readdir(directory) {
+        let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+        if name == "." || name == ".." { continue }
+        let path = relative.isEmpty ? name : relative + "/" + name
+        switch Int32(entry.pointee.d_type) {
+        case Int32(DT_REG): files.append(path)
+        case Int32(DT_DIR): files += regularFiles(under: root, relative: path)
+        default: break
         }
     }
     return files
@@ -43,28 +49,29 @@ let client = try AWSClient(configuration: configuration, logger: logger)
 let s3 = S3Client(client: client)
 let uploadFiles = files
 
-let failures = try await withThrowingTaskGroup(of: Int.self) { group in
-    var next = 0
-    var failed = 0
-    func add() {
-        let relative = uploadFiles[next]
-        next += 1
-        group.addTask {
-            do {
-                _ = try await s3.putObject(bucket: bucket, key: prefix + relative, fileAt: root + "/" + relative)
-                return 0
-            } catch {
-                FileHandle.standardError.write(Data("\(relative): \(error)\n".utf8))
-                return 1
+// As ferry's upload workers do: `concurrency` workers take the next file until none is left, each
+// running on the connection pool's thread (see AWSClient.executor).
+let nextFile = Atomic<Int>(0)
+let failures = await withTaskGroup(of: Int.self) { group in
+    for _ in 0..<min(concurrency, uploadFiles.count) {
+        group.addTask(executorPreference: client.executor) {
+            var failed = 0
+            while true {
+                let index = nextFile.add(1, ordering: .relaxed).oldValue
+                guard index < uploadFiles.count else { return failed }
+                let relative = uploadFiles[index]
+                do {
+                    _ = try await s3.putObject(bucket: bucket, key: prefix + relative, fileAt: root + "/" + relative)
+                } catch {
+                    FileHandle.standardError.write(Data("\(relative): \(error)\n".utf8))
+                    failed += 1
+                }
             }
         }
     }
-    for _ in 0..<min(concurrency, uploadFiles.count) { add() }
-    while let result = try await group.next() {
-        failed += result
-        if next < uploadFiles.count { add() }
-    }
-    return failed
+    var total = 0
+    for await failed in group { total += failed }
+    return total
 }
 client.shutdown()
 print("uploaded \(files.count - failures) of \(files.count) files")
