@@ -34,6 +34,10 @@ static inline CURLMcode ferry_multi_setopt_timer_callback(CURLM *m, ferry_curl_t
 // CURLMsg keeps the result in a union Swift imports awkwardly.
 static inline CURLcode ferry_curlmsg_result(CURLMsg *m) { return m->data.result; }
 
+// Names the calling thread (top -H, /proc/<pid>/task/*/comm); at most 15 characters.
+#include <sys/prctl.h>
+static inline void ferry_name_this_thread(const char *name) { prctl(PR_SET_NAME, name, 0, 0, 0); }
+
 // epoll for the driver thread. struct epoll_event is packed on x86-64, which Swift does not lay out
 // reliably, so it never crosses into Swift: registration by fd, and results as two plain arrays.
 #include <sys/epoll.h>

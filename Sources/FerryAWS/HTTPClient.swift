@@ -263,7 +263,6 @@ final class HTTPClient: TaskExecutor, @unchecked Sendable {
         _ = ferry_multi_setopt_timer_callback(multi, timerCallback)
         _ = ferry_multi_setopt_pointer(multi, CURLMOPT_TIMERDATA, me)
         let thread = Thread { [unowned self] in self.loop() }
-        thread.name = "ferry-curl"
         self.thread = thread
         thread.start()
     }
@@ -426,6 +425,7 @@ final class HTTPClient: TaskExecutor, @unchecked Sendable {
 
     private func loop() {
         loopThread.store(UInt(pthread_self()), ordering: .relaxed)
+        ferry_name_this_thread("ferry-http")
         let executor = asUnownedTaskExecutor()
         var readyFDs = [Int32](repeating: 0, count: 64)
         var readyEvents = [UInt32](repeating: 0, count: 64)

@@ -99,6 +99,9 @@ public struct S3Client: Sendable {
 
     public init(client: AWSClient) { self.client = client }
 
+    /// The executor of the client's connection pool thread (see `AWSClient.executor`).
+    public var executor: any TaskExecutor { client.executor }
+
     /// Uploads up to this size are read into memory and sent with their headers in one write (libcurl
     /// sends a body of up to 64 KiB given in memory together with the request headers).
     static let inMemoryBodyLimit: Int64 = 64 << 10

@@ -37,7 +37,7 @@ actor AsyncQueue<Element: Sendable> {
 
     /// Takes up to `max` items that are already queued, without waiting.
     func drain(max: Int) -> [Element] {
-        let end = min(items.count, head + max)
+        let end = head + min(max, items.count - head)
         let taken = Array(items[head..<end])
         head = end
         if head == items.count {
@@ -123,48 +123,5 @@ final class Locked<Value: Sendable>: Sendable {
 
     func withLock<Result>(_ body: (inout Value) throws -> Result) rethrows -> Result {
         try mutex.withLock { try body(&$0) }
-    }
-}
-
-/// Group commit: callers hand over one item each and wait; everything that arrives while a commit is
-/// running goes into the next one, so a burst costs a few transactions (fsyncs) instead of one per file,
-/// and no caller proceeds before its own item is durable.
-actor GroupCommit<Item: Sendable> {
-    private var pending: [(Item, CheckedContinuation<Result<Void, any Error>, Never>)] = []
-    private var running = false
-    private let commit: @Sendable ([Item]) throws -> Void
-
-    init(_ commit: @escaping @Sendable ([Item]) throws -> Void) {
-        self.commit = commit
-    }
-
-    /// Returns once `item` is committed (or throws the commit's error).
-    func submit(_ item: Item) async throws {
-        let result = await withCheckedContinuation { continuation in
-            pending.append((item, continuation))
-            if !running {
-                running = true
-                Task { await self.drain() }
-            }
-        }
-        try result.get()
-    }
-
-    private func drain() async {
-        while !pending.isEmpty {
-            let group = pending
-            pending.removeAll()
-            let outcome: Result<Void, any Error>
-            do {
-                try commit(group.map(\.0))
-                outcome = .success(())
-            } catch {
-                outcome = .failure(error)
-            }
-            for (_, continuation) in group { continuation.resume(returning: outcome) }
-            // Let the next arrivals gather while the fsync above was running.
-            await Task.yield()
-        }
-        running = false
     }
 }

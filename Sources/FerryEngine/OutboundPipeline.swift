@@ -54,7 +54,8 @@ public final class OutboundPipeline: Sendable {
     private let newConnectors = AsyncQueue<String>()
     private let batcher: Batcher
     private let tracker: Tracker
-    private let stagedCommits: GroupCommit<Journal.StagedCopy>
+    /// Kicked when an upload waits in the journal's memory for `flushStagedLoop` to write it.
+    private let stagedFlush = AsyncQueue<Void>()
 
     var rules: [String: OutboundRule] { configuration.withLock { $0.rules } }
     var connectors: [String: ConnectorContext] { configuration.withLock { $0.connectors } }
@@ -77,7 +78,6 @@ public final class OutboundPipeline: Sendable {
             rule: { name in configuration.withLock { $0.rules[name] } },
             queue: { connector in configuration.withLock { $0.batchQueues[connector] } })
         tracker = Tracker()
-        stagedCommits = GroupCommit { copies in try journal.markStaged(copies) }
     }
 
     /// Applies reloaded rules: new rules and connectors start, changed rules take effect for files not yet
@@ -109,10 +109,14 @@ public final class OutboundPipeline: Sendable {
             await withTaskGroup(of: Void.self) { group in
                 group.addTask { await self.journalDetected() }
                 group.addTask { await self.forwardWatcherEvents() }
+                // Uploaders run on the connection pool's thread (AWSClient.executor): a small file's
+                // upload then costs no thread wake-ups besides the network's.
+                let uploadExecutor = connectors.values.first?.s3.executor
                 for _ in 0..<16 {
-                    group.addTask { await self.uploadWorker() }
+                    group.addTask(executorPreference: uploadExecutor) { await self.uploadWorker() }
                 }
                 group.addTask { await self.trackLoop() }
+                group.addTask { await self.flushStagedLoop() }
                 while let name = await newConnectors.next() {
                     guard let queue = configuration.withLock({ $0.batchQueues[name] }) else { continue }
                     group.addTask { await self.submitLoop(connectorName: name, queue: queue) }
@@ -125,6 +129,7 @@ public final class OutboundPipeline: Sendable {
     }
 
     private func shutdownQueues() async {
+        await stagedFlush.close()
         await newConnectors.close()
         await detectedQueue.close()
         await uploadQueue.close()
@@ -218,7 +223,9 @@ public final class OutboundPipeline: Sendable {
                 continue
             }
             await context.uploadSlots.wait()
-            let outcome = await upload(file, rule: rule, context: context, staging: staging)
+            let outcome = await withTaskExecutorPreference(context.s3.executor) {
+                await upload(file, rule: rule, context: context, staging: staging)
+            }
             await context.uploadSlots.signal()
             switch outcome {
             case .staged(let staged): await batcher.add(staged)
@@ -278,7 +285,11 @@ public final class OutboundPipeline: Sendable {
                 logger.info("file changed during upload; the upload is discarded and the new version will be sent", metadata: metadata)
                 return .dropped
             }
-            try await stagedCommits.submit(Journal.StagedCopy(id: file.id, bucket: staging.bucket, key: key, checksum: result.eTag))
+            // Written with the batch that sends it, or within 200 ms (flushStagedLoop), in one transaction
+            // for many uploads; a crash before that costs this upload again, nothing else.
+            if journal.markStagedSoon(Journal.StagedCopy(id: file.id, bucket: staging.bucket, key: key, checksum: result.eTag)) {
+                await stagedFlush.push(())
+            }
             metrics.increment("ferry_bytes_uploaded_total", ["rule": file.rule], by: Double(file.size), help: "Bytes uploaded to S3 staging.")
             var staged = file
             staged.state = .staged
@@ -289,6 +300,26 @@ public final class OutboundPipeline: Sendable {
             logger.warning("upload to staging failed; will retry", metadata: metadata.merging(["error": "\(error)"]) { $1 })
             metrics.increment("ferry_upload_errors_total", ["rule": file.rule], help: "Uploads to S3 staging that failed after the client's retries.")
             return .retry(.seconds(10))
+        }
+    }
+
+    /// Writes uploads waiting in the journal's memory 200 ms after the first of them, so a burst of
+    /// uploads costs one transaction, and once more when the pipeline stops.
+    private func flushStagedLoop() async {
+        while await stagedFlush.next() != nil {
+            try? await Task.sleep(for: .milliseconds(200))
+            _ = await stagedFlush.drain(max: .max)
+            flushStaged()
+        }
+        flushStaged()
+    }
+
+    private func flushStaged() {
+        do {
+            try journal.flushStaged()
+        } catch {
+            logger.error("cannot journal finished uploads; they are written with their batch, or uploaded again after a restart",
+                         metadata: ["error": "\(error)"])
         }
     }
 

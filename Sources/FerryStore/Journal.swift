@@ -99,15 +99,25 @@ public enum FileOutcome: Sendable, Equatable {
 
 /// The SQLite journal at `<state_dir>/journal.db`: every file's and transfer's state, crash-safe.
 ///
-/// WAL mode with `synchronous=FULL`: every commit is on disk before `commit()` returns, so even a power
-/// cut cannot forget that a batch was submitted (which would send it twice). The cost — one fsync per
-/// transaction — is kept low by grouping a burst's state changes into few transactions; a `kill -9`
-/// alone would be safe with NORMAL, a power cut would not.
+/// WAL mode with `synchronous=FULL`: a commit is on disk before it returns, so even a power cut cannot
+/// forget that a batch is being submitted or was submitted (forgetting would send it twice). A `kill -9`
+/// alone would be safe with NORMAL; a power cut would not.
+///
+/// Changes that are safe to lose in a power cut commit without waiting for the disk (`durable: false`,
+/// NORMAL for that commit): detected, staged, completed, failed, disposed, dropped, quarantined and
+/// requeued. Losing one puts the file back in its previous state, and the pipeline repeats the step
+/// harmlessly: a detected file is found again by the start-up scan, a staged one is uploaded again to
+/// the same key, a completed batch is tracked again by its TransferId and its after_send finds the file
+/// already handled. Only `submitting`, `submitted` and abandoned batches decide whether a partner gets a
+/// file twice, and those stay durable — which also makes every earlier commit durable, since WAL
+/// commits reach the disk in order. An fsync costs more CPU than the rest of a small file's journey.
 public final class Journal: @unchecked Sendable {
     /// The journal file.
     public let path: String
     private let lock = NSLock()
     let connection: SQLiteConnection
+    /// Uploads recorded by `markStagedSoon` and not yet written (guarded by `lock`).
+    private var pendingStaged: [StagedCopy] = []
     private let logger: Logger
     private let now: @Sendable () -> Date
 
@@ -248,7 +258,7 @@ public final class Journal: @unchecked Sendable {
     public func recordDetected(_ files: [NewOutboundFile]) throws -> [OutboundFile] {
         guard !files.isEmpty else { return [] }
         return try locked {
-            try connection.transaction {
+            try connection.transaction(durable: false) {
                 let insert = try connection.statement("""
                     INSERT OR IGNORE INTO outbound_files
                     (rule, path, relative_path, device, inode, size, mtime_ns, state, remote_dir, created_at, updated_at)
@@ -302,19 +312,52 @@ public final class Journal: @unchecked Sendable {
         try markStaged([StagedCopy(id: id, bucket: bucket, key: key, checksum: checksum)])
     }
 
-    /// Records several uploads in one transaction (one fsync for a burst).
+    /// Records several uploads in one transaction.
     public func markStaged(_ copies: [StagedCopy]) throws {
         guard !copies.isEmpty else { return }
         try locked {
-            try connection.transaction {
-                let update = try connection.statement("""
-                    UPDATE outbound_files SET state = 'staged', bucket = ?, s3_key = ?, checksum = ?, updated_at = ? WHERE id = ?
-                    """)
-                let time = timestamp
-                for copy in copies {
-                    try update.run([.text(copy.bucket), .text(copy.key), .text(copy.checksum), .real(time), .integer(copy.id)])
-                }
-            }
+            try connection.transaction(durable: false) { try writeStaged(copies) }
+        }
+    }
+
+    /// Records an upload without a transaction of its own: it is written by the next `createBatch` (in
+    /// that batch's transaction, so a batch never names a file whose upload is not journaled) or by
+    /// `flushStaged()`, whichever comes first. Until then the journal still says `detected`, so a crash
+    /// in between costs one upload again, never a send. Returns true when it is the first one waiting
+    /// (the caller then arranges a flush).
+    @discardableResult
+    public func markStagedSoon(_ copy: StagedCopy) -> Bool {
+        lock.lock()
+        defer { lock.unlock() }
+        pendingStaged.append(copy)
+        return pendingStaged.count == 1
+    }
+
+    /// Writes the uploads `markStagedSoon` recorded, in one transaction.
+    public func flushStaged() throws {
+        try locked {
+            guard !pendingStaged.isEmpty else { return }
+            let written = try connection.transaction(durable: false) { try writePendingStaged() }
+            pendingStaged.removeFirst(written)
+        }
+    }
+
+    /// Inside a transaction, with `lock` held: writes the uploads waiting in memory and returns how
+    /// many. The caller forgets them once the transaction has committed (a failed one keeps them).
+    private func writePendingStaged() throws -> Int {
+        guard !pendingStaged.isEmpty else { return 0 }
+        try writeStaged(pendingStaged)
+        return pendingStaged.count
+    }
+
+    private func writeStaged(_ copies: [StagedCopy]) throws {
+        let update = try connection.statement("""
+            UPDATE outbound_files SET state = 'staged', bucket = ?, s3_key = ?, checksum = ?, updated_at = ? WHERE id = ?
+            AND state = 'detected'
+            """)
+        let time = timestamp
+        for copy in copies {
+            try update.run([.text(copy.bucket), .text(copy.key), .text(copy.checksum), .real(time), .integer(copy.id)])
         }
     }
 
@@ -331,9 +374,11 @@ public final class Journal: @unchecked Sendable {
     /// Records a file as out of retries and moved aside to `quarantinePath`.
     public func markQuarantined(_ id: Int64, reason: String, quarantinePath: String) throws {
         try locked {
-            try connection.statement("""
+            try connection.transaction(durable: false) {
+                try connection.statement("""
                 UPDATE outbound_files SET state = 'quarantined', last_error = ?, quarantine_path = ?, updated_at = ? WHERE id = ?
                 """).run([.text(reason), .text(quarantinePath), .real(timestamp), .integer(id)])
+            }
         }
     }
 
@@ -359,7 +404,7 @@ public final class Journal: @unchecked Sendable {
     public func requeue(_ ids: [Int64], after: Date, error: String?) throws {
         guard !ids.isEmpty else { return }
         try locked {
-            try connection.transaction {
+            try connection.transaction(durable: false) {
                 let update = try connection.statement("""
                     UPDATE outbound_files SET state = 'staged', batch_id = NULL, transfer_id = NULL, next_attempt_at = ?,
                     last_error = coalesce(?, last_error), updated_at = ? WHERE id = ?
@@ -374,7 +419,8 @@ public final class Journal: @unchecked Sendable {
     private func setState(_ ids: [Int64], _ state: OutboundState, error: String?) throws {
         guard !ids.isEmpty else { return }
         try locked {
-            try connection.transaction {
+            // `retried` is a user's `ferry retry`: rare, and kept durable. The others repeat harmlessly.
+            try connection.transaction(durable: state == .retried) {
                 let update = try connection.statement("""
                     UPDATE outbound_files SET state = ?, last_error = coalesce(?, last_error), updated_at = ? WHERE id = ?
                     """)
@@ -418,7 +464,8 @@ public final class Journal: @unchecked Sendable {
     /// crash between the call and its answer is detected on restart as a possible duplicate.
     public func createBatch(rule: String, connector: String, connectorID: String, remoteDirectory: String?, fileIDs: [Int64]) throws -> Int64 {
         try locked {
-            try connection.transaction {
+            let (batchID, staged) = try connection.transaction {
+                let staged = try writePendingStaged()
                 let time = timestamp
                 try connection.statement("""
                     INSERT INTO outbound_batches (rule, connector, connector_id, remote_dir, state, created_at, updated_at)
@@ -429,8 +476,10 @@ public final class Journal: @unchecked Sendable {
                     UPDATE outbound_files SET state = 'submitting', batch_id = ?, transfer_id = NULL, updated_at = ? WHERE id = ?
                     """)
                 for id in fileIDs { try update.run([.integer(batchID), .real(time), .integer(id)]) }
-                return batchID
+                return (batchID, staged)
             }
+            pendingStaged.removeFirst(staged)
+            return batchID
         }
     }
 
@@ -467,7 +516,7 @@ public final class Journal: @unchecked Sendable {
     public func recordOutcomes(batch batchID: Int64, _ outcomes: [Int64: FileOutcome]) throws {
         guard !outcomes.isEmpty else { return }
         try locked {
-            try connection.transaction {
+            try connection.transaction(durable: false) {
                 let time = timestamp
                 let completed = try connection.statement("UPDATE outbound_files SET state = 'completed', updated_at = ? WHERE id = ? AND state = 'submitted'")
                 let failed = try connection.statement("""

@@ -75,7 +75,13 @@ final class SQLiteConnection {
     var lastInsertRowID: Int64 { sqlite3_last_insert_rowid(handle) }
     var changes: Int { Int(sqlite3_changes(handle)) }
 
-    func transaction<T>(_ body: () throws -> T) throws -> T {
+    /// Runs `body` in one transaction. `durable: false` commits without waiting for the disk
+    /// (`synchronous=NORMAL` for this commit only): for changes that are safe to lose in a power cut
+    /// because replaying from the previous state repeats them harmlessly. In WAL mode commits reach
+    /// the disk in order, so the next durable commit makes every earlier one durable too.
+    func transaction<T>(durable: Bool = true, _ body: () throws -> T) throws -> T {
+        if !durable { try execute("PRAGMA synchronous=NORMAL") }
+        defer { if !durable { try? execute("PRAGMA synchronous=FULL") } }
         try execute("BEGIN IMMEDIATE")
         do {
             let result = try body()

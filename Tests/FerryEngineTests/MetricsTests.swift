@@ -22,21 +22,4 @@ struct MetricsTests {
             """)
         #expect(metrics.value("ferry_files_sent_total", ["rule": "a\\b"]) == 3)
     }
-
-    @Test func groupCommitCommitsEveryItemBeforeItsCallerGoesOn() async throws {
-        let committed = Locked<[[Int]]>([])
-        let commits = GroupCommit<Int> { items in committed.withLock { $0.append(items) } }
-        try await withThrowingTaskGroup(of: Void.self) { group in
-            for item in 0..<200 {
-                group.addTask {
-                    try await commits.submit(item)
-                    #expect(committed.withLock { $0.joined().contains(item) }, "item \(item) returned before it was committed")
-                }
-            }
-            try await group.waitForAll()
-        }
-        let all = committed.withLock { $0 }
-        #expect(all.joined().sorted() == Array(0..<200))
-        #expect(all.count < 200, "a burst is grouped into fewer commits (\(all.count))")
-    }
 }

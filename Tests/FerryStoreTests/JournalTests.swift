@@ -56,6 +56,36 @@ struct JournalTests {
         #expect(try journal!.outboundCompleted(since: Date().addingTimeInterval(-60))["invoices"] == 2)
     }
 
+    @Test func uploadsRecordedSoonAreWrittenWithTheirBatchOrByAFlush() throws {
+        let dir = try TempDirectory()
+        var journal: Journal? = try Journal(directory: dir.path, logger: logger)
+        let files = try journal!.recordDetected((0..<4).map { newFile("s\($0)") })
+        func copy(_ index: Int) -> Journal.StagedCopy {
+            Journal.StagedCopy(id: files[index].id, bucket: "b", key: "k/\(files[index].id)", checksum: "c\(index)")
+        }
+        #expect(journal!.markStagedSoon(copy(0)), "the first waiting upload asks for a flush")
+        #expect(!journal!.markStagedSoon(copy(1)), "later ones ride along")
+        #expect(try journal!.outboundFile(files[0].id)?.state == .detected, "not written yet")
+        // A batch is created in the same transaction as the uploads it names.
+        let batch = try journal!.createBatch(rule: "invoices", connector: "acme", connectorID: "c-0123456789abcdef0",
+                                             remoteDirectory: "/in", fileIDs: [files[0].id])
+        let sent = try #require(try journal!.outboundFile(files[0].id))
+        #expect(sent.state == .submitting && sent.key == "k/\(files[0].id)" && sent.bucket == "b" && sent.batchID == batch)
+        #expect(try journal!.outboundFile(files[1].id)?.state == .staged, "every waiting upload went with that transaction")
+        // A flush writes what waits; a stale copy never moves a file back from a later state.
+        #expect(journal!.markStagedSoon(copy(2)))
+        journal!.markStagedSoon(copy(0))
+        try journal!.flushStaged()
+        #expect(try journal!.outboundFile(files[2].id)?.key == "k/\(files[2].id)")
+        #expect(try journal!.outboundFile(files[0].id)?.state == .submitting)
+        // What was never written is lost with the process: the file is still detected, to be uploaded again.
+        journal!.markStagedSoon(copy(3))
+        journal = nil
+        journal = try Journal(directory: dir.path, logger: logger)
+        #expect(try journal!.outboundFile(files[3].id)?.state == .detected)
+        #expect(try journal!.outboundFile(files[2].id)?.state == .staged)
+    }
+
     @Test func abandonedBatchReturnsFilesToStaged() throws {
         let dir = try TempDirectory()
         let journal = try Journal(directory: dir.path, logger: logger)
