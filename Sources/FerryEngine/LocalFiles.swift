@@ -105,10 +105,9 @@ enum LocalFiles {
     /// is added before the extension. Works across file systems (copy, fsync, then unlink).
     @discardableResult
     static func moveNoReplace(_ source: String, to destination: String) throws -> String {
-        let directory = (destination as NSString).deletingLastPathComponent
-        try makeDirectories(directory)
         var candidate = destination
         var counter = 0
+        var madeDirectories = false
         while true {
             if link(source, candidate) == 0 {
                 try syscall("unlink", path: source) { unlink(source) }
@@ -116,6 +115,12 @@ enum LocalFiles {
             }
             let error = errno
             if error == EINTR { continue }
+            // The folder is made only when missing: most moves go to a day's folder that exists.
+            if error == ENOENT, !madeDirectories {
+                madeDirectories = true
+                try makeDirectories((destination as NSString).deletingLastPathComponent)
+                continue
+            }
             if error == EEXIST {
                 counter += 1
                 candidate = numbered(destination, counter)

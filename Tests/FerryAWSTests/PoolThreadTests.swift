@@ -1,0 +1,45 @@
+import Foundation
+import Logging
+import Testing
+@testable import FerryAWS
+
+/// The connection pool's thread doubles as a task executor (AWSClient.executor).
+struct PoolThreadTests {
+    static func threadName() -> String {
+        ((try? String(contentsOfFile: "/proc/thread-self/comm", encoding: .utf8)) ?? "").trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+
+    @Test func tasksPreferringThePoolThreadRunThereAndOutliveItsShutdown() async throws {
+        var configuration = AWSClientConfiguration(region: "us-east-1", endpointURL: "http://127.0.0.1:9")
+        configuration.environment = ["AWS_ACCESS_KEY_ID": "AKIDEXAMPLE", "AWS_SECRET_ACCESS_KEY": "secret"]
+        let client = try AWSClient(configuration: configuration, logger: Logger(label: "test"))
+        let executor = client.executor
+        let name = await Task(executorPreference: executor) { Self.threadName() }.value
+        #expect(name == "ferry-http")
+        // Many tasks interleaving on the one thread all finish.
+        let sum = await withTaskGroup(of: Int.self) { group in
+            for index in 0..<200 {
+                group.addTask(executorPreference: executor) {
+                    await Task.yield()
+                    return Self.threadName() == "ferry-http" ? index : -1_000_000
+                }
+            }
+            var total = 0
+            for await value in group { total += value }
+            return total
+        }
+        #expect(sum == (0..<200).reduce(0, +))
+        // A task waiting when the pool shuts down carries on elsewhere instead of hanging.
+        let waiting = Task(executorPreference: executor) { () -> String in
+            try? await Task.sleep(for: .milliseconds(300))
+            return Self.threadName()
+        }
+        try await Task.sleep(for: .milliseconds(50))
+        client.shutdown()
+        let after = await waiting.value
+        #expect(!after.isEmpty && after != "ferry-http")
+        // And a request made after shutdown fails with a clear error, not a hang.
+        let s3 = S3Client(client: client)
+        await #expect(throws: AWSError.self) { _ = try await s3.headObject(bucket: "b", key: "k") }
+    }
+}
