@@ -373,7 +373,7 @@ public final class AWSClient: Sendable {
     }
 
     private func embeddedError(_ response: HTTPResponse, _ op: AWSOperationRequest) -> AWSError? {
-        guard op.service == "s3", op.method == "POST", response.status == 200,
+        guard op.service == "s3", op.method == "POST", response.status == 200, XMLElement.mayContainError(response.body),
               let root = XMLElement.parse(response.body), root.name == "Error" else { return nil }
         var error = AWSError(kind: .service, code: root.string("Code") ?? "InternalError", message: root.string("Message") ?? "",
                              httpStatus: 200, requestID: root.string("RequestId"))

@@ -252,6 +252,8 @@ public struct S3Client: Sendable {
             query: [("delete", "")], headers: [("Content-MD5", Crypto.base64(md5.finish())), ("Content-Type", "application/xml")],
             body: .bytes(body), payloadHash: Crypto.hex(Crypto.sha256(body))))
         var failures: [String: AWSError] = [:]
+        // Quiet mode lists only the keys that failed; most answers have none and need no parsing.
+        guard XMLElement.mayContainError(response.body) else { return [:] }
         for error in XMLElement.parse(response.body)?.all("Error") ?? [] {
             guard let key = error.string("Key") else { continue }
             failures[key] = AWSError(kind: .service, code: error.string("Code") ?? "InternalError",

@@ -91,3 +91,22 @@ struct XMLElement: Sendable {
         return out
     }
 }
+
+extension XMLElement {
+    private static let errorTag = Array("<Error".utf8)
+
+    /// Whether an S3 answer could hold an `<Error>` element: a byte scan that spares parsing the
+    /// (usual) answers without one.
+    static func mayContainError(_ body: [UInt8]) -> Bool {
+        guard body.count >= errorTag.count else { return false }
+        for start in 0 ... body.count - errorTag.count where body[start] == 0x3C {
+            var matches = true
+            for offset in 1 ..< errorTag.count where body[start + offset] != errorTag[offset] {
+                matches = false
+                break
+            }
+            if matches { return true }
+        }
+        return false
+    }
+}

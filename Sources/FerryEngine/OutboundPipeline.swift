@@ -435,8 +435,12 @@ public final class OutboundPipeline: Sendable {
             return
         }
         var files: [Int64: OutboundFile] = [:]
-        for id in batch.fileIDs {
-            if let file = try? journal.outboundFile(id), file.state == .submitted { files[id] = file }
+        do {
+            for file in try journal.outboundFiles(ids: batch.fileIDs) where file.state == .submitted { files[file.id] = file }
+        } catch {
+            logger.error("cannot read the batch's files from the journal; will ask again", metadata: metadata.merging(["error": "\(error)"]) { $1 })
+            await tracker.add(batch.backedOff(), due: .now + batch.backedOff().backoff)
+            return
         }
         var byPath: [String: Int64] = [:]
         for (id, file) in files { byPath["/\(file.bucket ?? "")/\(file.key ?? "")"] = id }
@@ -449,25 +453,30 @@ public final class OutboundPipeline: Sendable {
             default: break
             }
         }
+        // after_send first, then one transaction records every outcome (completed files whose after_send
+        // is done go straight to disposed). A crash in between tracks the batch again; after_send then
+        // finds each file already handled.
+        let completedFiles = outcomes.compactMap { id, outcome in outcome == .completed ? files[id] : nil }.sorted { $0.id < $1.id }
+        let disposed = completedFiles.filter { disposeLocally($0) }
+        await deleteStagedCopies(disposed)
         do {
-            try journal.recordOutcomes(batch: batch.id, outcomes)
+            try journal.recordOutcomes(batch: batch.id, outcomes, disposed: Set(disposed.map(\.id)))
         } catch {
             logger.error("cannot journal transfer results; will ask again", metadata: metadata.merging(["error": "\(error)"]) { $1 })
             await tracker.add(batch.backedOff(), due: .now + batch.backedOff().backoff)
             return
         }
+        let rules = self.rules
+        for file in disposed where rules[file.rule]?.afterSend != .keep { watcher.forget(path: file.path) }
         var completed = 0
         var failed = 0
-        var completedFiles: [OutboundFile] = []
         for (id, outcome) in outcomes {
             guard var file = files[id] else { continue }
             switch outcome {
             case .completed:
                 completed += 1
-                file.state = .completed
                 metrics.increment("ferry_files_sent_total", ["rule": file.rule], help: "Files the partner received.")
                 metrics.increment("ferry_bytes_sent_total", ["rule": file.rule], by: Double(file.size), help: "Bytes the partner received.")
-                completedFiles.append(file)
             case .failed(let code, let message):
                 failed += 1
                 file.state = .failed
@@ -477,7 +486,6 @@ public final class OutboundPipeline: Sendable {
                 await retryOrQuarantine(file)
             }
         }
-        await dispose(completedFiles)
         let remaining = batch.fileIDs.filter { files[$0] != nil && outcomes[$0] == nil }
         if remaining.isEmpty {
             await context.inFlight.signal()

@@ -436,6 +436,16 @@ public final class Journal: @unchecked Sendable {
         try rows(of: "outbound_files", columns: Self.fileColumns, states: states.map(\.rawValue), rule: rule, Self.decodeFile)
     }
 
+    /// The files with these ids (those that exist), in id order: one query for a whole batch.
+    public func outboundFiles(ids: [Int64]) throws -> [OutboundFile] {
+        guard !ids.isEmpty else { return [] }
+        let placeholders = ids.map { _ in "?" }.joined(separator: ",")
+        return try locked {
+            try connection.statement("SELECT \(Self.fileColumns) FROM outbound_files WHERE id IN (\(placeholders)) ORDER BY id")
+                .query(ids.map(SQLValue.integer), Self.decodeFile)
+        }
+    }
+
     /// One file by id.
     public func outboundFile(_ id: Int64) throws -> OutboundFile? {
         try row(of: "outbound_files", columns: Self.fileColumns, id: id, Self.decodeFile)
@@ -513,19 +523,25 @@ public final class Journal: @unchecked Sendable {
 
     /// Records the final outcome of files of a tracked batch in one transaction; failed files get one
     /// more attempt counted. The batch is finished once none of its files is still `submitted`.
-    public func recordOutcomes(batch batchID: Int64, _ outcomes: [Int64: FileOutcome]) throws {
+    ///
+    /// Completed files in `disposed` (their after_send already done) go straight to `disposed`: one
+    /// transaction per look at a transfer instead of two. Should it be lost, the batch is tracked again
+    /// and after_send finds each file already handled.
+    public func recordOutcomes(batch batchID: Int64, _ outcomes: [Int64: FileOutcome], disposed: Set<Int64> = []) throws {
         guard !outcomes.isEmpty else { return }
         try locked {
             try connection.transaction(durable: false) {
                 let time = timestamp
-                let completed = try connection.statement("UPDATE outbound_files SET state = 'completed', updated_at = ? WHERE id = ? AND state = 'submitted'")
+                let completed = try connection.statement("UPDATE outbound_files SET state = ?, updated_at = ? WHERE id = ? AND state = 'submitted'")
                 let failed = try connection.statement("""
                     UPDATE outbound_files SET state = 'failed', attempts = attempts + 1, last_error = ?, updated_at = ?
                     WHERE id = ? AND state = 'submitted'
                     """)
                 for (id, outcome) in outcomes {
                     switch outcome {
-                    case .completed: try completed.run([.real(time), .integer(id)])
+                    case .completed:
+                        let state: OutboundState = disposed.contains(id) ? .disposed : .completed
+                        try completed.run([.text(state.rawValue), .real(time), .integer(id)])
                     case .failed(let code, let message): try failed.run([.text("\(code): \(message)"), .real(time), .integer(id)])
                     }
                 }
