@@ -433,8 +433,9 @@ final class HTTPClient: TaskExecutor, @unchecked Sendable {
         while true {
             lock.lock()
             let stop = stopping
-            let toRun = jobs
-            jobs = []
+            // On the way out jobs stay queued: the shutdown below hands them to the global executor.
+            let toRun = stop ? [] : jobs
+            if !stop { jobs = [] }
             lock.unlock()
             if stop { break }
             // Tasks first: they may start requests, which then go out in this same round.

@@ -30,16 +30,29 @@ struct PoolThreadTests {
         }
         #expect(sum == (0..<200).reduce(0, +))
         // A task waiting when the pool shuts down carries on elsewhere instead of hanging.
+        let (signal, signalContinuation) = AsyncStream.makeStream(of: Void.self)
+        let started = Locked(false)
         let waiting = Task(executorPreference: executor) { () -> String in
-            try? await Task.sleep(for: .milliseconds(300))
+            started.set(true)
+            for await _ in signal { break }
             return Self.threadName()
         }
-        try await Task.sleep(for: .milliseconds(50))
+        while !started.get() { try await Task.sleep(for: .milliseconds(5)) }
         client.shutdown()
+        signalContinuation.yield()
         let after = await waiting.value
         #expect(!after.isEmpty && after != "ferry-http")
         // And a request made after shutdown fails with a clear error, not a hang.
         let s3 = S3Client(client: client)
         await #expect(throws: AWSError.self) { _ = try await s3.headObject(bucket: "b", key: "k") }
     }
+}
+
+/// A value shared between a test and its tasks.
+final class Locked<Value: Sendable>: @unchecked Sendable {
+    private let lock = NSLock()
+    private var value: Value
+    init(_ value: Value) { self.value = value }
+    func get() -> Value { lock.lock(); defer { lock.unlock() }; return value }
+    func set(_ new: Value) { lock.lock(); value = new; lock.unlock() }
 }
