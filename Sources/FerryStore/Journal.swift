@@ -264,16 +264,22 @@ public final class Journal: @unchecked Sendable {
                     (rule, path, relative_path, device, inode, size, mtime_ns, state, remote_dir, created_at, updated_at)
                     VALUES (?, ?, ?, ?, ?, ?, ?, 'detected', ?, ?, ?)
                     """)
-                let select = try connection.statement("SELECT \(Self.fileColumns) FROM outbound_files WHERE id = ?")
                 var inserted: [OutboundFile] = []
                 let time = timestamp
+                let date = Date(timeIntervalSince1970: time)
                 for file in files {
                     try insert.run([.text(file.rule), .text(file.path), .text(file.relativePath),
                                     .integer(Int64(bitPattern: file.device)), .integer(Int64(bitPattern: file.inode)),
                                     .integer(file.size), .integer(file.mtimeNanoseconds),
                                     file.remoteDirectory.map(SQLValue.text) ?? .null, .real(time), .real(time)])
+                    // The new row is exactly what was inserted (every other column starts empty): no need to read it back.
                     if connection.changes == 1 {
-                        inserted += try select.query([.integer(connection.lastInsertRowID)], Self.decodeFile)
+                        inserted.append(OutboundFile(
+                            id: connection.lastInsertRowID, rule: file.rule, path: file.path, relativePath: file.relativePath,
+                            device: file.device, inode: file.inode, size: file.size, mtimeNanoseconds: file.mtimeNanoseconds,
+                            state: .detected, remoteDirectory: file.remoteDirectory, bucket: nil, key: nil, checksum: nil,
+                            batchID: nil, transferID: nil, attempts: 0, lastError: nil, nextAttemptAt: nil,
+                            createdAt: date, updatedAt: date))
                     }
                 }
                 return inserted

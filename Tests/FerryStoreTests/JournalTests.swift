@@ -18,6 +18,7 @@ struct JournalTests {
         let first = try journal.recordDetected([newFile("a.edi"), newFile("b.edi")])
         #expect(first.map(\.relativePath) == ["a.edi", "b.edi"])
         #expect(first.allSatisfy { $0.state == .detected })
+        #expect(try first.map { try journal.outboundFile($0.id) } == first, "what recordDetected returns is what the journal holds")
         let again = try journal.recordDetected([newFile("a.edi"), newFile("a.edi", size: 11)])
         #expect(again.count == 1, "only the rewritten version is new")
         #expect(again.first?.size == 11)
