@@ -298,10 +298,14 @@ final class HTTPClient: TaskExecutor, @unchecked Sendable {
         var events: UInt32 = 0
         if what == CURL_POLL_IN || what == CURL_POLL_INOUT { events |= EPOLLIN.rawValue }
         if what == CURL_POLL_OUT || what == CURL_POLL_INOUT { events |= EPOLLOUT.rawValue }
+        // Should our bookkeeping ever disagree with the kernel's (a descriptor closed and reused
+        // unnoticed), the other operation puts it right: a socket left unwatched would hang its request.
         if watched.insert(fd).inserted {
+            if ferry_epoll_set(epollFD, EPOLL_CTL_ADD, fd, events) != 0 && errno == EEXIST {
+                _ = ferry_epoll_set(epollFD, EPOLL_CTL_MOD, fd, events)
+            }
+        } else if ferry_epoll_set(epollFD, EPOLL_CTL_MOD, fd, events) != 0 && errno == ENOENT {
             _ = ferry_epoll_set(epollFD, EPOLL_CTL_ADD, fd, events)
-        } else {
-            _ = ferry_epoll_set(epollFD, EPOLL_CTL_MOD, fd, events)
         }
     }
 
