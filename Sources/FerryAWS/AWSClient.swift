@@ -339,6 +339,10 @@ public final class AWSClient: Sendable {
                         continue
                     }
                 }
+            } catch let error as HTTPTransportError where error.isShutDown {
+                // Not a network failure: retrying would only wait for nothing.
+                failure = AWSError(kind: .configuration, code: "ClientShutDown", message: error.message,
+                                   operation: "\(op.service).\(op.operation)")
             } catch let error as HTTPTransportError {
                 failure = AWSError(kind: error.isTimeout ? .timeout : .network, code: error.isTimeout ? "Timeout" : "NetworkError",
                                    message: error.message, operation: "\(op.service).\(op.operation)")

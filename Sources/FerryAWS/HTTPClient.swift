@@ -59,6 +59,10 @@ struct HTTPTransportError: Error, CustomStringConvertible {
     var message: String
     var isTimeout: Bool
     var description: String { message }
+
+    /// The client was shut down: asking again cannot help.
+    static let shutDown = HTTPTransportError(curlCode: -2, message: "the AWS client was shut down", isTimeout: false)
+    var isShutDown: Bool { curlCode == Self.shutDown.curlCode }
 }
 
 /// Settings of the shared connection pool.
@@ -340,7 +344,7 @@ final class HTTPClient: TaskExecutor, @unchecked Sendable {
                 lock.lock()
                 if stopping {
                     lock.unlock()
-                    continuation.resume(throwing: HTTPTransportError(curlCode: -1, message: "the AWS client was shut down", isTimeout: false))
+                    continuation.resume(throwing: HTTPTransportError.shutDown)
                     t.continuation = nil
                     return
                 }
@@ -518,7 +522,7 @@ final class HTTPClient: TaskExecutor, @unchecked Sendable {
         lock.unlock()
         for t in leftovers + Array(active.values) {
             curl_multi_remove_handle(multi, t.easy)
-            t.continuation?.resume(throwing: HTTPTransportError(curlCode: -1, message: "the AWS client was shut down", isTimeout: false))
+            t.continuation?.resume(throwing: HTTPTransportError.shutDown)
         }
         active = [:]
         for job in orphans { globalConcurrentExecutor.enqueue(job) }

@@ -42,9 +42,17 @@ struct PoolThreadTests {
         signalContinuation.yield()
         let after = await waiting.value
         #expect(!after.isEmpty && after != "ferry-http")
-        // And a request made after shutdown fails with a clear error, not a hang.
+        // And a request made after shutdown fails at once with a clear error: not retried, not a hang.
         let s3 = S3Client(client: client)
-        await #expect(throws: AWSError.self) { _ = try await s3.headObject(bucket: "b", key: "k") }
+        let requestedAt = ContinuousClock.now
+        do {
+            _ = try await s3.headObject(bucket: "b", key: "k")
+            Issue.record("a request after shutdown succeeded")
+        } catch let error as AWSError {
+            #expect(error.code == "ClientShutDown")
+            #expect(!error.isRetryable)
+        }
+        #expect(ContinuousClock.now - requestedAt < .seconds(1), "no retries with backoff")
     }
 }
 
