@@ -8,8 +8,9 @@ struct InboundKillTests {
     @Test func sigkillDuringPollsLosesNothingAndDownloadsNothingTwice() async throws {
         let help = try FerryBinary.run(["poll", "--help"])
         try #require(help.stdout.contains("USAGE: ferry poll"), "this ferry binary has no `poll` command: InboundPoller is not wired into Daemon and the CLI yet (the inbound report has the wiring)")
-        // Every request waits 30 ms, so each stage lasts long enough for a kill to land inside it.
-        let emulator = try Emulator.start(latencyMs: 30, transferDelayMs: 60)
+        // Every request waits 100 ms, so each stage lasts long enough for a kill to land inside it even
+        // on a loaded machine.
+        let emulator = try Emulator.start(latencyMs: 100, transferDelayMs: 60)
         let root = try TempDirectory(prefix: "ferry-e2e-inbound")
         let inbox = root.path + "/inbox"
         let configPath = root.path + "/rules.yaml"
@@ -68,6 +69,8 @@ struct InboundKillTests {
             #expect(stage.unfinished(), "the kill while \(stage.name) fell after that work was done")
         }
         let daemon = try FerryDaemon(config: configPath, environment: emulator.environment, logPath: root.path + "/ferry.log")
+        // Stopped only once it is running: a SIGTERM in its first moments ends it by the signal's default action.
+        #expect(await eventually(timeout: 30) { daemon.log.contains("ferry started") })
         let finished = await eventually(timeout: 120) {
             placed() == files.count && ((try? FileManager.default.contentsOfDirectory(atPath: remote)) ?? ["x"]).isEmpty
         }
