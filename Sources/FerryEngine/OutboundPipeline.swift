@@ -457,8 +457,7 @@ public final class OutboundPipeline: Sendable {
         // is done go straight to disposed). A crash in between tracks the batch again; after_send then
         // finds each file already handled.
         let completedFiles = outcomes.compactMap { id, outcome in outcome == .completed ? files[id] : nil }.sorted { $0.id < $1.id }
-        let disposed = completedFiles.filter { disposeLocally($0) }
-        await deleteStagedCopies(disposed)
+        let disposed = await performAfterSend(completedFiles)
         do {
             try journal.recordOutcomes(batch: batch.id, outcomes, disposed: Set(disposed.map(\.id)))
         } catch {
@@ -466,8 +465,7 @@ public final class OutboundPipeline: Sendable {
             await tracker.add(batch.backedOff(), due: .now + batch.backedOff().backoff)
             return
         }
-        let rules = self.rules
-        for file in disposed where rules[file.rule]?.afterSend != .keep { watcher.forget(path: file.path) }
+        forgetDisposed(disposed)
         var completed = 0
         var failed = 0
         for (id, outcome) in outcomes {
@@ -499,19 +497,30 @@ public final class OutboundPipeline: Sendable {
 
     // MARK: After the transfer
 
-    /// after_send for files the partner has: the local action for each, one DeleteObjects for their
-    /// staged copies, one journal transaction for all.
+    /// after_send for files journaled `completed` (recovery): the local action and staged-copy deletion,
+    /// then one journal transaction for all.
     private func dispose(_ files: [OutboundFile]) async {
-        var done: [OutboundFile] = []
-        for file in files where disposeLocally(file) { done.append(file) }
-        await deleteStagedCopies(done)
+        let done = await performAfterSend(files)
         do {
             try journal.markDisposed(done.map(\.id))
         } catch {
             logger.error("cannot journal after_send; it is done again (harmlessly) on the next start", metadata: ["error": "\(error)"])
         }
+        forgetDisposed(done)
+    }
+
+    /// The local action of each file's after_send, then one DeleteObjects for the staged copies of those
+    /// it succeeded for (which it returns). Journaling is the caller's.
+    private func performAfterSend(_ files: [OutboundFile]) async -> [OutboundFile] {
+        let done = files.filter { disposeLocally($0) }
+        await deleteStagedCopies(done)
+        return done
+    }
+
+    /// The watcher may report a file at these paths again: the sent ones are gone (kept ones stay known).
+    private func forgetDisposed(_ files: [OutboundFile]) {
         let rules = self.rules
-        for file in done where rules[file.rule]?.afterSend != .keep { watcher.forget(path: file.path) }
+        for file in files where rules[file.rule]?.afterSend != .keep { watcher.forget(path: file.path) }
     }
 
     /// Archives, deletes or keeps one file and removes its ready marker; false if that failed.
