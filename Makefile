@@ -3,10 +3,14 @@ SHELL := /bin/bash
 SWIFT ?= swift
 SWIFT_FLAGS ?=
 PYTHON ?= python3
+# Release builds are made as the Debian package ships ferry: the Swift standard library and Foundation
+# linked in (the target machines have no Swift), symbols bound at start (-z now, full RELRO). The
+# benchmarks measure binaries built this way, since that is what users run.
+RELEASE_FLAGS := -c release --static-swift-stdlib -Xlinker -z -Xlinker now
 
 APT_PACKAGES := pkg-config libcurl4-openssl-dev libssl-dev libyaml-dev libsqlite3-dev sqlite3 \
 	openssh-server openssh-client inotify-tools rclone procps
-PIP_PACKAGES := moto[server]==5.2.1 boto3 awscli pytest werkzeug paramiko
+PIP_PACKAGES := moto[server]==5.2.1 boto3 awscli pytest werkzeug paramiko crc32c
 
 # For `make deb` and `make test-install` only (not needed to build or test).
 PACKAGING_PACKAGES := debhelper lintian debootstrap dpkg-dev systemd systemd-container
@@ -27,7 +31,7 @@ build:
 	$(SWIFT) build $(SWIFT_FLAGS) -Xswiftc -warnings-as-errors
 
 release:
-	$(SWIFT) build -c release $(SWIFT_FLAGS)
+	$(SWIFT) build $(RELEASE_FLAGS) $(SWIFT_FLAGS)
 
 # The whole suite: Swift tests (unit + end-to-end against the emulator) and the emulator's own boto3 suite.
 test: build
@@ -68,11 +72,18 @@ emulator:
 # bench/watch: FerryWatch's FolderWatcher vs `inotifywait -m -r` on 100,000 files across 1,000 folders.
 .PHONY: bench-watch
 bench-watch:
-	$(SWIFT) build -c release --product ferry-watch-bench $(SWIFT_FLAGS)
+	$(SWIFT) build $(RELEASE_FLAGS) --product ferry-watch-bench $(SWIFT_FLAGS)
 	$(PYTHON) bench/watch/run.py --binary .build/release/ferry-watch-bench
 
 # bench/upload: FerryAWS vs `aws s3 cp --recursive` and `rclone copy` (2,000 x 4 KiB and 1 GiB) to the emulator.
 .PHONY: bench-upload
 bench-upload:
-	$(SWIFT) build -c release --product ferry-upload-bench $(SWIFT_FLAGS)
+	$(SWIFT) build $(RELEASE_FLAGS) --product ferry-upload-bench $(SWIFT_FLAGS)
 	$(PYTHON) bench/upload/run.py --binary .build/release/ferry-upload-bench
+
+# bench/outbound: 10,000 x 4 KiB dropped into a watched folder, sent by `ferry run`, vs the inotifywait +
+# aws-cli script users write today. BENCH_ARGS passes options (e.g. --after-send delete --show-requests).
+.PHONY: bench-outbound
+bench-outbound:
+	$(SWIFT) build $(RELEASE_FLAGS) --product ferry $(SWIFT_FLAGS)
+	bench/outbound/run --ferry .build/release/ferry $(BENCH_ARGS)

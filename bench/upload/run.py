@@ -50,7 +50,7 @@ def main():
         if shutil.which(tool) is None:
             raise SystemExit(f"{tool} not found: run `make deps`")
     if not os.access(args.binary, os.X_OK):
-        raise SystemExit(f"{args.binary} missing: run `swift build -c release --product ferry-upload-bench`")
+        raise SystemExit(f"{args.binary} missing: run `make bench-upload`")
 
     emulator = subprocess.Popen([os.path.join(ROOT, "Tests/Emulator/run")], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     info = json.loads(emulator.stdout.readline())

@@ -54,7 +54,7 @@ def main():
     if shutil.which("inotifywait") is None:
         raise SystemExit("inotifywait not found: install inotify-tools (apt-get install inotify-tools)")
     if not os.access(args.binary, os.X_OK):
-        raise SystemExit(f"{args.binary} missing: run `swift build -c release --product ferry-watch-bench`")
+        raise SystemExit(f"{args.binary} missing: run `make bench-watch`")
 
     work = tempfile.mkdtemp(prefix="ferry-bench-watch.")
     root = os.path.join(work, "tree")
