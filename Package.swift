@@ -69,7 +69,7 @@ let package = Package(
                     resources: [.copy("Fixtures")]),
         .testTarget(name: "FerryGlobTests", dependencies: ["FerryGlob"]),
         .testTarget(name: "FerryWatchTests", dependencies: ["FerryWatch", "FerryTestSupport"]),
-        .testTarget(name: "FerryAWSTests", dependencies: ["FerryAWS", "FerryTestSupport"],
+        .testTarget(name: "FerryAWSTests", dependencies: ["FerryAWS", "CCrypto", "FerryTestSupport"],
                     exclude: ["Scripts"]),
         .testTarget(name: "FerryStoreTests", dependencies: ["FerryStore", "FerryTestSupport"]),
         .testTarget(name: "FerryEngineTests", dependencies: ["FerryEngine", "FerryTestSupport"]),

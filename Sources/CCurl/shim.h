@@ -31,6 +31,12 @@ typedef int (*ferry_curl_socket_callback)(CURL *easy, curl_socket_t s, int what,
 typedef int (*ferry_curl_timer_callback)(CURLM *multi, long timeout_ms, void *userp);
 static inline CURLMcode ferry_multi_setopt_socket_callback(CURLM *m, ferry_curl_socket_callback v) { return curl_multi_setopt(m, CURLMOPT_SOCKETFUNCTION, v); }
 static inline CURLMcode ferry_multi_setopt_timer_callback(CURLM *m, ferry_curl_timer_callback v) { return curl_multi_setopt(m, CURLMOPT_TIMERFUNCTION, v); }
+// CURLOPT_OPENSOCKETFUNCTION and CURLOPT_CLOSESOCKETFUNCTION: the application opens and closes
+// libcurl's connection sockets, and so knows when each comes and goes.
+typedef curl_socket_t (*ferry_curl_opensocket_callback)(void *clientp, curlsocktype purpose, struct curl_sockaddr *address);
+typedef int (*ferry_curl_closesocket_callback)(void *clientp, curl_socket_t item);
+static inline CURLcode ferry_easy_setopt_opensocket_callback(CURL *h, ferry_curl_opensocket_callback v) { return curl_easy_setopt(h, CURLOPT_OPENSOCKETFUNCTION, v); }
+static inline CURLcode ferry_easy_setopt_closesocket_callback(CURL *h, ferry_curl_closesocket_callback v) { return curl_easy_setopt(h, CURLOPT_CLOSESOCKETFUNCTION, v); }
 // CURLMsg keeps the result in a union Swift imports awkwardly.
 static inline CURLcode ferry_curlmsg_result(CURLMsg *m) { return m->data.result; }
 

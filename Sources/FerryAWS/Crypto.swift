@@ -32,21 +32,49 @@ enum Crypto {
 
     /// HMAC-SHA256 as RFC 2104 defines it, on the pre-fetched digest: H((K ^ opad) || H((K ^ ipad) || data)).
     static func hmacSHA256(key: [UInt8], data: [UInt8]) -> [UInt8] {
-        var block = key.count > 64 ? sha256(key) : key
-        block += [UInt8](repeating: 0, count: 64 - block.count)
-        let inner = sha256(block.map { $0 ^ 0x36 } + data)
-        return sha256(block.map { $0 ^ 0x5C } + inner)
+        let longKey = key.count > 64 ? sha256(key) : nil
+        let k = longKey ?? key
+        // One buffer holds the padded key and then the data (inner) or the inner digest (outer).
+        return withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 64 + max(data.count, 32)) { buffer in
+            let base = buffer.baseAddress!
+            for i in 0..<64 { base[i] = (i < k.count ? k[i] : 0) ^ 0x36 }
+            data.withUnsafeBufferPointer { if let source = $0.baseAddress { (base + 64).update(from: source, count: $0.count) } }
+            let inner = oneShot(sha256Algorithm, UnsafeRawBufferPointer(start: base, count: 64 + data.count))
+            for i in 0..<64 { base[i] = (i < k.count ? k[i] : 0) ^ 0x5C }
+            inner.withUnsafeBufferPointer { (base + 64).update(from: $0.baseAddress!, count: $0.count) }
+            return oneShot(sha256Algorithm, UnsafeRawBufferPointer(start: base, count: 64 + inner.count))
+        }
+    }
+
+    /// CRC-32C of `bytes`, continuing from `crc` (0 to start): what S3 checks as `x-amz-checksum-crc32c`.
+    static func crc32c(_ bytes: some Collection<UInt8>, continuing crc: UInt32 = 0) -> UInt32 {
+        let done: UInt32? = bytes.withContiguousStorageIfAvailable { ferry_crc32c(crc, $0.baseAddress, $0.count) }
+        return done ?? Array(bytes).withUnsafeBufferPointer { ferry_crc32c(crc, $0.baseAddress, $0.count) }
+    }
+
+    /// A CRC-32C as S3's checksum headers and XML carry it: base64 of its four bytes, most significant first.
+    static func crc32cBase64(_ crc: UInt32) -> String {
+        base64([UInt8(crc >> 24), UInt8(crc >> 16 & 0xFF), UInt8(crc >> 8 & 0xFF), UInt8(crc & 0xFF)])
+    }
+
+    private static let hexDigits: [UInt8] = Array("0123456789abcdef".utf8)
+
+    /// Appends the lower-case hex form of `bytes`.
+    static func appendHex(_ bytes: [UInt8], to out: inout [UInt8]) {
+        for b in bytes {
+            out.append(hexDigits[Int(b >> 4)])
+            out.append(hexDigits[Int(b & 0xf)])
+        }
     }
 
     static func hex(_ bytes: [UInt8]) -> String {
-        let digits = Array("0123456789abcdef".utf8)
-        var out = [UInt8]()
-        out.reserveCapacity(bytes.count * 2)
-        for b in bytes {
-            out.append(digits[Int(b >> 4)])
-            out.append(digits[Int(b & 0xf)])
+        String(unsafeUninitializedCapacity: bytes.count * 2) { out in
+            for (i, b) in bytes.enumerated() {
+                out[2 * i] = hexDigits[Int(b >> 4)]
+                out[2 * i + 1] = hexDigits[Int(b & 0xf)]
+            }
+            return bytes.count * 2
         }
-        return String(decoding: out, as: UTF8.self)
     }
 
     static func base64(_ bytes: [UInt8]) -> String {

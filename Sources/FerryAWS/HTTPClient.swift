@@ -41,15 +41,44 @@ struct HTTPRequest: Sendable {
 
 struct HTTPResponse: Sendable {
     var status: Int
-    /// Names lower-cased.
-    var headers: [(name: String, value: String)]
+    /// The header lines of the final response as received ("Name: value\r\n" each), parsed only when
+    /// a header is asked for: most callers want one or two of a dozen.
+    var rawHeaders: [UInt8]
     var body: [UInt8]
     /// Bytes written to a file sink.
     var bytesWritten: Int64
 
+    init(status: Int, rawHeaders: [UInt8], body: [UInt8], bytesWritten: Int64) {
+        self.status = status
+        self.rawHeaders = rawHeaders
+        self.body = body
+        self.bytesWritten = bytesWritten
+    }
+
+    /// The value of the last header called `name` (case-insensitive), trimmed; nil when there is none.
     func header(_ name: String) -> String? {
-        let key = name.lowercased()
-        return headers.last { $0.name == key }?.value
+        let key = Array(name.utf8)
+        func isSpace(_ b: UInt8) -> Bool { b == 0x20 || b == 0x09 || b == 0x0D || b == 0x0A }
+        func lower(_ b: UInt8) -> UInt8 { b >= 0x41 && b <= 0x5A ? b | 0x20 : b }
+        var found: String?
+        rawHeaders.withUnsafeBufferPointer { bytes in
+            var lineStart = 0
+            while lineStart < bytes.count {
+                var lineEnd = lineStart
+                while lineEnd < bytes.count && bytes[lineEnd] != 0x0A { lineEnd += 1 }
+                let colon = lineStart + key.count
+                if colon < lineEnd && bytes[colon] == UInt8(ascii: ":")
+                    && (0..<key.count).allSatisfy({ lower(bytes[lineStart + $0]) == lower(key[$0]) }) {
+                    var start = colon + 1
+                    var end = lineEnd
+                    while start < end && isSpace(bytes[start]) { start += 1 }
+                    while end > start && isSpace(bytes[end - 1]) { end -= 1 }
+                    found = String(decoding: UnsafeBufferPointer(rebasing: bytes[start..<end]), as: UTF8.self)
+                }
+                lineStart = lineEnd + 1
+            }
+        }
+        return found
     }
 }
 
@@ -84,7 +113,7 @@ private final class CurlTransfer: @unchecked Sendable {
     let request: HTTPRequest
     var continuation: CheckedContinuation<HTTPResponse, Error>?
     var readOffset: Int64 = 0
-    var responseHeaders: [(name: String, value: String)] = []
+    var responseHeaders: [UInt8] = []
     var responseBody: [UInt8] = []
     var written: Int64 = 0
     var localError: String?
@@ -190,18 +219,12 @@ private let writeCallback: ferry_curl_data_callback = { buffer, size, count, use
 private let headerCallback: ferry_curl_data_callback = { buffer, size, count, userdata in
     let t = transfer(from: userdata)
     let total = size * count
-    // Byte-level parsing: Foundation's trimming bridges through NSString and showed up in profiles.
     let bytes = UnsafeRawBufferPointer(start: buffer, count: total)
-    func isSpace(_ b: UInt8) -> Bool { b == 0x20 || b == 0x09 || b == 0x0D || b == 0x0A }
     if total >= 5 && bytes[0] == UInt8(ascii: "H") && bytes[1] == UInt8(ascii: "T") && bytes[2] == UInt8(ascii: "T") && bytes[3] == UInt8(ascii: "P") && bytes[4] == UInt8(ascii: "/") {
-        t.responseHeaders = []  // a new status line (after 100 Continue) starts a new header block
-    } else if let colon = bytes.firstIndex(of: UInt8(ascii: ":")) {
-        var start = colon + 1
-        var end = total
-        while start < end && isSpace(bytes[start]) { start += 1 }
-        while end > start && isSpace(bytes[end - 1]) { end -= 1 }
-        let name = String(decoding: bytes[0..<colon].map { $0 >= 0x41 && $0 <= 0x5A ? $0 | 0x20 : $0 }, as: UTF8.self)
-        t.responseHeaders.append((name, String(decoding: bytes[start..<end], as: UTF8.self)))
+        t.responseHeaders.removeAll(keepingCapacity: true)  // a new status line (after 100 Continue) starts a new header block
+        t.responseHeaders.reserveCapacity(512)
+    } else if bytes.contains(UInt8(ascii: ":")) {
+        t.responseHeaders.append(contentsOf: bytes)  // parsed when asked for: HTTPResponse.header(_:)
     }
     return total
 }
@@ -211,13 +234,93 @@ private func client(from userp: UnsafeMutableRawPointer?) -> HTTPClient {
 }
 
 private let socketCallback: ferry_curl_socket_callback = { _, socket, what, userp, _ in
-    client(from: userp).watch(socket, what: what)
+    sockets(from: userp).watch(socket, what: what)
     return 0
+}
+
+private func sockets(from pointer: UnsafeMutableRawPointer?) -> SocketTable {
+    Unmanaged<SocketTable>.fromOpaque(pointer!).takeUnretainedValue()
+}
+
+private let openSocketCallback: ferry_curl_opensocket_callback = { clientp, _, address in
+    guard let address else { return CURL_SOCKET_BAD }
+    // Close-on-exec: a credential_process child must not hold our connections open.
+    let fd = socket(address.pointee.family, address.pointee.socktype | Int32(SOCK_CLOEXEC.rawValue), address.pointee.protocol)
+    if fd >= 0 { sockets(from: clientp).opened(fd) }
+    return fd < 0 ? CURL_SOCKET_BAD : fd
+}
+
+private let closeSocketCallback: ferry_curl_closesocket_callback = { clientp, socket in
+    sockets(from: clientp).closing(socket)
+    return close(socket)
 }
 
 private let timerCallback: ferry_curl_timer_callback = { _, timeoutMilliseconds, userp in
     client(from: userp).timerDeadline = timeoutMilliseconds < 0 ? nil : ContinuousClock.now + .milliseconds(timeoutMilliseconds)
     return 0
+}
+
+/// libcurl's sockets and the epoll set that watches them, kept by libcurl's callbacks (all called
+/// from inside libcurl calls on the HTTP thread, or from `curl_multi_cleanup` once that has stopped).
+///
+/// A connection socket stays registered while its connection idles in the pool, so the next request
+/// on it costs no epoll_ctl. Only sockets libcurl opens and closes through our callbacks are kept so:
+/// others (its resolver's socketpair) are closed with plain close(), and a registration believed
+/// current for a reused descriptor number would leave a new socket unwatched and its request hung.
+private final class SocketTable: @unchecked Sendable {
+    let epollFD: Int32
+    /// Connection sockets open now (CURLOPT_OPENSOCKETFUNCTION until CURLOPT_CLOSESOCKETFUNCTION).
+    private var connections: Set<Int32> = []
+    /// The events each socket is registered for in the epoll set.
+    private var registered: [Int32: UInt32] = [:]
+    /// The sockets libcurl waits on now (CURLMOPT_SOCKETFUNCTION, until CURL_POLL_REMOVE).
+    private(set) var wanted: Set<Int32> = []
+
+    init(epollFD: Int32) { self.epollFD = epollFD }
+
+    func opened(_ fd: Int32) { connections.insert(fd) }
+
+    /// libcurl is about to close `fd`: it leaves the set first (a forked child may still share it).
+    func closing(_ fd: Int32) {
+        connections.remove(fd)
+        wanted.remove(fd)
+        if registered.removeValue(forKey: fd) != nil { _ = ferry_epoll_set(epollFD, EPOLL_CTL_DEL, fd, 0) }
+    }
+
+    /// CURLMOPT_SOCKETFUNCTION: which sockets to wait on, for what.
+    func watch(_ fd: Int32, what: Int32) {
+        if what == CURL_POLL_REMOVE {
+            wanted.remove(fd)
+            if !connections.contains(fd), registered.removeValue(forKey: fd) != nil {
+                _ = ferry_epoll_set(epollFD, EPOLL_CTL_DEL, fd, 0)
+            }
+            return
+        }
+        var events: UInt32 = 0
+        if what == CURL_POLL_IN || what == CURL_POLL_INOUT { events |= EPOLLIN.rawValue }
+        if what == CURL_POLL_OUT || what == CURL_POLL_INOUT { events |= EPOLLOUT.rawValue }
+        wanted.insert(fd)
+        let current = registered[fd]
+        if current == events { return }
+        registered[fd] = events
+        // Should our bookkeeping ever disagree with the kernel's (a descriptor closed and reused
+        // unnoticed), the other operation puts it right: a socket left unwatched would hang its request.
+        if current == nil {
+            if ferry_epoll_set(epollFD, EPOLL_CTL_ADD, fd, events) != 0 && errno == EEXIST {
+                _ = ferry_epoll_set(epollFD, EPOLL_CTL_MOD, fd, events)
+            }
+        } else if ferry_epoll_set(epollFD, EPOLL_CTL_MOD, fd, events) != 0 && errno == ENOENT {
+            _ = ferry_epoll_set(epollFD, EPOLL_CTL_ADD, fd, events)
+        }
+    }
+
+    /// An event on a socket libcurl is not waiting on: an idle pooled connection the server closed
+    /// (libcurl notices when it next checks the connection). It leaves the set, or its level-triggered
+    /// event would wake the thread again and again.
+    func unwanted(_ fd: Int32) {
+        registered.removeValue(forKey: fd)
+        _ = ferry_epoll_set(epollFD, EPOLL_CTL_DEL, fd, 0)
+    }
 }
 
 /// HTTP over one libcurl multi handle: a single connection pool shared by every request, driven on
@@ -239,6 +342,9 @@ final class HTTPClient: TaskExecutor, @unchecked Sendable {
     private var stopped = false
     private var thread: Thread?
     private let stoppedSignal = DispatchSemaphore(value: 0)
+    /// How many times the driver thread has gone round its loop: a thread that spins shows here.
+    private let rounds = Atomic<Int>(0)
+    var loopRounds: Int { rounds.load(ordering: .relaxed) }
     /// The driver thread's pthread_t, 0 until it runs.
     private let loopThread = Atomic<UInt>(0)
     /// epoll set of libcurl's sockets and `wakeFD`; only ready sockets cost anything per round.
@@ -248,7 +354,9 @@ final class HTTPClient: TaskExecutor, @unchecked Sendable {
 
     // Touched by the driver thread only (libcurl calls the callbacks from inside its calls there).
     private var active: [UnsafeMutableRawPointer: CurlTransfer] = [:]
-    private var watched: Set<Int32> = []
+    /// libcurl's sockets in the epoll set. Its callbacks point here, not at the client, so that
+    /// `curl_multi_cleanup` in deinit never calls into an object being freed.
+    private let sockets: SocketTable
     /// When libcurl wants `curl_multi_socket_action(CURL_SOCKET_TIMEOUT)`; nil when it has no timer.
     fileprivate var timerDeadline: ContinuousClock.Instant?
 
@@ -259,11 +367,12 @@ final class HTTPClient: TaskExecutor, @unchecked Sendable {
         epollFD = epoll_create1(Int32(EPOLL_CLOEXEC))
         wakeFD = eventfd(0, Int32(EFD_CLOEXEC | EFD_NONBLOCK))
         precondition(epollFD >= 0 && wakeFD >= 0, "epoll/eventfd unavailable: \(String(cString: strerror(errno)))")
+        sockets = SocketTable(epollFD: epollFD)
         _ = ferry_epoll_set(epollFD, EPOLL_CTL_ADD, wakeFD, EPOLLIN.rawValue)
         _ = ferry_multi_setopt_long(multi, CURLMOPT_MAXCONNECTS, settings.maxConcurrentRequests)
         let me = Unmanaged.passUnretained(self).toOpaque()
         _ = ferry_multi_setopt_socket_callback(multi, socketCallback)
-        _ = ferry_multi_setopt_pointer(multi, CURLMOPT_SOCKETDATA, me)
+        _ = ferry_multi_setopt_pointer(multi, CURLMOPT_SOCKETDATA, Unmanaged.passUnretained(sockets).toOpaque())
         _ = ferry_multi_setopt_timer_callback(multi, timerCallback)
         _ = ferry_multi_setopt_pointer(multi, CURLMOPT_TIMERDATA, me)
         let thread = Thread { [unowned self] in self.loop() }
@@ -291,26 +400,6 @@ final class HTTPClient: TaskExecutor, @unchecked Sendable {
     private func wake() {
         var one: UInt64 = 1
         _ = write(wakeFD, &one, 8)  // EAGAIN means a wake-up is already pending
-    }
-
-    /// libcurl's CURLMOPT_SOCKETFUNCTION: which sockets to wait on, for what.
-    fileprivate func watch(_ fd: Int32, what: Int32) {
-        if what == CURL_POLL_REMOVE {
-            if watched.remove(fd) != nil { _ = ferry_epoll_set(epollFD, EPOLL_CTL_DEL, fd, 0) }
-            return
-        }
-        var events: UInt32 = 0
-        if what == CURL_POLL_IN || what == CURL_POLL_INOUT { events |= EPOLLIN.rawValue }
-        if what == CURL_POLL_OUT || what == CURL_POLL_INOUT { events |= EPOLLOUT.rawValue }
-        // Should our bookkeeping ever disagree with the kernel's (a descriptor closed and reused
-        // unnoticed), the other operation puts it right: a socket left unwatched would hang its request.
-        if watched.insert(fd).inserted {
-            if ferry_epoll_set(epollFD, EPOLL_CTL_ADD, fd, events) != 0 && errno == EEXIST {
-                _ = ferry_epoll_set(epollFD, EPOLL_CTL_MOD, fd, events)
-            }
-        } else if ferry_epoll_set(epollFD, EPOLL_CTL_MOD, fd, events) != 0 && errno == ENOENT {
-            _ = ferry_epoll_set(epollFD, EPOLL_CTL_ADD, fd, events)
-        }
     }
 
     private var onLoopThread: Bool {
@@ -388,9 +477,8 @@ final class HTTPClient: TaskExecutor, @unchecked Sendable {
         if let ca = settings.caBundle { _ = ferry_easy_setopt_string(h, CURLOPT_CAINFO, ca) }
         // libcurl ignores upper-case HTTP_PROXY on purpose; the AWS SDKs honour it, so set the proxy ourselves.
         _ = ferry_easy_setopt_string(h, CURLOPT_PROXY, proxy(for: r.url) ?? "")
-        if let noProxy = settings.proxyEnvironment["no_proxy"] ?? settings.proxyEnvironment["NO_PROXY"] {
-            _ = ferry_easy_setopt_string(h, CURLOPT_NOPROXY, noProxy)
-        }
+        // Always set, even empty: unset, libcurl reads no_proxy/NO_PROXY from the environment on every request.
+        _ = ferry_easy_setopt_string(h, CURLOPT_NOPROXY, settings.proxyEnvironment["no_proxy"] ?? settings.proxyEnvironment["NO_PROXY"] ?? "")
         let me = Unmanaged.passUnretained(t).toOpaque()
         _ = ferry_easy_setopt_pointer(h, CURLOPT_PRIVATE, me)
         _ = ferry_easy_setopt_callback(h, CURLOPT_WRITEFUNCTION, writeCallback)
@@ -399,6 +487,11 @@ final class HTTPClient: TaskExecutor, @unchecked Sendable {
         _ = ferry_easy_setopt_pointer(h, CURLOPT_HEADERDATA, me)
         _ = ferry_easy_setopt_callback(h, CURLOPT_READFUNCTION, readCallback)
         _ = ferry_easy_setopt_pointer(h, CURLOPT_READDATA, me)
+        let table = Unmanaged.passUnretained(sockets).toOpaque()
+        _ = ferry_easy_setopt_opensocket_callback(h, openSocketCallback)
+        _ = ferry_easy_setopt_pointer(h, CURLOPT_OPENSOCKETDATA, table)
+        _ = ferry_easy_setopt_closesocket_callback(h, closeSocketCallback)
+        _ = ferry_easy_setopt_pointer(h, CURLOPT_CLOSESOCKETDATA, table)
         switch r.method {
         case _ where !r.body.isFile && r.body.length > 0:
             // A body in memory goes with the headers in one write (libcurl does that up to 64 KiB).
@@ -419,12 +512,16 @@ final class HTTPClient: TaskExecutor, @unchecked Sendable {
             _ = ferry_easy_setopt_string(h, CURLOPT_CUSTOMREQUEST, r.method)
         }
         var list: UnsafeMutablePointer<curl_slist>?
+        var hasContentType = false
+        for (name, value) in r.headers {
+            list = curl_slist_append(list, name + ": " + value)
+            if name.utf8.count == 12 && name.lowercased() == "content-type" { hasContentType = true }
+        }
         // An empty "Expect:" stops the 100-continue round trip; "Accept:" and a content type that libcurl
         // would invent for POST are removed so only what was signed describes the body.
-        for line in r.headers.map({ "\($0.name): \($0.value)" }) + ["Expect:", "Accept:"] {
-            list = curl_slist_append(list, line)
-        }
-        if r.method == "POST" || r.body.length > 0, !r.headers.contains(where: { $0.name.lowercased() == "content-type" }) {
+        list = curl_slist_append(list, "Expect:")
+        list = curl_slist_append(list, "Accept:")
+        if r.method == "POST" || r.body.length > 0, !hasContentType {
             list = curl_slist_append(list, "Content-Type:")
         }
         t.headerList = list
@@ -439,6 +536,7 @@ final class HTTPClient: TaskExecutor, @unchecked Sendable {
         var readyEvents = [UInt32](repeating: 0, count: 64)
         var running: Int32 = 0
         while true {
+            rounds.add(1, ordering: .relaxed)
             lock.lock()
             let stop = stopping
             // On the way out jobs stay queued: the shutdown below hands them to the global executor.
@@ -491,6 +589,10 @@ final class HTTPClient: TaskExecutor, @unchecked Sendable {
                     _ = read(wakeFD, &value, 8)
                     continue
                 }
+                if !sockets.wanted.contains(fd) {
+                    sockets.unwanted(fd)
+                    continue
+                }
                 let events = readyEvents[index]
                 var mask: Int32 = 0
                 if events & EPOLLIN.rawValue != 0 { mask |= CURL_CSELECT_IN }
@@ -533,7 +635,7 @@ final class HTTPClient: TaskExecutor, @unchecked Sendable {
         let continuation = t.continuation
         t.continuation = nil
         if code == CURLE_OK {
-            continuation?.resume(returning: HTTPResponse(status: t.status, headers: t.responseHeaders, body: t.responseBody, bytesWritten: t.written))
+            continuation?.resume(returning: HTTPResponse(status: t.status, rawHeaders: t.responseHeaders, body: t.responseBody, bytesWritten: t.written))
         } else {
             let text = t.localError ?? String(cString: curl_easy_strerror(code))
             continuation?.resume(throwing: HTTPTransportError(curlCode: Int(code.rawValue), message: text,

@@ -65,17 +65,17 @@ enum FileIO {
 
     /// `hashes`, with a large range read and hashed on the global concurrent executor: tens of
     /// milliseconds of hashing must not hold up the HTTP thread when the caller prefers it.
-    static func hashesOffLoop(fd: Int32, offset: Int64, length: Int64, path: String) async throws -> (sha256: String, md5: String) {
+    static func hashesOffLoop(fd: Int32, offset: Int64, length: Int64, path: String) async throws -> (sha256: String, crc32c: String) {
         if length <= 1 << 20 { return try hashes(fd: fd, offset: offset, length: length, path: path) }
         return try await withTaskExecutorPreference(globalConcurrentExecutor) {
             try hashes(fd: fd, offset: offset, length: length, path: path)
         }
     }
 
-    /// SHA-256 (hex, for the signature) and MD5 (base64, Content-MD5) of a byte range, in one read.
-    static func hashes(fd: Int32, offset: Int64, length: Int64, path: String) throws -> (sha256: String, md5: String) {
+    /// SHA-256 (hex, for the signature) and CRC-32C (base64, `x-amz-checksum-crc32c`) of a byte range, in one read.
+    static func hashes(fd: Int32, offset: Int64, length: Int64, path: String) throws -> (sha256: String, crc32c: String) {
         let sha = Digest(.sha256)
-        let md5 = Digest(.md5)
+        var crc: UInt32 = 0
         // Small files get a small buffer: a 1 MiB allocation per 4 KiB file is an mmap/munmap pair.
         let chunk = Int(max(1, min(Int64(1 << 20), length)))
         let buffer = UnsafeMutableRawPointer.allocate(byteCount: chunk, alignment: 16)
@@ -86,10 +86,10 @@ enum FileIO {
             let n = try check("read", path) { pread(fd, buffer, want, off_t(offset + done)) }
             if n == 0 { throw AWSError(kind: .localFile, code: "FileShrank", message: "\(path) became shorter while it was uploaded") }
             sha.update(buffer, count: n)
-            md5.update(buffer, count: n)
+            crc = Crypto.crc32c(UnsafeRawBufferPointer(start: buffer, count: n), continuing: crc)
             done += Int64(n)
         }
-        return (Crypto.hex(sha.finish()), Crypto.base64(md5.finish()))
+        return (Crypto.hex(sha.finish()), Crypto.crc32cBase64(crc))
     }
 }
 
@@ -113,8 +113,9 @@ public struct S3Client: Sendable {
         return CredentialContext.parseDate(text) ?? ClockSkew.parseHTTPDate(text)
     }
 
-    /// Uploads a file: one PUT with Content-MD5 below the multipart threshold, else a multipart upload
-    /// whose parts each carry their MD5 (aborted if any part fails). `ifNoneMatch` makes it fail with
+    /// Uploads a file: one PUT with its CRC-32C (`x-amz-checksum-crc32c`, which S3 checks and keeps with
+    /// the object) below the multipart threshold, else a multipart upload whose parts each carry their
+    /// CRC-32C (aborted if any part fails). `ifNoneMatch` makes it fail with
     /// `PreconditionFailed` when the key exists; `ifMatch` when the object's ETag differs.
     public func putObject(bucket: String, key: String, fileAt path: String, ifNoneMatch: Bool = false,
                           ifMatch: String? = nil, contentType: String = "application/octet-stream") async throws -> PutObjectResult {
@@ -137,19 +138,19 @@ public struct S3Client: Sendable {
             return try await multipartUpload(bucket: bucket, key: key, fd: fd, size: size, path: path, conditions: conditions, contentType: contentType)
         }
         let body: HTTPBody
-        let sha: String, md5: String
+        let sha: String, crc: String
         if size <= Self.inMemoryBodyLimit {
             // A small file is read once: hashed and sent from the same bytes, headers and body in one write.
             let bytes = try FileIO.readAll(fd: fd, length: Int(size), path: path)
-            (sha, md5) = (Crypto.hex(Crypto.sha256(bytes)), Crypto.base64(Crypto.md5(bytes)))
+            (sha, crc) = (Crypto.hex(Crypto.sha256(bytes)), Crypto.crc32cBase64(Crypto.crc32c(bytes)))
             body = .bytes(bytes)
         } else {
-            (sha, md5) = try await FileIO.hashesOffLoop(fd: fd, offset: 0, length: size, path: path)
+            (sha, crc) = try await FileIO.hashesOffLoop(fd: fd, offset: 0, length: size, path: path)
             body = .file(descriptor: fd, offset: 0, length: size)
         }
         let response = try await client.send(AWSOperationRequest(
             service: "s3", operation: "PutObject", method: "PUT", bucket: bucket, path: Self.keyPath(key),
-            headers: [("Content-MD5", md5), ("Content-Type", contentType)] + conditions,
+            headers: [("x-amz-checksum-crc32c", crc), ("Content-Type", contentType)] + conditions,
             body: body, payloadHash: sha))
         return PutObjectResult(eTag: response.header("etag") ?? "", versionId: response.header("x-amz-version-id"), parts: 0, size: size)
     }
@@ -158,7 +159,7 @@ public struct S3Client: Sendable {
                                  conditions: [(name: String, value: String)], contentType: String) async throws -> PutObjectResult {
         let created = try await client.send(AWSOperationRequest(
             service: "s3", operation: "CreateMultipartUpload", method: "POST", bucket: bucket, path: Self.keyPath(key),
-            query: [("uploads", "")], headers: [("Content-Type", contentType)]))
+            query: [("uploads", "")], headers: [("Content-Type", contentType), ("x-amz-checksum-algorithm", "CRC32C")]))
         guard let uploadId = XMLElement.parse(created.body)?.string("UploadId") else {
             throw AWSError(kind: .invalidResponse, code: "InvalidResponse", message: "CreateMultipartUpload answered without an UploadId")
         }
@@ -166,7 +167,8 @@ public struct S3Client: Sendable {
         let count = Int((size + partSize - 1) / partSize)
         do {
             var etags = [String](repeating: "", count: count)
-            try await withThrowingTaskGroup(of: (Int, String).self) { group in
+            var checksums = [String](repeating: "", count: count)
+            try await withThrowingTaskGroup(of: (Int, String, String).self) { group in
                 var next = 0
                 func addPart() {
                     let number = next + 1
@@ -174,22 +176,24 @@ public struct S3Client: Sendable {
                     let length = min(partSize, size - offset)
                     next += 1
                     group.addTask {
-                        let (sha, md5) = try await FileIO.hashesOffLoop(fd: fd, offset: offset, length: length, path: path)
+                        let (sha, crc) = try await FileIO.hashesOffLoop(fd: fd, offset: offset, length: length, path: path)
                         let response = try await client.send(AWSOperationRequest(
                             service: "s3", operation: "UploadPart", method: "PUT", bucket: bucket, path: Self.keyPath(key),
-                            query: [("partNumber", String(number)), ("uploadId", uploadId)], headers: [("Content-MD5", md5)],
+                            query: [("partNumber", String(number)), ("uploadId", uploadId)], headers: [("x-amz-checksum-crc32c", crc)],
                             body: .file(descriptor: fd, offset: offset, length: length), payloadHash: sha))
-                        return (number, response.header("etag") ?? "")
+                        return (number, response.header("etag") ?? "", crc)
                     }
                 }
                 for _ in 0..<min(client.configuration.partConcurrency, count) { addPart() }
-                while let (number, etag) = try await group.next() {
+                while let (number, etag, crc) = try await group.next() {
                     etags[number - 1] = etag
+                    checksums[number - 1] = crc
                     if next < count { addPart() }
                 }
             }
             let xml = "<CompleteMultipartUpload xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\">"
-                + etags.enumerated().map { "<Part><PartNumber>\($0.offset + 1)</PartNumber><ETag>\(XMLElement.escape($0.element))</ETag></Part>" }.joined()
+                + etags.indices.map { "<Part><PartNumber>\($0 + 1)</PartNumber><ETag>\(XMLElement.escape(etags[$0]))</ETag>"
+                    + "<ChecksumCRC32C>\(checksums[$0])</ChecksumCRC32C></Part>" }.joined()
                 + "</CompleteMultipartUpload>"
             let body = Array(xml.utf8)
             let done = try await client.send(AWSOperationRequest(

@@ -107,13 +107,29 @@ struct SigV4Signer: Sendable {
         addContentSHA256Header = isS3
     }
 
+    /// `YYYYMMDDTHHMMSSZ` in UTC, as the signature and `X-Amz-Date` carry it.
     static func timestamp(_ date: Date) -> String {
         var t = time_t(date.timeIntervalSince1970.rounded(.down))
         var parts = tm()
         gmtime_r(&t, &parts)
-        func two(_ v: Int32) -> String { v < 10 ? "0\(v)" : "\(v)" }
-        return "\(parts.tm_year + 1900)\(two(parts.tm_mon + 1))\(two(parts.tm_mday))T\(two(parts.tm_hour))\(two(parts.tm_min))\(two(parts.tm_sec))Z"
-
+        return String(unsafeUninitializedCapacity: 16) { out in
+            func put(_ value: Int32, _ width: Int, at index: Int) {
+                var v = value
+                for i in stride(from: index + width - 1, through: index, by: -1) {
+                    out[i] = 0x30 + UInt8(v % 10)
+                    v /= 10
+                }
+            }
+            put(parts.tm_year + 1900, 4, at: 0)
+            put(parts.tm_mon + 1, 2, at: 4)
+            put(parts.tm_mday, 2, at: 6)
+            out[8] = UInt8(ascii: "T")
+            put(parts.tm_hour, 2, at: 9)
+            put(parts.tm_min, 2, at: 11)
+            put(parts.tm_sec, 2, at: 13)
+            out[15] = UInt8(ascii: "Z")
+            return 16
+        }
     }
 
     static func removeDotSegments(_ path: String) -> String {
@@ -143,84 +159,155 @@ struct SigV4Signer: Sendable {
             .joined(separator: "&")
     }
 
-    /// A header value with leading and trailing whitespace removed and inner runs collapsed to one space.
-    static func trimmedValue(_ value: String) -> String {
-        func isSpace(_ b: UInt8) -> Bool { b == 0x20 || b == 0x09 || b == 0x0A || b == 0x0D }
-        // Nearly every value is already trimmed: check that without allocating.
-        var clean = true
-        var previousSpace = true  // a leading space counts as a run
-        for b in value.utf8 {
-            let space = isSpace(b)
-            if space && (previousSpace || b != 0x20) { clean = false; break }
-            previousSpace = space
-        }
-        if clean && !previousSpace || value.isEmpty { return value }
-        var out: [UInt8] = []
-        out.reserveCapacity(value.utf8.count)
+    private static func isSpace(_ b: UInt8) -> Bool { b == 0x20 || b == 0x09 || b == 0x0A || b == 0x0D }
+    private static func lower(_ b: UInt8) -> UInt8 { b >= 0x41 && b <= 0x5A ? b | 0x20 : b }
+
+    /// Appends `value` with leading and trailing whitespace removed and inner runs collapsed to one space.
+    static func appendTrimmed(_ value: String, to out: inout [UInt8]) {
         var pendingSpace = false
+        var wrote = false
         for b in value.utf8 {
             if isSpace(b) {
-                pendingSpace = !out.isEmpty
+                pendingSpace = wrote
             } else {
                 if pendingSpace { out.append(0x20) }
                 pendingSpace = false
                 out.append(b)
+                wrote = true
             }
         }
+    }
+
+    /// A header value with leading and trailing whitespace removed and inner runs collapsed to one space.
+    static func trimmedValue(_ value: String) -> String {
+        var out: [UInt8] = []
+        out.reserveCapacity(value.utf8.count)
+        appendTrimmed(value, to: &out)
         return String(decoding: out, as: UTF8.self)
     }
 
-    /// Lower-cases ASCII letters (header names are ASCII tokens); returns `name` itself when it has none.
-    static func lowercasedName(_ name: String) -> String {
-        guard name.utf8.contains(where: { $0 >= 0x41 && $0 <= 0x5A }) else { return name }
-        return String(decoding: name.utf8.map { $0 >= 0x41 && $0 <= 0x5A ? $0 | 0x20 : $0 }, as: UTF8.self)
+    /// Header names compared as their lower-case forms, without making them.
+    private static func compareLowercased(_ a: String, _ b: String) -> Int {
+        var ia = a.utf8.makeIterator()
+        var ib = b.utf8.makeIterator()
+        while true {
+            switch (ia.next(), ib.next()) {
+            case (nil, nil): return 0
+            case (nil, _): return -1
+            case (_, nil): return 1
+            case let (x?, y?):
+                let (lx, ly) = (lower(x), lower(y))
+                if lx != ly { return lx < ly ? -1 : 1 }
+            }
+        }
+    }
+
+    private static func isUnsigned(_ name: String) -> Bool {
+        let count = name.utf8.count
+        return unsignedHeaderList.contains { $0.utf8.count == count && compareLowercased($0, name) == 0 }
+    }
+    private static let unsignedHeaderList = Array(unsignedHeaders)
+
+    /// Appends the canonical header block (each line ending in "\n") to `block` and the signed header
+    /// list to `signed`: names lower-cased and sorted, values trimmed, a repeated name's values joined
+    /// with "," in their order.
+    static func appendCanonicalHeaders(_ headers: [(name: String, value: String)], block: inout [UInt8], signed: inout [UInt8]) {
+        var order: [Int] = []
+        order.reserveCapacity(headers.count)
+        for index in headers.indices where !isUnsigned(headers[index].name) {
+            // Insertion sort, stable: a request has a handful of headers.
+            var at = order.count
+            while at > 0 && compareLowercased(headers[order[at - 1]].name, headers[index].name) > 0 { at -= 1 }
+            order.insert(index, at: at)
+        }
+        var previous: String?
+        for index in order {
+            let (name, value) = headers[index]
+            if let previous, compareLowercased(previous, name) == 0 {
+                block.removeLast()  // the "\n" of the previous line: values of one name share a line
+                block.append(UInt8(ascii: ","))
+            } else {
+                if previous != nil { signed.append(UInt8(ascii: ";")) }
+                for b in name.utf8 {
+                    block.append(lower(b))
+                    signed.append(lower(b))
+                }
+                block.append(UInt8(ascii: ":"))
+                previous = name
+            }
+            appendTrimmed(value, to: &block)
+            block.append(0x0A)
+        }
     }
 
     /// (canonical header block, signed header list)
     static func canonicalHeaders(_ headers: [(name: String, value: String)]) -> (String, String) {
-        var entries: [(name: String, value: String)] = []
-        entries.reserveCapacity(headers.count)
-        for (name, value) in headers {
-            let key = lowercasedName(name)
-            if unsignedHeaders.contains(key) { continue }
-            entries.append((key, trimmedValue(value)))
+        var block: [UInt8] = []
+        var signed: [UInt8] = []
+        appendCanonicalHeaders(headers, block: &block, signed: &signed)
+        return (String(decoding: block, as: UTF8.self), String(decoding: signed, as: UTF8.self))
+    }
+
+    /// The canonical request's bytes and the signed header list.
+    func canonicalRequestBytes(_ request: SignableRequest) -> (canonical: [UInt8], signedHeaders: [UInt8]) {
+        var out: [UInt8] = []
+        out.reserveCapacity(512)
+        for b in request.method.utf8 { out.append(b >= 0x61 && b <= 0x7A ? b - 0x20 : b) }
+        out.append(0x0A)
+        if normalizePath || doubleEncodePath || request.path.isEmpty {
+            out.append(contentsOf: canonicalPath(request.path).utf8)
+        } else {
+            out.append(contentsOf: request.path.utf8)
         }
-        // Stable by name, so repeated headers keep their order when joined with ",".
-        let order = entries.indices.sorted { entries[$0].name != entries[$1].name ? entries[$0].name < entries[$1].name : $0 < $1 }
-        var block = ""
-        var signed = ""
-        var previous: String?
-        for index in order {
-            let (name, value) = entries[index]
-            if name == previous {
-                block.removeLast()  // the "\n" of the previous line: values of one name share a line
-                block += "," + value + "\n"
-                continue
-            }
-            if previous != nil { signed += ";" }
-            signed += name
-            block += name + ":" + value + "\n"
-            previous = name
-        }
-        return (block, signed)
+        out.append(0x0A)
+        if !request.query.isEmpty { out.append(contentsOf: Self.canonicalQuery(request.query).utf8) }
+        out.append(0x0A)
+        var signed: [UInt8] = []
+        signed.reserveCapacity(96)
+        Self.appendCanonicalHeaders(request.headers, block: &out, signed: &signed)
+        out.append(0x0A)
+        out.append(contentsOf: signed)
+        out.append(0x0A)
+        out.append(contentsOf: request.payloadHash.utf8)
+        return (out, signed)
     }
 
     func canonicalRequest(_ request: SignableRequest) -> (canonical: String, signedHeaders: String) {
-        let (block, signed) = Self.canonicalHeaders(request.headers)
-        let canonical = [request.method.uppercased(), canonicalPath(request.path), Self.canonicalQuery(request.query),
-                         block, signed, request.payloadHash].joined(separator: "\n")
-        return (canonical, signed)
+        let (canonical, signed) = canonicalRequestBytes(request)
+        return (String(decoding: canonical, as: UTF8.self), String(decoding: signed, as: UTF8.self))
     }
 
     func scope(_ amzDate: String) -> String { "\(amzDate.prefix(8))/\(region)/\(service)/aws4_request" }
 
-    func stringToSign(canonicalRequest: String, amzDate: String) -> String {
-        "AWS4-HMAC-SHA256\n\(amzDate)\n\(scope(amzDate))\n\(Crypto.sha256Hex(canonicalRequest))"
+    private func appendScope(_ amzDate: String, to out: inout [UInt8]) {
+        out.append(contentsOf: amzDate.utf8.prefix(8))
+        out.append(UInt8(ascii: "/"))
+        out.append(contentsOf: region.utf8)
+        out.append(UInt8(ascii: "/"))
+        out.append(contentsOf: service.utf8)
+        out.append(contentsOf: "/aws4_request".utf8)
     }
 
-    func signature(stringToSign: String, secret: String, amzDate: String) -> String {
-        let key = SigningKeys.shared.key(secret: secret, day: String(amzDate.prefix(8)), region: region, service: service)
-        return Crypto.hex(Crypto.hmacSHA256(key: key, data: Array(stringToSign.utf8)))
+    /// "AWS4-HMAC-SHA256\n<date>\n<scope>\n<hex SHA-256 of the canonical request>"
+    func stringToSignBytes(canonicalRequest: [UInt8], amzDate: String) -> [UInt8] {
+        var out: [UInt8] = []
+        out.reserveCapacity(160)
+        out.append(contentsOf: "AWS4-HMAC-SHA256\n".utf8)
+        out.append(contentsOf: amzDate.utf8)
+        out.append(0x0A)
+        appendScope(amzDate, to: &out)
+        out.append(0x0A)
+        Crypto.appendHex(Crypto.sha256(canonicalRequest), to: &out)
+        return out
+    }
+
+    func stringToSign(canonicalRequest: String, amzDate: String) -> String {
+        String(decoding: stringToSignBytes(canonicalRequest: Array(canonicalRequest.utf8), amzDate: amzDate), as: UTF8.self)
+    }
+
+    func signature(stringToSign: [UInt8], secret: String, amzDate: String) -> String {
+        let key = SigningKeys.shared.key(secret: secret, day: amzDate.utf8.prefix(8), region: region, service: service)
+        return Crypto.hex(Crypto.hmacSHA256(key: key, data: stringToSign))
     }
 
     /// The signing key: four HMACs over the day, region and service, the same for every request of a day.
@@ -234,24 +321,36 @@ struct SigV4Signer: Sendable {
     /// Everything one header signing produced, kept apart so tests can compare each step.
     struct Result {
         var request: SignableRequest
-        var canonicalRequest: String
-        var stringToSign: String
+        var canonicalRequestBytes: [UInt8]
+        var stringToSignBytes: [UInt8]
         var signature: String
+        var canonicalRequest: String { String(decoding: canonicalRequestBytes, as: UTF8.self) }
+        var stringToSign: String { String(decoding: stringToSignBytes, as: UTF8.self) }
     }
 
     /// Adds `X-Amz-Date`, the session token, the content hash (S3) and `Authorization`.
     func signHeaders(_ input: SignableRequest, credentials: AWSCredentials, date: Date) -> Result {
         var request = input
         let amzDate = Self.timestamp(date)
+        request.headers.reserveCapacity(request.headers.count + 4)
         request.headers.append(("X-Amz-Date", amzDate))
         if let token = credentials.sessionToken { request.headers.append(("X-Amz-Security-Token", token)) }
         if addContentSHA256Header { request.headers.append(("x-amz-content-sha256", request.payloadHash)) }
-        let (canonical, signed) = canonicalRequest(request)
-        let sts = stringToSign(canonicalRequest: canonical, amzDate: amzDate)
+        let (canonical, signed) = canonicalRequestBytes(request)
+        let sts = stringToSignBytes(canonicalRequest: canonical, amzDate: amzDate)
         let sig = signature(stringToSign: sts, secret: credentials.secretAccessKey, amzDate: amzDate)
-        request.headers.append(("Authorization",
-            "AWS4-HMAC-SHA256 Credential=\(credentials.accessKeyId)/\(scope(amzDate)), SignedHeaders=\(signed), Signature=\(sig)"))
-        return Result(request: request, canonicalRequest: canonical, stringToSign: sts, signature: sig)
+        var authorization: [UInt8] = []
+        authorization.reserveCapacity(200 + signed.count)
+        authorization.append(contentsOf: "AWS4-HMAC-SHA256 Credential=".utf8)
+        authorization.append(contentsOf: credentials.accessKeyId.utf8)
+        authorization.append(UInt8(ascii: "/"))
+        appendScope(amzDate, to: &authorization)
+        authorization.append(contentsOf: ", SignedHeaders=".utf8)
+        authorization.append(contentsOf: signed)
+        authorization.append(contentsOf: ", Signature=".utf8)
+        authorization.append(contentsOf: sig.utf8)
+        request.headers.append(("Authorization", String(decoding: authorization, as: UTF8.self)))
+        return Result(request: request, canonicalRequestBytes: canonical, stringToSignBytes: sts, signature: sig)
     }
 
     /// A presigned request: the signature travels in the query string, valid for `expires` seconds.
@@ -264,11 +363,11 @@ struct SigV4Signer: Sendable {
                           ("X-Amz-Date", amzDate), ("X-Amz-Expires", String(expires)),
                           ("X-Amz-SignedHeaders", signed)]
         if let token = credentials.sessionToken { request.query.append(("X-Amz-Security-Token", token)) }
-        let (canonical, _) = canonicalRequest(request)
-        let sts = stringToSign(canonicalRequest: canonical, amzDate: amzDate)
+        let (canonical, _) = canonicalRequestBytes(request)
+        let sts = stringToSignBytes(canonicalRequest: canonical, amzDate: amzDate)
         let sig = signature(stringToSign: sts, secret: credentials.secretAccessKey, amzDate: amzDate)
         request.query.append(("X-Amz-Signature", sig))
-        return Result(request: request, canonicalRequest: canonical, stringToSign: sts, signature: sig)
+        return Result(request: request, canonicalRequestBytes: canonical, stringToSignBytes: sts, signature: sig)
     }
 }
 
@@ -276,18 +375,29 @@ struct SigV4Signer: Sendable {
 /// the derivation covers; a handful of entries at most (one per service and day, per secret).
 final class SigningKeys: @unchecked Sendable {
     static let shared = SigningKeys()
+    private struct Entry {
+        var secret: String
+        var day: String
+        var region: String
+        var service: String
+        var key: [UInt8]
+    }
     private let lock = NSLock()
-    private var keys: [String: [UInt8]] = [:]
+    private var entries: [Entry] = []
 
-    func key(secret: String, day: String, region: String, service: String) -> [UInt8] {
-        let id = secret + "\u{0}" + day + "\u{0}" + region + "\u{0}" + service
+    func key(secret: String, day: String.UTF8View.SubSequence, region: String, service: String) -> [UInt8] {
         lock.lock()
-        if let key = keys[id] { lock.unlock(); return key }
+        // Compared field by field: joining them into one dictionary key cost an allocation per request.
+        if let entry = entries.first(where: { $0.service == service && $0.region == region && $0.day.utf8.elementsEqual(day) && $0.secret == secret }) {
+            lock.unlock()
+            return entry.key
+        }
         lock.unlock()
-        let key = SigV4Signer.signingKey(secret: secret, day: day, region: region, service: service)
+        let dayString = String(decoding: day, as: UTF8.self)
+        let key = SigV4Signer.signingKey(secret: secret, day: dayString, region: region, service: service)
         lock.lock()
-        if keys.count >= 32 { keys.removeAll() }  // rotated secrets and past days are not needed again
-        keys[id] = key
+        if entries.count >= 32 { entries.removeAll() }  // rotated secrets and past days are not needed again
+        entries.append(Entry(secret: secret, day: dayString, region: region, service: service, key: key))
         lock.unlock()
         return key
     }

@@ -55,6 +55,34 @@ import Testing
         try assertNoSecrets(logs.all, emulator.secretAccessKey)
     }
 
+    /// Uploads carry x-amz-checksum-crc32c, which the emulator (like S3) checks against the body: a
+    /// PutObject succeeding proves ours was right, and a wrong one is refused with a typed error at once.
+    @Test func uploadsCarryAChecksumTheServiceChecks() async throws {
+        let emulator = try EmulatorProcess()
+        defer { emulator.stop() }
+        let observer = RecordingObserver()
+        let client = try AWSClient(configuration: emulator.clientConfiguration(), logger: CapturedLogs().logger(), observer: observer)
+        defer { client.shutdown() }
+        let s3 = S3Client(client: client)
+        let dir = try TempDirectoryPath()
+        for (index, size) in [0, 1, 4096, 70_000].enumerated() {  // in memory, and streamed from the file
+            try writeFile(dir.path + "/f\(index)", size: size, seed: UInt64(index + 7))
+            _ = try await s3.putObject(bucket: emulator.stagingBucket, key: "checked/f\(index)", fileAt: dir.path + "/f\(index)")
+        }
+        let body = Array("invoice 42\n".utf8)
+        let wrong = Crypto.crc32cBase64(Crypto.crc32c(Array("invoice 43\n".utf8)))
+        do {
+            _ = try await client.send(AWSOperationRequest(
+                service: "s3", operation: "PutObject", method: "PUT", bucket: emulator.stagingBucket, path: S3Client.keyPath("checked/bad"),
+                headers: [("x-amz-checksum-crc32c", wrong)], body: .bytes(body), payloadHash: Crypto.hex(Crypto.sha256(body))))
+            Issue.record("a PutObject with the wrong CRC-32C was accepted")
+        } catch let error as AWSError {
+            #expect(error.code == "BadDigest" && error.httpStatus == 400 && !error.isRetryable)
+        }
+        #expect(observer.records.last?.attempts == 1, "a bad checksum is not retried")
+        #expect(try await s3.headObject(bucket: emulator.stagingBucket, key: "checked/bad") == nil)
+    }
+
     @Test func listingFollowsEveryPage() async throws {
         let emulator = try EmulatorProcess()
         defer { emulator.stop() }

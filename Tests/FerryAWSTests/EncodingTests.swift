@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 @testable import FerryAWS
+import CCrypto
 
 /// The hand-written encoders that replaced Foundation's on the request path.
 struct EncodingTests {
@@ -33,6 +34,28 @@ struct EncodingTests {
         #expect(Crypto.hex(Crypto.hmacSHA256(key: [UInt8](repeating: 0xaa, count: 131),
                                              data: Array("Test Using Larger Than Block-Size Key - Hash Key First".utf8)))
                 == "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54")
+    }
+
+    @Test func crc32cMatchesKnownAnswersAndBothImplementationsAgree() {
+        // The CRC-32C check value (RFC 3720 B.4 and every CRC catalogue) and S3's base64 form of it.
+        #expect(Crypto.crc32c(Array("123456789".utf8)) == 0xE306_9283)
+        #expect(Crypto.crc32cBase64(0xE306_9283) == "4waSgw==")
+        #expect(Crypto.crc32c([UInt8]()) == 0)
+        #expect(Crypto.crc32c([UInt8](repeating: 0, count: 32)) == 0x8A91_36AA)  // RFC 3720 B.4: 32 bytes of zeros
+        #expect(Crypto.crc32c([UInt8](repeating: 0xFF, count: 32)) == 0x62A8_AB43)  // and of 0xFF
+        // The SSE4.2 path (8 bytes at a time, then single bytes) against the bitwise one, at every
+        // alignment and tail length, and in pieces as a file is read.
+        var generator = SystemRandomNumberGenerator()
+        let data = (0..<4099).map { _ in UInt8.random(in: 0...255, using: &generator) }
+        for length in [0, 1, 7, 8, 9, 15, 16, 17, 63, 64, 65, 1000, 4096, 4099] {
+            for start in [0, 1, 3] where start + length <= data.count {
+                let slice = Array(data[start..<(start + length)])
+                let portable = slice.withUnsafeBufferPointer { ferry_crc32c_portable(0, $0.baseAddress, $0.count) }
+                #expect(Crypto.crc32c(slice) == portable, "length \(length) at offset \(start)")
+            }
+        }
+        let pieces = Crypto.crc32c(data[2000...], continuing: Crypto.crc32c(data[..<2000]))
+        #expect(pieces == Crypto.crc32c(data))
     }
 
     @Test func headerValuesAreTrimmedAndCollapsedOnlyWhenNeeded() {

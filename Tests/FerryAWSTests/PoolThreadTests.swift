@@ -56,6 +56,61 @@ struct PoolThreadTests {
     }
 }
 
+extension PoolThreadTests {
+    /// Idle sockets stay in the epoll set between requests (see SocketTable). This checks what that
+    /// must not break: connections the server closes, busy or idle, and descriptor numbers reused.
+    @Test func connectionsTheServerClosesAreReplacedAndNoSocketIsLeftUnwatched() async throws {
+        let server = try ChildProcess("/usr/bin/env", ["python3", projectRoot + "/Tests/FerryAWSTests/Scripts/closing_server.py"])
+        defer { server.stop() }
+        let info = try JSONSerialization.jsonObject(with: Data(server.firstLine.utf8)) as? [String: Any]
+        let port = try #require(info?["port"] as? Int, "closing_server.py did not start: \(server.firstLine)")
+        let http = HTTPClient(settings: HTTPClientSettings())
+        defer { http.shutdown() }
+        // "localhost" goes through libcurl's resolver, whose own socket is closed without our callback.
+        @Sendable func get(_ path: String, host: String = "127.0.0.1") async throws -> String {
+            let response = try await http.execute(HTTPRequest(method: "GET", url: "http://\(host):\(port)\(path)", headers: [],
+                                                              timeout: .seconds(20)))
+            #expect(response.status == 200)
+            return String(decoding: response.body, as: UTF8.self)
+        }
+
+        // Keep-alive requests, with files opened and closed in between so that descriptor numbers move.
+        for index in 0..<30 {
+            let fd = open("/dev/null", O_RDONLY)
+            #expect(try await get("/echo/\(index)", host: index % 3 == 0 ? "localhost" : "127.0.0.1") == "\(index)")
+            close(fd)
+        }
+        // Every connection closed by the server after its answer, 16 at a time: each request gets a new
+        // socket, often with the number of one just closed. A socket left unwatched would hang here.
+        let answers = try await withThrowingTaskGroup(of: Bool.self) { group in
+            for index in 0..<16 {
+                group.addTask {
+                    for round in 0..<15 {
+                        let text = "\(index)-\(round)"
+                        guard try await get("/close/\(text)", host: round % 5 == 0 ? "localhost" : "127.0.0.1") == text else { return false }
+                    }
+                    return true
+                }
+            }
+            var all = true
+            for try await ok in group { all = all && ok }
+            return all
+        }
+        #expect(answers)
+
+        // The pooled connections are now idle, and the server closes them after 0.2 s. Their sockets
+        // become readable (end of file) for good: the thread must drop them, not wake for them forever.
+        for index in 0..<8 { _ = try await get("/echo/idle-\(index)") }
+        try await Task.sleep(for: .milliseconds(800))
+        let before = http.loopRounds
+        try await Task.sleep(for: .milliseconds(500))
+        let rounds = http.loopRounds - before
+        #expect(rounds < 50, "the HTTP thread went round \(rounds) times in half a second with nothing to do")
+        // And the next requests find the closed connections dead and open new ones.
+        for index in 0..<10 { #expect(try await get("/echo/after-\(index)") == "after-\(index)") }
+    }
+}
+
 /// A value shared between a test and its tasks.
 final class Locked<Value: Sendable>: @unchecked Sendable {
     private let lock = NSLock()

@@ -230,3 +230,33 @@ def test_a_second_signer_curl_is_accepted(emu, tmp_path):
     listed = subprocess.run(["curl", "-s", "-w", "\n%{http_code}", *auth, "-H", "x-amz-content-sha256: UNSIGNED-PAYLOAD",
                              f"{emu.info['endpoint']}/ferry-staging?list-type=2&prefix=curl%2F"], capture_output=True, text=True)
     assert listed.stdout.endswith("\n200") and "curl/a b(c)+dü.txt" in listed.stdout
+
+
+def test_integrity_headers_are_checked_against_the_body(emu):
+    """As S3 does: a Content-MD5 or x-amz-checksum-* that does not match the body is refused, so
+    every upload ferry makes against the emulator has its checksum verified."""
+    import base64
+    import hashlib
+
+    import crc32c
+
+    s3 = emu.client("s3")
+    key = f"integrity-{uuid.uuid4()}"
+    body = b"invoice 42\n"
+    good_crc = base64.b64encode(crc32c.crc32c(body).to_bytes(4, "big")).decode()
+    good_md5 = base64.b64encode(hashlib.md5(body).digest()).decode()
+    s3.put_object(Bucket="ferry-staging", Key=key, Body=body, ChecksumCRC32C=good_crc)
+    s3.put_object(Bucket="ferry-staging", Key=key, Body=body, ContentMD5=good_md5)
+    other_crc = base64.b64encode(crc32c.crc32c(b"invoice 43\n").to_bytes(4, "big")).decode()
+    with pytest.raises(ClientError) as e:
+        s3.put_object(Bucket="ferry-staging", Key=key + "-bad-crc", Body=body, ChecksumCRC32C=other_crc)
+    assert code_of(e) == "BadDigest" and status_of(e) == 400
+    with pytest.raises(ClientError) as e:
+        s3.put_object(Bucket="ferry-staging", Key=key + "-bad-md5", Body=body,
+                      ContentMD5=base64.b64encode(hashlib.md5(b"other").digest()).decode())
+    assert code_of(e) == "BadDigest"
+    with pytest.raises(ClientError) as e:
+        s3.put_object(Bucket="ferry-staging", Key=key + "-malformed", Body=body, ChecksumCRC32C="not-base64!")
+    assert code_of(e) == "InvalidRequest"
+    stored = {o["Key"] for o in s3.list_objects_v2(Bucket="ferry-staging", Prefix=key).get("Contents", [])}
+    assert stored == {key}, "a refused upload must not be stored"
