@@ -480,8 +480,16 @@ public final class Journal: @unchecked Sendable {
     /// crash between the call and its answer is detected on restart as a possible duplicate.
     public func createBatch(rule: String, connector: String, connectorID: String, remoteDirectory: String?, fileIDs: [Int64]) throws -> Int64 {
         try locked {
-            let (batchID, staged) = try connection.transaction {
-                let staged = try writePendingStaged()
+            let batchFiles = Set(fileIDs)
+            // Uploads still waiting in memory are written here. Those of this batch's own files go
+            // straight to `submitting` with their S3 key: one row update each instead of two.
+            var uploads: [Int64: StagedCopy] = [:]
+            var others: [StagedCopy] = []
+            for copy in pendingStaged {
+                if batchFiles.contains(copy.id) { uploads[copy.id] = copy } else { others.append(copy) }
+            }
+            let batchID = try connection.transaction {
+                try writeStaged(others)
                 let time = timestamp
                 try connection.statement("""
                     INSERT INTO outbound_batches (rule, connector, connector_id, remote_dir, state, created_at, updated_at)
@@ -491,10 +499,21 @@ public final class Journal: @unchecked Sendable {
                 let update = try connection.statement("""
                     UPDATE outbound_files SET state = 'submitting', batch_id = ?, transfer_id = NULL, updated_at = ? WHERE id = ?
                     """)
-                for id in fileIDs { try update.run([.integer(batchID), .real(time), .integer(id)]) }
-                return (batchID, staged)
+                let stageAndUpdate = try connection.statement("""
+                    UPDATE outbound_files SET state = 'submitting', bucket = ?, s3_key = ?, checksum = ?, batch_id = ?,
+                    transfer_id = NULL, updated_at = ? WHERE id = ?
+                    """)
+                for id in fileIDs {
+                    if let copy = uploads[id] {
+                        try stageAndUpdate.run([.text(copy.bucket), .text(copy.key), .text(copy.checksum), .integer(batchID),
+                                                .real(time), .integer(id)])
+                    } else {
+                        try update.run([.integer(batchID), .real(time), .integer(id)])
+                    }
+                }
+                return batchID
             }
-            pendingStaged.removeFirst(staged)
+            pendingStaged.removeAll()  // all written in the transaction that just committed
             return batchID
         }
     }

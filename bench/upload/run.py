@@ -43,7 +43,7 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--files", type=int, default=2000)
     parser.add_argument("--big-mib", type=int, default=1024)
-    parser.add_argument("--rounds", type=int, default=3, help="measured rounds of the small-file workload (median reported)")
+    parser.add_argument("--rounds", type=int, default=5, help="measured rounds of the small-file workload (median reported)")
     parser.add_argument("--binary", default=os.path.join(ROOT, ".build/release/ferry-upload-bench"))
     args = parser.parse_args()
     for tool in ("aws", "rclone"):
