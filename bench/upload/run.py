@@ -93,8 +93,13 @@ def main():
         # reported, so one noisy moment on a shared machine does not decide the ratio.
         small_name = "2,000 x 4 KiB" if args.files == 2000 else f"{args.files} x 4 KiB"
         per_tool: dict[str, list] = {name: [] for name in tools}
+        names = list(tools)
         for round_index in range(args.rounds):
-            for index, (name, make) in enumerate(tools.items()):
+            # The order rotates each round, so no tool always runs right after the same other one
+            # (what a tool leaves behind in the emulator shows in the next tool's figures).
+            order = names[round_index % len(names):] + names[:round_index % len(names)]
+            for name in order:
+                index, make = names.index(name), tools[name]
                 dst = f"small-{round_index}-{index}"
                 argv, tool_env = make(small, dst)
                 print(f"round {round_index + 1}/{args.rounds}: {name} on {small_name} ...", file=sys.stderr, flush=True)
