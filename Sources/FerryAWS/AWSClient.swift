@@ -317,10 +317,15 @@ public final class AWSClient: Sendable {
                 let signable = SignableRequest(method: op.method, path: path.isEmpty ? "/" : path, query: op.query,
                                                headers: [("Host", host)] + op.headers, payloadHash: op.payloadHash)
                 let signed = signer.signHeaders(signable, credentials: creds, date: skew.now())
-                let query = signed.request.encodedQuery
-                let url = base + signed.request.path + (query.isEmpty ? "" : "?" + query)
-                let headers = signed.request.headers.filter { $0.name != "Host" }
-                let response = try await http.execute(HTTPRequest(method: op.method, url: url, headers: headers, body: op.body, sink: op.sink))
+                var url = base
+                url += signed.request.path
+                if !op.query.isEmpty {
+                    url += "?"
+                    url += signed.request.encodedQuery
+                }
+                // Host goes out as signed: libcurl sends a Host header it is given instead of its own.
+                let response = try await http.execute(HTTPRequest(method: op.method, url: url, headers: signed.request.headers,
+                                                                  body: op.body, sink: op.sink))
                 if response.status < 300 || (op.method == "HEAD" && response.status == 404) || response.status == 304 {
                     if let error = embeddedError(response, op) {
                         failure = error  // S3 may answer 200 with an <Error> body (CompleteMultipartUpload)

@@ -57,7 +57,11 @@ struct HTTPResponse: Sendable {
 
     /// The value of the last header called `name` (case-insensitive), trimmed; nil when there is none.
     func header(_ name: String) -> String? {
-        let key = Array(name.utf8)
+        var name = name
+        return name.withUTF8 { header(named: $0) }
+    }
+
+    private func header(named key: UnsafeBufferPointer<UInt8>) -> String? {
         func isSpace(_ b: UInt8) -> Bool { b == 0x20 || b == 0x09 || b == 0x0D || b == 0x0A }
         func lower(_ b: UInt8) -> UInt8 { b >= 0x41 && b <= 0x5A ? b | 0x20 : b }
         var found: String?
@@ -334,6 +338,8 @@ private final class SocketTable: @unchecked Sendable {
 final class HTTPClient: TaskExecutor, @unchecked Sendable {
     private let multi: UnsafeMutableRawPointer
     private let settings: HTTPClientSettings
+    /// The proxies for http: and https: URLs and the no-proxy list ("" for none), read once.
+    private let proxies: (http: String, https: String, none: String)
     private let lock = NSLock()
     private var pending: [CurlTransfer] = []
     private var cancelled: [CurlTransfer] = []
@@ -363,6 +369,10 @@ final class HTTPClient: TaskExecutor, @unchecked Sendable {
     init(settings: HTTPClientSettings) {
         _ = curlGlobalInit
         self.settings = settings
+        let env = settings.proxyEnvironment
+        proxies = (http: env["http_proxy"] ?? env["HTTP_PROXY"] ?? env["all_proxy"] ?? env["ALL_PROXY"] ?? "",
+                   https: env["https_proxy"] ?? env["HTTPS_PROXY"] ?? env["all_proxy"] ?? env["ALL_PROXY"] ?? "",
+                   none: env["no_proxy"] ?? env["NO_PROXY"] ?? "")
         multi = curl_multi_init()
         epollFD = epoll_create1(Int32(EPOLL_CLOEXEC))
         wakeFD = eventfd(0, Int32(EFD_CLOEXEC | EFD_NONBLOCK))
@@ -449,16 +459,33 @@ final class HTTPClient: TaskExecutor, @unchecked Sendable {
         }
     }
 
-    private func proxy(for url: String) -> String? {
-        let env = settings.proxyEnvironment
-        if url.hasPrefix("https:") { return env["https_proxy"] ?? env["HTTPS_PROXY"] ?? env["all_proxy"] ?? env["ALL_PROXY"] }
-        return env["http_proxy"] ?? env["HTTP_PROXY"] ?? env["all_proxy"] ?? env["ALL_PROXY"]
+    private func proxy(for url: String) -> String { url.hasPrefix("https:") ? proxies.https : proxies.http }
+
+    /// Sets a string option. `withCString` hands over a native string's own bytes; the implicit
+    /// String-to-pointer conversion of a call argument copied each one into a new array.
+    private func setString(_ h: UnsafeMutableRawPointer, _ option: CURLoption, _ value: String) {
+        _ = value.withCString { ferry_easy_setopt_string(h, option, $0) }
+    }
+
+    /// Appends "name: value" to a header list, assembled on the stack (libcurl copies it).
+    private static func append(_ list: UnsafeMutablePointer<curl_slist>?, _ name: String, _ value: String) -> UnsafeMutablePointer<curl_slist>? {
+        let length = name.utf8.count + 2 + value.utf8.count
+        return withUnsafeTemporaryAllocation(of: CChar.self, capacity: length + 1) { line in
+            var index = 0
+            for byte in name.utf8 { line[index] = CChar(bitPattern: byte); index += 1 }
+            line[index] = CChar(UInt8(ascii: ":"))
+            line[index + 1] = CChar(UInt8(ascii: " "))
+            index += 2
+            for byte in value.utf8 { line[index] = CChar(bitPattern: byte); index += 1 }
+            line[index] = 0
+            return curl_slist_append(list, line.baseAddress)
+        }
     }
 
     private func configure(_ t: CurlTransfer) throws {
         let h = t.easy
         let r = t.request
-        _ = ferry_easy_setopt_string(h, CURLOPT_URL, r.url)
+        setString(h, CURLOPT_URL, r.url)
         _ = ferry_easy_setopt_long(h, CURLOPT_NOSIGNAL, 1)
         // S3 keys may hold "..", "." and "//": libcurl must send the path exactly as signed.
         _ = ferry_easy_setopt_long(h, CURLOPT_PATH_AS_IS, 1)
@@ -474,11 +501,11 @@ final class HTTPClient: TaskExecutor, @unchecked Sendable {
             _ = ferry_easy_setopt_long(h, CURLOPT_TIMEOUT_MS, Int(timeout.components.seconds * 1000 + timeout.components.attoseconds / 1_000_000_000_000_000))
             _ = ferry_easy_setopt_long(h, CURLOPT_CONNECTTIMEOUT_MS, Int(timeout.components.seconds * 1000 + timeout.components.attoseconds / 1_000_000_000_000_000))
         }
-        if let ca = settings.caBundle { _ = ferry_easy_setopt_string(h, CURLOPT_CAINFO, ca) }
+        if let ca = settings.caBundle { setString(h, CURLOPT_CAINFO, ca) }
         // libcurl ignores upper-case HTTP_PROXY on purpose; the AWS SDKs honour it, so set the proxy ourselves.
-        _ = ferry_easy_setopt_string(h, CURLOPT_PROXY, proxy(for: r.url) ?? "")
+        setString(h, CURLOPT_PROXY, proxy(for: r.url))
         // Always set, even empty: unset, libcurl reads no_proxy/NO_PROXY from the environment on every request.
-        _ = ferry_easy_setopt_string(h, CURLOPT_NOPROXY, settings.proxyEnvironment["no_proxy"] ?? settings.proxyEnvironment["NO_PROXY"] ?? "")
+        setString(h, CURLOPT_NOPROXY, proxies.none)
         let me = Unmanaged.passUnretained(t).toOpaque()
         _ = ferry_easy_setopt_pointer(h, CURLOPT_PRIVATE, me)
         _ = ferry_easy_setopt_callback(h, CURLOPT_WRITEFUNCTION, writeCallback)
@@ -499,7 +526,7 @@ final class HTTPClient: TaskExecutor, @unchecked Sendable {
                 _ = ferry_easy_setopt_offset(h, CURLOPT_POSTFIELDSIZE_LARGE, curl_off_t(bytes.count))
                 bytes.withUnsafeBytes { _ = ferry_easy_setopt_pointer(h, CURLOPT_COPYPOSTFIELDS, UnsafeMutableRawPointer(mutating: $0.baseAddress!)) }
             }
-            if r.method != "POST" { _ = ferry_easy_setopt_string(h, CURLOPT_CUSTOMREQUEST, r.method) }
+            if r.method != "POST" { setString(h, CURLOPT_CUSTOMREQUEST, r.method) }
         case "GET": break
         case "HEAD": _ = ferry_easy_setopt_long(h, CURLOPT_NOBODY, 1)
         case "PUT":
@@ -509,12 +536,12 @@ final class HTTPClient: TaskExecutor, @unchecked Sendable {
             _ = ferry_easy_setopt_long(h, CURLOPT_POST, 1)
             _ = ferry_easy_setopt_offset(h, CURLOPT_POSTFIELDSIZE_LARGE, curl_off_t(r.body.length))
         default:
-            _ = ferry_easy_setopt_string(h, CURLOPT_CUSTOMREQUEST, r.method)
+            setString(h, CURLOPT_CUSTOMREQUEST, r.method)
         }
         var list: UnsafeMutablePointer<curl_slist>?
         var hasContentType = false
         for (name, value) in r.headers {
-            list = curl_slist_append(list, name + ": " + value)
+            list = Self.append(list, name, value)
             if name.utf8.count == 12 && name.lowercased() == "content-type" { hasContentType = true }
         }
         // An empty "Expect:" stops the 100-continue round trip; "Accept:" and a content type that libcurl

@@ -39,7 +39,7 @@ enum FileIO {
     }
 
     static func openForReading(_ path: String) throws -> (fd: Int32, size: Int64) {
-        let fd = try check("open", path) { open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC) }
+        let fd = try check("open", path) { path.withCString { open($0, O_RDONLY | O_NOFOLLOW | O_CLOEXEC) } }
         var info = stat()
         do { _ = try check("stat", path) { fstat(fd, &info) } } catch { close(fd); throw error }
         guard (info.st_mode & S_IFMT) == S_IFREG else {

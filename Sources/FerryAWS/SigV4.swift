@@ -33,18 +33,24 @@ enum URIEncoding {
             || b == 0x2D || b == 0x2E || b == 0x5F || b == 0x7E
     }
 
+    private static let hex: [UInt8] = Array("0123456789ABCDEF".utf8)
+
     static func encode(_ string: String, keepSlash: Bool = false) -> String {
-        let hex = Array("0123456789ABCDEF".utf8)
-        var out = [UInt8]()
-        out.reserveCapacity(string.utf8.count)
-        for b in string.utf8 {
-            if isUnreserved(b) || (keepSlash && b == 0x2F) {
-                out.append(b)
-            } else {
-                out += [0x25, hex[Int(b >> 4)], hex[Int(b & 0xF)]]
+        String(unsafeUninitializedCapacity: string.utf8.count * 3) { out in
+            var count = 0
+            for b in string.utf8 {
+                if isUnreserved(b) || (keepSlash && b == 0x2F) {
+                    out[count] = b
+                    count += 1
+                } else {
+                    out[count] = 0x25
+                    out[count + 1] = hex[Int(b >> 4)]
+                    out[count + 2] = hex[Int(b & 0xF)]
+                    count += 3
+                }
             }
+            return count
         }
-        return String(decoding: out, as: UTF8.self)
     }
 
     static func decode(_ string: String) -> String {

@@ -36,6 +36,23 @@ struct EncodingTests {
                 == "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54")
     }
 
+    @Test func base64AndPercentEncodingMatchReferences() {
+        var generator = SystemRandomNumberGenerator()
+        for length in 0..<40 {
+            let bytes = (0..<length).map { _ in UInt8.random(in: 0...255, using: &generator) }
+            #expect(Crypto.base64(bytes) == Data(bytes).base64EncodedString(), "\(length) bytes")
+        }
+        for text in ["", "a", "plain.txt", "with space/and+plus.edi", "percent%25/q?x#frag", "ünï/日本/😀.csv", "~-_.", "a//b"] {
+            // Reference: every byte but A-Z a-z 0-9 - _ . ~ (and / when kept) as %XX, upper-case.
+            let reference = text.utf8.map { b -> String in
+                let keep = (b >= 0x41 && b <= 0x5A) || (b >= 0x61 && b <= 0x7A) || (b >= 0x30 && b <= 0x39) || "-_.~".utf8.contains(b)
+                return keep ? String(UnicodeScalar(b)) : String(format: "%%%02X", b)
+            }.joined()
+            #expect(URIEncoding.encode(text) == reference)
+            #expect(URIEncoding.encode(text, keepSlash: true) == reference.replacingOccurrences(of: "%2F", with: "/"))
+        }
+    }
+
     @Test func crc32cMatchesKnownAnswersAndBothImplementationsAgree() {
         // The CRC-32C check value (RFC 3720 B.4 and every CRC catalogue) and S3's base64 form of it.
         #expect(Crypto.crc32c(Array("123456789".utf8)) == 0xE306_9283)
