@@ -20,6 +20,8 @@ let package = Package(
         .systemLibrary(name: "CCrypto", pkgConfig: "libcrypto", providers: [.apt(["libssl-dev"])]),
         .systemLibrary(name: "CSQLite", pkgConfig: "sqlite3", providers: [.apt(["libsqlite3-dev"])]),
 
+        // Linux system calls Swift's Glibc module does not export (renameat2); header-only.
+        .target(name: "CFerrySys"),
         // Glob patterns shared by the rules validator and the watcher; depends on nothing.
         .target(name: "FerryGlob"),
         .target(name: "FerryConfig", dependencies: [
@@ -40,7 +42,7 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ]),
         .target(name: "FerryEngine", dependencies: [
-            "FerryConfig", "FerryWatch", "FerryAWS", "FerryStore",
+            "CFerrySys", "FerryConfig", "FerryWatch", "FerryAWS", "FerryStore",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ]),

@@ -1,4 +1,5 @@
 import Foundation
+internal import CFerrySys
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -104,12 +105,21 @@ enum LocalFiles {
     /// Moves `source` to `destination` without ever overwriting: if the name is taken, ` (1)`, ` (2)`…
     /// is added before the extension. Works across file systems (copy, fsync, then unlink).
     @discardableResult
-    static func moveNoReplace(_ source: String, to destination: String) throws -> String {
+    static func moveNoReplace(_ source: String, to destination: String, rename: Bool = true) throws -> String {
         var candidate = destination
         var counter = 0
         var madeDirectories = false
+        // One atomic call where the file system has it (renameat2 with RENAME_NOREPLACE); else link,
+        // which never replaces either, then unlink. `rename: false` is for tests of the second way.
+        var renameWorks = rename
         while true {
-            if link(source, candidate) == 0 {
+            if renameWorks {
+                if ferry_rename_noreplace(source, candidate) == 0 { return candidate }
+                if errno == EINVAL || errno == ENOSYS {
+                    renameWorks = false
+                    continue
+                }
+            } else if link(source, candidate) == 0 {
                 try syscall("unlink", path: source) { unlink(source) }
                 return candidate
             }
@@ -129,7 +139,7 @@ enum LocalFiles {
             if error == EXDEV || error == EPERM || error == ENOTSUP {
                 return try copyNoReplace(source, to: destination)
             }
-            throw LocalFileError("link", path: candidate, errno: error)
+            throw LocalFileError(renameWorks ? "rename" : "link", path: candidate, errno: error)
         }
     }
 

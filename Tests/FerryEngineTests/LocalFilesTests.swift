@@ -5,19 +5,22 @@ import Testing
 
 /// The small local-file and naming helpers of the outbound pipeline.
 struct LocalFilesTests {
-    @Test func moveNoReplaceMakesTheFolderAndNeverOverwrites() throws {
+    /// Both ways of moving: renameat2(RENAME_NOREPLACE), and link + unlink where a file system lacks it.
+    @Test(arguments: [true, false])
+    func moveNoReplaceMakesTheFolderAndNeverOverwrites(rename: Bool) throws {
         let dir = try TempDirectory()
         for name in ["a.edi", "b.edi", "c.edi"] {
             try Data(name.utf8).write(to: URL(fileURLWithPath: dir.path + "/" + name))
         }
         let target = dir.path + "/sent/2026-11-27/x.edi"
-        #expect(try LocalFiles.moveNoReplace(dir.path + "/a.edi", to: target) == target, "a missing day folder is created")
-        #expect(try LocalFiles.moveNoReplace(dir.path + "/b.edi", to: target) == dir.path + "/sent/2026-11-27/x (1).edi")
-        #expect(try LocalFiles.moveNoReplace(dir.path + "/c.edi", to: target) == dir.path + "/sent/2026-11-27/x (2).edi")
+        #expect(try LocalFiles.moveNoReplace(dir.path + "/a.edi", to: target, rename: rename) == target, "a missing day folder is created")
+        #expect(try LocalFiles.moveNoReplace(dir.path + "/b.edi", to: target, rename: rename) == dir.path + "/sent/2026-11-27/x (1).edi")
+        #expect(try LocalFiles.moveNoReplace(dir.path + "/c.edi", to: target, rename: rename) == dir.path + "/sent/2026-11-27/x (2).edi")
         #expect(FileManager.default.contents(atPath: target) == Data("a.edi".utf8), "the first one was not overwritten")
-        #expect(!FileManager.default.fileExists(atPath: dir.path + "/a.edi"))
+        #expect(FileManager.default.contents(atPath: dir.path + "/sent/2026-11-27/x (2).edi") == Data("c.edi".utf8))
+        for name in ["a.edi", "b.edi", "c.edi"] { #expect(!FileManager.default.fileExists(atPath: dir.path + "/" + name)) }
         #expect(throws: LocalFileError.self, "a vanished source is an error, not an empty archive entry") {
-            try LocalFiles.moveNoReplace(dir.path + "/a.edi", to: dir.path + "/sent/other/y.edi")
+            try LocalFiles.moveNoReplace(dir.path + "/a.edi", to: dir.path + "/sent/other/y.edi", rename: rename)
         }
     }
 
