@@ -156,7 +156,7 @@ struct CredentialContext: Sendable {
             let signed = signer.signHeaders(SignableRequest(method: "POST", path: "/", query: [], headers: [("Host", host)] + headers,
                                                             payloadHash: Crypto.hex(Crypto.sha256(body))),
                                             credentials: credentials, date: Date())
-            headers = signed.request.headers.filter { $0.name != "Host" }
+            headers = signed.request.headers  // Host included: libcurl sends the one it is given, as signed
         }
         let response: HTTPResponse
         do {

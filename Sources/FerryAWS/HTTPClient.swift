@@ -62,8 +62,6 @@ struct HTTPResponse: Sendable {
     }
 
     private func header(named key: UnsafeBufferPointer<UInt8>) -> String? {
-        func isSpace(_ b: UInt8) -> Bool { b == 0x20 || b == 0x09 || b == 0x0D || b == 0x0A }
-        func lower(_ b: UInt8) -> UInt8 { b >= 0x41 && b <= 0x5A ? b | 0x20 : b }
         var found: String?
         rawHeaders.withUnsafeBufferPointer { bytes in
             var lineStart = 0
@@ -72,11 +70,11 @@ struct HTTPResponse: Sendable {
                 while lineEnd < bytes.count && bytes[lineEnd] != 0x0A { lineEnd += 1 }
                 let colon = lineStart + key.count
                 if colon < lineEnd && bytes[colon] == UInt8(ascii: ":")
-                    && (0..<key.count).allSatisfy({ lower(bytes[lineStart + $0]) == lower(key[$0]) }) {
+                    && (0..<key.count).allSatisfy({ ASCII.lower(bytes[lineStart + $0]) == ASCII.lower(key[$0]) }) {
                     var start = colon + 1
                     var end = lineEnd
-                    while start < end && isSpace(bytes[start]) { start += 1 }
-                    while end > start && isSpace(bytes[end - 1]) { end -= 1 }
+                    while start < end && ASCII.isSpace(bytes[start]) { start += 1 }
+                    while end > start && ASCII.isSpace(bytes[end - 1]) { end -= 1 }
                     found = String(decoding: UnsafeBufferPointer(rebasing: bytes[start..<end]), as: UTF8.self)
                 }
                 lineStart = lineEnd + 1
@@ -542,7 +540,7 @@ final class HTTPClient: TaskExecutor, @unchecked Sendable {
         var hasContentType = false
         for (name, value) in r.headers {
             list = Self.append(list, name, value)
-            if name.utf8.count == 12 && name.lowercased() == "content-type" { hasContentType = true }
+            if ASCII.equalIgnoringCase(name, "Content-Type") { hasContentType = true }
         }
         // An empty "Expect:" stops the 100-continue round trip; "Accept:" and a content type that libcurl
         // would invent for POST are removed so only what was signed describes the body.

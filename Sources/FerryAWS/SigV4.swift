@@ -70,6 +70,33 @@ enum URIEncoding {
     }
 }
 
+/// Byte-level ASCII helpers for header names and values (HTTP tokens are ASCII): shared by the signer,
+/// response header lookup and the header list handed to libcurl, none of which should allocate.
+enum ASCII {
+    static func isSpace(_ b: UInt8) -> Bool { b == 0x20 || b == 0x09 || b == 0x0A || b == 0x0D }
+    static func lower(_ b: UInt8) -> UInt8 { b >= 0x41 && b <= 0x5A ? b | 0x20 : b }
+
+    /// `a` and `b` compared as their lower-case forms, without making them: <0, 0 or >0.
+    static func compareLowercased(_ a: String, _ b: String) -> Int {
+        var ia = a.utf8.makeIterator()
+        var ib = b.utf8.makeIterator()
+        while true {
+            switch (ia.next(), ib.next()) {
+            case (nil, nil): return 0
+            case (nil, _): return -1
+            case (_, nil): return 1
+            case let (x?, y?):
+                let (lx, ly) = (lower(x), lower(y))
+                if lx != ly { return lx < ly ? -1 : 1 }
+            }
+        }
+    }
+
+    static func equalIgnoringCase(_ a: String, _ b: String) -> Bool {
+        a.utf8.count == b.utf8.count && compareLowercased(a, b) == 0
+    }
+}
+
 /// The parts of an HTTP request that SigV4 covers.
 struct SignableRequest: Sendable {
     var method: String
@@ -165,15 +192,12 @@ struct SigV4Signer: Sendable {
             .joined(separator: "&")
     }
 
-    private static func isSpace(_ b: UInt8) -> Bool { b == 0x20 || b == 0x09 || b == 0x0A || b == 0x0D }
-    private static func lower(_ b: UInt8) -> UInt8 { b >= 0x41 && b <= 0x5A ? b | 0x20 : b }
-
     /// Appends `value` with leading and trailing whitespace removed and inner runs collapsed to one space.
     static func appendTrimmed(_ value: String, to out: inout [UInt8]) {
         var pendingSpace = false
         var wrote = false
         for b in value.utf8 {
-            if isSpace(b) {
+            if ASCII.isSpace(b) {
                 pendingSpace = wrote
             } else {
                 if pendingSpace { out.append(0x20) }
@@ -192,25 +216,8 @@ struct SigV4Signer: Sendable {
         return String(decoding: out, as: UTF8.self)
     }
 
-    /// Header names compared as their lower-case forms, without making them.
-    private static func compareLowercased(_ a: String, _ b: String) -> Int {
-        var ia = a.utf8.makeIterator()
-        var ib = b.utf8.makeIterator()
-        while true {
-            switch (ia.next(), ib.next()) {
-            case (nil, nil): return 0
-            case (nil, _): return -1
-            case (_, nil): return 1
-            case let (x?, y?):
-                let (lx, ly) = (lower(x), lower(y))
-                if lx != ly { return lx < ly ? -1 : 1 }
-            }
-        }
-    }
-
     private static func isUnsigned(_ name: String) -> Bool {
-        let count = name.utf8.count
-        return unsignedHeaderList.contains { $0.utf8.count == count && compareLowercased($0, name) == 0 }
+        unsignedHeaderList.contains { ASCII.equalIgnoringCase($0, name) }
     }
     private static let unsignedHeaderList = Array(unsignedHeaders)
 
@@ -223,20 +230,20 @@ struct SigV4Signer: Sendable {
         for index in headers.indices where !isUnsigned(headers[index].name) {
             // Insertion sort, stable: a request has a handful of headers.
             var at = order.count
-            while at > 0 && compareLowercased(headers[order[at - 1]].name, headers[index].name) > 0 { at -= 1 }
+            while at > 0 && ASCII.compareLowercased(headers[order[at - 1]].name, headers[index].name) > 0 { at -= 1 }
             order.insert(index, at: at)
         }
         var previous: String?
         for index in order {
             let (name, value) = headers[index]
-            if let previous, compareLowercased(previous, name) == 0 {
+            if let previous, ASCII.compareLowercased(previous, name) == 0 {
                 block.removeLast()  // the "\n" of the previous line: values of one name share a line
                 block.append(UInt8(ascii: ","))
             } else {
                 if previous != nil { signed.append(UInt8(ascii: ";")) }
                 for b in name.utf8 {
-                    block.append(lower(b))
-                    signed.append(lower(b))
+                    block.append(ASCII.lower(b))
+                    signed.append(ASCII.lower(b))
                 }
                 block.append(UInt8(ascii: ":"))
                 previous = name
