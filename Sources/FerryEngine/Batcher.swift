@@ -1,3 +1,4 @@
+import Foundation
 import FerryConfig
 import FerryStore
 
@@ -65,8 +66,13 @@ struct TrackedBatch: Sendable {
     var id: Int64
     var rule: String
     var connector: String
+    /// The connector id the batch was sent through: tracking asks about it there, even after a reload
+    /// changed the connector's id.
+    var connectorID: String
     var transferID: String
     var fileIDs: [Int64]
+    /// When StartFileTransfer was called: AWS keeps results for 7 days, after which the outcome is lost.
+    var submittedAt: Date
     /// The wait before the next look: 1 s doubling up to 30 s while files are QUEUED or IN_PROGRESS.
     var backoff: Duration
 

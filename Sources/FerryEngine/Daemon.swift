@@ -40,9 +40,12 @@ public final class Daemon: Service, Sendable {
         self.clients = clients
         let contexts = try Self.contexts(for: rules.connectors, clients: clients, metrics: metrics, logger: logger)
 
+        let current = currentRules
         watcher = FolderWatcher(rules: Self.watchRules(rules), reconcileInterval: rules.reconcileInterval, logger: logger) { rule, path, version in
-            (try? journal.isKnown(rule: rule, path: path, device: version.device, inode: version.inode,
-                                  size: version.size, mtimeNanoseconds: version.mtimeNanoseconds)) ?? false
+            // Where sent files are archived or deleted, a sent version found again was put back: send it again.
+            let keepsSent = current.withLock { $0.outbound.first { $0.name == rule }?.afterSend == .keep }
+            return (try? journal.isKnown(path: path, device: version.device, inode: version.inode, size: version.size,
+                                         mtimeNanoseconds: version.mtimeNanoseconds, disposedCounts: keepsSent)) ?? false
         }
         outbound = OutboundPipeline(rules: rules.outbound, connectors: contexts, journal: journal, watcher: watcher,
                                     metrics: metrics, logger: logger)

@@ -148,21 +148,18 @@ public final class OutboundPipeline: Sendable {
         }
         for batch in try journal.batches(in: .submitting) {
             let files = try batch.fileIDs.compactMap { try journal.outboundFile($0) }
-            guard !files.isEmpty, let queue = configuration.withLock({ $0.batchQueues[batch.connector] }) else { continue }
-            try journal.increment("possible_duplicates", by: Int64(files.count))
-            metrics.increment("ferry_possible_duplicates_total", ["rule": batch.rule], by: Double(files.count),
-                              help: "Files resubmitted after a crash between StartFileTransfer and its answer; the partner may have them twice.")
-            logger.warning("resubmitting a batch interrupted during StartFileTransfer; the partner may receive these files twice",
-                           metadata: ["rule": "\(batch.rule)", "batch.id": "\(batch.id)",
-                                      "file.paths": "\(files.map(\.path).joined(separator: ", "))"])
-            await queue.push(PendingBatch(rule: batch.rule, connector: batch.connector, remoteDirectory: batch.remoteDirectory,
-                                          files: files, existingBatchID: batch.id))
+            guard !files.isEmpty, let context = connectors[batch.connector] else { continue }
+            // Interrupted between StartFileTransfer and the journaling of its answer: in doubt.
+            await inDoubt(PendingBatch(rule: batch.rule, connector: batch.connector, remoteDirectory: batch.remoteDirectory,
+                                       files: files, existingBatchID: batch.id),
+                          context: context, error: "ferry stopped before StartFileTransfer's answer was journaled")
         }
         for batch in try journal.batches(in: .submitted) {
             guard let context = connectors[batch.connector], let transferID = batch.transferID else { continue }
             await context.inFlight.take()
-            await tracker.add(TrackedBatch(id: batch.id, rule: batch.rule, connector: batch.connector, transferID: transferID,
-                                           fileIDs: batch.fileIDs, backoff: .seconds(1)), due: .now)
+            await tracker.add(TrackedBatch(id: batch.id, rule: batch.rule, connector: batch.connector, connectorID: batch.connectorID,
+                                           transferID: transferID, fileIDs: batch.fileIDs, submittedAt: batch.createdAt,
+                                           backoff: .seconds(1)), due: .now)
         }
         await dispose(try journal.outboundFiles(in: [.completed]).filter { rules[$0.rule] != nil })
         for file in try journal.outboundFiles(in: [.failed]) where rules[file.rule] != nil {
@@ -189,7 +186,8 @@ public final class OutboundPipeline: Sendable {
                 return NewOutboundFile(rule: rule.name, path: file.path, relativePath: file.relativePath,
                                        device: file.version.device, inode: file.version.inode, size: file.version.size,
                                        mtimeNanoseconds: file.version.mtimeNanoseconds,
-                                       remoteDirectory: remoteDirectory(for: rule, relativePath: file.relativePath))
+                                       remoteDirectory: remoteDirectory(for: rule, relativePath: file.relativePath),
+                                       supersedesDone: rule.afterSend != .keep)
             }
             do {
                 let inserted = try journal.recordDetected(records)
@@ -371,37 +369,99 @@ public final class OutboundPipeline: Sendable {
             }
             return
         }
+        let connectorID = context.connector.connectorId
         let paths = pending.files.map { "/\($0.bucket ?? "")/\($0.key ?? "")" }
         let metadata: Logger.Metadata = ["rule": "\(pending.rule)", "batch.id": "\(batchID)", "batch.files": "\(paths.count)"]
         do {
-            let transferID = try await context.transfer.startFileTransfer(connectorId: context.connector.connectorId,
+            let transferID = try await context.transfer.startFileTransfer(connectorId: connectorID,
                                                                           sendFilePaths: paths,
                                                                           remoteDirectoryPath: pending.remoteDirectory)
             try journal.markSubmitted(batch: batchID, transferID: transferID)
             logger.info("batch submitted", metadata: metadata.merging(["transfer.id": "\(transferID)"]) { $1 })
-            await tracker.add(TrackedBatch(id: batchID, rule: pending.rule, connector: pending.connector, transferID: transferID,
-                                           fileIDs: pending.files.map(\.id), backoff: .seconds(1)), due: .now + .seconds(1))
-        } catch let error as AWSError where error.httpStatus != nil {
-            // AWS answered with an error: the transfer was not started, so these files can go again safely.
-            logger.warning("StartFileTransfer refused; the batch will be retried", metadata: metadata.merging(["error": "\(error)"]) { $1 })
-            try? journal.abandonBatch(batchID, retryAfter: Date(timeIntervalSinceNow: 10), error: "\(error.code): \(error.message)")
-            await context.inFlight.signal()
-            requeueLater(pending.files, after: .seconds(10))
+            await tracker.add(TrackedBatch(id: batchID, rule: pending.rule, connector: pending.connector, connectorID: connectorID,
+                                           transferID: transferID, fileIDs: pending.files.map(\.id), submittedAt: Date(),
+                                           backoff: .seconds(1)), due: .now + .seconds(1))
         } catch {
-            // No answer at all: AWS may or may not have started it. Resubmit, and count it as a possible duplicate.
-            logger.warning("StartFileTransfer got no answer; resubmitting, the partner may receive these files twice",
-                           metadata: metadata.merging(["error": "\(error)", "file.paths": "\(pending.files.map(\.path).joined(separator: ", "))"]) { $1 })
-            try? journal.increment("possible_duplicates", by: Int64(pending.files.count))
-            metrics.increment("ferry_possible_duplicates_total", ["rule": pending.rule], by: Double(pending.files.count),
-                              help: "Files resubmitted after a crash between StartFileTransfer and its answer; the partner may have them twice.")
-            await context.inFlight.signal()
-            var retry = pending
-            retry.existingBatchID = batchID
-            Task {
-                try? await Task.sleep(for: .seconds(5))
-                await self.configuration.withLock({ $0.batchQueues[pending.connector] })?.push(retry)
+            let aws = error as? AWSError
+            switch SubmissionFailure(aws) {
+            case .throttled(let wait):
+                // Not started, and not the batch's fault: wait as asked, without spending an attempt.
+                logger.info("StartFileTransfer throttled; the batch goes again", metadata: metadata.merging(["error": "\(error)"]) { $1 })
+                let files = (try? journal.abandonBatch(batchID, retryAfter: Date(timeIntervalSinceNow: seconds(wait)), error: "\(error)")) ?? pending.files
+                await context.inFlight.signal()
+                requeueLater(files, after: wait)
+            case .refused:
+                // AWS answered with a refusal (access, validation): not started. It counts toward `retries`.
+                logger.warning("StartFileTransfer refused", metadata: metadata.merging(["error": "\(error)"]) { $1 })
+                let message = aws.map { "\($0.code): \($0.message)" } ?? "\(error)"
+                let files: [OutboundFile]
+                do {
+                    files = try journal.abandonBatch(batchID, retryAfter: Date(timeIntervalSinceNow: 10), error: message, countsAsAttempt: true)
+                } catch {
+                    logger.error("cannot journal the refused batch; it is resubmitted after a restart", metadata: metadata.merging(["error.journal": "\(error)"]) { $1 })
+                    await context.inFlight.signal()
+                    return
+                }
+                await context.inFlight.signal()
+                for file in files {
+                    var failed = file
+                    failed.state = .failed
+                    await retryOrQuarantine(failed)
+                }
+            case .inDoubt:
+                await context.inFlight.signal()
+                var doubtful = pending
+                doubtful.existingBatchID = batchID
+                await inDoubt(doubtful, context: context, error: "\(error)")
             }
         }
+    }
+
+    /// A batch whose StartFileTransfer may or may not have started a transfer (no answer, a timeout, a
+    /// 5xx, or a crash before its answer was journaled). The connector's `on_in_doubt` decides: `resend`
+    /// sends it again and reports every file as a possible duplicate; `hold` sets the files aside in
+    /// `.ferry/in-doubt/` for an operator. The staged copies stay either way: a transfer that did start
+    /// still reads them.
+    private func inDoubt(_ pending: PendingBatch, context: ConnectorContext, error: String) async {
+        guard let batchID = pending.existingBatchID else { return }
+        let paths = pending.files.map(\.path).joined(separator: ", ")
+        let metadata: Logger.Metadata = ["rule": "\(pending.rule)", "batch.id": "\(batchID)", "error": "\(error)", "file.paths": "\(paths)"]
+        switch context.connector.onInDoubt {
+        case .resend:
+            logger.warning("StartFileTransfer's outcome is unknown; resending (on_in_doubt: resend), the partner may receive these files twice",
+                           metadata: metadata)
+            try? journal.increment("possible_duplicates", by: Int64(pending.files.count))
+            metrics.increment("ferry_possible_duplicates_total", ["rule": pending.rule], by: Double(pending.files.count),
+                              help: "Files sent again after StartFileTransfer's outcome was unknown; the partner may have them twice.")
+            let queue = configuration.withLock { $0.batchQueues[pending.connector] }
+            Task {
+                try? await Task.sleep(for: .seconds(5))
+                await queue?.push(pending)
+            }
+        case .hold:
+            logger.error("StartFileTransfer's outcome is unknown; holding the files in .ferry/in-doubt/ (on_in_doubt: hold) — check with the partner, then `ferry retry` resends them",
+                         metadata: metadata)
+            metrics.increment("ferry_batches_in_doubt_total", ["rule": pending.rule],
+                              help: "Batches whose StartFileTransfer outcome was unknown and that were held for an operator.")
+            var held: [(id: Int64, path: String)] = []
+            for file in pending.files {
+                let reason = "the outcome of StartFileTransfer is unknown (\(error)): the partner may or may not have this file"
+                if let placed = setAside(file, folder: "in-doubt", reason: reason, retryHint: true) { held.append((file.id, placed)) }
+            }
+            do {
+                try journal.markInDoubt(held, reason: error)
+                try journal.finishBatch(batchID)
+            } catch {
+                logger.error("cannot journal the held batch; it is treated as in doubt again after a restart",
+                             metadata: metadata.merging(["error.journal": "\(error)"]) { $1 })
+                return
+            }
+            for file in pending.files { watcher.forget(path: file.path) }
+        }
+    }
+
+    private func seconds(_ duration: Duration) -> Double {
+        Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
     }
 
     private func requeueLater(_ files: [OutboundFile], after delay: Duration) {
@@ -423,13 +483,24 @@ public final class OutboundPipeline: Sendable {
         }
     }
 
+    /// AWS keeps ListFileTransferResults for 7 days; a transfer older than that can no longer be learned.
+    static let resultHorizon: TimeInterval = 7 * 86_400
+
     private func track(_ batch: TrackedBatch) async {
         guard let context = connectors[batch.connector] else { return }
-        let metadata: Logger.Metadata = ["rule": "\(batch.rule)", "transfer.id": "\(batch.transferID)"]
+        let metadata: Logger.Metadata = ["rule": "\(batch.rule)", "transfer.id": "\(batch.transferID)", "connector.id": "\(batch.connectorID)"]
         let results: [FileTransferResult]
         do {
-            results = try await context.transfer.listFileTransferResults(connectorId: context.connector.connectorId, transferId: batch.transferID)
+            results = try await context.transfer.listFileTransferResults(connectorId: batch.connectorID, transferId: batch.transferID)
         } catch {
+            if let aws = error as? AWSError, aws.code == "ResourceNotFoundException" {
+                await outcomeLost(batch, context: context, why: "AWS no longer knows transfer \(batch.transferID) (\(aws.message))")
+                return
+            }
+            if Date().timeIntervalSince(batch.submittedAt) > Self.resultHorizon {
+                await outcomeLost(batch, context: context, why: "transfer \(batch.transferID) is older than the 7 days AWS keeps results")
+                return
+            }
             logger.warning("cannot read transfer results; will ask again", metadata: metadata.merging(["error": "\(error)"]) { $1 })
             await tracker.add(batch.backedOff(), due: .now + batch.backedOff().backoff)
             return
@@ -442,15 +513,35 @@ public final class OutboundPipeline: Sendable {
             await tracker.add(batch.backedOff(), due: .now + batch.backedOff().backoff)
             return
         }
-        var byPath: [String: Int64] = [:]
-        for (id, file) in files { byPath["/\(file.bucket ?? "")/\(file.key ?? "")"] = id }
+        let matcher = ResultMatcher(files: Array(files.values))
         var outcomes: [Int64: FileOutcome] = [:]
+        var unmatched: [FileTransferResult] = []
         for result in results {
-            guard let id = byPath[result.filePath] else { continue }
+            guard let id = matcher.file(for: result.filePath) else {
+                unmatched.append(result)
+                continue
+            }
             switch result.statusCode {
             case .completed: outcomes[id] = .completed
             case .failed: outcomes[id] = .failed(code: result.failureCode ?? "FAILED", message: result.failureMessage ?? "no message from AWS")
             default: break
+            }
+        }
+        if !unmatched.isEmpty {
+            logger.error("transfer results match no file of the batch", metadata: metadata.merging([
+                "transfer.unmatched_paths": "\(unmatched.map(\.filePath).joined(separator: ", "))"]) { $1 })
+            metrics.increment("ferry_unmatched_results_total", ["rule": batch.rule], by: Double(unmatched.count),
+                              help: "ListFileTransferResults entries that matched no file ferry sent in that transfer.")
+        }
+        // Every result is final, yet some files have none: AWS will not say more about them.
+        let everyResultFinal = results.allSatisfy { $0.statusCode == .completed || $0.statusCode == .failed }
+        let waiting = files.keys.filter { outcomes[$0] == nil }
+        if !results.isEmpty, everyResultFinal, !waiting.isEmpty, !unmatched.isEmpty || results.count >= batch.fileIDs.count {
+            for id in waiting.sorted() {
+                if let file = files[id] {
+                    quarantineUnknownOutcome(file, why: "transfer \(batch.transferID) finished without a result naming this file")
+                    files[id] = nil
+                }
             }
         }
         // after_send first, then one transaction records every outcome (completed files whose after_send
@@ -481,11 +572,17 @@ public final class OutboundPipeline: Sendable {
                 file.attempts += 1
                 file.lastError = "\(code): \(message)"
                 metrics.increment("ferry_files_failed_total", ["rule": file.rule, "code": code], help: "File transfers AWS reported FAILED.")
-                await retryOrQuarantine(file)
+                if code == "SEND_FILE_NOT_FOUND", file.attempts <= (rules[file.rule]?.retries ?? 0) {
+                    // The staged copy is gone (expired by a lifecycle rule, deleted): upload the file again.
+                    await reupload(file)
+                } else {
+                    await retryOrQuarantine(file)
+                }
             }
         }
         let remaining = batch.fileIDs.filter { files[$0] != nil && outcomes[$0] == nil }
         if remaining.isEmpty {
+            if outcomes.isEmpty { try? journal.finishBatch(batch.id) }
             await context.inFlight.signal()
             logger.info("transfer finished", metadata: metadata.merging(["batch.completed": "\(completed)", "batch.failed": "\(failed)"]) { $1 })
         } else {
@@ -493,6 +590,30 @@ public final class OutboundPipeline: Sendable {
             next.fileIDs = remaining
             await tracker.add(next, due: .now + batch.backoff)
         }
+    }
+
+    /// The transfer's outcome can no longer be learned: its files are quarantined, never resent
+    /// automatically, and its in-flight slot is freed.
+    private func outcomeLost(_ batch: TrackedBatch, context: ConnectorContext, why: String) async {
+        let files = (try? journal.outboundFiles(ids: batch.fileIDs).filter { $0.state == .submitted }) ?? []
+        for file in files { quarantineUnknownOutcome(file, why: why) }
+        try? journal.finishBatch(batch.id)
+        await context.inFlight.signal()
+    }
+
+    private func reupload(_ file: OutboundFile) async {
+        do {
+            try journal.requeueForUpload([file.id], error: file.lastError ?? "SEND_FILE_NOT_FOUND")
+        } catch {
+            logger.error("cannot journal the new upload; it is retried after a restart", metadata: ["file.path": "\(file.path)", "error": "\(error)"])
+            return
+        }
+        logger.warning("the staged copy is gone (SEND_FILE_NOT_FOUND); uploading the file again", metadata: ["rule": "\(file.rule)", "file.path": "\(file.path)"])
+        var detected = file
+        detected.state = .detected
+        detected.bucket = nil
+        detected.key = nil
+        await uploadQueue.push(detected)
     }
 
     // MARK: After the transfer
@@ -608,32 +729,65 @@ public final class OutboundPipeline: Sendable {
             requeueLater([staged], after: delay)
             return
         }
-        let destination = ((rule.watch as NSString).appendingPathComponent(".ferry/failed") as NSString).appendingPathComponent(file.relativePath)
-        let expected = LocalVersion(device: file.device, inode: file.inode, size: file.size, mtimeNanoseconds: file.mtimeNanoseconds)
-        var placed = destination
+        guard let placed = setAside(file, folder: "failed", reason: "failure: \(file.lastError ?? "unknown")", retryHint: true) else { return }
         do {
-            if LocalFiles.currentVersion(file.path) == expected {
-                placed = try LocalFiles.moveNoReplace(file.path, to: destination)
-            }
-            let reason = """
-                file: \(file.path)
-                rule: \(file.rule)
-                attempts: \(file.attempts)
-                failure: \(file.lastError ?? "unknown")
-                quarantined: \(ISO8601DateFormatter().string(from: Date()))
-                retry with: ferry retry --rule \(file.rule) \(placed)
-
-                """
-            try LocalFiles.writeAtomically(reason, to: placed + ".reason")
             try journal.markQuarantined(file.id, reason: file.lastError ?? "unknown", quarantinePath: placed)
         } catch {
-            logger.error("cannot quarantine the file; it stays in place", metadata: metadata.merging(["error.local": "\(error)"]) { $1 })
+            logger.error("cannot journal the quarantine", metadata: metadata.merging(["error.journal": "\(error)"]) { $1 })
             return
         }
         metrics.increment("ferry_files_quarantined_total", ["rule": file.rule], help: "Files moved to .ferry/failed/ after their last retry.")
         logger.error("file quarantined after its last retry", metadata: metadata.merging(["file.quarantined": "\(placed)"]) { $1 })
         await deleteStagedCopies([file])
         watcher.forget(path: file.path)
+    }
+
+    /// Quarantines a file whose transfer's outcome can no longer be learned (AWS forgot the transfer, or
+    /// it is older than the 7 days results are kept). It is never resent automatically: the partner may
+    /// have it. The staged copy stays, in case the transfer is still reading it.
+    private func quarantineUnknownOutcome(_ file: OutboundFile, why: String) {
+        let reason = "outcome unknown: the partner may or may not have it (\(why)); check with the partner before `ferry retry`"
+        let metadata: Logger.Metadata = ["rule": "\(file.rule)", "file.path": "\(file.path)", "transfer.id": "\(file.transferID ?? "")"]
+        guard let placed = setAside(file, folder: "failed", reason: reason, retryHint: true) else { return }
+        do {
+            try journal.markQuarantined(file.id, reason: reason, quarantinePath: placed)
+        } catch {
+            logger.error("cannot journal the quarantine", metadata: metadata.merging(["error.journal": "\(error)"]) { $1 })
+            return
+        }
+        metrics.increment("ferry_files_quarantined_total", ["rule": file.rule], help: "Files moved to .ferry/failed/ after their last retry.")
+        logger.error("file quarantined: its transfer's outcome can no longer be learned", metadata: metadata.merging(["file.quarantined": "\(placed)", "reason": "\(reason)"]) { $1 })
+        watcher.forget(path: file.path)
+    }
+
+    /// Moves the journaled version of `file` (if it is still the one at its path) to
+    /// `<watch>/.ferry/<folder>/<relative path>` with a `.reason` file beside it; returns where the
+    /// file is (its original path if it was no longer that version), nil if the move failed.
+    private func setAside(_ file: OutboundFile, folder: String, reason: String, retryHint: Bool) -> String? {
+        guard let rule = rules[file.rule] else { return nil }
+        let destination = ((rule.watch as NSString).appendingPathComponent(".ferry/\(folder)") as NSString).appendingPathComponent(file.relativePath)
+        let expected = LocalVersion(device: file.device, inode: file.inode, size: file.size, mtimeNanoseconds: file.mtimeNanoseconds)
+        var placed = destination
+        do {
+            if LocalFiles.currentVersion(file.path) == expected {
+                placed = try LocalFiles.moveNoReplace(file.path, to: destination)
+            }
+            let text = """
+                file: \(file.path)
+                rule: \(file.rule)
+                attempts: \(file.attempts)
+                \(reason)
+                transfer: \(file.transferID ?? "none")
+                set aside: \(ISO8601DateFormatter().string(from: Date()))
+                \(retryHint ? "retry with: ferry retry --rule \(file.rule) \(placed)\n" : "")
+                """
+            try LocalFiles.makeDirectories((placed as NSString).deletingLastPathComponent)
+            try LocalFiles.writeAtomically(text, to: placed + ".reason")
+            return placed
+        } catch {
+            logger.error("cannot move the file to .ferry/\(folder)/; it stays in place", metadata: ["rule": "\(file.rule)", "file.path": "\(file.path)", "error": "\(error)"])
+            return nil
+        }
     }
 }
 

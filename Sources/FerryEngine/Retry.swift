@@ -13,24 +13,28 @@ public enum QuarantineRetry {
         public var to: String
     }
 
-    /// Restores the quarantined files of `rule` (or all rules), limited to `paths` (original or quarantine
-    /// paths) when given. Works while the daemon runs: it sees the file appear and journals it anew.
+    /// Restores the quarantined and held (in-doubt) files of `rule` (or all rules), limited to `paths`
+    /// (original or quarantine paths) when given. Works while the daemon runs: it sees the file appear
+    /// and journals it anew.
     public static func run(rules: Rules, rule: String?, paths: [String], logger: Logger) throws -> [Restored] {
         let journal = try Journal(directory: rules.stateDir, logger: logger)
         var restored: [Restored] = []
         let wanted = Set(paths.map { ($0 as NSString).standardizingPath })
-        for (file, quarantinePath) in try journal.quarantined(rule: rule) {
+        for (file, quarantinePath) in try journal.held(in: [.quarantined, .inDoubt], rule: rule) {
             guard let quarantinePath else { continue }
             if !wanted.isEmpty, !wanted.contains(file.path), !wanted.contains(quarantinePath) { continue }
-            guard FileManager.default.fileExists(atPath: quarantinePath) else {
+            guard LocalFiles.currentVersion(quarantinePath) != nil else {
                 logger.warning("quarantined file is gone; marking it retried", metadata: ["file.path": "\(quarantinePath)"])
                 try journal.markRetried(file.id)
                 continue
             }
-            // Journal first: if we stop between the two steps, the file is still in quarantine and can be retried again.
-            try journal.markRetried(file.id)
+            // Move first, then journal: if the move fails the file stays quarantined and counted, and a
+            // second `ferry retry` finds it again. A stop between the two leaves a file the daemon sends
+            // (it is a new arrival) while the journal still lists it in quarantine: the next retry then
+            // finds it gone and marks it retried.
             let placed = try LocalFiles.moveNoReplace(quarantinePath, to: file.path)
             LocalFiles.announce(placed)
+            try journal.markRetried(file.id)
             try? FileManager.default.removeItem(atPath: quarantinePath + ".reason")
             restored.append(Restored(from: quarantinePath, to: placed))
         }

@@ -17,8 +17,11 @@ public enum OutboundState: String, Sendable, CaseIterable {
     case disposed
     /// The last transfer failed; waiting for its retry.
     case failed
-    /// Out of retries; moved to `.ferry/failed/` with a reason file.
+    /// Out of retries, or its outcome can no longer be learned; moved to `.ferry/failed/` with a reason file.
     case quarantined
+    /// StartFileTransfer's outcome is unknown and the connector says `on_in_doubt: hold`: moved to
+    /// `.ferry/in-doubt/` with a reason file until an operator decides (`ferry retry` resends it).
+    case inDoubt = "in_doubt"
     /// Changed or vanished before upload; the watcher reports the new version if there is one.
     case dropped
     /// Quarantined, then put back by `ferry retry`: history; the file is journaled afresh when found again.
@@ -59,9 +62,13 @@ public struct NewOutboundFile: Sendable, Equatable {
     public var size: Int64
     public var mtimeNanoseconds: Int64
     public var remoteDirectory: String?
+    /// The rule archives or deletes what it sent, so a `done` row of this very version means the file was
+    /// put back (e.g. moved back from the archive): that row becomes history and the file a new arrival.
+    public var supersedesDone: Bool
 
     public init(rule: String, path: String, relativePath: String, device: UInt64, inode: UInt64,
-                size: Int64, mtimeNanoseconds: Int64, remoteDirectory: String?) {
+                size: Int64, mtimeNanoseconds: Int64, remoteDirectory: String?, supersedesDone: Bool = false) {
+        self.supersedesDone = supersedesDone
         self.rule = rule
         self.path = path
         self.relativePath = relativePath
@@ -122,7 +129,7 @@ public final class Journal: @unchecked Sendable {
     private let now: @Sendable () -> Date
 
     /// The schema this build writes; older journals are migrated forward on open.
-    public static let schemaVersion = 1
+    public static let schemaVersion = 2
 
     /// Opens (creating if needed) the journal in `directory`, checks its integrity and migrates it.
     public init(directory: String, logger: Logger, now: @escaping @Sendable () -> Date = { Date() }) throws {
@@ -225,6 +232,11 @@ public final class Journal: @unchecked Sendable {
             )
             """,
         ],
+        // 2: a file's identity no longer includes the rule (renaming a rule must not resend its folder),
+        // so versions are looked up by path and inode.
+        [
+            "CREATE INDEX outbound_files_identity ON outbound_files(path, inode)",
+        ],
     ]
 
     func locked<T>(_ body: () throws -> T) rethrows -> T {
@@ -264,10 +276,18 @@ public final class Journal: @unchecked Sendable {
                     (rule, path, relative_path, device, inode, size, mtime_ns, state, remote_dir, created_at, updated_at)
                     VALUES (?, ?, ?, ?, ?, ?, ?, 'detected', ?, ?, ?)
                     """)
+                let retire = try connection.statement("""
+                    UPDATE outbound_files SET state = 'retried', updated_at = ? WHERE rule = ? AND path = ? AND device = ? AND inode = ?
+                    AND size = ? AND mtime_ns = ? AND state = 'disposed'
+                    """)
                 var inserted: [OutboundFile] = []
                 let time = timestamp
                 let date = Date(timeIntervalSince1970: time)
                 for file in files {
+                    if file.supersedesDone {
+                        try retire.run([.real(time), .text(file.rule), .text(file.path), .integer(Int64(bitPattern: file.device)),
+                                        .integer(Int64(bitPattern: file.inode)), .integer(file.size), .integer(file.mtimeNanoseconds)])
+                    }
                     try insert.run([.text(file.rule), .text(file.path), .text(file.relativePath),
                                     .integer(Int64(bitPattern: file.device)), .integer(Int64(bitPattern: file.inode)),
                                     .integer(file.size), .integer(file.mtimeNanoseconds),
@@ -287,14 +307,21 @@ public final class Journal: @unchecked Sendable {
         }
     }
 
-    /// Whether this exact version of the file is already journaled for the rule, in any state but `dropped`.
-    public func isKnown(rule: String, path: String, device: UInt64, inode: UInt64, size: Int64, mtimeNanoseconds: Int64) throws -> Bool {
+    /// Whether this exact version of the file (path, device, inode, size, mtime) is already journaled, by
+    /// any rule: a file's identity does not include the rule's name, so renaming or reordering rules sends
+    /// nothing again. Dropped and retried rows are history. A `done` (disposed) row counts only when
+    /// `disposedCounts` is true — the rule keeps sent files in place (`after_send: keep`); where sent files
+    /// are archived or deleted, the same version appearing again was put back by someone (e.g. moved back
+    /// from the archive) and is a new arrival.
+    public func isKnown(path: String, device: UInt64, inode: UInt64, size: Int64, mtimeNanoseconds: Int64,
+                        disposedCounts: Bool = true) throws -> Bool {
         try locked {
             try connection.statement("""
-                SELECT count(*) FROM outbound_files WHERE rule = ? AND path = ? AND device = ? AND inode = ?
+                SELECT count(*) FROM outbound_files WHERE path = ? AND inode = ? AND device = ?
                 AND size = ? AND mtime_ns = ? AND state NOT IN ('dropped', 'retried')
-                """).query([.text(rule), .text(path), .integer(Int64(bitPattern: device)), .integer(Int64(bitPattern: inode)),
-                            .integer(size), .integer(mtimeNanoseconds)]) { $0.int(0) }.first ?? 0 > 0
+                AND (? OR state != 'disposed')
+                """).query([.text(path), .integer(Int64(bitPattern: inode)), .integer(Int64(bitPattern: device)),
+                            .integer(size), .integer(mtimeNanoseconds), .integer(disposedCounts ? 1 : 0)]) { $0.int(0) }.first ?? 0 > 0
         }
     }
 
@@ -388,10 +415,28 @@ public final class Journal: @unchecked Sendable {
         }
     }
 
+    /// Records files whose submission is in doubt and held (`on_in_doubt: hold`), each moved to its path.
+    public func markInDoubt(_ held: [(id: Int64, path: String)], reason: String) throws {
+        guard !held.isEmpty else { return }
+        try locked {
+            try connection.transaction {
+                let update = try connection.statement("""
+                    UPDATE outbound_files SET state = 'in_doubt', last_error = ?, quarantine_path = ?, updated_at = ? WHERE id = ?
+                    """)
+                for item in held { try update.run([.text(reason), .text(item.path), .real(timestamp), .integer(item.id)]) }
+            }
+        }
+    }
+
     /// Quarantined files (optionally of one rule) with where each was moved to.
     public func quarantined(rule: String? = nil) throws -> [(file: OutboundFile, quarantinePath: String?)] {
-        var sql = "SELECT \(Self.fileColumns), quarantine_path FROM outbound_files WHERE state = 'quarantined'"
-        var values: [SQLValue] = []
+        try held(in: [.quarantined], rule: rule)
+    }
+
+    /// Files set aside in `.ferry/failed/` or `.ferry/in-doubt/` (of `states`), with where each was moved to.
+    public func held(in states: [OutboundState], rule: String? = nil) throws -> [(file: OutboundFile, quarantinePath: String?)] {
+        var sql = "SELECT \(Self.fileColumns), quarantine_path FROM outbound_files WHERE state IN (\(states.map { _ in "?" }.joined(separator: ",")))"
+        var values: [SQLValue] = states.map { .text($0.rawValue) }
         if let rule {
             sql += " AND rule = ?"
             values.append(.text(rule))
@@ -532,16 +577,50 @@ public final class Journal: @unchecked Sendable {
     }
 
     /// Records that StartFileTransfer definitely did not start the batch; its files go back to `staged`.
-    public func abandonBatch(_ batchID: Int64, retryAfter: Date, error: String) throws {
+    /// A refusal (`countsAsAttempt`: access denied, validation) counts one attempt toward the rule's
+    /// `retries`; throttling does not. Returns the batch's files as they now are.
+    @discardableResult
+    public func abandonBatch(_ batchID: Int64, retryAfter: Date, error: String, countsAsAttempt: Bool = false) throws -> [OutboundFile] {
         try locked {
             try connection.transaction {
                 let time = timestamp
                 try connection.statement("UPDATE outbound_batches SET state = 'finished', updated_at = ? WHERE id = ?")
                     .run([.real(time), .integer(batchID)])
+                let ids = try connection.statement("SELECT id FROM outbound_files WHERE batch_id = ? AND state = 'submitting'")
+                    .query([.integer(batchID)]) { $0.int(0) }
                 try connection.statement("""
-                    UPDATE outbound_files SET state = 'staged', batch_id = NULL, next_attempt_at = ?, last_error = ?, updated_at = ?
-                    WHERE batch_id = ? AND state = 'submitting'
-                    """).run([.real(retryAfter.timeIntervalSince1970), .text(error), .real(time), .integer(batchID)])
+                    UPDATE outbound_files SET state = 'staged', batch_id = NULL, next_attempt_at = ?, last_error = ?, updated_at = ?,
+                    attempts = attempts + ? WHERE batch_id = ? AND state = 'submitting'
+                    """).run([.real(retryAfter.timeIntervalSince1970), .text(error), .real(time), .integer(countsAsAttempt ? 1 : 0),
+                              .integer(batchID)])
+                guard !ids.isEmpty else { return [] }
+                return try connection.statement("SELECT \(Self.fileColumns) FROM outbound_files WHERE id IN (\(ids.map { _ in "?" }.joined(separator: ","))) ORDER BY id")
+                    .query(ids.map(SQLValue.integer), Self.decodeFile)
+            }
+        }
+    }
+
+    /// Ends a batch whose files were set aside (held in doubt or quarantined with an unknown outcome).
+    public func finishBatch(_ batchID: Int64) throws {
+        try locked {
+            try connection.transaction {
+                try connection.statement("UPDATE outbound_batches SET state = 'finished', updated_at = ? WHERE id = ?")
+                    .run([.real(timestamp), .integer(batchID)])
+            }
+        }
+    }
+
+    /// Puts files back to `detected` without their staged copy, so they are uploaded again (the staged
+    /// object expired or vanished: `SEND_FILE_NOT_FOUND`).
+    public func requeueForUpload(_ ids: [Int64], error: String) throws {
+        guard !ids.isEmpty else { return }
+        try locked {
+            try connection.transaction(durable: false) {
+                let update = try connection.statement("""
+                    UPDATE outbound_files SET state = 'detected', bucket = NULL, s3_key = NULL, checksum = NULL, batch_id = NULL,
+                    transfer_id = NULL, last_error = ?, updated_at = ? WHERE id = ?
+                    """)
+                for id in ids { try update.run([.text(error), .real(timestamp), .integer(id)]) }
             }
         }
     }

@@ -28,15 +28,22 @@ struct StatusCommand: ParsableCommand {
 struct RetryCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "retry",
-        abstract: "Move quarantined files back into the queue.",
-        discussion: "Without arguments, every quarantined file (of --rule, if given) is put back where it was found; the running daemon sends it again."
+        abstract: "Move quarantined and held (in-doubt) files back into the queue.",
+        discussion: "Without arguments, every file in .ferry/failed/ and .ferry/in-doubt/ (of --rule, if given) is put back where it was found; the running daemon sends it again. Refuses to run as root without --allow-root."
     )
 
     @OptionGroup var options: CommonOptions
     @Option(name: .long, help: "Only this outbound rule.") var rule: String?
     @Argument(help: "Only these files (their original or quarantined paths).") var paths: [String] = []
+    @Flag(name: .long, help: "Run as root anyway (files put back are then owned as they were; the daemon's user must still read them).")
+    var allowRoot = false
 
     func run() throws {
+        // As root, a move would succeed where the service user cannot read the result, and root follows
+        // whatever a folder has become: refuse unless asked to.
+        if geteuid() == 0, !allowRoot {
+            throw ValidationError("ferry retry refuses to run as root: run it as the service user (`sudo -u ferry ferry retry …`), or pass --allow-root")
+        }
         let logger = options.makeLogger(label: "ferry.retry")
         let rules = try options.loadRules()
         if let rule, !rules.outbound.contains(where: { $0.name == rule }) {

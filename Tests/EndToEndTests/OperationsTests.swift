@@ -38,7 +38,10 @@ import FerryTestSupport
 
         // The operator fixes the partner side, then retries.
         try FileManager.default.removeItem(atPath: blocked)
-        let retry = try FerryBinary.run(["retry", "--rule", "invoices", "--config", scenario.configPath])
+        let refused = try FerryBinary.run(["retry", "--rule", "invoices", "--config", scenario.configPath])
+        #expect(refused.status != 0 && refused.stderr.contains("--allow-root"), "as root, retry refuses without --allow-root: \(refused.stderr)")
+        #expect(FileManager.default.fileExists(atPath: quarantined), "a refused retry moves nothing")
+        let retry = try FerryBinary.run(["retry", "--rule", "invoices", "--allow-root", "--config", scenario.configPath])
         #expect(retry.status == 0, "\(retry.stderr)")
         #expect(retry.stdout.contains("1 file put back in the queue"), "\(retry.stdout)")
         #expect(!FileManager.default.fileExists(atPath: quarantined))

@@ -1,0 +1,66 @@
+import FerryAWS
+import FerryConfig
+import FerryStore
+
+/// What a failed StartFileTransfer means for its batch. StartFileTransfer has no idempotency token, so
+/// the only safe resend is of a call that provably did not reach the service.
+enum SubmissionFailure: Equatable {
+    /// Not started: the service asked us to slow down. Resend after the wait, spending no attempt.
+    case throttled(Duration)
+    /// Not started: the service refused the call (access, validation). Counts toward `retries`.
+    case refused
+    /// Maybe started: no answer, a timeout, a 5xx, or an answer we could not read.
+    case inDoubt
+
+    init(_ error: AWSError?) {
+        guard let error, let status = error.httpStatus, (400..<500).contains(status) else {
+            self = .inDoubt
+            return
+        }
+        if error.isThrottling {
+            self = .throttled(.milliseconds(Int((error.retryAfterSeconds ?? 10) * 1000)))
+        } else {
+            self = .refused
+        }
+    }
+}
+
+/// Until the rules file has `on_in_doubt`, every connector resends.
+extension Connector {
+    var onInDoubt: InDoubtPolicy { .resend }
+}
+
+/// What to do with a batch whose StartFileTransfer outcome is unknown.
+enum InDoubtPolicy: String, Sendable {
+    case resend, hold
+}
+
+/// Matches ListFileTransferResults entries to the files of one transfer. AWS documents `FilePath` as
+/// where the file "was sent to or retrieved from", so a send's result may name the S3 source (`/bucket/key`
+/// or `bucket/key`) or the remote destination (`<remote directory>/<name>`): any of them matches.
+/// Paths compare as bytes: NFC and NFD spellings of a name are different files.
+struct ResultMatcher {
+    private var byPath: [[UInt8]: Int64] = [:]
+
+    init(files: [OutboundFile]) {
+        for file in files {
+            let source = "\(file.bucket ?? "")/\(file.key ?? "")"
+            byPath[Array(("/" + source).utf8)] = file.id
+            byPath[Array(source.utf8)] = file.id
+            let name = (file.key ?? file.relativePath).split(separator: "/").last.map(String.init) ?? file.relativePath
+            var directory = file.remoteDirectory ?? ""
+            while directory.hasSuffix("/") { directory.removeLast() }
+            if !directory.isEmpty {
+                let remote = directory + "/" + name
+                // A destination named twice in one transfer is ambiguous: match neither by it.
+                if byPath[Array(remote.utf8)] != nil { byPath[Array(remote.utf8)] = -1 } else { byPath[Array(remote.utf8)] = file.id }
+            }
+        }
+    }
+
+    /// The file id a result's FilePath names, if exactly one.
+    func file(for path: String) -> Int64? {
+        guard let id = byPath[Array(path.utf8)], id >= 0 else { return nil }
+        return id
+    }
+}
