@@ -21,6 +21,8 @@ public final class Daemon: Service, Sendable {
     let clients: Locked<[String: AWSClient]>
     let lock: DaemonLock
     let notifier: SystemdNotifier
+    /// What `ferry status` must know that the journal cannot say.
+    let health: DaemonHealth
     /// Counters and gauges for the metrics file and tests.
     public let metrics: Metrics
     let logger: Logger
@@ -31,7 +33,9 @@ public final class Daemon: Service, Sendable {
         currentRules = Locked(rules)
         self.logger = logger
         self.metrics = metrics
+        try Self.checkWritable(stateDir: rules.stateDir)
         lock = try DaemonLock(stateDir: rules.stateDir)
+        health = DaemonHealth(stateDir: rules.stateDir)
         notifier = try SystemdNotifier()
         let journal = try Journal(directory: rules.stateDir, logger: logger)
         self.journal = journal
@@ -48,8 +52,27 @@ public final class Daemon: Service, Sendable {
                                          mtimeNanoseconds: version.mtimeNanoseconds, disposedCounts: keepsSent)) ?? false
         }
         outbound = OutboundPipeline(rules: rules.outbound, connectors: contexts, journal: journal, watcher: watcher,
-                                    metrics: metrics, logger: logger)
+                                    metrics: metrics, logger: logger, health: health)
         inbound = InboundPoller(rules: rules.inbound, contexts: contexts, journal: journal, metrics: metrics, logger: logger)
+    }
+
+    /// A state_dir ferry cannot write is a configuration problem that restarting cannot fix: under the
+    /// packaged unit (ProtectSystem=strict) it is a path outside the unit's writable paths.
+    static func checkWritable(stateDir: String) throws {
+        try? FileManager.default.createDirectory(atPath: stateDir, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o750])
+        let probe = (stateDir as NSString).appendingPathComponent(".ferry-write-probe")
+        let fd = open(probe, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0o600)
+        if fd >= 0 {
+            close(fd)
+            unlink(probe)
+            return
+        }
+        let code = errno
+        var message = "state_dir \(stateDir) is not writable: \(String(cString: strerror(code)))"
+        if code == EROFS || code == EACCES || code == EPERM || code == ENOENT {
+            message += " — create it, make it writable by the user ferry runs as, and if it is outside /var/lib/ferry add it to the unit's writable paths: `systemctl edit ferry`, then under [Service] add `ReadWritePaths=\(stateDir)`"
+        }
+        throw DaemonStartError(message: message)
     }
 
     /// READY=1 once the journal is open and the watches are set up, then STATUS= and WATCHDOG=1 pings.
@@ -180,6 +203,13 @@ public final class Daemon: Service, Sendable {
             }
         }
     }
+}
+
+/// The daemon cannot start for a reason in its configuration or environment; `ferry run` exits 78
+/// (EX_CONFIG) so that systemd does not restart it in a loop (RestartPreventExitStatus=78).
+public struct DaemonStartError: Error, CustomStringConvertible, Sendable {
+    public var message: String
+    public var description: String { message }
 }
 
 /// Counts AWS requests, errors and retries per operation for the metrics file.

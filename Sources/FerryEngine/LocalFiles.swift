@@ -150,21 +150,19 @@ enum LocalFiles {
         return ext.isEmpty ? "\(stem) (\(counter))" : "\(stem) (\(counter)).\(ext)"
     }
 
+    /// Across file systems: the bytes go to a temporary name beside the destination, are fsynced, and
+    /// only then take the final name (never replacing one), so a full disk or a crash never leaves a
+    /// truncated copy under the real name. The source goes last.
     private static func copyNoReplace(_ source: String, to destination: String) throws -> String {
         let input = try OpenFile(path: source)
-        var candidate = destination
-        var counter = 0
-        var output: Int32 = -1
-        while output < 0 {
-            output = open(candidate, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0o640)
-            if output < 0 {
-                if errno == EINTR { continue }
-                guard errno == EEXIST else { throw LocalFileError("create", path: candidate, errno: errno) }
-                counter += 1
-                candidate = numbered(destination, counter)
-            }
+        let folder = (destination as NSString).deletingLastPathComponent
+        let temporary = (folder as NSString).appendingPathComponent(".ferry-copy-\(getpid())-\(UInt32.random(in: 0 ... .max))")
+        let output = try syscall("create", path: temporary) { open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0o640) }
+        var linked = false
+        defer {
+            close(output)
+            if !linked { unlink(temporary) }
         }
-        defer { close(output) }
         var buffer = [UInt8](repeating: 0, count: 1 << 16)
         while true {
             let count = try buffer.withUnsafeMutableBytes { raw in
@@ -174,14 +172,67 @@ enum LocalFiles {
             var written = 0
             while written < count {
                 written += Int(try buffer.withUnsafeBytes { raw in
-                    try syscall("write", path: candidate) { Int32(truncatingIfNeeded: write(output, raw.baseAddress! + written, Int(count) - written)) }
+                    try syscall("write", path: temporary) { Int32(truncatingIfNeeded: write(output, raw.baseAddress! + written, Int(count) - written)) }
                 })
             }
         }
-        try syscall("fsync", path: candidate) { fsync(output) }
+        try syscall("fsync", path: temporary) { fsync(output) }
+        var candidate = destination
+        var counter = 0
+        while true {
+            if link(temporary, candidate) == 0 { break }
+            let error = errno
+            if error == EINTR { continue }
+            guard error == EEXIST else { throw LocalFileError("link", path: candidate, errno: error) }
+            counter += 1
+            candidate = numbered(destination, counter)
+        }
+        linked = true
+        unlink(temporary)
         try syscall("unlink", path: source) { unlink(source) }
         return candidate
     }
+
+    /// Moves the file at `path` to `claimPath` (a private name under `.ferry/`) if it is still exactly
+    /// `expected`, and returns true once the claimed name holds that version. Acting on the claimed name
+    /// afterwards cannot touch a newer version renamed into `path` meanwhile: if one slipped in between
+    /// the check and the rename, it is put back and false is returned.
+    static func claim(_ path: String, expected: LocalVersion, as claimPath: String) throws -> Bool {
+        guard currentVersion(path) == expected else { return false }
+        try makeDirectories((claimPath as NSString).deletingLastPathComponent)
+        while ferry_rename_noreplace(path, claimPath) != 0 {
+            let error = errno
+            if error == EINTR { continue }
+            if error == ENOENT { return false }
+            throw LocalFileError("rename", path: claimPath, errno: error)
+        }
+        if currentVersion(claimPath) == expected { return true }
+        // Another version took the name between the check and the rename: give it its name back.
+        if ferry_rename_noreplace(claimPath, path) != 0 {
+            _ = try moveNoReplace(claimPath, to: path)
+        }
+        return false
+    }
+
+    /// Whether any process holds the file open for writing: a read lease is refused (EAGAIN) while one
+    /// does. Nil when the kernel will not grant leases here (no CAP_LEASE for another user's file, or a
+    /// file system without leases): the caller then relies on the version check alone.
+    static func isOpenForWriting(_ descriptor: Int32) -> Bool? {
+        ignoreLeaseBreakSignal
+        // F_SETLEASE (1024) and F_RDLCK/F_UNLCK (0/2) are Linux's values; Glibc's Swift module hides them.
+        if fcntl(descriptor, 1024, Int32(0)) == 0 {
+            _ = fcntl(descriptor, 1024, Int32(2))
+            return false
+        }
+        switch errno {
+        case EAGAIN, EBUSY: return true
+        default: return nil
+        }
+    }
+
+    /// A writer opening a file we hold a lease on makes the kernel send SIGIO, which would end the
+    /// process; the lease is released at once anyway, so the signal is ignored (once per process).
+    private static let ignoreLeaseBreakSignal: Void = { _ = signal(SIGIO, SIG_IGN) }()
 
     /// Makes a running watcher notice a file that arrived by hard link (which inotify reports only as
     /// IN_CREATE, not as a completed write): opening it for writing and closing it, without writing,

@@ -47,6 +47,8 @@ public final class OutboundPipeline: Sendable {
     let metrics: Metrics
     let logger: Logger
     let retryBase: Duration
+    /// Problems `ferry status` must show that the journal cannot (its own disk full, after_send failing).
+    let health: DaemonHealth?
 
     private let detectedQueue = AsyncQueue<CompletedFile>()
     private let uploadQueue = AsyncQueue<OutboundFile>()
@@ -62,7 +64,8 @@ public final class OutboundPipeline: Sendable {
 
     /// Creates the pipeline for `rules`, using one context per connector they name.
     init(rules: [OutboundRule], connectors: [String: ConnectorContext], journal: Journal, watcher: FolderWatcher,
-         metrics: Metrics, logger: Logger, retryBase: Duration = .seconds(1)) {
+         metrics: Metrics, logger: Logger, retryBase: Duration = .seconds(1), health: DaemonHealth? = nil) {
+        self.health = health
         var queues: [String: AsyncQueue<PendingBatch>] = [:]
         for name in connectors.keys { queues[name] = AsyncQueue() }
         let configuration = Locked(Configuration(
@@ -183,14 +186,29 @@ public final class OutboundPipeline: Sendable {
             group += await detectedQueue.drain(max: 2000)
             let records = group.compactMap { file -> NewOutboundFile? in
                 guard let rule = rules[file.ruleID] else { return nil }
+                var markerInode: UInt64?
+                if let marker = rule.readyMarker, !marker.isEmpty {
+                    var info = stat()
+                    if lstat(file.path + marker, &info) == 0 { markerInode = UInt64(info.st_ino) }
+                }
                 return NewOutboundFile(rule: rule.name, path: file.path, relativePath: file.relativePath,
                                        device: file.version.device, inode: file.version.inode, size: file.version.size,
                                        mtimeNanoseconds: file.version.mtimeNanoseconds,
                                        remoteDirectory: remoteDirectory(for: rule, relativePath: file.relativePath),
-                                       supersedesDone: rule.afterSend != .keep)
+                                       supersedesDone: rule.afterSend != .keep, markerInode: markerInode)
             }
+            await journalDetected(records)
+        }
+    }
+
+    /// Journals complete files; if the journal cannot be written (its disk is full), keeps them and
+    /// tries again with backoff until it can — the watcher has already reported them and will not again.
+    private func journalDetected(_ records: [NewOutboundFile]) async {
+        var delay = retryBase
+        while true {
             do {
                 let inserted = try journal.recordDetected(records)
+                health?.clear("journal")
                 for file in inserted {
                     logger.debug("file complete", metadata: ["rule": "\(file.rule)", "file.path": "\(file.path)", "file.size": "\(file.size)"])
                 }
@@ -198,9 +216,21 @@ public final class OutboundPipeline: Sendable {
                     metrics.increment("ferry_files_detected_total", by: Double(inserted.count), help: "Complete files journaled for sending.")
                 }
                 await uploadQueue.push(contentsOf: inserted)
+                return
             } catch {
-                logger.error("cannot journal detected files; they will be found again by the next scan",
-                             metadata: ["error": "\(error)"])
+                let full = (error as? JournalError)?.isDiskFull ?? false
+                let problem = full
+                    ? "the journal's file system is full (\(journal.path)): \(records.count) complete files wait to be journaled; free space and they go, no restart needed"
+                    : "cannot write the journal \(journal.path): \(error); \(records.count) complete files wait to be journaled"
+                health?.set("journal", problem)
+                logger.error("cannot journal detected files; retrying", metadata: ["error": "\(error)", "retry.delay": "\(delay)",
+                                                                                  "files": "\(records.count)"])
+                do {
+                    try await Task.sleep(for: delay)
+                } catch {
+                    return  // stopping: the next start's scan finds these files again
+                }
+                delay = min(delay * 2, .seconds(30))
             }
         }
     }
@@ -618,10 +648,10 @@ public final class OutboundPipeline: Sendable {
 
     // MARK: After the transfer
 
-    /// after_send for files journaled `completed` (recovery): the local action and staged-copy deletion,
-    /// then one journal transaction for all.
-    private func dispose(_ files: [OutboundFile]) async {
-        let done = await performAfterSend(files)
+    /// after_send for files journaled `completed` (recovery, and retries of a failed after_send): the
+    /// local action and staged-copy deletion, then one journal transaction for all.
+    private func dispose(_ files: [OutboundFile], attempt: Int = 0) async {
+        let done = await performAfterSend(files, attempt: attempt)
         do {
             try journal.markDisposed(done.map(\.id))
         } catch {
@@ -631,10 +661,32 @@ public final class OutboundPipeline: Sendable {
     }
 
     /// The local action of each file's after_send, then one DeleteObjects for the staged copies of those
-    /// it succeeded for (which it returns). Journaling is the caller's.
-    private func performAfterSend(_ files: [OutboundFile]) async -> [OutboundFile] {
-        let done = files.filter { disposeLocally($0) }
+    /// it succeeded for (which it returns). Files whose after_send cannot be done now are journaled with
+    /// the reason and retried with backoff. Journaling the successes is the caller's.
+    private func performAfterSend(_ files: [OutboundFile], attempt: Int = 0) async -> [OutboundFile] {
+        var done: [OutboundFile] = []
+        var retry: [OutboundFile] = []
+        for file in files {
+            switch disposeLocally(file) {
+            case .done: done.append(file)
+            case .notNow(let reason):
+                try? journal.markAfterSendFailed(file.id, error: reason)
+                retry.append(file)
+            }
+        }
         await deleteStagedCopies(done)
+        if retry.isEmpty {
+            if attempt > 0 { health?.clear("after_send") }
+        } else {
+            health?.set("after_send", "after_send of \(retry.count) sent file(s) cannot be done yet, e.g. \(retry[0].path): \((try? journal.outboundFile(retry[0].id))??.lastError ?? "see the log")")
+            let delay = min(retryBase * (1 << min(attempt, 8)), .seconds(300))
+            logger.warning("after_send could not be done; retrying", metadata: [
+                "file.paths": "\(retry.map(\.path).joined(separator: ", "))", "retry.delay": "\(delay)"])
+            Task {
+                try? await Task.sleep(for: delay)
+                await self.dispose(retry, attempt: attempt + 1)
+            }
+        }
         return done
     }
 
@@ -644,36 +696,75 @@ public final class OutboundPipeline: Sendable {
         for file in files where rules[file.rule]?.afterSend != .keep { watcher.forget(path: file.path) }
     }
 
-    /// Archives, deletes or keeps one file and removes its ready marker; false if that failed.
-    private func disposeLocally(_ file: OutboundFile) -> Bool {
-        guard let rule = rules[file.rule] else { return false }
+    enum AfterSendResult: Equatable {
+        /// Done, or nothing left to do for the version that was sent.
+        case done
+        /// Not possible now (open for writing, a full disk, permissions): retried with backoff.
+        case notNow(String)
+    }
+
+    /// Archives, deletes or keeps exactly the version that was sent, and removes the ready marker that
+    /// came with it. The file is first renamed to a private name under `.ferry/claim/` and checked
+    /// there, so a newer version renamed into place meanwhile is never archived or deleted in its stead.
+    private func disposeLocally(_ file: OutboundFile) -> AfterSendResult {
+        guard let rule = rules[file.rule] else { return .notNow("rule \(file.rule) is no longer configured") }
         let metadata: Logger.Metadata = ["rule": "\(file.rule)", "file.path": "\(file.path)"]
         let expected = LocalVersion(device: file.device, inode: file.inode, size: file.size, mtimeNanoseconds: file.mtimeNanoseconds)
+        let claimPath = ((rule.watch as NSString).appendingPathComponent(".ferry/claim") as NSString).appendingPathComponent("\(file.id)")
         do {
-            // Only the version that was sent is archived or deleted; a newer one is sent on its own.
-            if LocalFiles.currentVersion(file.path) == expected {
-                switch rule.afterSend {
-                case .archive:
-                    let destination = archiveDestination(for: file, rule: rule)
-                    let placed = try LocalFiles.moveNoReplace(file.path, to: destination)
-                    logger.debug("archived", metadata: metadata.merging(["file.archived": "\(placed)"]) { $1 })
-                case .delete:
-                    try LocalFiles.syscall("unlink", path: file.path) { unlink(file.path) }
-                case .keep:
-                    break
+            var claimed = LocalFiles.currentVersion(claimPath) == expected  // a crash after the claim, before the move
+            if !claimed {
+                guard let current = LocalFiles.currentVersion(file.path) else {
+                    removeMarker(of: file, rule: rule)
+                    return .done  // gone already: handled before a crash, or removed by someone
+                }
+                if current != expected {
+                    logger.warning("file changed after it was sent; the new version is sent on its own and the sent one is not archived",
+                                   metadata: metadata)
+                    return .done
+                }
+                let opened = try LocalFiles.OpenFile(path: file.path)
+                if LocalFiles.isOpenForWriting(opened.descriptor) == true {
+                    return .notNow("\(file.path) is open for writing by another process")
+                }
+                if rule.afterSend != .keep {
+                    claimed = try LocalFiles.claim(file.path, expected: expected, as: claimPath)
+                    if !claimed {
+                        logger.warning("file changed after it was sent; the new version is sent on its own and the sent one is not archived",
+                                       metadata: metadata)
+                        return .done
+                    }
                 }
             }
-            if let marker = rule.readyMarker {
-                let markerPath = file.path + marker
-                if unlink(markerPath) != 0, errno != ENOENT {
-                    logger.warning("cannot remove the ready marker", metadata: metadata.merging(["file.marker": "\(markerPath)"]) { $1 })
-                }
+            switch rule.afterSend {
+            case .archive:
+                let placed = try LocalFiles.moveNoReplace(claimPath, to: archiveDestination(for: file, rule: rule))
+                logger.debug("archived", metadata: metadata.merging(["file.archived": "\(placed)"]) { $1 })
+            case .delete:
+                try LocalFiles.syscall("unlink", path: claimPath) { unlink(claimPath) }
+            case .keep:
+                break
             }
-            return true
+            removeMarker(of: file, rule: rule)
+            return .done
+        } catch let error as LocalFileError where error.errno == ENOENT || error.errno == ELOOP {
+            return .done  // the file went away between the checks: nothing of the sent version is left here
         } catch {
-            logger.error("after_send failed; the file stays where it is and will be tidied on the next start",
-                         metadata: metadata.merging(["error": "\(error)"]) { $1 })
-            return false
+            logger.error("after_send failed; retrying", metadata: metadata.merging(["error": "\(error)"]) { $1 })
+            return .notNow("\(error)")
+        }
+    }
+
+    /// Removes the ready marker seen with the sent version, and no other: a marker written for a newer
+    /// version of the file (a new inode) stays for that version.
+    private func removeMarker(of file: OutboundFile, rule: OutboundRule) {
+        guard let marker = rule.readyMarker, !marker.isEmpty else { return }
+        let markerPath = file.path + marker
+        var info = stat()
+        guard lstat(markerPath, &info) == 0 else { return }
+        if let seen = file.markerInode, UInt64(info.st_ino) != seen { return }
+        if unlink(markerPath) != 0, errno != ENOENT {
+            logger.warning("cannot remove the ready marker", metadata: ["rule": "\(file.rule)", "file.marker": "\(markerPath)"])
         }
     }
 

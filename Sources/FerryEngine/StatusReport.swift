@@ -17,8 +17,14 @@ public struct StatusReport: Codable, Sendable, Equatable {
         public var completed24h: Int
         /// Failed and waiting for their retry.
         public var failed: Int
-        /// Out of retries, in `.ferry/failed/`.
+        /// Out of retries (or with an outcome that can no longer be learned), in `.ferry/failed/`.
         public var quarantined: Int
+        /// Held in `.ferry/in-doubt/` after StartFileTransfer's outcome was unknown (`on_in_doubt: hold`).
+        public var inDoubt: Int = 0
+        /// Sent, but after_send (archive/delete) cannot be done yet; retried with backoff.
+        public var afterSendFailing: Int = 0
+        /// The last after_send failure's reason.
+        public var afterSendError: String?
         /// The oldest file not yet sent, and how long it has waited.
         public var oldestWaitingPath: String?
         public var oldestWaitingAgeSeconds: Double?
@@ -67,6 +73,8 @@ public struct StatusReport: Codable, Sendable, Equatable {
     public var daemonPID: Int32?
     public var journal: String
     public var possibleDuplicates: Int64
+    /// Problems the running daemon reports that the journal cannot show (e.g. its file system is full).
+    public var problems: [String] = []
     public var outbound: [OutboundRuleStatus]
     public var inbound: [InboundRuleStatus]
     public var generatedAt: Date
@@ -85,6 +93,7 @@ public struct StatusReport: Codable, Sendable, Equatable {
             let counts = try journal.outboundCounts()
             let completed = try journal.outboundCompleted(since: now.addingTimeInterval(-86_400))
             let oldest = try journal.oldestWaiting()
+            let afterSend = try journal.afterSendFailures()
             duplicates = try journal.counter("possible_duplicates")
             var names = rules.outbound.map(\.name)
             names += counts.keys.filter { !names.contains($0) }.sorted()
@@ -94,10 +103,13 @@ public struct StatusReport: Codable, Sendable, Equatable {
                     rule: name,
                     waiting: byState[.detected] ?? 0,
                     staged: byState[.staged] ?? 0,
-                    inFlight: (byState[.submitting] ?? 0) + (byState[.submitted] ?? 0) + (byState[.completed] ?? 0),
+                    inFlight: (byState[.submitting] ?? 0) + (byState[.submitted] ?? 0) + (byState[.completed] ?? 0) - (afterSend[name]?.count ?? 0),
                     completed24h: completed[name] ?? 0,
                     failed: byState[.failed] ?? 0,
                     quarantined: byState[.quarantined] ?? 0,
+                    inDoubt: byState[.inDoubt] ?? 0,
+                    afterSendFailing: afterSend[name]?.count ?? 0,
+                    afterSendError: afterSend[name]?.lastError,
                     oldestWaitingPath: oldest[name]?.path,
                     oldestWaitingAgeSeconds: oldest[name].map { (now.timeIntervalSince($0.since) * 10).rounded() / 10 }))
             }
@@ -125,15 +137,17 @@ public struct StatusReport: Codable, Sendable, Equatable {
                 OutboundRuleStatus(rule: $0.name, waiting: 0, staged: 0, inFlight: 0, completed24h: 0, failed: 0, quarantined: 0)
             }
         }
+        let problems = pid == nil ? [] : DaemonHealth.read(stateDir: rules.stateDir).map(\.message)
         let health: Health
         if pid == nil {
             health = .notRunning
-        } else if outbound.contains(where: { $0.quarantined > 0 }) || inbound.contains(where: { $0.lastPollError != nil }) {
+        } else if outbound.contains(where: { $0.quarantined > 0 || $0.inDoubt > 0 || $0.afterSendFailing > 0 })
+                    || inbound.contains(where: { $0.lastPollError != nil }) || !problems.isEmpty {
             health = .degraded
         } else {
             health = .healthy
         }
-        return StatusReport(health: health, daemonPID: pid, journal: journalPath, possibleDuplicates: duplicates,
+        return StatusReport(health: health, daemonPID: pid, journal: journalPath, possibleDuplicates: duplicates, problems: problems,
                             outbound: outbound, inbound: inbound, generatedAt: now)
     }
 
@@ -151,11 +165,18 @@ public struct StatusReport: Codable, Sendable, Equatable {
         var lines: [String] = []
         switch health {
         case .healthy: lines.append("ferry is running (pid \(daemonPID ?? 0)): healthy")
-        case .degraded: lines.append("ferry is running (pid \(daemonPID ?? 0)): DEGRADED — see quarantined files below; `ferry retry` puts them back")
+        case .degraded: lines.append("ferry is running (pid \(daemonPID ?? 0)): DEGRADED — see the problems and files set aside below; `ferry retry` puts them back")
         case .notRunning: lines.append("ferry is NOT running (no daemon holds \(journal.replacingOccurrences(of: "journal.db", with: "ferry.pid")))")
         }
+        for problem in problems { lines.append("problem: \(problem)") }
         if possibleDuplicates > 0 {
-            lines.append("possible duplicates so far: \(possibleDuplicates) (files resubmitted after a crash during StartFileTransfer; see the log)")
+            lines.append("possible duplicates so far: \(possibleDuplicates) (files sent again after StartFileTransfer's outcome was unknown; see the log)")
+        }
+        for rule in outbound where rule.inDoubt > 0 {
+            lines.append("\(rule.rule): \(rule.inDoubt) file(s) held in .ferry/in-doubt/ — the partner may or may not have them; check, then `ferry retry`")
+        }
+        for rule in outbound where rule.afterSendFailing > 0 {
+            lines.append("\(rule.rule): after_send failing for \(rule.afterSendFailing) sent file(s), retried: \(rule.afterSendError ?? "")")
         }
         lines.append("")
         lines.append("OUTBOUND RULE         WAITING  STAGED  IN FLIGHT  SENT 24H  FAILED  QUARANTINED  OLDEST WAITING")

@@ -50,6 +50,8 @@ public struct OutboundFile: Sendable, Equatable {
     public var nextAttemptAt: Date?
     public var createdAt: Date
     public var updatedAt: Date
+    /// The inode of the ready marker seen when this version was complete (rules with `ready_marker`).
+    public var markerInode: UInt64? = nil
 }
 
 /// A file the engine has just seen complete, before the journal gives it an id.
@@ -65,10 +67,14 @@ public struct NewOutboundFile: Sendable, Equatable {
     /// The rule archives or deletes what it sent, so a `done` row of this very version means the file was
     /// put back (e.g. moved back from the archive): that row becomes history and the file a new arrival.
     public var supersedesDone: Bool
+    /// The inode of the ready marker seen with this version, if the rule uses one.
+    public var markerInode: UInt64?
 
     public init(rule: String, path: String, relativePath: String, device: UInt64, inode: UInt64,
-                size: Int64, mtimeNanoseconds: Int64, remoteDirectory: String?, supersedesDone: Bool = false) {
+                size: Int64, mtimeNanoseconds: Int64, remoteDirectory: String?, supersedesDone: Bool = false,
+                markerInode: UInt64? = nil) {
         self.supersedesDone = supersedesDone
+        self.markerInode = markerInode
         self.rule = rule
         self.path = path
         self.relativePath = relativePath
@@ -236,6 +242,8 @@ public final class Journal: @unchecked Sendable {
         // so versions are looked up by path and inode.
         [
             "CREATE INDEX outbound_files_identity ON outbound_files(path, inode)",
+            // The ready marker seen with the version: after_send removes that marker and no later one.
+            "ALTER TABLE outbound_files ADD COLUMN marker_inode INTEGER",
         ],
     ]
 
@@ -249,7 +257,7 @@ public final class Journal: @unchecked Sendable {
 
     static let fileColumns = """
         id, rule, path, relative_path, device, inode, size, mtime_ns, state, remote_dir, bucket, s3_key, checksum,
-        batch_id, transfer_id, attempts, last_error, next_attempt_at, created_at, updated_at
+        batch_id, transfer_id, attempts, last_error, next_attempt_at, created_at, updated_at, marker_inode
         """
 
     static func decodeFile(_ row: Row) -> OutboundFile {
@@ -260,7 +268,8 @@ public final class Journal: @unchecked Sendable {
             remoteDirectory: row.text(9), bucket: row.text(10), key: row.text(11), checksum: row.text(12),
             batchID: row.optionalInt(13), transferID: row.text(14), attempts: Int(row.int(15)),
             lastError: row.text(16), nextAttemptAt: row.optionalDouble(17).map(Date.init(timeIntervalSince1970:)),
-            createdAt: Date(timeIntervalSince1970: row.double(18)), updatedAt: Date(timeIntervalSince1970: row.double(19)))
+            createdAt: Date(timeIntervalSince1970: row.double(18)), updatedAt: Date(timeIntervalSince1970: row.double(19)),
+            markerInode: row.optionalInt(20).map { UInt64(bitPattern: $0) })
     }
 
     // MARK: Outbound files
@@ -273,8 +282,8 @@ public final class Journal: @unchecked Sendable {
             try connection.transaction(durable: false) {
                 let insert = try connection.statement("""
                     INSERT OR IGNORE INTO outbound_files
-                    (rule, path, relative_path, device, inode, size, mtime_ns, state, remote_dir, created_at, updated_at)
-                    VALUES (?, ?, ?, ?, ?, ?, ?, 'detected', ?, ?, ?)
+                    (rule, path, relative_path, device, inode, size, mtime_ns, state, remote_dir, created_at, updated_at, marker_inode)
+                    VALUES (?, ?, ?, ?, ?, ?, ?, 'detected', ?, ?, ?, ?)
                     """)
                 let retire = try connection.statement("""
                     UPDATE outbound_files SET state = 'retried', updated_at = ? WHERE rule = ? AND path = ? AND device = ? AND inode = ?
@@ -291,7 +300,8 @@ public final class Journal: @unchecked Sendable {
                     try insert.run([.text(file.rule), .text(file.path), .text(file.relativePath),
                                     .integer(Int64(bitPattern: file.device)), .integer(Int64(bitPattern: file.inode)),
                                     .integer(file.size), .integer(file.mtimeNanoseconds),
-                                    file.remoteDirectory.map(SQLValue.text) ?? .null, .real(time), .real(time)])
+                                    file.remoteDirectory.map(SQLValue.text) ?? .null, .real(time), .real(time),
+                                    file.markerInode.map { .integer(Int64(bitPattern: $0)) } ?? .null])
                     // The new row is exactly what was inserted (every other column starts empty): no need to read it back.
                     if connection.changes == 1 {
                         inserted.append(OutboundFile(
@@ -299,7 +309,7 @@ public final class Journal: @unchecked Sendable {
                             device: file.device, inode: file.inode, size: file.size, mtimeNanoseconds: file.mtimeNanoseconds,
                             state: .detected, remoteDirectory: file.remoteDirectory, bucket: nil, key: nil, checksum: nil,
                             batchID: nil, transferID: nil, attempts: 0, lastError: nil, nextAttemptAt: nil,
-                            createdAt: date, updatedAt: date))
+                            createdAt: date, updatedAt: date, markerInode: file.markerInode))
                     }
                 }
                 return inserted
@@ -404,6 +414,29 @@ public final class Journal: @unchecked Sendable {
         try setState(ids, .disposed, error: nil)
     }
 
+    /// Records that after_send of a completed file failed (it is retried): status shows the reason.
+    public func markAfterSendFailed(_ id: Int64, error: String) throws {
+        try locked {
+            try connection.transaction(durable: false) {
+                try connection.statement("UPDATE outbound_files SET last_error = ?, updated_at = ? WHERE id = ? AND state = 'completed'")
+                    .run([.text("after_send: " + error), .real(timestamp), .integer(id)])
+            }
+        }
+    }
+
+    /// Per rule, completed files whose after_send failed and waits for its retry, with the last reason.
+    public func afterSendFailures() throws -> [String: (count: Int, lastError: String)] {
+        try locked {
+            var result: [String: (count: Int, lastError: String)] = [:]
+            for (rule, count, error) in try connection.statement("""
+                SELECT rule, count(*), max(last_error) FROM outbound_files WHERE state = 'completed' AND last_error LIKE 'after_send: %' GROUP BY rule
+                """).query([], { ($0.text(0) ?? "", Int($0.int(1)), $0.text(2) ?? "") }) {
+                result[rule] = (count, error)
+            }
+            return result
+        }
+    }
+
     /// Records a file as out of retries and moved aside to `quarantinePath`.
     public func markQuarantined(_ id: Int64, reason: String, quarantinePath: String) throws {
         try locked {
@@ -442,7 +475,7 @@ public final class Journal: @unchecked Sendable {
             values.append(.text(rule))
         }
         return try locked {
-            try connection.statement(sql + " ORDER BY id").query(values) { (Self.decodeFile($0), $0.text(20)) }
+            try connection.statement(sql + " ORDER BY id").query(values) { (Self.decodeFile($0), $0.text(21)) }
         }
     }
 

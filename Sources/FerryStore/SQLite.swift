@@ -10,6 +10,9 @@ public struct JournalError: Error, CustomStringConvertible, Sendable {
 
     public var description: String { message }
 
+    /// The disk under the journal is full (SQLITE_FULL, or an I/O error whose cause was ENOSPC).
+    public var isDiskFull: Bool { code & 0xFF == 13 || message.localizedCaseInsensitiveContains("disk is full") || message.contains("No space left") }
+
     init(code: Int32, message: String) {
         self.code = code
         self.message = message

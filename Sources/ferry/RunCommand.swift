@@ -18,7 +18,13 @@ struct RunCommand: AsyncParsableCommand {
     func run() async throws {
         let logger = options.makeLogger(label: "ferry")
         let rules = try options.loadRules()
-        let daemon = try Daemon(rules: rules, logger: logger)
+        let daemon: Daemon
+        do {
+            daemon = try Daemon(rules: rules, logger: logger)
+        } catch let error as DaemonStartError {
+            FileHandle.standardError.write(Data("ferry: \(error.message)\n".utf8))
+            throw ExitCode(78)
+        }
         let group = ServiceGroup(configuration: .init(
             services: [.init(service: daemon)],
             gracefulShutdownSignals: [.sigterm, .sigint],
