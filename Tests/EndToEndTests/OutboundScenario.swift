@@ -16,8 +16,9 @@ final class OutboundScenario: @unchecked Sendable {
 
     /// `ruleExtras` are YAML lines added to the rule (indented by the caller's convention: 4 spaces).
     init(faultRate: Double = 0, faultKinds: [String] = [], latencyMs: Int = 0, afterSend: String = "archive",
-         retries: Int = 5, ruleExtras: [String] = [], batchMaxWait: String = "2s", topExtras: [String] = []) throws {
-        emulator = try Emulator.start(faultRate: faultRate, faultKinds: faultKinds, latencyMs: latencyMs)
+         retries: Int = 5, ruleExtras: [String] = [], batchMaxWait: String = "2s", topExtras: [String] = [],
+         connectorExtras: [String] = [], transferDelayMs: Int? = nil, ruleName: String = "invoices", settle: String = "300ms") throws {
+        emulator = try Emulator.start(faultRate: faultRate, faultKinds: faultKinds, latencyMs: latencyMs, transferDelayMs: transferDelayMs)
         root = try TempDirectory(prefix: "ferry-e2e")
         outbox = root.path + "/outbox"
         stateDir = root.path + "/state"
@@ -37,12 +38,13 @@ final class OutboundScenario: @unchecked Sendable {
                 connector_id: \(emulator.sftpConnectorId)
                 staging: s3://\(emulator.stagingBucket)/outbound/
                 requests_per_second: 50
+            \(connectorExtras.map { "    " + $0 }.joined(separator: "\n"))
             outbound:
-              - name: invoices
+              - name: \(ruleName)
                 watch: \(outbox)
                 connector: partner
                 remote_directory_path: \(remoteDirectory)
-                settle: 300ms
+                settle: \(settle)
                 batch: { max_files: 10, max_wait: \(batchMaxWait) }
                 after_send: \(afterSend)
                 retries: \(retries)
@@ -50,6 +52,12 @@ final class OutboundScenario: @unchecked Sendable {
 
             """
         try rules.write(toFile: configPath, atomically: true, encoding: .utf8)
+    }
+
+    /// Rewrites one line of the rules file (e.g. a renamed rule), for the next start or a reload.
+    func editRules(replacing old: String, with new: String) throws {
+        let text = try String(contentsOfFile: configPath, encoding: .utf8)
+        try text.replacingOccurrences(of: old, with: new).write(toFile: configPath, atomically: true, encoding: .utf8)
     }
 
     func start() throws {

@@ -22,8 +22,28 @@ struct JournalTests {
         let again = try journal.recordDetected([newFile("a.edi"), newFile("a.edi", size: 11)])
         #expect(again.count == 1, "only the rewritten version is new")
         #expect(again.first?.size == 11)
-        #expect(try journal.isKnown(rule: "invoices", path: "/srv/out/a.edi", device: 1, inode: UInt64("a.edi".hashValue & 0xffff), size: 10, mtimeNanoseconds: 1))
-        #expect(try !journal.isKnown(rule: "other", path: "/srv/out/a.edi", device: 1, inode: UInt64("a.edi".hashValue & 0xffff), size: 10, mtimeNanoseconds: 1))
+        // A version's identity is (path, device, inode, size, mtime), whichever rule journaled it: renaming a rule resends nothing.
+        #expect(try journal.isKnown(path: "/srv/out/a.edi", device: 1, inode: UInt64("a.edi".hashValue & 0xffff), size: 10, mtimeNanoseconds: 1))
+        #expect(try !journal.isKnown(path: "/srv/out/a.edi", device: 1, inode: UInt64("a.edi".hashValue & 0xffff), size: 12, mtimeNanoseconds: 1))
+        #expect(try !journal.isKnown(path: "/srv/out/b.edi", device: 1, inode: UInt64("a.edi".hashValue & 0xffff), size: 10, mtimeNanoseconds: 1))
+    }
+
+    /// A sent (done) version put back at its path is a new arrival where the rule archives or deletes
+    /// what it sent, and known where it keeps it; journaling it again retires the done row.
+    @Test func aDoneVersionPutBackIsNewUnlessTheRuleKeepsSentFiles() throws {
+        let dir = try TempDirectory()
+        let journal = try Journal(directory: dir.path, logger: logger)
+        let file = try #require(try journal.recordDetected([newFile("a.edi")]).first)
+        try journal.markDisposed([file.id])
+        let inode = UInt64("a.edi".hashValue & 0xffff)
+        #expect(try journal.isKnown(path: "/srv/out/a.edi", device: 1, inode: inode, size: 10, mtimeNanoseconds: 1, disposedCounts: true))
+        #expect(try !journal.isKnown(path: "/srv/out/a.edi", device: 1, inode: inode, size: 10, mtimeNanoseconds: 1, disposedCounts: false))
+        var again = newFile("a.edi")
+        again.supersedesDone = true
+        let second = try journal.recordDetected([again])
+        #expect(second.count == 1, "journaled afresh")
+        #expect(second.first?.id != file.id)
+        #expect(try journal.outboundFile(file.id)?.state == .retried, "the done row is history")
     }
 
     @Test func aFileWalksEveryStateAndSurvivesReopen() throws {

@@ -1,0 +1,322 @@
+import FerryAWS
+import FerryStore
+import Foundation
+import Logging
+import Testing
+import FerryTestSupport
+
+/// Regression tests of issue #13: each reproduces one way the outbound promise (whole, once, or loudly
+/// not) was broken, against the real binary and the emulator.
+@Suite(.serialized) struct OutboundPromiseTests {
+    // MARK: Helpers
+
+    /// Mounts a tmpfs of `size` at `path` (created); fails with the reason when mounting is impossible.
+    static func mountTmpfs(_ path: String, size: String, readOnly: Bool = false) throws {
+        try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+        let result = try run("/bin/mount", ["-t", "tmpfs", "-o", "size=\(size)\(readOnly ? ",ro" : "")", "tmpfs", path])
+        guard result == 0 else {
+            throw Failure("cannot mount a tmpfs at \(path) (exit \(result)): these tests need root and mount(8) — run them as root")
+        }
+    }
+
+    static func unmount(_ path: String) {
+        _ = try? run("/bin/umount", ["-l", path])
+    }
+
+    /// Fills the file system holding `folder` with a filler file until it is full.
+    static func fill(_ folder: String) -> String {
+        let filler = folder + "/filler"
+        _ = try? run("/bin/sh", ["-c", "dd if=/dev/zero of='\(filler)' bs=4k 2>/dev/null; sync"])
+        return filler
+    }
+
+    @discardableResult
+    static func run(_ executable: String, _ arguments: [String]) throws -> Int32 {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: executable)
+        process.arguments = arguments
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        process.waitUntilExit()
+        return process.terminationStatus
+    }
+
+    struct Failure: Error, CustomStringConvertible {
+        var description: String
+        init(_ description: String) { self.description = description }
+    }
+
+    /// Journals `name` (already in the outbox) as a crash would have left it, staged under `key`; the
+    /// object is uploaded only when `upload` is true.
+    static func journalStaged(_ scenario: OutboundScenario, _ name: String, upload: Bool) async throws -> (Journal, OutboundFile, String) {
+        let path = scenario.outbox + "/" + name
+        var info = stat()
+        #expect(lstat(path, &info) == 0)
+        let journal = try Journal(directory: scenario.stateDir, logger: Logger(label: "test"))
+        let file = try #require(try journal.recordDetected([NewOutboundFile(
+            rule: "invoices", path: path, relativePath: name, device: UInt64(info.st_dev), inode: UInt64(info.st_ino),
+            size: Int64(info.st_size), mtimeNanoseconds: Int64(info.st_mtim.tv_sec) * 1_000_000_000 + Int64(info.st_mtim.tv_nsec),
+            remoteDirectory: scenario.remoteDirectory)]).first)
+        let key = "outbound/invoices/test/\(file.id)/\(name)"
+        if upload {
+            let client = try AWSClient(configuration: AWSClientConfiguration(region: scenario.emulator.region, endpointURL: scenario.emulator.endpoint,
+                                                                             environment: scenario.emulator.environment),
+                                       logger: Logger(label: "test"))
+            _ = try await S3Client(client: client).putObject(bucket: scenario.emulator.stagingBucket, key: key, fileAt: path)
+            client.shutdown()
+        }
+        try journal.markStaged(file.id, bucket: scenario.emulator.stagingBucket, key: key, checksum: "")
+        return (journal, file, key)
+    }
+
+    func log(_ scenario: OutboundScenario) -> String { String(scenario.daemon?.log.suffix(4000) ?? "") }
+
+    // MARK: 10. Refusals count toward retries
+
+    /// A StartFileTransfer that AWS refuses (here: an unknown connector) used to be retried every 10 s
+    /// forever; it counts toward `retries` and is then quarantined.
+    @Test func refusedStartFileTransferIsQuarantinedAfterItsRetries() async throws {
+        let scenario = try OutboundScenario(retries: 1)
+        try scenario.editRules(replacing: "connector_id: \(scenario.emulator.sftpConnectorId)", with: "connector_id: c-00000000000000000")
+        try scenario.start()
+        try Data("refused\n".utf8).write(to: URL(fileURLWithPath: scenario.outbox + "/refused.edi"))
+        let reason = scenario.outbox + "/.ferry/failed/refused.edi.reason"
+        #expect(await eventually(timeout: 60) { FileManager.default.fileExists(atPath: reason) }, "log:\n\(log(scenario))")
+        let text = (try? String(contentsOfFile: reason, encoding: .utf8)) ?? ""
+        #expect(text.contains("ResourceNotFoundException"), "the reason names AWS's refusal: \(text)")
+        let calls = try scenario.emulator.requestLog().filter { $0.operation == "StartFileTransfer" }.count
+        #expect(calls == 2, "retries: 1 means two attempts, then quarantine; saw \(calls)")
+        #expect(try scenario.outboundStatus()["quarantined"] as? Int == 1)
+    }
+
+    // MARK: 9. Outcomes that can no longer be learned
+
+    /// A transfer AWS no longer knows (ResourceNotFound from ListFileTransferResults) was polled forever,
+    /// holding an in-flight slot; its files are quarantined with "outcome unknown" and never resent.
+    @Test func transferAWSNoLongerKnowsIsQuarantinedAndNotResent() async throws {
+        let scenario = try OutboundScenario()
+        let name = "forgotten.edi"
+        try Data("sent long ago, maybe\n".utf8).write(to: URL(fileURLWithPath: scenario.outbox + "/" + name))
+        let (journal, file, _) = try await Self.journalStaged(scenario, name, upload: true)
+        let batch = try journal.createBatch(rule: "invoices", connector: "partner", connectorID: scenario.emulator.sftpConnectorId,
+                                            remoteDirectory: scenario.remoteDirectory, fileIDs: [file.id])
+        try journal.markSubmitted(batch: batch, transferID: "00000000-aaaa-bbbb-cccc-forgotten000")
+        try scenario.start()
+        let reason = scenario.outbox + "/.ferry/failed/\(name).reason"
+        #expect(await eventually(timeout: 30) { FileManager.default.fileExists(atPath: reason) }, "log:\n\(log(scenario))")
+        let text = (try? String(contentsOfFile: reason, encoding: .utf8)) ?? ""
+        #expect(text.contains("outcome unknown: the partner may or may not have it"), "\(text)")
+        try await Task.sleep(for: .seconds(3))
+        #expect(try scenario.emulator.requestLog().filter { $0.operation == "StartFileTransfer" }.isEmpty, "never resent automatically")
+        #expect(try scenario.status().exit == 1, "degraded while it is quarantined")
+    }
+
+    // MARK: 10b. SEND_FILE_NOT_FOUND uploads again
+
+    /// The staged object expired: the send fails SEND_FILE_NOT_FOUND. Resending the same key can never
+    /// work; the local file is uploaded again and delivered.
+    @Test func missingStagedCopyIsUploadedAgain() async throws {
+        let scenario = try OutboundScenario(retries: 2)
+        let name = "expired.edi"
+        let data = Data("staged copy expired\n".utf8)
+        try data.write(to: URL(fileURLWithPath: scenario.outbox + "/" + name))
+        _ = try await Self.journalStaged(scenario, name, upload: false)
+        try scenario.start()
+        #expect(await eventually(timeout: 60) { scenario.partnerFiles()[name] == data }, "log:\n\(log(scenario))")
+        #expect(!FileManager.default.fileExists(atPath: scenario.outbox + "/.ferry/failed/\(name)"))
+    }
+
+    // MARK: 12. ferry retry moves before it journals
+
+    /// `ferry retry` journaled `retried` before moving the file back; when the move failed the file was
+    /// orphaned (no longer counted, not found by a second retry).
+    @Test func retryWhoseMoveFailsLeavesTheFileQuarantined() async throws {
+        let scenario = try OutboundScenario(retries: 0)
+        try scenario.editRules(replacing: "connector_id: \(scenario.emulator.sftpConnectorId)", with: "connector_id: c-00000000000000000")
+        try scenario.start()
+        try Data("blocked\n".utf8).write(to: URL(fileURLWithPath: scenario.outbox + "/blocked.edi"))
+        let quarantined = scenario.outbox + "/.ferry/failed/blocked.edi"
+        #expect(await eventually(timeout: 60) { FileManager.default.fileExists(atPath: quarantined + ".reason") }, "log:\n\(log(scenario))")
+        await scenario.daemon?.stop()
+        // The outbox read-only: the move back must fail.
+        #expect(try Self.run("/bin/mount", ["--bind", scenario.outbox, scenario.outbox]) == 0)
+        defer { Self.unmount(scenario.outbox) }
+        #expect(try Self.run("/bin/mount", ["-o", "remount,ro,bind", scenario.outbox]) == 0)
+        let failed = try FerryBinary.run(["retry", "--allow-root", "--config", scenario.configPath])
+        #expect(failed.status != 0, "the move fails: \(failed.stdout) \(failed.stderr)")
+        Self.unmount(scenario.outbox)
+        let journal = try Journal(directory: scenario.stateDir, logger: Logger(label: "test"))
+        #expect(try journal.quarantined().count == 1, "still quarantined, still counted")
+        let again = try FerryBinary.run(["retry", "--allow-root", "--config", scenario.configPath])
+        #expect(again.status == 0, "\(again.stderr)")
+        #expect(again.stdout.contains("1 file put back"), "a second retry finds it: \(again.stdout)")
+        #expect(FileManager.default.fileExists(atPath: scenario.outbox + "/blocked.edi"))
+    }
+
+    // MARK: 7. Identity corner cases
+
+    /// A file moved back from `.ferry/sent/` into the outbox was ignored forever (its version was known
+    /// as sent); it is a new arrival and is sent again.
+    @Test func fileMovedBackFromTheArchiveIsSentAgain() async throws {
+        let scenario = try OutboundScenario()
+        try scenario.start()
+        let data = Data("send me again\n".utf8)
+        try data.write(to: URL(fileURLWithPath: scenario.outbox + "/again.edi"))
+        #expect(await eventually(timeout: 60) { (try? scenario.sendCounts()["again.edi"]) == 1 }, "log:\n\(log(scenario))")
+        let sentFolder = scenario.outbox + "/.ferry/sent"
+        var archived: String?
+        #expect(await eventually(timeout: 30) {
+            archived = (FileManager.default.enumerator(atPath: sentFolder)?.allObjects as? [String])?.first { $0.hasSuffix("again.edi") }
+            return archived != nil
+        })
+        let source = try #require(archived.map { sentFolder + "/" + $0 })
+        #expect(rename(source, scenario.outbox + "/again.edi") == 0)
+        #expect(await eventually(timeout: 60) { (try? scenario.sendCounts()["again.edi"]) == 2 }, "moved back = sent again; log:\n\(log(scenario))")
+    }
+
+    /// With `after_send: keep`, renaming the rule resent its whole folder at the next start: identity
+    /// must not depend on the rule's name.
+    @Test func renamingAKeepRuleResendsNothing() async throws {
+        let scenario = try OutboundScenario(afterSend: "keep")
+        try scenario.start()
+        try scenario.drop(3, prefix: "kept")
+        #expect(await eventually(timeout: 60) { (try? scenario.sendCounts().count) == 3 }, "log:\n\(log(scenario))")
+        await scenario.daemon?.stop()
+        try scenario.editRules(replacing: "- name: invoices", with: "- name: invoices-renamed")
+        try scenario.start()
+        #expect(await eventually(timeout: 20) { scenario.daemon?.log.contains("ferry started") == true })
+        try await Task.sleep(for: .seconds(4))
+        let counts = try scenario.sendCounts()
+        #expect(counts.count == 3 && counts.values.allSatisfy { $0 == 1 }, "resent after a rename: \(counts)")
+    }
+
+    // MARK: 5. Ready markers
+
+    /// The marker was unlinked even when the data file had changed: a corrected file and its new marker,
+    /// written while the first was in flight, were stranded. Only the marker seen with the sent version goes.
+    @Test func newMarkerOfACorrectedFileSurvivesTheFirstSend() async throws {
+        let scenario = try OutboundScenario(ruleExtras: ["ready_marker: .done"], transferDelayMs: 1500, settle: "3s")
+        try scenario.start()
+        let path = scenario.outbox + "/order.edi"
+        try Data("first version\n".utf8).write(to: URL(fileURLWithPath: path))
+        try Data().write(to: URL(fileURLWithPath: path + ".done"))
+        #expect(await eventually(timeout: 30) { (try? scenario.startFileTransferCalls()) == 1 }, "log:\n\(log(scenario))")
+        // While the first is in flight: the corrected file and a new marker, both renamed into place.
+        let corrected = Data("corrected version\n".utf8)
+        try corrected.write(to: URL(fileURLWithPath: path + ".tmp"))
+        #expect(rename(path + ".tmp", path) == 0)
+        try Data().write(to: URL(fileURLWithPath: path + ".done.tmp"))
+        #expect(rename(path + ".done.tmp", path + ".done") == 0)
+        #expect(await eventually(timeout: 60) { scenario.partnerFiles()["order.edi"] == corrected },
+                "the corrected file is sent; log:\n\(log(scenario))")
+        #expect(await eventually(timeout: 30) { !FileManager.default.fileExists(atPath: path + ".done") }, "its marker goes after its own send")
+    }
+
+    // MARK: 8. Archive on a full second file system
+
+    /// An archive_dir on a full file system kept a truncated copy under the file's real name. The copy
+    /// goes to a temporary name first; status shows the failing after_send, and it succeeds once space
+    /// returns, without a restart.
+    @Test func archiveOnAFullFileSystemNeverLeavesATruncatedCopy() async throws {
+        let root = try TempDirectory(prefix: "ferry-archive")
+        let archive = root.path + "/archive"
+        try Self.mountTmpfs(archive, size: "256k")
+        defer { Self.unmount(archive) }
+        let scenario = try OutboundScenario(ruleExtras: ["archive_dir: \(archive)"])
+        let filler = Self.fill(archive)
+        try scenario.start()
+        var data = Data()
+        while data.count < 100_000 { data.append(contentsOf: Array("payroll line \(data.count)\n".utf8)) }
+        try data.write(to: URL(fileURLWithPath: scenario.outbox + "/payroll.edi"))
+        #expect(await eventually(timeout: 60) { (try? scenario.outboundStatus()["after_send_failing"] as? Int) == 1 },
+                "status shows the failing after_send; log:\n\(log(scenario))")
+        #expect(try scenario.status().exit == 1, "degraded")
+        let names = (FileManager.default.enumerator(atPath: archive)?.allObjects as? [String]) ?? []
+        #expect(!names.contains { $0.hasSuffix("payroll.edi") }, "no copy under the real name while the disk is full: \(names)")
+        #expect(FileManager.default.contents(atPath: scenario.outbox + "/payroll.edi") == data, "the original stays")
+        try FileManager.default.removeItem(atPath: filler)
+        var archived: Data?
+        #expect(await eventually(timeout: 60) {
+            let found = ((FileManager.default.enumerator(atPath: archive)?.allObjects as? [String]) ?? []).first { $0.hasSuffix("payroll.edi") }
+            archived = found.flatMap { FileManager.default.contents(atPath: archive + "/" + $0) }
+            return archived != nil && !FileManager.default.fileExists(atPath: scenario.outbox + "/payroll.edi")
+        }, "archived once space returns, no restart; log:\n\(log(scenario))")
+        #expect(archived == data, "the archived copy is whole")
+        #expect(await eventually(timeout: 10) { (try? scenario.status().exit) == 0 })
+    }
+
+    // MARK: 6. A full journal disk
+
+    /// When journaling detected files failed (state_dir full), they were never sent until a restart while
+    /// status said nothing. They are retried; status says the journal's disk is full; they go once space returns.
+    @Test func filesDetectedWhileTheJournalDiskIsFullGoOnceSpaceReturns() async throws {
+        let scenario = try OutboundScenario()
+        try Self.mountTmpfs(scenario.stateDir, size: "8m")
+        defer { Self.unmount(scenario.stateDir) }
+        try scenario.start()
+        #expect(await eventually(timeout: 20) { scenario.daemon?.log.contains("ferry started") == true })
+        try await Task.sleep(for: .seconds(1))
+        let filler = Self.fill(scenario.stateDir)
+        let written = try scenario.drop(5, prefix: "full")
+        #expect(await eventually(timeout: 30) {
+            ((try? scenario.status().json["problems"] as? [String]) ?? []).contains { $0.contains("full") }
+        }, "status names the full journal disk; log:\n\(log(scenario))")
+        #expect(try scenario.status().exit == 1)
+        #expect(try scenario.sendCounts().isEmpty)
+        try FileManager.default.removeItem(atPath: filler)
+        #expect(await eventually(timeout: 60) { scenario.partnerFiles().count == written.count }, "sent without a restart; log:\n\(log(scenario))")
+        #expect(await eventually(timeout: 10) { (try? scenario.status().exit) == 0 })
+    }
+
+    // MARK: 15. A state_dir the unit cannot write
+
+    /// A read-only state_dir (as outside the unit's ReadWritePaths) made systemd restart ferry every 5 s;
+    /// `ferry run` exits 78 (which the unit does not restart) and names the drop-in to add.
+    @Test func readOnlyStateDirExits78NamingTheDropIn() async throws {
+        let scenario = try OutboundScenario()
+        try Self.mountTmpfs(scenario.stateDir, size: "1m", readOnly: true)
+        defer { Self.unmount(scenario.stateDir) }
+        let result = try FerryBinary.run(["run", "--config", scenario.configPath], environment: scenario.emulator.environment)
+        #expect(result.status == 78, "\(result.stderr)")
+        #expect(result.stderr.contains("ReadWritePaths=\(scenario.stateDir)"), "\(result.stderr)")
+        #expect(result.stderr.contains("systemctl edit ferry"))
+    }
+
+    // MARK: 1. after_send only on a quiescent version
+
+    /// A sent file that a process opened for writing meanwhile was archived under the writer's feet; it
+    /// stays until the writer closes it.
+    @Test func sentFileOpenForWritingIsNotArchivedUntilClosed() async throws {
+        let scenario = try OutboundScenario(transferDelayMs: 2000)
+        try scenario.start()
+        let path = scenario.outbox + "/held.edi"
+        try Data("held open\n".utf8).write(to: URL(fileURLWithPath: path))
+        #expect(await eventually(timeout: 30) { (try? scenario.startFileTransferCalls()) == 1 }, "log:\n\(log(scenario))")
+        // A writer opens it (appending nothing yet) while the transfer runs, and holds it 6 s.
+        let writer = Process()
+        writer.executableURL = URL(fileURLWithPath: "/bin/sh")
+        writer.arguments = ["-c", "exec 3>>'\(path)'; sleep 6"]
+        try writer.run()
+        #expect(await eventually(timeout: 30) { scenario.partnerFiles()["held.edi"] != nil })
+        try await Task.sleep(for: .seconds(2))
+        #expect(FileManager.default.fileExists(atPath: path), "not archived while open for writing; log:\n\(log(scenario))")
+        writer.waitUntilExit()
+        #expect(await eventually(timeout: 30) { !FileManager.default.fileExists(atPath: path) }, "archived once closed")
+    }
+
+    /// A file rewritten while its first version was in flight: the new version is sent, the log says
+    /// "changed after it was sent", and the new version is not archived as the old one.
+    @Test func fileChangedAfterItWasSentIsSentAgainWithAWarning() async throws {
+        let scenario = try OutboundScenario(transferDelayMs: 1500)
+        try scenario.start()
+        let path = scenario.outbox + "/changing.edi"
+        try Data("version one\n".utf8).write(to: URL(fileURLWithPath: path))
+        #expect(await eventually(timeout: 30) { (try? scenario.startFileTransferCalls()) == 1 }, "log:\n\(log(scenario))")
+        let second = Data("version two, longer\n".utf8)
+        try second.write(to: URL(fileURLWithPath: path))
+        #expect(await eventually(timeout: 60) { scenario.partnerFiles()["changing.edi"] == second && (try? scenario.sendCounts()["changing.edi"]) == 2 },
+                "log:\n\(log(scenario))")
+        #expect(scenario.daemon?.log.contains("changed after it was sent") == true)
+    }
+}
