@@ -6,9 +6,9 @@ import FerryGlob
 extension Rules {
     /// Creates rules; `outbound` order is routing order.
     public init(stateDir: String = RulesDefaults.stateDir, metricsFile: String? = nil,
-                reconcileInterval: Duration = RulesDefaults.reconcileInterval, aws: AWSSettings,
-                connectors: [Connector], outbound: [OutboundRule] = [], inbound: [InboundRule] = []) {
-        self.init(version: 1, stateDir: stateDir, metricsFile: metricsFile, reconcileInterval: reconcileInterval, aws: aws,
+                reconcileInterval: Duration = RulesDefaults.reconcileInterval, retention: Duration = RulesDefaults.retention,
+                aws: AWSSettings, connectors: [Connector], outbound: [OutboundRule] = [], inbound: [InboundRule] = []) {
+        self.init(version: 1, stateDir: stateDir, metricsFile: metricsFile, reconcileInterval: reconcileInterval, retention: retention, aws: aws,
                   connectors: connectors, outbound: outbound, inbound: inbound)
     }
 }

@@ -11,6 +11,9 @@ public struct Rules: Sendable {
     public var metricsFile: String?
     /// How often watched folders are rescanned to catch anything inotify missed.
     public var reconcileInterval: Duration
+    /// How long finished journal rows (done, quarantined, retrieved) are kept before they are pruned;
+    /// at least one hour.
+    public var retention: Duration
     /// The top-level AWS settings; each connector carries its merged copy.
     public var aws: AWSSettings
     /// Connectors in file order.
@@ -83,6 +86,17 @@ public struct S3Location: Sendable, Hashable, CustomStringConvertible {
     public var description: String { "s3://\(bucket)/\(prefix)" }
 }
 
+/// What ferry does with a batch whose StartFileTransfer outcome is unknown: the request was written but
+/// no answer came (timeout, connection lost, 5xx). StartFileTransfer has no idempotency token, so the
+/// partner may or may not have the files.
+public enum InDoubtPolicy: String, Sendable, CaseIterable {
+    /// Send the batch again and report every file in it as a possible duplicate.
+    case resend
+    /// Move the batch's files to `<watch>/.ferry/in-doubt/` with a `.reason` file, mark status degraded,
+    /// and wait for `ferry retry` to release them.
+    case hold
+}
+
 /// A Transfer Family connector and how hard ferry may drive it.
 public struct Connector: Sendable {
     /// The name rules refer to it by.
@@ -99,13 +113,15 @@ public struct Connector: Sendable {
     public var requestsPerSecond: Double
     /// Whether uploaded copies stay in staging after a completed send.
     public var keepStaged: Bool
+    /// Whether a batch whose StartFileTransfer outcome is unknown is resent (and reported) or held.
+    public var onInDoubt: InDoubtPolicy
     /// The top-level `aws` settings with this connector's overrides applied.
     public var aws: AWSSettings
 
     /// Creates a connector with the rules file's defaults for what is left out.
     public init(name: String, type: ConnectorType, connectorId: String, staging: S3Location? = nil,
                 maxInFlight: Int = RulesDefaults.maxInFlight, requestsPerSecond: Double = RulesDefaults.requestsPerSecond,
-                keepStaged: Bool = RulesDefaults.keepStaged, aws: AWSSettings) {
+                keepStaged: Bool = RulesDefaults.keepStaged, onInDoubt: InDoubtPolicy = RulesDefaults.onInDoubt, aws: AWSSettings) {
         self.name = name
         self.type = type
         self.connectorId = connectorId
@@ -113,6 +129,7 @@ public struct Connector: Sendable {
         self.maxInFlight = maxInFlight
         self.requestsPerSecond = requestsPerSecond
         self.keepStaged = keepStaged
+        self.onInDoubt = onInDoubt
         self.aws = aws
     }
 }

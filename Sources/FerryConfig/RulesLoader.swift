@@ -78,6 +78,8 @@ struct RulesBuilder {
     private struct Located<T> {
         var value: T
         var position: SourcePosition
+        /// Where each key's value was written, for checks across rules that point at one of them.
+        var values: [String: SourcePosition] = [:]
     }
 
     /// Every connector name written in the file, valid or not, so references to a broken connector
@@ -100,6 +102,12 @@ struct RulesBuilder {
         let stateDir = top["state_dir"] == nil ? RulesDefaults.stateDir : decoder.absolutePath(top["state_dir"], "state_dir") ?? RulesDefaults.stateDir
         let metricsFile = decoder.absolutePath(top["metrics_file"], "metrics_file")
         let reconcile = decoder.duration(top["reconcile_interval"], "reconcile_interval", default: RulesDefaults.reconcileInterval)
+        if top["state_dir"] != nil { warnIfPrivateTmp(stateDir, "state_dir", at: top["state_dir"]) }
+        var retention = decoder.duration(top["retention"], "retention", default: RulesDefaults.retention, allowZero: true)
+        if let node = top["retention"], retention < RulesDefaults.minimumRetention {
+            decoder.sink.error(node.position, "'retention' must be at least 1h (finished journal rows are kept this long for 'ferry history' and 'ferry explain'), got \(node.scalar ?? "")")
+            retention = RulesDefaults.retention
+        }
 
         var aws = AWSSettings(region: "", maxAttempts: RulesDefaults.maxAttempts)
         var regionWritten = false
@@ -118,14 +126,14 @@ struct RulesBuilder {
         let outboundItems = top["outbound"].map { list($0, "outbound") } ?? []
         let inboundItems = top["inbound"].map { list($0, "inbound") } ?? []
         for item in outboundItems {
-            if let rule = outboundRule(item, connectors: connectors) { outbound.append(Located(value: rule, position: item.position)) }
+            if let (rule, values) = outboundRule(item, connectors: connectors) {
+                outbound.append(Located(value: rule, position: item.position, values: values))
+            }
         }
         var inbound: [Located<InboundRule>] = []
-        var downloadPositions: [SourcePosition] = []
         for item in inboundItems {
-            if let (rule, downloadAt) = inboundRule(item, connectors: connectors) {
-                inbound.append(Located(value: rule, position: item.position))
-                downloadPositions.append(downloadAt)
+            if let (rule, values) = inboundRule(item, connectors: connectors) {
+                inbound.append(Located(value: rule, position: item.position, values: values))
             }
         }
         // Only when both lists are absent or empty: a list written as something else is already an error.
@@ -139,9 +147,11 @@ struct RulesBuilder {
         }
 
         checkShadowing(outbound)
-        checkLoops(inbound: inbound, downloadPositions: downloadPositions, outbound: outbound)
+        checkArchives(outbound)
+        checkLoops(inbound: inbound, outbound: outbound)
+        checkSharedS3Locations(inbound)
 
-        return Rules(version: 1, stateDir: stateDir, metricsFile: metricsFile, reconcileInterval: reconcile, aws: aws,
+        return Rules(version: 1, stateDir: stateDir, metricsFile: metricsFile, reconcileInterval: reconcile, retention: retention, aws: aws,
                      connectors: connectors.map(\.value), outbound: outbound.map(\.value), inbound: inbound.map(\.value))
     }
 
@@ -207,6 +217,7 @@ struct RulesBuilder {
                                               why: " (the connector's queue holds 1,000 transfers)")
             let rate = decoder.number(fields["requests_per_second"], "requests_per_second", max: 1000, default: RulesDefaults.requestsPerSecond)
             let keepStaged = decoder.boolean(fields["keep_staged"], "keep_staged", default: RulesDefaults.keepStaged)
+            let onInDoubt = decoder.choice(fields["on_in_doubt"], "on_in_doubt", default: RulesDefaults.onInDoubt)
             var settings = aws
             if let node = fields["aws"], let overrides = decoder.fields(node, "the 'aws' of connector '\(rawName)'", known: RulesSchema.connectorAWS) {
                 settings = awsSettings(overrides, base: aws)
@@ -217,7 +228,8 @@ struct RulesBuilder {
             }
             guard let name, let type, let connectorId else { continue }
             result.append(Located(value: Connector(name: name, type: type, connectorId: connectorId, staging: staging,
-                                                   maxInFlight: maxInFlight, requestsPerSecond: rate, keepStaged: keepStaged, aws: settings),
+                                                   maxInFlight: maxInFlight, requestsPerSecond: rate, keepStaged: keepStaged,
+                                                   onInDoubt: onInDoubt, aws: settings),
                                   position: pair.key.position))
         }
         return result
@@ -250,11 +262,26 @@ struct RulesBuilder {
         return nil
     }
 
-    private mutating func outboundRule(_ node: YAMLNode, connectors: [Located<Connector>]) -> OutboundRule? {
+    /// Where each key's value is written in a rule's mapping.
+    private static func valuePositions(_ fields: Fields) -> [String: SourcePosition] {
+        fields.entries.mapValues { $0.value.position }
+    }
+
+    /// The packaged systemd unit gives ferry a private /tmp and /var/tmp, so a folder there is not the
+    /// one other programs write to or read from: a silent split, worth a warning.
+    private mutating func warnIfPrivateTmp(_ path: String?, _ key: String, at node: YAMLNode?) {
+        guard let path, let node else { return }
+        for tmp in ["/tmp", "/var/tmp"] where PathRules.relative(path, to: tmp) != nil {
+            decoder.sink.warning(node.position, "'\(key)' \(path) is under \(tmp): the packaged systemd unit runs ferry with PrivateTmp=yes, so the daemon sees a private \(tmp) that other programs do not share; use a folder under /srv or /var/lib instead")
+        }
+    }
+
+    private mutating func outboundRule(_ node: YAMLNode, connectors: [Located<Connector>]) -> (OutboundRule, [String: SourcePosition])? {
         guard let fields = decoder.fields(node, "this outbound rule", known: RulesSchema.outbound, nested: ["batch": RulesSchema.batch]) else { return nil }
         let name = ruleName(fields, kind: "outbound")
         let what = name.map { "outbound rule '\($0)'" } ?? "this outbound rule"
         let watch = decoder.required(fields, "watch", in: what).flatMap { decoder.absolutePath($0, "watch") }
+        warnIfPrivateTmp(watch, "watch", at: fields["watch"])
         let recursive = decoder.boolean(fields["recursive"], "recursive", default: RulesDefaults.recursive)
         let include = decoder.globs(fields["include"], "include")
         let exclude = decoder.globs(fields["exclude"], "exclude")
@@ -289,15 +316,17 @@ struct RulesBuilder {
         if archiveDir != nil, afterSend != .archive, let position = fields.keyPosition("archive_dir") {
             decoder.sink.warning(position, "'archive_dir' is ignored because 'after_send' is \(afterSend.rawValue), not archive")
         }
+        if afterSend == .archive { warnIfPrivateTmp(archiveDir, "archive_dir", at: fields["archive_dir"]) }
         let retries = decoder.integer(fields["retries"], "retries", range: 0...100, default: RulesDefaults.retries)
         guard let name, let watch, let (connector, _) = connector,
               let filter = try? FileFilter(include: include, exclude: exclude) else { return nil }
-        return OutboundRule(name: name, watch: watch, recursive: recursive, include: include, exclude: exclude, connector: connector.name,
-                            remoteDirectoryPath: remote, settle: settle, readyMarker: readyMarker, batchMaxFiles: batchMaxFiles,
-                            batchMaxWait: batchMaxWait, afterSend: afterSend, archiveDir: archiveDir, retries: retries, filter: filter)
+        let rule = OutboundRule(name: name, watch: watch, recursive: recursive, include: include, exclude: exclude, connector: connector.name,
+                                remoteDirectoryPath: remote, settle: settle, readyMarker: readyMarker, batchMaxFiles: batchMaxFiles,
+                                batchMaxWait: batchMaxWait, afterSend: afterSend, archiveDir: archiveDir, retries: retries, filter: filter)
+        return (rule, Self.valuePositions(fields))
     }
 
-    private mutating func inboundRule(_ node: YAMLNode, connectors: [Located<Connector>]) -> (InboundRule, SourcePosition)? {
+    private mutating func inboundRule(_ node: YAMLNode, connectors: [Located<Connector>]) -> (InboundRule, [String: SourcePosition])? {
         guard let fields = decoder.fields(node, "this inbound rule", known: RulesSchema.inbound) else { return nil }
         let name = ruleName(fields, kind: "inbound")
         let what = name.map { "inbound rule '\($0)'" } ?? "this inbound rule"
@@ -312,6 +341,7 @@ struct RulesBuilder {
         let minAge = decoder.duration(fields["min_age"], "min_age", default: RulesDefaults.minAge, allowZero: true)
         let local = decoder.required(fields, "local_directory_path", in: what).flatMap { decoder.s3Location($0, "local_directory_path") }
         let downloadTo = decoder.absolutePath(fields["download_to"], "download_to")
+        warnIfPrivateTmp(downloadTo, "download_to", at: fields["download_to"])
         let onConflict = decoder.choice(fields["on_conflict"], "on_conflict", default: RulesDefaults.onConflict)
         let afterRetrieve = decoder.afterRetrieve(fields["after_retrieve"])
         let maxItems = decoder.integer(fields["max_items"], "max_items", range: 1...10000, default: RulesDefaults.maxItems)
@@ -320,7 +350,7 @@ struct RulesBuilder {
         let rule = InboundRule(name: name, connector: connector.name, remoteDirectoryPath: remote, schedule: schedule, include: include,
                                exclude: exclude, minAge: minAge, localDirectoryPath: local, downloadTo: downloadTo, onConflict: onConflict,
                                afterRetrieve: afterRetrieve, maxItems: maxItems, filter: filter)
-        return (rule, fields["download_to"]?.position ?? fields.node.position)
+        return (rule, Self.valuePositions(fields))
     }
 
     // MARK: Checks across rules
@@ -360,9 +390,9 @@ struct RulesBuilder {
 
     /// An inbound rule that downloads into a folder an outbound rule sends back to the same partner folder
     /// would bounce every file forever.
-    private mutating func checkLoops(inbound: [Located<InboundRule>], downloadPositions: [SourcePosition], outbound: [Located<OutboundRule>]) {
-        for (rule, position) in zip(inbound, downloadPositions) {
-            guard let downloadTo = rule.value.downloadTo else { continue }
+    private mutating func checkLoops(inbound: [Located<InboundRule>], outbound: [Located<OutboundRule>]) {
+        for rule in inbound {
+            guard let downloadTo = rule.value.downloadTo, let position = rule.values["download_to"] else { continue }
             for sender in outbound {
                 guard let relative = PathRules.relative(downloadTo, to: sender.value.watch),
                       relative.isEmpty || sender.value.recursive,
@@ -370,6 +400,66 @@ struct RulesBuilder {
                       let remote = sender.value.remoteDirectoryPath,
                       PathRules.normalize(remote) == PathRules.normalize(rule.value.remoteDirectoryPath) else { continue }
                 decoder.sink.error(position, "inbound rule '\(rule.value.name)' downloads into \(downloadTo), which outbound rule '\(sender.value.name)' at \(sender.position) watches and sends back to connector '\(rule.value.connector)' at \(remote): every file would loop; download elsewhere or send to another folder")
+            }
+        }
+    }
+
+    /// An archive inside a watched folder is watched too: every archived file would be sent again, for
+    /// ever (issue #13 saw nine AS2 sends of one invoice in 15 s). Only a `.ferry` component below the
+    /// watch keeps it out of sight, because the watcher skips those folders. Paths are already absolute,
+    /// `..`-free and normalised, so comparing them as text is exact.
+    private mutating func checkArchives(_ rules: [Located<OutboundRule>]) {
+        for rule in rules where rule.value.afterSend == .archive {
+            guard let archive = rule.value.archiveDir, let position = rule.values["archive_dir"] else { continue }
+            for watcher in rules {
+                guard let relative = PathRules.relative(archive, to: watcher.value.watch),
+                      !relative.split(separator: "/").contains(".ferry") else { continue }
+                let place = relative.isEmpty
+                    ? "is the folder outbound rule '\(watcher.value.name)' at \(watcher.position) watches"
+                    : "is inside \(watcher.value.watch), which outbound rule '\(watcher.value.name)' at \(watcher.position) watches"
+                decoder.sink.error(position, "'archive_dir' \(archive) \(place): archived files would be picked up and sent again; archive outside every watched folder, or inside a '.ferry' folder, which the watcher skips (the default is <watch>/.ferry/sent/)")
+                break
+            }
+        }
+        // The other way round: a rule watching inside another rule's archive (written or the default) sends what that rule archived.
+        for (index, rule) in rules.enumerated() {
+            guard let position = rule.values["watch"] else { continue }
+            for (otherIndex, archiver) in rules.enumerated() where otherIndex != index && archiver.value.afterSend == .archive {
+                let written = archiver.value.archiveDir
+                let archive = written ?? PathRules.normalize(archiver.value.watch + "/.ferry/sent")
+                guard let relative = PathRules.relative(rule.value.watch, to: archive) else { continue }
+                // A watch that is a written archive_dir was reported at that archive_dir already.
+                if relative.isEmpty && written != nil { continue }
+                let place = relative.isEmpty
+                    ? "is the folder where outbound rule '\(archiver.value.name)' at \(archiver.position) archives sent files"
+                    : "is inside \(archive), where outbound rule '\(archiver.value.name)' at \(archiver.position) archives sent files"
+                decoder.sink.error(position, "'watch' \(rule.value.watch) \(place): this rule would send them again; watch a folder outside every rule's archive")
+                break
+            }
+        }
+    }
+
+    /// Two inbound rules retrieving into one S3 location (or one inside the other) mix their objects, and
+    /// a file of the same name retrieved by both overwrites the other's copy. S3 locations are already
+    /// normalised: the prefix is empty or ends with `/`, so a string prefix is a folder prefix.
+    private mutating func checkSharedS3Locations(_ rules: [Located<InboundRule>]) {
+        for (index, later) in rules.enumerated() {
+            guard let position = later.values["local_directory_path"] else { continue }
+            let location = later.value.localDirectoryPath
+            for earlier in rules[..<index] where earlier.value.localDirectoryPath.bucket == location.bucket {
+                let other = earlier.value.localDirectoryPath
+                let relation: String
+                if other.prefix == location.prefix {
+                    relation = "is the S3 location inbound rule '\(earlier.value.name)' at \(earlier.position) retrieves into"
+                } else if location.prefix.hasPrefix(other.prefix) {
+                    relation = "is inside \(other), where inbound rule '\(earlier.value.name)' at \(earlier.position) retrieves"
+                } else if other.prefix.hasPrefix(location.prefix) {
+                    relation = "contains \(other), where inbound rule '\(earlier.value.name)' at \(earlier.position) retrieves"
+                } else {
+                    continue
+                }
+                decoder.sink.error(position, "'local_directory_path' \(location) \(relation): their retrieved objects would mix and overwrite each other's; give each inbound rule its own S3 prefix, not inside another rule's")
+                break
             }
         }
     }

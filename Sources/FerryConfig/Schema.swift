@@ -1,9 +1,9 @@
 /// The keys the rules file accepts, section by section. The decoder rejects anything else, and
 /// docs/rules.md documents exactly these (a test compares the two).
 public enum RulesSchema {
-    static let topLevel = ["version", "state_dir", "metrics_file", "reconcile_interval", "aws", "connectors", "outbound", "inbound"]
+    static let topLevel = ["version", "state_dir", "metrics_file", "reconcile_interval", "retention", "aws", "connectors", "outbound", "inbound"]
     static let aws = ["region", "profile", "endpoint_url", "ca_bundle", "max_attempts"]
-    static let connector = ["type", "connector_id", "staging", "max_in_flight", "requests_per_second", "keep_staged", "aws"]
+    static let connector = ["type", "connector_id", "staging", "max_in_flight", "requests_per_second", "keep_staged", "on_in_doubt", "aws"]
     static let connectorAWS = ["region", "profile", "endpoint_url", "ca_bundle"]
     static let outbound = ["name", "watch", "recursive", "include", "exclude", "connector", "remote_directory_path", "settle",
                            "ready_marker", "batch", "after_send", "archive_dir", "retries"]
@@ -57,10 +57,14 @@ public enum RulesSchema {
 public enum RulesDefaults {
     public static let stateDir = "/var/lib/ferry"
     public static let reconcileInterval: Duration = .seconds(600)
+    public static let retention: Duration = .seconds(90 * 86_400)
+    /// The shortest `retention` accepted.
+    public static let minimumRetention: Duration = .seconds(3600)
     public static let maxAttempts = 3
     public static let maxInFlight = 100
     public static let requestsPerSecond = 3.0
     public static let keepStaged = false
+    public static let onInDoubt = InDoubtPolicy.resend
     public static let recursive = false
     public static let settle: Duration = .seconds(2)
     public static let batchMaxFiles = 10

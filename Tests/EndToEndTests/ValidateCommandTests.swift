@@ -81,3 +81,27 @@ private let examplePath = repositoryRoot.appendingPathComponent("rules.example.y
     #expect(result.status == 78)
     #expect(result.stderr.hasPrefix("/nonexistent/rules.yaml:1:1: error: cannot read the rules file: No such file or directory\n"))
 }
+
+@Test func validateRefusesAnArchiveInsideAWatchedFolderAndWarnsAboutPrivateTmp() throws {
+    let folder = try TempDirectory(prefix: "ferry-validate")
+    let path = folder.path + "/rules.yaml"
+    let yaml = """
+    version: 1
+    aws: { region: us-east-1 }
+    connectors:
+      acme: { type: as2, connector_id: c-0123456789abcdef0, staging: s3://acme-staging/, on_in_doubt: hold }
+    outbound:
+      - { name: invoices, watch: /srv/out, recursive: true, connector: acme, archive_dir: /srv/out/sent }
+      - { name: scratch, watch: /tmp/out, connector: acme }
+
+    """
+    try yaml.write(toFile: path, atomically: false, encoding: .utf8)
+    let result = try FerryBinary.run(["validate", path])
+    #expect(result.status == 78)
+    #expect(result.stdout == "")
+    let lines = result.stderr.split(separator: "\n").map(String.init)
+    #expect(lines.count == 3, "\(result.stderr)")
+    #expect(lines.first?.hasPrefix("\(path):6:87: error: 'archive_dir' /srv/out/sent is inside /srv/out, which outbound rule 'invoices' at 6:5 watches") == true)
+    #expect(lines.dropFirst().first?.hasPrefix("\(path):7:29: warning: 'watch' /tmp/out is under /tmp: the packaged systemd unit runs ferry with PrivateTmp=yes") == true)
+    #expect(lines.last == "\(path): 1 error, not valid")
+}

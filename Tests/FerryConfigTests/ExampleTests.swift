@@ -23,8 +23,11 @@ enum Repository {
     #expect(acme.type == .sftp)
     #expect(acme.staging == S3Location(bucket: "acme-staging", prefix: "outbound/"))
     #expect(acme.aws == AWSSettings(region: "us-east-1", maxAttempts: 3))
+    #expect(acme.onInDoubt == .resend)
+    #expect(rules.retention == .seconds(90 * 86_400))
     let globex = try #require(rules.connector(named: "globex"))
     #expect(globex.staging?.transferPath == "/globex-staging/edi/")
+    #expect(globex.onInDoubt == .hold, "the example's payment partner holds in-doubt batches")
     // A connector's aws section overrides the top level key by key; max_attempts comes from the top.
     #expect(globex.aws == AWSSettings(region: "eu-west-1", profile: "globex", endpointURL: "https://transfer.eu-west-1.amazonaws.com",
                                       caBundle: "/etc/ssl/certs/ca-certificates.crt", maxAttempts: 3))
@@ -64,8 +67,10 @@ enum Repository {
     #expect(rules.stateDir == "/var/lib/ferry")
     #expect(rules.metricsFile == nil)
     #expect(rules.reconcileInterval == .seconds(600))
+    #expect(rules.retention == .seconds(90 * 86_400))
     let acme = rules.connectors[0]
     #expect(acme.maxInFlight == 100 && acme.requestsPerSecond == 3 && acme.keepStaged == false)
+    #expect(acme.onInDoubt == .resend)
     #expect(acme.staging == S3Location(bucket: "acme-staging", prefix: ""))
     #expect(acme.aws.maxAttempts == 3 && acme.aws.profile == nil && acme.aws.endpointURL == nil && acme.aws.caBundle == nil)
     let out = rules.outbound[0]
