@@ -25,16 +25,6 @@ enum SubmissionFailure: Equatable {
     }
 }
 
-/// Until the rules file has `on_in_doubt`, every connector resends.
-extension Connector {
-    var onInDoubt: InDoubtPolicy { .resend }
-}
-
-/// What to do with a batch whose StartFileTransfer outcome is unknown.
-enum InDoubtPolicy: String, Sendable {
-    case resend, hold
-}
-
 /// Matches ListFileTransferResults entries to the files of one transfer. AWS documents `FilePath` as
 /// where the file "was sent to or retrieved from", so a send's result may name the S3 source (`/bucket/key`
 /// or `bucket/key`) or the remote destination (`<remote directory>/<name>`): any of them matches.

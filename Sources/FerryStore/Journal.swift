@@ -52,6 +52,33 @@ public struct OutboundFile: Sendable, Equatable {
     public var updatedAt: Date
     /// The inode of the ready marker seen when this version was complete (rules with `ready_marker`).
     public var markerInode: UInt64? = nil
+
+    public init(id: Int64, rule: String, path: String, relativePath: String, device: UInt64, inode: UInt64, size: Int64,
+                mtimeNanoseconds: Int64, state: OutboundState, remoteDirectory: String?, bucket: String?, key: String?,
+                checksum: String?, batchID: Int64?, transferID: String?, attempts: Int, lastError: String?, nextAttemptAt: Date?,
+                createdAt: Date, updatedAt: Date, markerInode: UInt64? = nil) {
+        self.id = id
+        self.rule = rule
+        self.path = path
+        self.relativePath = relativePath
+        self.device = device
+        self.inode = inode
+        self.size = size
+        self.mtimeNanoseconds = mtimeNanoseconds
+        self.state = state
+        self.remoteDirectory = remoteDirectory
+        self.bucket = bucket
+        self.key = key
+        self.checksum = checksum
+        self.batchID = batchID
+        self.transferID = transferID
+        self.attempts = attempts
+        self.lastError = lastError
+        self.nextAttemptAt = nextAttemptAt
+        self.createdAt = createdAt
+        self.updatedAt = updatedAt
+        self.markerInode = markerInode
+    }
 }
 
 /// A file the engine has just seen complete, before the journal gives it an id.

@@ -627,8 +627,9 @@ extension WatchCore {
         let folder = slash == path.startIndex ? "/" : String(path[..<slash])
         guard let node = byPath[folder] else { return }
         let name = String(path[path.index(after: slash)...])
+        // Only what was reported is forgotten: a version that arrived meanwhile (a file moved back in
+        // just after the old one was archived) keeps settling and is reported.
         node.reported[name] = nil
-        if node.pending.removeValue(forKey: name) != nil { counters.pending -= 1 }
     }
 }
 
