@@ -47,6 +47,33 @@ import FerryTestSupport
         #expect(observer.records.last?.attempts == 1)
     }
 
+    /// The numbers: with every third answer lost, 60 files (30 calls of 2) became 90 sends.
+    @Test func everyThirdAnswerLostStillOneRequestPerCall() async throws {
+        let emulator = try EmulatorProcess()
+        defer { emulator.stop() }
+        let observer = RecordingObserver()
+        let (client, transfer) = try await warmClient(emulator, observer: observer)
+        defer { client.shutdown() }
+        try emulator.emulator.setFaults(rate: 0, kinds: ["lost_answer"], latencyMs: 0, operations: ["StartFileTransfer"], every: 3)
+        try emulator.emulator.resetRequestLog()
+        var answered = 0
+        var inDoubt = 0
+        for call in 0..<30 {
+            let paths = ["/\(emulator.stagingBucket)/pay-\(call)-a.xml", "/\(emulator.stagingBucket)/pay-\(call)-b.xml"]
+            do {
+                _ = try await transfer.startFileTransfer(connectorId: emulator.sftpConnectorId, sendFilePaths: paths, remoteDirectoryPath: nil)
+                answered += 1
+            } catch let error as AWSError where error.outcome == .unknown {
+                inDoubt += 1
+            }
+        }
+        #expect(answered == 20 && inDoubt == 10)
+        let starts = try startRequests(emulator)
+        #expect(starts.count == 30, "30 calls made \(starts.count) StartFileTransfer requests")
+        #expect(starts.compactMap(\.transferId).count == 30)
+        #expect(starts.flatMap { $0.paths ?? [] }.count == 60, "60 files, each sent once")
+    }
+
     @Test func startRemoteMoveAndDeleteAreSentOnce() async throws {
         let emulator = try EmulatorProcess()
         defer { emulator.stop() }
