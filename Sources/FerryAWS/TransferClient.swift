@@ -79,7 +79,8 @@ public struct TransferClient: Sendable {
     /// Sent once per call (StartFileTransfer has no idempotency token): retried inside the call only
     /// when the attempt provably did not start. An `AWSError` whose `outcome` is `.notStarted` means no
     /// transfer was created and the call may be made again; `.unknown` means one may have been (lost
-    /// answer, timeout, 5xx): calling again may send the files twice.
+    /// answer, timeout, 5xx): calling again may send the files twice. A `CancellationError` (the
+    /// caller's task was cancelled while the request was in flight) is in doubt in the same way.
     public func startFileTransfer(connectorId: String, sendFilePaths: [String], remoteDirectoryPath: String?) async throws -> String {
         var input: [String: Any] = ["ConnectorId": connectorId, "SendFilePaths": sendFilePaths]
         if let remoteDirectoryPath { input["RemoteDirectoryPath"] = remoteDirectoryPath }
