@@ -20,6 +20,8 @@ typedef size_t (*ferry_curl_data_callback)(char *buffer, size_t size, size_t cou
 static inline CURLcode ferry_easy_setopt_callback(CURL *h, CURLoption o, ferry_curl_data_callback v) { return curl_easy_setopt(h, o, v); }
 // Info queries returning a long (response code).
 static inline CURLcode ferry_easy_getinfo_long(CURL *h, CURLINFO i, long *v) { return curl_easy_getinfo(h, i, v); }
+// Info queries returning a curl_off_t (CURLINFO_CONNECT_TIME_T, CURLINFO_SIZE_UPLOAD_T).
+static inline CURLcode ferry_easy_getinfo_offset(CURL *h, CURLINFO i, curl_off_t *v) { return curl_easy_getinfo(h, i, v); }
 // Info queries returning a pointer (CURLINFO_PRIVATE).
 static inline CURLcode ferry_easy_getinfo_pointer(CURL *h, CURLINFO i, void **v) { return curl_easy_getinfo(h, i, v); }
 // Multi-handle options taking a long (connection cache size).

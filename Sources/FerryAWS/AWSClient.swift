@@ -59,7 +59,24 @@ public struct AWSError: Error, CustomStringConvertible, Sendable {
         case invalidResponse
     }
 
+    /// Whether the request may have reached the service and been acted on. For an operation whose
+    /// repeat is not harmless (StartFileTransfer: a second transfer) this decides what the caller may do:
+    /// after `.notStarted` it may send again; after `.unknown` the work may have been done.
+    public enum Outcome: String, Sendable {
+        /// The service did not act on the request: it never received it (connection refused, DNS,
+        /// proxy or TLS handshake failure, credentials or configuration unusable before sending), or it
+        /// received it and refused it with a 3xx/4xx answer (validation, access, throttling).
+        case notStarted = "not_started"
+        /// The service may have acted on it: the request was (or may have been) written and no
+        /// conclusive answer came back: a timeout, the connection lost after sending, a 5xx, an answer
+        /// that could not be understood (a 2xx without the expected fields). The work may be done.
+        case unknown
+    }
+
     public var kind: Kind
+    /// Whether the service may have acted on the request; see `Outcome`. Decided where the failure is
+    /// detected: anything not proven unsent is `.unknown`.
+    public var outcome: Outcome
     /// The AWS error code (`NoSuchKey`, `ThrottlingException`) or a ferry code for local failures.
     public var code: String
     public var message: String
@@ -70,14 +87,31 @@ public struct AWSError: Error, CustomStringConvertible, Sendable {
     /// `service.operation`, when known.
     public var operation: String?
 
+    /// `outcome` defaults to what `kind` and `httpStatus` prove: a 3xx/4xx answer, credentials,
+    /// configuration and local-file failures are `.notStarted`; everything else (network failures
+    /// included, unless the caller knows the request was never sent) is `.unknown`.
     public init(kind: Kind, code: String, message: String, httpStatus: Int? = nil, requestID: String? = nil,
-                operation: String? = nil) {
+                operation: String? = nil, outcome: Outcome? = nil) {
         self.kind = kind
         self.code = code
         self.message = message
         self.httpStatus = httpStatus
         self.requestID = requestID
         self.operation = operation
+        self.outcome = outcome ?? Self.provenOutcome(kind: kind, httpStatus: httpStatus)
+    }
+
+    private static func provenOutcome(kind: Kind, httpStatus: Int?) -> Outcome {
+        switch kind {
+        case .credentials, .configuration, .localFile:
+            return .notStarted
+        case .service:
+            // A refusal is decided before any work; a 5xx (or an error inside a 2xx) may come after it.
+            guard let status = httpStatus, (300..<500).contains(status) else { return .unknown }
+            return .notStarted
+        case .network, .timeout, .invalidResponse:
+            return .unknown
+        }
     }
 
     static let throttlingCodes: Set<String> = [
@@ -90,8 +124,21 @@ public struct AWSError: Error, CustomStringConvertible, Sendable {
     static let clockSkewCodes: Set<String> = ["RequestTimeTooSkewed", "RequestExpired", "InvalidSignatureException",
                                               "SignatureDoesNotMatch", "AuthFailure", "RequestInTheFuture"]
 
-    /// Whether the standard retry mode retries it.
+    /// False when the failed operation is one whose repeat is not harmless (StartFileTransfer,
+    /// StartRemoteMove, StartRemoteDelete): set by `AWSClient` from the operation's retry policy.
+    var repeatIsHarmless = true
+
+    /// Whether sending the request again may help and cannot do harm, which is what `AWSClient`
+    /// itself retries on: a transient failure (network, timeout, throttling, 5xx) of an operation whose
+    /// repeat is harmless, or one that provably did not start (`outcome == .notStarted`) of any
+    /// operation. A StartFileTransfer whose outcome is `.unknown` is never retryable: repeating it
+    /// could send the files twice.
     public var isRetryable: Bool {
+        isTransient && (repeatIsHarmless || outcome == .notStarted)
+    }
+
+    /// A failure that may pass if the request is sent again later (the standard retry mode's list).
+    private var isTransient: Bool {
         switch kind {
         case .network, .timeout: return true
         case .service:
@@ -109,6 +156,9 @@ public struct AWSError: Error, CustomStringConvertible, Sendable {
         text += ": \(message)"
         if let id = requestID { text += " [request id \(id)]" }
         if let hint { text += " — \(hint)" }
+        if outcome == .unknown && !repeatIsHarmless {
+            text += " — the service may have carried it out; it was not sent again"
+        }
         return text
     }
 
@@ -186,6 +236,19 @@ public struct AWSRetryStatistics: Sendable {
     public var tokensAvailable: Int
 }
 
+/// How often one call of an operation may be sent, decided once per operation by the service
+/// clients (TransferClient, S3Client) so that every caller gets the same guarantee.
+enum AWSRetryPolicy: Sendable {
+    /// Repeating the request is harmless: the standard retry mode retries network failures,
+    /// timeouts, throttling and 5xx, and libcurl may resend it on a dead reused connection.
+    case standard
+    /// A repeat would do the work twice (StartFileTransfer has no idempotency token): one HTTP
+    /// attempt per call, on a connection libcurl will not resend on. Sent again only when the attempt
+    /// provably did not start: it never reached the service (connect, DNS, TLS) or was refused with a
+    /// 4xx answer that says try again (throttling). A lost answer is the caller's to decide.
+    case onlyIfNotStarted
+}
+
 /// A request before signing, as the service clients describe it.
 struct AWSOperationRequest: Sendable {
     var service: String
@@ -202,6 +265,7 @@ struct AWSOperationRequest: Sendable {
     var sink: HTTPResponseSink = .memory
     /// Called before each attempt (a download truncates its file).
     var beforeAttempt: (@Sendable () throws -> Void)?
+    var retryPolicy: AWSRetryPolicy = .standard
 }
 
 /// The connection pool, credentials, retry quota and clock-skew correction shared by the S3 and
@@ -312,7 +376,12 @@ public final class AWSClient: Sendable {
             do {
                 try op.beforeAttempt?()
                 let creds: AWSCredentials
-                do { creds = try await credentials.credentials() } catch let e as AWSError { throw e }
+                do {
+                    creds = try await credentials.credentials()
+                } catch var e as AWSError {
+                    e.outcome = .notStarted  // whatever failed (STS, IMDS), this request was not sent
+                    throw e
+                }
                 let signer = SigV4Signer(service: op.service, region: configuration.region)
                 let signable = SignableRequest(method: op.method, path: path.isEmpty ? "/" : path, query: op.query,
                                                headers: [("Host", host)] + op.headers, payloadHash: op.payloadHash)
@@ -325,7 +394,8 @@ public final class AWSClient: Sendable {
                 }
                 // Host goes out as signed: libcurl sends a Host header it is given instead of its own.
                 let response = try await http.execute(HTTPRequest(method: op.method, url: url, headers: signed.request.headers,
-                                                                  body: op.body, sink: op.sink))
+                                                                  body: op.body, sink: op.sink,
+                                                                  mayBeResentByTransport: op.retryPolicy == .standard))
                 if response.status < 300 || (op.method == "HEAD" && response.status == 404) || response.status == 304 {
                     if let error = embeddedError(response, op) {
                         failure = error  // S3 may answer 200 with an <Error> body (CompleteMultipartUpload)
@@ -347,26 +417,33 @@ public final class AWSClient: Sendable {
             } catch let error as HTTPTransportError where error.isShutDown {
                 // Not a network failure: retrying would only wait for nothing.
                 failure = AWSError(kind: .configuration, code: "ClientShutDown", message: error.message,
-                                   operation: "\(op.service).\(op.operation)")
+                                   operation: "\(op.service).\(op.operation)",
+                                   outcome: error.requestMayHaveBeenSent ? .unknown : .notStarted)
             } catch let error as HTTPTransportError {
                 failure = AWSError(kind: error.isTimeout ? .timeout : .network, code: error.isTimeout ? "Timeout" : "NetworkError",
-                                   message: error.message, operation: "\(op.service).\(op.operation)")
+                                   message: error.message, operation: "\(op.service).\(op.operation)",
+                                   outcome: error.requestMayHaveBeenSent ? .unknown : .notStarted)
             } catch let error as AWSError {
                 failure = error
             }
             failure.operation = failure.operation ?? "\(op.service).\(op.operation)"
-            guard failure.isRetryable, attempt < configuration.maxAttempts,
+            failure.repeatIsHarmless = op.retryPolicy == .standard
+            let cap = 20.0
+            // A wait longer than the backoff cap is not sat out inside one call: the caller gets the
+            // error, with retryAfterSeconds, and decides when to come back.
+            let asksTooLong = failure.isThrottling && (failure.retryAfterSeconds ?? 0) > cap
+            guard failure.isRetryable, !asksTooLong, attempt < configuration.maxAttempts,
                   let cost = quota.acquire(timeout: failure.kind == .timeout) else {
-                if failure.isRetryable, attempt < configuration.maxAttempts {
+                if failure.isRetryable, !asksTooLong, attempt < configuration.maxAttempts {
                     log(.debug, "retry quota exhausted; not retrying", ["aws.error": "\(failure.code)"])
                 }
                 report(op, status: failure.httpStatus, code: failure.code, attempts: attempt, started: started)
                 throw failure
             }
             retryCost += cost
-            let cap = 20.0
             var delay = Crypto.randomUnit() * min(pow(2.0, Double(attempt - 1)) * seconds(configuration.retryBaseDelay), cap)
-            if let after = failure.retryAfterSeconds, failure.isThrottling { delay = min(max(delay, after), cap) }
+            // Never sooner than the service asked: an earlier retry is only throttled again.
+            if let after = failure.retryAfterSeconds, failure.isThrottling { delay = max(delay, after) }
             log(.debug, "retrying", ["aws.error": "\(failure.code)", "aws.attempt": "\(attempt)", "aws.delay_s": "\(delay)"])
             try await Task.sleep(for: .milliseconds(Int(delay * 1000)))
         }

@@ -37,6 +37,12 @@ struct HTTPRequest: Sendable {
     var sink: HTTPResponseSink = .memory
     /// Overall limit for this request (metadata endpoints answer fast or not at all).
     var timeout: Duration?
+    /// Whether libcurl may send this request a second time by itself. It does so when a pooled
+    /// connection it reused dies before any answer byte arrives, which cannot tell "the server closed
+    /// an idle connection" from "the server got the request and lost its answer". For a request whose
+    /// repeat is not harmless (StartFileTransfer) this is false: it goes out on a new connection, which
+    /// libcurl never resends on.
+    var mayBeResentByTransport: Bool = true
 }
 
 struct HTTPResponse: Sendable {
@@ -89,11 +95,32 @@ struct HTTPTransportError: Error, CustomStringConvertible {
     var curlCode: Int
     var message: String
     var isTimeout: Bool
+    /// False only when it is proven that no byte of the request was written to a connection (it
+    /// failed while resolving, connecting or in the TLS handshake, or never left the queue); true
+    /// otherwise, including every case where that cannot be told.
+    var requestMayHaveBeenSent: Bool = true
     var description: String { message }
 
-    /// The client was shut down: asking again cannot help.
-    static let shutDown = HTTPTransportError(curlCode: -2, message: "the AWS client was shut down", isTimeout: false)
+    /// The client was shut down before the request was handed to libcurl: asking again cannot help.
+    static let shutDown = HTTPTransportError(curlCode: -2, message: "the AWS client was shut down", isTimeout: false,
+                                             requestMayHaveBeenSent: false)
+    /// The client was shut down while the request was in flight: it may have been sent.
+    static let shutDownInFlight = HTTPTransportError(curlCode: -2, message: "the AWS client was shut down while the request was in flight",
+                                                     isTimeout: false, requestMayHaveBeenSent: true)
     var isShutDown: Bool { curlCode == Self.shutDown.curlCode }
+
+    /// libcurl results that are only ever returned before a request byte is written: name
+    /// resolution, the TCP connect (to the endpoint or the proxy), the proxy handshake, TLS set-up and
+    /// certificate checks, and setting up the transfer. Everything else (CURLE_SEND_ERROR, which may
+    /// follow a partial write, CURLE_GOT_NOTHING, CURLE_RECV_ERROR, CURLE_PARTIAL_FILE, timeouts...) may
+    /// come after the request went out.
+    static let failsBeforeSending: Set<UInt32> = [
+        CURLE_UNSUPPORTED_PROTOCOL, CURLE_FAILED_INIT, CURLE_URL_MALFORMAT, CURLE_NOT_BUILT_IN,
+        CURLE_COULDNT_RESOLVE_PROXY, CURLE_COULDNT_RESOLVE_HOST, CURLE_COULDNT_CONNECT, CURLE_PROXY,
+        CURLE_SSL_CONNECT_ERROR, CURLE_PEER_FAILED_VERIFICATION, CURLE_SSL_ENGINE_NOTFOUND, CURLE_SSL_ENGINE_SETFAILED,
+        CURLE_SSL_CERTPROBLEM, CURLE_SSL_CIPHER, CURLE_SSL_CACERT_BADFILE, CURLE_SSL_ENGINE_INITFAILED,
+        CURLE_SSL_CRL_BADFILE, CURLE_SSL_ISSUER_ERROR, CURLE_SSL_PINNEDPUBKEYNOTMATCH, CURLE_SSL_INVALIDCERTSTATUS,
+    ].reduce(into: Set<UInt32>()) { $0.insert($1.rawValue) }
 }
 
 /// Settings of the shared connection pool.
@@ -489,6 +516,9 @@ final class HTTPClient: TaskExecutor, @unchecked Sendable {
         _ = ferry_easy_setopt_long(h, CURLOPT_PATH_AS_IS, 1)
         _ = ferry_easy_setopt_long(h, CURLOPT_TCP_KEEPALIVE, 1)
         _ = ferry_easy_setopt_long(h, CURLOPT_HTTP_VERSION, CURL_HTTP_VERSION_1_1)
+        // libcurl resends a request by itself only over a reused connection that died (lib/transfer.c,
+        // Curl_retry_request; HTTP/2's refused streams aside, and this is HTTP/1.1): a new one never is.
+        if !r.mayBeResentByTransport { _ = ferry_easy_setopt_long(h, CURLOPT_FRESH_CONNECT, 1) }
         _ = ferry_easy_setopt_long(h, CURLOPT_CONNECTTIMEOUT_MS, Int(settings.connectTimeout.components.seconds * 1000))
         _ = ferry_easy_setopt_long(h, CURLOPT_LOW_SPEED_LIMIT, 1)
         _ = ferry_easy_setopt_long(h, CURLOPT_LOW_SPEED_TIME, Int(settings.lowSpeedTimeout.components.seconds))
@@ -647,9 +677,12 @@ final class HTTPClient: TaskExecutor, @unchecked Sendable {
         let orphans = jobs
         jobs = []
         lock.unlock()
-        for t in leftovers + Array(active.values) {
-            curl_multi_remove_handle(multi, t.easy)
+        for t in leftovers {
             t.continuation?.resume(throwing: HTTPTransportError.shutDown)
+        }
+        for t in active.values {
+            curl_multi_remove_handle(multi, t.easy)
+            t.continuation?.resume(throwing: HTTPTransportError.shutDownInFlight)
         }
         active = [:]
         for job in orphans { globalConcurrentExecutor.enqueue(job) }
@@ -664,7 +697,25 @@ final class HTTPClient: TaskExecutor, @unchecked Sendable {
         } else {
             let text = t.localError ?? String(cString: curl_easy_strerror(code))
             continuation?.resume(throwing: HTTPTransportError(curlCode: Int(code.rawValue), message: text,
-                                                              isTimeout: code == CURLE_OPERATION_TIMEDOUT))
+                                                              isTimeout: code == CURLE_OPERATION_TIMEDOUT,
+                                                              requestMayHaveBeenSent: mayHaveBeenSent(t, code)))
         }
+    }
+
+    /// Whether any byte of a failed request may have been written (see `HTTPTransportError.requestMayHaveBeenSent`).
+    private func mayHaveBeenSent(_ t: CurlTransfer, _ code: CURLcode) -> Bool {
+        if HTTPTransportError.failsBeforeSending.contains(code.rawValue) { return false }
+        // A timeout during the connect of a new connection (a silent firewall, a full accept queue)
+        // is still a failure to connect. Proven only on a connection libcurl had to open for this
+        // request: the connect time of a reused one says nothing. All three must agree: connected
+        // never, request bytes written none, body bytes written none.
+        guard code == CURLE_OPERATION_TIMEDOUT, !t.request.mayBeResentByTransport else { return true }
+        var connectMicroseconds: curl_off_t = -1
+        var uploaded: curl_off_t = -1
+        var requestBytes: Int = -1
+        guard ferry_easy_getinfo_offset(t.easy, CURLINFO_CONNECT_TIME_T, &connectMicroseconds) == CURLE_OK,
+              ferry_easy_getinfo_offset(t.easy, CURLINFO_SIZE_UPLOAD_T, &uploaded) == CURLE_OK,
+              ferry_easy_getinfo_long(t.easy, CURLINFO_REQUEST_SIZE, &requestBytes) == CURLE_OK else { return true }
+        return !(connectMicroseconds == 0 && uploaded == 0 && requestBytes == 0)
     }
 }

@@ -40,35 +40,55 @@ public struct TransferClient: Sendable {
 
     public init(client: AWSClient) { self.client = client }
 
+    /// Operations that start work on the connector and take no idempotency token: each call is one
+    /// attempt unless it provably did not start, and an error whose `outcome` is `.unknown` means the
+    /// work may be under way. Every other operation here only reads, and retries as standard.
+    static let startsWork: Set<String> = ["StartFileTransfer", "StartRemoteMove", "StartRemoteDelete"]
+
     private func call(_ operation: String, _ input: [String: Any]) async throws -> [String: Any] {
         let body = try JSONRequest.encode(input)
-        let response = try await client.send(AWSOperationRequest(
+        var request = AWSOperationRequest(
             service: "transfer", operation: operation, method: "POST", path: "/",
             headers: [("Content-Type", "application/x-amz-json-1.1"), ("X-Amz-Target", "TransferService.\(operation)")],
-            body: .bytes(body), payloadHash: Crypto.hex(Crypto.sha256(body))))
+            body: .bytes(body), payloadHash: Crypto.hex(Crypto.sha256(body)))
+        request.retryPolicy = Self.startsWork.contains(operation) ? .onlyIfNotStarted : .standard
+        let response = try await client.send(request)
         guard let json = (response.body.isEmpty ? [:] : try? JSONSerialization.jsonObject(with: Data(response.body))) as? [String: Any] else {
-            throw AWSError(kind: .invalidResponse, code: "InvalidResponse", message: "\(operation) answered with something that is not JSON",
-                           httpStatus: response.status, operation: "transfer.\(operation)")
+            throw invalidResponse(operation, "\(operation) answered with something that is not JSON", httpStatus: response.status)
         }
         return json
     }
 
     private func required(_ json: [String: Any], _ field: String, _ operation: String) throws -> String {
         guard let value = json[field] as? String else {
-            throw AWSError(kind: .invalidResponse, code: "InvalidResponse", message: "\(operation) answered without \(field)",
-                           operation: "transfer.\(operation)")
+            throw invalidResponse(operation, "\(operation) answered without \(field)")
         }
         return value
     }
 
+    /// A 2xx answer that cannot be used: the operation was accepted, so its outcome is `.unknown`.
+    private func invalidResponse(_ operation: String, _ message: String, httpStatus: Int? = nil) -> AWSError {
+        var error = AWSError(kind: .invalidResponse, code: "InvalidResponse", message: message, httpStatus: httpStatus,
+                             operation: "transfer.\(operation)", outcome: .unknown)
+        error.repeatIsHarmless = !Self.startsWork.contains(operation)
+        return error
+    }
+
     /// Sends files from S3 to the partner (at most 10 paths, `/bucket/key` form). Returns the TransferId.
+    ///
+    /// Sent once per call (StartFileTransfer has no idempotency token): retried inside the call only
+    /// when the attempt provably did not start. An `AWSError` whose `outcome` is `.notStarted` means no
+    /// transfer was created and the call may be made again; `.unknown` means one may have been (lost
+    /// answer, timeout, 5xx): calling again may send the files twice. A `CancellationError` (the
+    /// caller's task was cancelled while the request was in flight) is in doubt in the same way.
     public func startFileTransfer(connectorId: String, sendFilePaths: [String], remoteDirectoryPath: String?) async throws -> String {
         var input: [String: Any] = ["ConnectorId": connectorId, "SendFilePaths": sendFilePaths]
         if let remoteDirectoryPath { input["RemoteDirectoryPath"] = remoteDirectoryPath }
         return try required(try await call("StartFileTransfer", input), "TransferId", "StartFileTransfer")
     }
 
-    /// Retrieves partner files into S3 (`/bucket/prefix`). Returns the TransferId.
+    /// Retrieves partner files into S3 (`/bucket/prefix`). Returns the TransferId. Sent once per call,
+    /// as the send form is: see `AWSError.outcome`.
     public func startFileTransfer(connectorId: String, retrieveFilePaths: [String], localDirectoryPath: String) async throws -> String {
         let input: [String: Any] = ["ConnectorId": connectorId, "RetrieveFilePaths": retrieveFilePaths, "LocalDirectoryPath": localDirectoryPath]
         return try required(try await call("StartFileTransfer", input), "TransferId", "StartFileTransfer")
@@ -105,12 +125,14 @@ public struct TransferClient: Sendable {
         return (try required(json, "ListingId", "StartDirectoryListing"), try required(json, "OutputFileName", "StartDirectoryListing"))
     }
 
-    /// Deletes a remote file or empty directory. Returns the DeleteId.
+    /// Deletes a remote file or empty directory. Returns the DeleteId. Sent once per call unless it
+    /// provably did not start; see `AWSError.outcome`.
     public func startRemoteDelete(connectorId: String, deletePath: String) async throws -> String {
         try required(try await call("StartRemoteDelete", ["ConnectorId": connectorId, "DeletePath": deletePath]), "DeleteId", "StartRemoteDelete")
     }
 
-    /// Renames a remote file. Returns the MoveId.
+    /// Renames a remote file. Returns the MoveId. Sent once per call unless it provably did not
+    /// start; see `AWSError.outcome`.
     public func startRemoteMove(connectorId: String, sourcePath: String, targetPath: String) async throws -> String {
         try required(try await call("StartRemoteMove", ["ConnectorId": connectorId, "SourcePath": sourcePath, "TargetPath": targetPath]),
                      "MoveId", "StartRemoteMove")

@@ -186,9 +186,16 @@ public final class Emulator: @unchecked Sendable {
     }
 
     /// Changes fault injection at run time: `rate` of requests fail with one of `kinds`
-    /// (throttle, unavailable, internal, slowdown, drop); every request waits `latencyMs` first.
-    public func setFaults(rate: Double, kinds: [String], latencyMs: Int) throws {
-        let body = try JSONSerialization.data(withJSONObject: ["rate": rate, "kinds": kinds, "latency_ms": latencyMs])
+    /// (throttle, unavailable, internal, slowdown, drop answer before any work; lost_answer, late_504
+    /// after it was done); every request waits `latencyMs` first. `operations` aims faults at those
+    /// operations only; `every` > 0 faults every `every`-th such request instead of a random `rate`;
+    /// `retryAfterSeconds` goes into Transfer ThrottlingException answers. Each call sets all of them.
+    public func setFaults(rate: Double, kinds: [String], latencyMs: Int, operations: [String] = [], every: Int = 0,
+                          retryAfterSeconds: Double? = nil) throws {
+        let body = try JSONSerialization.data(withJSONObject: [
+            "rate": rate, "kinds": kinds, "latency_ms": latencyMs, "operations": operations, "every": every,
+            "retry_after_seconds": retryAfterSeconds.map { $0 as Any } ?? NSNull(),
+        ])
         try control("/faults", body: body)
     }
 

@@ -26,7 +26,12 @@ from .sigv4 import AuthError, Verifier
 from .transfer import TransferError, TransferService
 
 CONTROL_PREFIX = "/_emulator"
-FAULT_KINDS = ("throttle", "unavailable", "internal", "slowdown", "drop")
+FAULT_KINDS = ("throttle", "unavailable", "internal", "slowdown", "drop", "lost_answer", "late_504")
+# Faults that strike after the operation was performed, as a real lost answer does: the work is done
+# (a transfer queued, an object written) and only the answer goes missing or turns into a 504.
+AFTER_WORK_KINDS = ("lost_answer", "late_504")
+# What the default kind list (no kinds given) draws from: the answered-before-any-work errors only.
+DEFAULT_KINDS = ("throttle", "unavailable", "internal", "slowdown")
 _S3_CODE = re.compile(rb"<Code>([^<]+)</Code>")
 
 # (status, S3 code, S3 message) and (status, Transfer __type, message) per fault kind.
@@ -91,31 +96,64 @@ def integrity_error(environ: dict, body: bytes) -> tuple[int, list, bytes] | Non
 
 
 STATUS_TEXT = {200: "OK", 204: "No Content", 400: "Bad Request", 403: "Forbidden", 404: "Not Found",
-               500: "Internal Server Error", 503: "Service Unavailable"}
+               500: "Internal Server Error", 503: "Service Unavailable", 504: "Gateway Timeout"}
+# What a front-end proxy answers when the service behind it took too long: not an AWS error document.
+GATEWAY_TIMEOUT_BODY = b"<html><body><h1>504 Gateway Time-out</h1></body></html>\n"
 
 
 class Faults:
-    """The current fault settings; changed at run time through the control endpoint."""
+    """The current fault settings; changed at run time through the control endpoint.
 
-    def __init__(self, rate: float, kinds: list[str], latency_ms: int, seed: int | None):
+    A request is eligible when `operations` is empty or names its operation. With `every` > 0 every
+    `every`-th eligible request gets a fault (deterministic, for tests that count); otherwise each
+    eligible request gets one with probability `rate`. `retry_after_seconds`, when set, is carried by
+    Transfer Family ThrottlingException answers, as AWS does."""
+
+    def __init__(self, rate: float, kinds: list[str], latency_ms: int, seed: int | None,
+                 operations: list[str] | None = None, every: int = 0, retry_after_seconds: float | None = None):
         self.lock = threading.Lock()
         self.rng = random.Random(seed)
-        self.set(rate, kinds, latency_ms)
+        self.set(rate, kinds, latency_ms, operations or [], every, retry_after_seconds)
 
-    def set(self, rate: float, kinds: list[str], latency_ms: int) -> None:
+    def set(self, rate: float, kinds: list[str], latency_ms: int, operations: list[str] | None = None,
+            every: int | None = None, retry_after_seconds: float | None = None) -> None:
         unknown = [k for k in kinds if k not in FAULT_KINDS]
         if unknown:
             raise ValueError(f"unknown fault kinds {unknown}; choose from {', '.join(FAULT_KINDS)}")
         if not 0 <= rate <= 1:
             raise ValueError("fault rate must be between 0 and 1")
+        operations = operations or []
+        if not isinstance(operations, list) or not all(isinstance(o, str) and o for o in operations):
+            raise ValueError("operations must be a list of operation names, e.g. [\"StartFileTransfer\"]")
+        every = every or 0
+        if not isinstance(every, int) or isinstance(every, bool) or every < 0:
+            raise ValueError("every must be a whole number >= 0 (0: use rate)")
+        if retry_after_seconds is not None and (isinstance(retry_after_seconds, bool)
+                                                or not isinstance(retry_after_seconds, (int, float)) or retry_after_seconds < 0):
+            raise ValueError("retry_after_seconds must be a number >= 0, or null")
         with self.lock:
-            self.rate, self.kinds, self.latency_ms = float(rate), list(kinds) or list(FAULT_KINDS[:4]), int(latency_ms)
+            self.rate, self.kinds, self.latency_ms = float(rate), list(kinds) or list(DEFAULT_KINDS), int(latency_ms)
+            self.operations, self.every, self.retry_after_seconds = list(operations), every, retry_after_seconds
+            self.eligible_seen = 0  # counts toward `every`; a new setting starts counting afresh
 
-    def draw(self) -> tuple[str | None, float]:
+    def settings(self) -> dict:
         with self.lock:
+            return {"rate": self.rate, "kinds": self.kinds, "latency_ms": self.latency_ms, "operations": self.operations,
+                    "every": self.every, "retry_after_seconds": self.retry_after_seconds}
+
+    def draw(self, operation: str | None = None) -> tuple[str | None, float]:
+        with self.lock:
+            latency = self.latency_ms / 1000
+            if self.operations and operation not in self.operations:
+                return None, latency
+            if self.every > 0:
+                self.eligible_seen += 1
+                if self.eligible_seen % self.every == 0:
+                    return self.rng.choice(self.kinds), latency
+                return None, latency
             if self.rate > 0 and self.rng.random() < self.rate:
-                return self.rng.choice(self.kinds), self.latency_ms / 1000
-            return None, self.latency_ms / 1000
+                return self.rng.choice(self.kinds), latency
+            return None, latency
 
 
 class RequestLog:
@@ -234,13 +272,15 @@ class EmulatorApp:
         else:
             record["operation"], record["key"] = s3_operation(environ.get("REQUEST_METHOD", "GET"), raw_path, raw_query, environ)
 
-        fault, latency = self.faults.draw()
+        fault, latency = self.faults.draw(record["operation"])
         if latency:
             time.sleep(latency)
         if fault == "drop":
             record["fault"] = "drop"
             self.log.write(record)
             return self._drop(environ, start_response)
+        if fault in AFTER_WORK_KINDS:
+            return self._after_work(environ, start_response, record, body, service, fault)
         if fault is not None:
             record["fault"] = fault
             if service == "s3":
@@ -248,19 +288,53 @@ class EmulatorApp:
                 response = _s3_error(status, code, message)
             else:
                 status, code, message = TRANSFER_FAULTS[fault]
-                response = _json_response(status, {"__type": code, "Message": message}, code)
+                payload = {"__type": code, "Message": message}
+                retry_after = self.faults.settings()["retry_after_seconds"]
+                if code == "ThrottlingException" and retry_after is not None:
+                    # A string in the service model (botocore transfer ThrottlingException.RetryAfterSeconds).
+                    payload["RetryAfterSeconds"] = f"{retry_after:g}"
+                response = _json_response(status, payload, code)
             return self._finish(start_response, record, response, code)
+        return self._serve(environ, start_response, record, body, service)
 
+    def _after_work(self, environ, start_response, record: dict, body: bytes, service: str, fault: str):
+        """Performs the request in full, as if no fault were set, then loses its answer (`lost_answer`:
+        the connection is closed without a response) or replaces it with a 504 (`late_504`). The log
+        line says what was done (`work_status`, `transfer_id`) and what the client was told (`status`)."""
+        def swallow(status, headers, exc_info=None):
+            return lambda data: None
+
+        # The log line is written here, once it also says what the client was told.
+        result = self._serve(environ, swallow, record, body, service, write_log=lambda r: None)
+        for _ in result:  # run moto's response to its end: its work is done once it is consumed
+            pass
+        if hasattr(result, "close"):
+            result.close()
+        record["fault"] = fault
+        record["work_status"] = record.get("status")
+        if fault == "lost_answer":
+            record["status"] = None
+            self.log.write(record)
+            return self._drop(environ, start_response)
+        record["status"], record["error_code"] = 504, "GatewayTimeout"
+        self.log.write(record)
+        start_response("504 Gateway Timeout", [("Content-Type", "text/html"), ("Content-Length", str(len(GATEWAY_TIMEOUT_BODY)))])
+        return [GATEWAY_TIMEOUT_BODY]
+
+    def _serve(self, environ, start_response, record: dict, body: bytes, service: str, write_log=None):
+        """The request as AWS would answer it: signature, then Transfer Family or moto's S3.
+        `write_log` receives the finished log record (default: the request log)."""
+        write_log = write_log or self.log.write
         try:
             self.verifier.verify(environ, body, service)
         except AuthError as e:
-            return self._finish(start_response, record, *self._auth_error(e, service))
+            return self._finish(start_response, record, *self._auth_error(e, service), write_log=write_log)
 
         if service == "transfer":
-            return self._finish(start_response, record, *self._transfer(record, body))
+            return self._finish(start_response, record, *self._transfer(record, body), write_log=write_log)
         bad = integrity_error(environ, body)
         if bad is not None:
-            return self._finish(start_response, record, bad, _S3_CODE.search(bad[2]).group(1).decode())
+            return self._finish(start_response, record, bad, _S3_CODE.search(bad[2]).group(1).decode(), write_log=write_log)
 
         environ["wsgi.input"] = BytesIO(body)
         environ["CONTENT_LENGTH"] = str(len(body))
@@ -282,14 +356,14 @@ class EmulatorApp:
             m = _S3_CODE.search(chunks)
             record["error_code"] = m.group(1).decode() if m else None
             result = [chunks]
-        self.log.write(record)
+        write_log(record)
         return result
 
-    def _finish(self, start_response, record, response, error_code=None):
+    def _finish(self, start_response, record, response, error_code=None, write_log=None):
         status, headers, payload = response
         record["status"] = status
         record["error_code"] = error_code
-        self.log.write(record)
+        (write_log or self.log.write)(record)
         start_response(f"{status} {STATUS_TEXT.get(status, 'Error')}", headers + [("Content-Length", str(len(payload)))])
         return [payload]
 
@@ -348,12 +422,16 @@ class EmulatorApp:
                 payload = {"ok": True}
             elif sub == "/faults" and method == "POST":
                 data = json.loads(_read_body(environ) or b"{}")
-                with self.faults.lock:
-                    current = (self.faults.rate, self.faults.kinds, self.faults.latency_ms)
-                self.faults.set(data.get("rate", current[0]), data.get("kinds", current[1]), data.get("latency_ms", current[2]))
-                payload = {"rate": self.faults.rate, "kinds": self.faults.kinds, "latency_ms": self.faults.latency_ms}
+                if not isinstance(data, dict):
+                    raise ValueError("the /faults body must be a JSON object")
+                # A field left out keeps its current value; null switches operations/every/retry_after_seconds off.
+                current = self.faults.settings()
+                merged = {name: data.get(name, value) for name, value in current.items()}
+                self.faults.set(merged["rate"], merged["kinds"], merged["latency_ms"], merged["operations"],
+                                merged["every"], merged["retry_after_seconds"])
+                payload = self.faults.settings()
             elif sub == "/faults" and method == "GET":
-                payload = {"rate": self.faults.rate, "kinds": self.faults.kinds, "latency_ms": self.faults.latency_ms}
+                payload = self.faults.settings()
             elif sub == "/reset-log" and method == "POST":
                 self.log.reset()
             else:

@@ -32,7 +32,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--state-dir", help="where keys, the partner's files and the request log live (default: a new temp dir)")
     p.add_argument("--keep", action="store_true", help="keep the state dir on exit")
     p.add_argument("--fault-rate", type=float, default=0.0, help="fraction (0..1) of requests answered with a fault")
-    p.add_argument("--faults", default="", help="comma-separated fault kinds: throttle,unavailable,internal,slowdown,drop")
+    p.add_argument("--faults", default="", help="comma-separated fault kinds: throttle,unavailable,internal,slowdown,drop "
+                   "(answered before any work) and lost_answer,late_504 (after the work was done)")
+    p.add_argument("--fault-operations", default="", help="comma-separated operations faults are aimed at, e.g. StartFileTransfer (default: all)")
+    p.add_argument("--fault-every", type=int, default=0, help="fault every N-th matching request instead of a random --fault-rate")
+    p.add_argument("--retry-after-seconds", type=float, default=None, help="RetryAfterSeconds carried by Transfer ThrottlingException faults")
     p.add_argument("--latency-ms", type=int, default=0, help="latency added to every request")
     p.add_argument("--transfer-delay-ms", type=int, default=0, help="extra time each file spends IN_PROGRESS")
     p.add_argument("--max-pending", type=int, default=1000, help="pending transfers a connector accepts before ThrottlingException (AWS: 1000)")
@@ -95,7 +99,9 @@ def main(argv: list[str] | None = None) -> None:
     threading.Thread(target=follow_parent, daemon=True).start()
     try:
         partner.start()
-        faults = Faults(args.fault_rate, kinds, args.latency_ms, args.seed)
+        faults = Faults(args.fault_rate, kinds, args.latency_ms, args.seed,
+                        operations=[o for o in args.fault_operations.split(",") if o], every=args.fault_every,
+                        retry_after_seconds=args.retry_after_seconds)
         backend = s3_backends[ACCOUNT_ID]["aws"]
         for bucket in (STAGING_BUCKET, INBOUND_BUCKET):
             backend.create_bucket(bucket, REGION)

@@ -89,7 +89,7 @@ def emu():
 def calm(emu):
     """The shared emulator with faults switched off again after the test, whatever it set."""
     yield emu
-    emu.control("/faults", {"rate": 0, "kinds": [], "latency_ms": 0})
+    emu.control("/faults", {"rate": 0, "kinds": [], "latency_ms": 0, "operations": None, "every": None, "retry_after_seconds": None})
 
 
 def wait_for(predicate, timeout: float = 20.0, interval: float = 0.05):

@@ -28,7 +28,8 @@ def status_of(excinfo) -> int:
 def test_each_fault_kind_at_run_time(calm, kind, s3_expected, transfer_expected):
     emu = calm
     emu.control("/reset-log", {})
-    assert emu.control("/faults", {"rate": 1.0, "kinds": [kind]}) == {"rate": 1.0, "kinds": [kind], "latency_ms": 0}
+    assert emu.control("/faults", {"rate": 1.0, "kinds": [kind]}) == {"rate": 1.0, "kinds": [kind], "latency_ms": 0,
+                                                                      "operations": [], "every": 0, "retry_after_seconds": None}
     with pytest.raises(ClientError) as e:
         emu.client("s3").list_objects_v2(Bucket="ferry-staging")
     assert (status_of(e), code_of(e)) == s3_expected
