@@ -411,6 +411,9 @@ public final class OutboundPipeline: Sendable {
             await tracker.add(TrackedBatch(id: batchID, rule: pending.rule, connector: pending.connector, connectorID: connectorID,
                                            transferID: transferID, fileIDs: pending.files.map(\.id), submittedAt: Date(),
                                            backoff: .seconds(1)), due: .now + .seconds(1))
+        } catch is CancellationError {
+            // Stopping mid-call: the batch stays `submitting` and the next start treats it as in doubt.
+            return
         } catch {
             let aws = error as? AWSError
             switch SubmissionFailure(aws) {

@@ -5,20 +5,25 @@ import FerryStore
 /// What a failed StartFileTransfer means for its batch. StartFileTransfer has no idempotency token, so
 /// the only safe resend is of a call that provably did not reach the service.
 enum SubmissionFailure: Equatable {
-    /// Not started: the service asked us to slow down. Resend after the wait, spending no attempt.
+    /// Not started: the service asked us to slow down, or could not be reached at all (connection
+    /// refused, DNS, TLS). Resend after the wait, spending no attempt.
     case throttled(Duration)
     /// Not started: the service refused the call (access, validation). Counts toward `retries`.
     case refused
     /// Maybe started: no answer, a timeout, a 5xx, or an answer we could not read.
     case inDoubt
 
+    /// FerryAWS decides whether the request may have reached the service (`AWSError.outcome`); this
+    /// only sorts the not-started failures into those that count against the file and those that don't.
     init(_ error: AWSError?) {
-        guard let error, let status = error.httpStatus, (400..<500).contains(status) else {
+        guard let error, error.outcome == .notStarted else {
             self = .inDoubt
             return
         }
         if error.isThrottling {
             self = .throttled(.milliseconds(Int((error.retryAfterSeconds ?? 10) * 1000)))
+        } else if error.httpStatus == nil {
+            self = .throttled(.seconds(10))  // unreachable: the file is not at fault
         } else {
             self = .refused
         }

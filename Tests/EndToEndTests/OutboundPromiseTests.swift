@@ -72,6 +72,62 @@ import FerryTestSupport
 
     func log(_ scenario: OutboundScenario) -> String { String(scenario.daemon?.log.suffix(4000) ?? "") }
 
+    // MARK: 2. Lost answers are in doubt, never silent duplicates
+
+    /// Seen: a lost answer every third StartFileTransfer turned 60 files into 90 sends with
+    /// possible_duplicates = 0. Now there is one request per journaled submission, and every file of a
+    /// batch whose answer was lost is resent and reported (on_in_doubt: resend, the default).
+    @Test func lostAnswersAreResentAndEveryDuplicateIsReported() async throws {
+        let scenario = try OutboundScenario(batchMaxWait: "300ms")
+        try scenario.emulator.setFaults(rate: 0, kinds: ["lost_answer"], latencyMs: 0, operations: ["StartFileTransfer"], every: 3)
+        try scenario.start()
+        let written = try scenario.drop(60, prefix: "lost")
+        #expect(await eventually(timeout: 180, interval: 0.5) {
+            let partner = scenario.partnerFiles()
+            return written.allSatisfy { partner[$0.key] == $0.value }
+        }, "every file arrives; log:\n\(log(scenario))")
+        #expect(await eventually(timeout: 60, interval: 0.5) {
+            ((try? FileManager.default.contentsOfDirectory(atPath: scenario.outbox)) ?? []).filter { $0 != ".ferry" }.isEmpty
+        }, "and is archived")
+        // What the partner really received: each StartFileTransfer that reached the emulator (answered or not) sent its paths.
+        let requests = try scenario.emulator.requestLog().filter { $0.operation == "StartFileTransfer" }
+        var deliveries: [String: Int] = [:]
+        for path in requests.flatMap({ $0.paths ?? [] }) { deliveries[String(path.split(separator: "/").last ?? ""), default: 0] += 1 }
+        let duplicates = deliveries.values.reduce(0) { $0 + max($1 - 1, 0) }
+        let lost = requests.filter { $0.fault == "lost_answer" }.count
+        let reported = try scenario.status().json["possible_duplicates"] as? Int ?? -1
+        print("lost answers: \(requests.count) StartFileTransfer requests, \(lost) answers lost, \(duplicates) files sent twice, \(reported) reported")
+        #expect(lost > 0, "the fault was injected")
+        #expect(duplicates > 0 && duplicates == reported, "every duplicate is reported and every report is a duplicate: \(duplicates) vs \(reported)")
+        #expect(scenario.daemon?.log.contains("the partner may receive these files twice") == true)
+    }
+
+    /// `on_in_doubt: hold`: a batch whose answer was lost is set aside in `.ferry/in-doubt/` with a
+    /// reason, status is degraded, nothing is resent until `ferry retry`.
+    @Test func holdSetsInDoubtFilesAsideUntilRetry() async throws {
+        let scenario = try OutboundScenario(connectorExtras: ["on_in_doubt: hold"])
+        try scenario.emulator.setFaults(rate: 0, kinds: ["lost_answer"], latencyMs: 0, operations: ["StartFileTransfer"], every: 1)
+        try scenario.start()
+        let data = Data("payment run 4711\n".utf8)
+        try data.write(to: URL(fileURLWithPath: scenario.outbox + "/payment.xml"))
+        let held = scenario.outbox + "/.ferry/in-doubt/payment.xml"
+        #expect(await eventually(timeout: 60) { FileManager.default.fileExists(atPath: held + ".reason") }, "log:\n\(log(scenario))")
+        #expect(FileManager.default.contents(atPath: held) == data)
+        let reason = (try? String(contentsOfFile: held + ".reason", encoding: .utf8)) ?? ""
+        #expect(reason.contains("the partner may or may not have this file"), "\(reason)")
+        let status = try scenario.status()
+        #expect(status.exit == 1, "degraded")
+        #expect(try scenario.outboundStatus()["in_doubt"] as? Int == 1)
+        try scenario.emulator.setFaults(rate: 0, kinds: [], latencyMs: 0)
+        try await Task.sleep(for: .seconds(3))
+        #expect(try scenario.emulator.requestLog().filter { $0.operation == "StartFileTransfer" }.count == 1, "held: not resent by itself")
+        let retry = try FerryBinary.run(["retry", "--allow-root", "--config", scenario.configPath])
+        #expect(retry.status == 0, "\(retry.stderr)")
+        #expect(await eventually(timeout: 60) { (try? scenario.emulator.requestLog().filter { $0.operation == "StartFileTransfer" }.count) == 2 },
+                "released by ferry retry; log:\n\(log(scenario))")
+        #expect(await eventually(timeout: 30) { (try? scenario.status().exit) == 0 })
+    }
+
     // MARK: 10. Refusals count toward retries
 
     /// A StartFileTransfer that AWS refuses (here: an unknown connector) used to be retried every 10 s

@@ -53,7 +53,12 @@ struct OutboundStageTests {
         #expect(SubmissionFailure(AWSError(kind: .service, code: "InternalServiceError", message: "x", httpStatus: 500)) == .inDoubt)
         #expect(SubmissionFailure(AWSError(kind: .service, code: "HTTP504", message: "x", httpStatus: 504)) == .inDoubt)
         #expect(SubmissionFailure(AWSError(kind: .timeout, code: "Timeout", message: "x")) == .inDoubt)
-        #expect(SubmissionFailure(AWSError(kind: .network, code: "NetworkError", message: "connection reset")) == .inDoubt)
+        var reset = AWSError(kind: .network, code: "NetworkError", message: "connection reset")
+        reset.outcome = .unknown
+        #expect(SubmissionFailure(reset) == .inDoubt)
+        var refused = AWSError(kind: .network, code: "NetworkError", message: "connection refused")
+        refused.outcome = .notStarted
+        #expect(SubmissionFailure(refused) == .throttled(.seconds(10)), "unreachable: not started, and not the file's fault")
         #expect(SubmissionFailure(nil) == .inDoubt)
     }
 

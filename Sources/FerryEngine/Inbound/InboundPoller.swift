@@ -401,10 +401,11 @@ public final class InboundPoller: Sendable {
             try checkpoint("retrieval-started")
             try journal.markRetrieving(batch: batch, transferID: transferID)
             logger.debug("retrieval started", metadata: ["rule": "\(rule.name)", "transfer.id": "\(transferID)", "files": "\(files.count)"])
-        } catch let error as AWSError where error.kind == .service && (400..<500).contains(error.httpStatus ?? 0) {
-            // AWS answered with a refusal, so nothing started. Throttling (still, after the client's own
-            // retries) costs the files nothing; any other refusal counts as a failed attempt.
-            if error.isThrottling {
+        } catch let error as AWSError where error.outcome == .notStarted {
+            // Nothing started (FerryAWS knows: refused, or never reached AWS). Throttling (still, after the
+            // client's own retries) and an unreachable endpoint cost the files nothing; any other refusal
+            // counts as a failed attempt.
+            if error.isThrottling || error.httpStatus == nil {
                 try journal.abandonRetrieval(batch: batch, error: "\(error)")
             } else {
                 try journal.rejectRetrieval(batch: batch, error: "\(error)")
