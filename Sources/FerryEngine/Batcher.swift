@@ -27,6 +27,11 @@ actor Batcher {
         guard !closed, let rule = rule(file.rule), !queued.contains(file.id) else { return }
         queued.insert(file.id)
         let key = GroupKey(rule: file.rule, remoteDirectory: file.remoteDirectory)
+        // Two versions of one name in one transfer would race for one remote name: the second waits
+        // for the next batch, so the partner receives them in order, each whole.
+        if groups[key]?.contains(where: { Array($0.relativePath.utf8) == Array(file.relativePath.utf8) }) == true {
+            await flush(key)
+        }
         groups[key, default: []].append(file)
         let count = groups[key]?.count ?? 0
         if count >= rule.batchMaxFiles {

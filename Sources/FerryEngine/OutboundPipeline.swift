@@ -1,4 +1,5 @@
 import FerryAWS
+internal import CFerrySys
 import FerryConfig
 import FerryStore
 import FerryWatch
@@ -293,6 +294,13 @@ public final class OutboundPipeline: Sendable {
                 logger.info("file changed before upload; its new version will be sent once complete", metadata: metadata)
                 return .dropped
             }
+            // Unchanged is not finished: a writer that paused longer than `settle` still holds it open.
+            // When it closes the file the watcher reports it again (IN_CLOSE_WRITE), as a new arrival.
+            if LocalFiles.isOpenForWriting(opened.descriptor) == true {
+                try journal.markDropped(file.id, reason: "still open for writing")
+                logger.info("file is still open for writing by another process; it is sent once closed", metadata: metadata)
+                return .dropped
+            }
         } catch let error as LocalFileError where error.errno == ENOENT || error.errno == ELOOP {
             try? journal.markDropped(file.id, reason: error.message)
             logger.info("file vanished or was replaced by a link before upload; not sent", metadata: metadata)
@@ -305,9 +313,9 @@ public final class OutboundPipeline: Sendable {
         do {
             let result = try await context.s3.putObject(bucket: staging.bucket, key: key, fileDescriptor: opened.descriptor,
                                                         size: expected.size, describedAs: file.path)
-            // A writer that kept writing during the upload means the object may be half-written.
+            // A writer that kept writing (or opened it) during the upload means the object may be half-written.
             let (after, _) = try opened.version()
-            guard after == expected, LocalFiles.currentVersion(file.path) == expected else {
+            guard after == expected, LocalFiles.currentVersion(file.path) == expected, LocalFiles.isOpenForWriting(opened.descriptor) != true else {
                 try? await context.s3.deleteObject(bucket: staging.bucket, key: key)
                 try journal.markDropped(file.id, reason: "changed during upload")
                 logger.info("file changed during upload; the upload is discarded and the new version will be sent", metadata: metadata)
@@ -741,7 +749,15 @@ public final class OutboundPipeline: Sendable {
             }
             switch rule.afterSend {
             case .archive:
-                let placed = try LocalFiles.moveNoReplace(claimPath, to: archiveDestination(for: file, rule: rule))
+                let placed: String
+                do {
+                    placed = try LocalFiles.moveNoReplace(claimPath, to: archiveDestination(for: file, rule: rule))
+                } catch {
+                    // Back where the operator expects it while the archive cannot take it (a full disk);
+                    // if a newer version took the name meanwhile, it waits under .ferry/claim/ instead.
+                    _ = ferry_rename_noreplace(claimPath, file.path)
+                    throw error
+                }
                 logger.debug("archived", metadata: metadata.merging(["file.archived": "\(placed)"]) { $1 })
             case .delete:
                 try LocalFiles.syscall("unlink", path: claimPath) { unlink(claimPath) }
