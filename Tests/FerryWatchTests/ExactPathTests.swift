@@ -1,0 +1,82 @@
+import Foundation
+import Testing
+@testable import FerryWatch
+
+/// Issue #13: names are bytes, and no path component is ever a symbolic link.
+@Suite struct ExactPathTests {
+    /// Linux names are bytes: NFC "café" and NFD "café" are two files, although Swift's `String ==`
+    /// calls them equal. Both must be reported, promptly, each once.
+    @Test func unicodeTwinsAreTwoFilesReportedSeparately() async throws {
+        let watch = try WatchHarness { [.test("out", $0 + "/out")] }
+        try await watch.waitUntilScanned()
+        let composed = "caf\u{E9}.edi"
+        let decomposed = "cafe\u{301}.edi"
+        #expect(composed == decomposed, "Swift String equality is canonical equivalence; the test relies on it")
+        try watch.write("out/" + composed, bytes: 111)
+        try watch.write("out/" + decomposed, bytes: 222)
+        // Folders too: twin folder names are two folders with their own files.
+        try watch.mkdir("out/dir\u{E9}")
+        try watch.mkdir("out/dire\u{301}")
+        try watch.write("out/dir\u{E9}/a.edi", bytes: 333)
+        try watch.write("out/dire\u{301}/b.edi", bytes: 444)
+        // Well within the 600 s reconciliation: the second twin must not wait for it.
+        await watch.wait(upTo: .seconds(10)) { watch.reports.count >= 4 }
+        try await Task.sleep(for: .milliseconds(800))
+        let reported = watch.reports.map { [UInt8]($0.file.relativePath.utf8) }
+        let expected = [composed, decomposed, "dir\u{E9}/a.edi", "dire\u{301}/b.edi"].map { [UInt8]($0.utf8) }
+        #expect(reported.count == 4, "reported: \(watch.reports.map(\.file.relativePath))")
+        #expect(Set(reported) == Set(expected))
+        let sizes = Dictionary(watch.reports.map { ([UInt8]($0.file.relativePath.utf8), $0.file.version.size) }) { a, _ in a }
+        #expect(sizes[[UInt8](composed.utf8)] == 111)
+        #expect(sizes[[UInt8](decomposed.utf8)] == 222)
+        #expect(sizes[[UInt8]("dire\u{301}/b.edi".utf8)] == 444)
+        #expect(watch.watcher.statistics.watches == 3)
+        await watch.stop()
+    }
+
+    /// The tenant's folder is replaced by a link to another tenant's tree while watched: nothing of the
+    /// other tenant is ever reported, not after reconciliations, not by re-attaching through the link.
+    @Test func rootWhoseParentBecomesASymlinkIsLostAndNeverFollowed() async throws {
+        let watch = try WatchHarness(reconcile: .seconds(1), prepare: { base in
+            try FileManager.default.createDirectory(atPath: base + "/tenantB/outbox", withIntermediateDirectories: true)
+            try WatchHarness.write(base + "/tenantB/outbox/payroll-b.csv", bytes: 2048)
+        }) { [.test("a", $0 + "/tenantA/outbox")] }
+        try await watch.waitUntilScanned()
+        try watch.write("tenantA/outbox/a.csv")
+        await watch.expectExactly(["a.csv"], quiet: .milliseconds(100))
+
+        try watch.rename("tenantA", "tenantA.old")
+        #expect(symlink(watch.path("tenantB"), watch.path("tenantA")) == 0)
+        // Written into the moved-away folder, whose watch still exists, under a path that now names B.
+        try watch.write("tenantA.old/outbox/stale.csv")
+        try watch.write("tenantB/outbox/new-b.csv")
+        let lost = await watch.wait { watch.log.contains("symbolic link") && watch.watcher.statistics.missingRoots == 1 }
+        #expect(lost, "log: \(watch.log.lines.withLock { $0 })")
+        // Several reconciliations and root checks later, still nothing from B.
+        try await Task.sleep(for: .milliseconds(3500))
+        try watch.write("tenantB/outbox/later-b.csv")
+        try await Task.sleep(for: .milliseconds(1500))
+        #expect(watch.reportedPaths == ["a.csv"])
+        #expect(watch.watcher.statistics.missingRoots == 1)
+        #expect(watch.watcher.statistics.watches == 0)
+        #expect(watch.log.matching("symbolic link").allSatisfy { !$0.hasPrefix("error") && !$0.hasPrefix("warning") })
+        await watch.stop()
+    }
+
+    @Test func rootThroughASymlinkedParentAtStartIsNeverWatched() async throws {
+        let watch = try WatchHarness(reconcile: .seconds(1), createRoots: false, prepare: { base in
+            try FileManager.default.createDirectory(atPath: base + "/real/outbox", withIntermediateDirectories: true)
+            try WatchHarness.write(base + "/real/outbox/payroll.csv")
+            guard symlink(base + "/real", base + "/link") == 0 else { throw POSIXError(.EIO) }
+        }) { [.test("linked", $0 + "/link/outbox")] }
+        try await watch.waitUntilScanned()
+        try watch.write("real/outbox/later.csv")
+        try await Task.sleep(for: .milliseconds(2500))
+        #expect(watch.reports.isEmpty)
+        #expect(watch.watcher.statistics.watches == 0)
+        #expect(watch.watcher.statistics.missingRoots == 1)
+        let lines = watch.log.matching("symbolic link")
+        #expect(lines.contains { $0.hasPrefix("info") && $0.contains(watch.path("link")) }, "log: \(watch.log.lines.withLock { $0 })")
+        await watch.stop()
+    }
+}
