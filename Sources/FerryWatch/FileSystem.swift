@@ -108,7 +108,7 @@ enum SafeOpen {
     }
 
     /// The fallback: every folder component opened with O_NOFOLLOW|O_DIRECTORY from the previous one.
-    private static func componentWise(_ start: Int32, _ path: String, flags: Int32) throws(WatchError) -> Int32 {
+    static func componentWise(_ start: Int32, _ path: String, flags: Int32) throws(WatchError) -> Int32 {
         var components = path.utf8.split(separator: UInt8(ascii: "/"), omittingEmptySubsequences: true)
             .map { String(decoding: $0, as: UTF8.self) }
         if path.utf8.first == UInt8(ascii: "/") { components.insert("/", at: 0) }

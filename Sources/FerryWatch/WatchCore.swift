@@ -126,8 +126,6 @@ final class FolderNode {
     var subfolders = NameSet()
     var reported = NameTable<FileVersion>()
     var pending = NameTable<PendingFile>()
-    var device: UInt64 = 0
-    var inode: UInt64 = 0
 
     init(id: UInt32, path: String, rules: [(index: Int, folder: String)]) {
         self.id = id
@@ -180,8 +178,8 @@ final class WatchCore {
     /// the turn: a descriptor held longer would keep the root's file system busy (umount fails with
     /// EBUSY) and a deleted root's inode alive (no IN_DELETE_SELF).
     private var openRoots = NameTable<RootHandle>()
-    /// The errnos for which "leases are unavailable" was already logged, so it is said once each.
-    private var writeCheckProblemsLogged: Set<Int32> = []
+    /// The causes (code and errno) for which "cannot check for writers" was logged, so each is said once.
+    private var writeCheckProblemsLogged: Set<String> = []
     private var byPath = NameTable<FolderNode>()
     private var byWD: [Int32: FolderNode] = [:]
     private var byID: [UInt32: FolderNode] = [:]
@@ -534,11 +532,6 @@ extension WatchCore {
             if let other = byWD[wd], other !== node { other.wd = -1 }
             node.wd = wd
             byWD[wd] = node
-            var info = stat()
-            if fstat(folder, &info) == 0 {
-                node.device = UInt64(info.st_dev)
-                node.inode = UInt64(info.st_ino)
-            }
             return true
         } catch {
             if error.code == .tooManyWatches {
@@ -980,8 +973,7 @@ extension WatchCore {
     private func writeCheckUnavailable(_ error: WatchError) {
         counters.completedWithoutWriteCheck += 1
         counters.writeCheckUnavailable = true
-        let cause = error.errno?.rawValue ?? -1
-        guard writeCheckProblemsLogged.insert(cause).inserted else { return }
+        guard writeCheckProblemsLogged.insert("\(error.code.rawValue) \(error.errno?.rawValue ?? 0)").inserted else { return }
         let message = "\(error.message); until then such files count as complete once unchanged for their settle time, even if a writer still holds them open"
         counters.lastProblem = message
         logger.info("\(message)", metadata: ["watch.error": "\(error.errno.map { "\($0)" } ?? "none")"])

@@ -104,7 +104,9 @@ enum WriteCheck: Sendable {
             case .wouldBlock?: return .openForWriting
             case .permissionDenied?:
                 // Unreadable to ferry: it cannot be sent either, but judging it stays the engine's job.
-                return .unanswerable(FileStatus.of(relativePath, in: folder)?.version, error)
+                let unreadable = WatchError(code: .systemCall, errno: error.errno, message:
+                    "cannot open \(displayPath) to tell whether it is still open for writing (\(error)); ferry needs read access to the files it sends")
+                return .unanswerable(FileStatus.of(relativePath, in: folder)?.version, unreadable)
             default: return .gone
             }
         }

@@ -80,3 +80,38 @@ import Testing
         await watch.stop()
     }
 }
+
+/// The no-link opener itself, both with openat2 and with the per-component fallback older kernels get.
+@Suite struct SafeOpenTests {
+    @Test func aLinkInAnyComponentIsRefusedByBothWays() throws {
+        let temp = try FerryTestSupportTemp.make()
+        let base = temp.path
+        try FileManager.default.createDirectory(atPath: base + "/real/outbox", withIntermediateDirectories: true)
+        try WatchHarness.write(base + "/real/outbox/a.edi")
+        #expect(symlink(base + "/real", base + "/link") == 0)
+        #expect(symlink(base + "/real/outbox/a.edi", base + "/real/outbox/b.edi") == 0)
+        let flags = O_RDONLY | O_NOFOLLOW | O_CLOEXEC
+        let openers: [(String, (Int32, String) throws -> Int32)] = [
+            ("openat2", { try SafeOpen.below($0, $1, flags: flags) }),
+            ("component-wise", { try SafeOpen.componentWise($0, $1, flags: flags) }),
+        ]
+        let root = open(base + "/real", O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        try #require(root >= 0)
+        defer { close(root) }
+        for (name, opener) in openers {
+            let good = try opener(AT_FDCWD, base + "/real/outbox/a.edi")
+            close(good)
+            let below = try opener(root, "outbox/a.edi")
+            close(below)
+            for refused in [base + "/link/outbox/a.edi", base + "/real/outbox/b.edi"] {
+                #expect(throws: WatchError.self, "\(name) opened \(refused)") { close(try opener(AT_FDCWD, refused)) }
+            }
+            #expect(throws: WatchError.self, "\(name) opened a link below the root") { close(try opener(root, "outbox/b.edi")) }
+        }
+        if case .failure(.symbolicLink(let link)) = RootHandle.open(base + "/link/outbox") {
+            #expect(link == base + "/link")
+        } else {
+            Issue.record("a root through a linked parent was opened")
+        }
+    }
+}
