@@ -458,6 +458,7 @@ extension WatchCore {
         case .success:
             rootLost(root, reason: Self.lossReason(.replaced))
         case .failure(let problem):
+            if case .symbolicLink = problem { counters.lastProblem = "stopped watching \(root): \(Self.lossReason(problem))" }
             rootLost(root, reason: Self.lossReason(problem))
         }
         return nil
@@ -548,9 +549,10 @@ extension WatchCore {
     }
 
     private func fallBackToScanning(_ node: FolderNode, _ error: WatchError) {
-        let roots = Set(node.rules.map { rules[$0.index].root })
+        var roots = NameSet()
+        for covering in node.rules { roots.insert(rules[covering.index].root) }
         var newlyPolling: [String] = []
-        for root in roots.sorted() where rootStates[root] == .watching {
+        for root in roots.sorted(by: { $0.utf8.lexicographicallyPrecedes($1.utf8) }) where rootStates[root] == .watching {
             rootStates[root] = .polling
             newlyPolling.append(root)
             schedule(.poll(root), after: fallbackScanInterval)
@@ -618,6 +620,8 @@ extension WatchCore {
                     if reason == "start" {
                         let until = if case .symbolicLink = problem { "it is not watched while its path has a link" } else { "checking again until it appears" }
                         logger.info("cannot watch folder: \(problem.explanation); \(until)", metadata: ["watch.root": "\(root)"])
+                        // A link is a configuration mistake, not a folder that will appear: show it in status.
+                        if case .symbolicLink = problem { counters.lastProblem = "cannot watch \(root): \(problem.explanation)" }
                     }
                     rootStates[root] = .missing(backoff: Self.firstRootCheck, wasWatched: wasWatched)
                 } else {

@@ -59,6 +59,7 @@ import Testing
         #expect(watch.reportedPaths == ["a.csv"])
         #expect(watch.watcher.statistics.missingRoots == 1)
         #expect(watch.watcher.statistics.watches == 0)
+        #expect(watch.watcher.statistics.lastProblem?.contains(watch.path("tenantA")) == true)
         #expect(watch.log.matching("symbolic link").allSatisfy { !$0.hasPrefix("error") && !$0.hasPrefix("warning") })
         await watch.stop()
     }
@@ -77,6 +78,7 @@ import Testing
         #expect(watch.watcher.statistics.missingRoots == 1)
         let lines = watch.log.matching("symbolic link")
         #expect(lines.contains { $0.hasPrefix("info") && $0.contains(watch.path("link")) }, "log: \(watch.log.lines.withLock { $0 })")
+        #expect(watch.watcher.statistics.lastProblem?.contains("symbolic link") == true)
         await watch.stop()
     }
 }
