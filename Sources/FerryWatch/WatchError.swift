@@ -18,6 +18,8 @@ public struct WatchError: Error, Sendable, Hashable, CustomStringConvertible {
         case leasesUnavailable
         /// `WriteActivity` was given a descriptor not opened `O_RDONLY`.
         case notReadOnly
+        /// `LinkFreeFile` refused a path with a symbolic link in some component.
+        case symbolicLink
         /// Any other failed system call; `errno` says which.
         case systemCall
     }

@@ -117,3 +117,25 @@ import Testing
         }
     }
 }
+
+/// The engine's way to open what the watcher reported.
+@Suite struct LinkFreeFileTests {
+    @Test func opensTheReportedVersionAndRefusesALinkedParent() throws {
+        let temp = try FerryTestSupportTemp.make()
+        let base = temp.path
+        try FileManager.default.createDirectory(atPath: base + "/tenantB/outbox", withIntermediateDirectories: true)
+        try WatchHarness.write(base + "/tenantB/outbox/pay.csv", bytes: 321)
+        let fd = try LinkFreeFile.openForReading(base + "/tenantB/outbox/pay.csv")
+        defer { close(fd) }
+        let version = try FileVersion(fileDescriptor: fd)
+        #expect(version.size == 321)
+        #expect(try WriteActivity.isOpenForWriting(fileDescriptor: fd) == false)
+
+        #expect(symlink(base + "/tenantB", base + "/tenantA") == 0)
+        #expect { try LinkFreeFile.openForReading(base + "/tenantA/outbox/pay.csv") } throws: { error in
+            let error = error as? WatchError
+            return error?.code == .symbolicLink && error?.message.contains(base + "/tenantA") == true
+        }
+        #expect { try LinkFreeFile.openForReading("relative/pay.csv") } throws: { ($0 as? WatchError)?.errno == .invalidArgument }
+    }
+}
