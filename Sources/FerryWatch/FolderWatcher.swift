@@ -114,4 +114,12 @@ public final class FolderWatcher: Sendable {
     public func forget(path: String) {
         _ = control.withLock { $0.input?.yield(.forget(path)) }
     }
+
+    /// Forgets `path` and watches it settle again, so it is reported again (even the same version)
+    /// once complete. For a report the caller declined because the file was open for writing or had
+    /// changed when it looked: without this, a writer that closes without changing the file would
+    /// leave that version unreported until the next reconciliation.
+    public func recheck(path: String) {
+        _ = control.withLock { $0.input?.yield(.recheck(path)) }
+    }
 }

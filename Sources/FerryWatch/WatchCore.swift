@@ -10,6 +10,7 @@ enum WatchInput: Sendable {
     case continueScan
     case rules([WatchRule])
     case forget(String)
+    case recheck(String)
 }
 
 /// A rule with its patterns compiled and its root normalised.
@@ -250,6 +251,8 @@ extension WatchCore {
             apply(newRules)
         case .forget(let path):
             forget(path)
+        case .recheck(let path):
+            recheck(path)
         }
         afterInput()
     }
@@ -737,6 +740,14 @@ extension WatchCore {
         for node in byID.values where node.wd < 0 && needsWatch(node) { _ = watch(node) }
         logger.info("watch rules updated", metadata: ["watch.rules": "\(rules.count)"])
         rescanAll()
+    }
+
+    /// Forgets the file and starts its settle clock again, so the same version is reported once more
+    /// when it is complete: for a report the engine declined because a writer had opened it meanwhile.
+    private func recheck(_ path: String) {
+        forget(path)
+        guard let (folder, name) = Self.parentAndName(path), let node = byPath[folder] else { return }
+        consider(name, in: node, status: nil, fromScan: false)
     }
 
     private func forget(_ path: String) {

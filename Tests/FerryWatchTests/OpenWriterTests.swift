@@ -105,6 +105,27 @@ final class PausingWriter {
 }
 
 extension OpenWriterTests {
+    /// The engine declines a report when its own check finds a writer; recheck(path:) brings the same
+    /// version back once the writer is gone, although the writer changed nothing.
+    @Test func recheckReportsTheSameVersionAgainOnceNobodyWrites() async throws {
+        let watch = try WatchHarness { [.test("out", $0 + "/out")] }
+        try await watch.waitUntilScanned()
+        try watch.write("out/pay.csv", bytes: 500)
+        await watch.expectExactly(["pay.csv"], quiet: .milliseconds(200))
+        // A writer opens it and holds it without writing; the engine saw it and declined.
+        let fd = open(watch.path("out/pay.csv"), O_WRONLY | O_CLOEXEC)
+        try #require(fd >= 0)
+        watch.watcher.recheck(path: watch.path("out/pay.csv"))
+        try await Task.sleep(for: .milliseconds(1200))
+        #expect(watch.reports.count == 1, "reported again while open for writing")
+        close(fd)
+        await watch.expectExactly(["pay.csv", "pay.csv"])
+        #expect(Set(watch.reports.map(\.file.version)).count == 1)
+        await watch.stop()
+    }
+}
+
+extension OpenWriterTests {
     /// As root the kernel always grants leases, so the refusal a unit without CAP_LEASE gets (EACCES on
     /// a file another user owns) is injected here, with the watcher's own wording for it.
     @Test func withoutLeasesFilesCompleteByStabilityAndTheOperatorIsToldOnce() async throws {
