@@ -938,8 +938,12 @@ extension WatchCore {
         }
         guard let folder = node.rules.first(where: { $0.index == rule })?.folder else { return }
         let root = rules[rule].root
-        // A root lost here drops this folder (and this pending file) with it.
-        guard let rootFD = rootDescriptor(root) else { return }
+        guard let rootFD = rootDescriptor(root) else {
+            // A lost root dropped this folder (and this file) with it. A folder that survives is also
+            // covered by another rule's root while this one is missing: look again later.
+            if byID[id] === node { retry(name, in: node, pending, now: now) }
+            return
+        }
         let relative = folder + name
         let version: FileVersion
         var uncheckable: WatchError?
@@ -954,10 +958,11 @@ extension WatchCore {
             // also brings an IN_CLOSE_WRITE when the folder is watched.
             counters.stillOpenForWriting += 1
             if debugEnabled { logger.debug("settled but still open for writing; waiting", metadata: ["file.path": "\(node.childPath(name))"]) }
-            pending.deadline = now.advanced(by: pending.settle)
-            pending.scheduled = true
-            timers.insert(.settle(node: id, name: name), at: pending.deadline)
-            node.pending[name] = pending
+            retry(name, in: node, pending, now: now)
+            return
+        case .tryAgain(let error):
+            logger.debug("cannot check the file yet; trying again", metadata: ["file.path": "\(node.childPath(name))", "watch.error": "\(error)"])
+            retry(name, in: node, pending, now: now)
             return
         case .idle(let seen):
             version = seen
@@ -981,6 +986,15 @@ extension WatchCore {
         }
         if let uncheckable { writeCheckUnavailable(uncheckable) }
         complete(name, in: node, version: version, rule: rule, relativePath: relative)
+    }
+
+    /// Keeps the file pending and checks it again after its settle time.
+    private func retry(_ name: String, in node: FolderNode, _ pending: PendingFile, now: ContinuousClock.Instant) {
+        var pending = pending
+        pending.deadline = now.advanced(by: pending.settle)
+        pending.scheduled = true
+        timers.insert(.settle(node: node.id, name: name), at: pending.deadline)
+        node.pending[name] = pending
     }
 
     /// The write check could not be made for a file, which then completes by stat stability alone:

@@ -91,6 +91,8 @@ enum WriteCheck: Sendable {
     case gone
     /// The kernel cannot answer for this file; `version` is what fstat saw, to judge by stability.
     case unanswerable(FileVersion?, WatchError)
+    /// Opening it failed for a reason that passes (EMFILE, ENOMEM, EIO…): look again later.
+    case tryAgain(WatchError)
 
     /// Opens `relativePath` below `folder` (no symbolic link in any component, never above `folder`),
     /// fstats it and asks whether it is open for writing. O_NONBLOCK: opening a file another process
@@ -107,7 +109,11 @@ enum WriteCheck: Sendable {
                 let unreadable = WatchError(code: .systemCall, errno: error.errno, message:
                     "cannot open \(displayPath) to tell whether it is still open for writing (\(error)); ferry needs read access to the files it sends")
                 return .unanswerable(FileStatus.of(relativePath, in: folder)?.version, unreadable)
-            default: return .gone
+            case .noSuchFileOrDirectory?, .tooManySymbolicLinkLevels?, .notDirectory?, .improperLink?, .operationNotSupportedByDevice?, .noSuchAddressOrDevice?:
+                // Gone, or no longer reachable without a link (ELOOP, ENOTDIR, EXDEV), or a device now.
+                return .gone
+            default:
+                return .tryAgain(error)
             }
         }
         defer { close(fd) }
