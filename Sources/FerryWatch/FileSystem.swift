@@ -133,7 +133,7 @@ enum SafeOpen {
         for component in path.utf8.split(separator: UInt8(ascii: "/")) {
             prefix += "/" + String(decoding: component, as: UTF8.self)
             var info = stat()
-            guard lstat(prefix, &info) == 0 else { return nil }
+            guard (try? Syscall.retrying("lstat", path: prefix) { lstat(prefix, &info) }) != nil else { return nil }
             if info.st_mode & S_IFMT == S_IFLNK { return prefix }
         }
         return nil
@@ -195,10 +195,11 @@ final class RootHandle {
             }
         }
         var info = stat()
-        guard fstat(fd, &info) == 0 else {
-            let code = Glibc.errno
+        do {
+            try Syscall.retrying("fstat", path: root) { fstat(fd, &info) }
+        } catch {
             close(fd)
-            return .failure(.other(Syscall.failure("fstat", path: root, errno: code)))
+            return .failure(.other(error))
         }
         return .success(RootHandle(fd: fd, device: UInt64(info.st_dev), inode: UInt64(info.st_ino)))
     }
