@@ -5,7 +5,11 @@ import Synchronization
 ///
 /// Each file is reported for the first rule, in the order given, whose root covers its folder and whose
 /// patterns select its relative path, and never for two rules. A file is complete when its size, mtime
-/// and inode have not changed for the rule's `settle` (and its ready marker exists, if the rule has one).
+/// and inode have not changed for the rule's `settle` (and its ready marker exists, if the rule has one)
+/// and no process has it open for writing (`WriteActivity`; without CAP_LEASE for files another user
+/// owns, stat stability alone decides and `statistics.lastProblem` says so). Names are compared byte for
+/// byte; roots are resolved with no symbolic link in any component and a root whose path comes to lead
+/// elsewhere is lost, never followed; `WatchRule.excludedFolders` subtrees produce nothing.
 /// The same (path, version) is never reported twice while the watcher lives, and `isKnown` lets the
 /// caller suppress versions it already has from a previous run. Missed events cannot lose files: new
 /// folders are scanned after their watch is added, a queue overflow rescans everything, and a periodic
@@ -27,6 +31,7 @@ public final class FolderWatcher: Sendable {
     private let fallbackScanInterval: Duration
     private let logger: Logger
     private let isKnown: @Sendable (String, String, FileVersion) -> Bool
+    private let writeCheck: WriteChecker
 
     /// Creates a watcher for `rules` (in priority order).
     ///
@@ -36,10 +41,18 @@ public final class FolderWatcher: Sendable {
     ///     from being watched.
     ///   - isKnown: whether the caller already has this exact version of the file (rule id, absolute
     ///     path, version); such files are not reported.
-    public init(rules: [WatchRule], reconcileInterval: Duration = .seconds(600),
+    public convenience init(rules: [WatchRule], reconcileInterval: Duration = .seconds(600),
                 fallbackScanInterval: Duration = .seconds(10), logger: Logger,
                 isKnown: @escaping @Sendable (_ ruleID: String, _ path: String, _ version: FileVersion) -> Bool = { _, _, _ in false }) {
+        self.init(rules: rules, reconcileInterval: reconcileInterval, fallbackScanInterval: fallbackScanInterval,
+                  logger: logger, isKnown: isKnown, writeCheck: WriteCheck.of)
+    }
+
+    /// The designated initializer; tests pass a `writeCheck` that answers as a kernel without leases would.
+    init(rules: [WatchRule], reconcileInterval: Duration, fallbackScanInterval: Duration, logger: Logger,
+         isKnown: @escaping @Sendable (String, String, FileVersion) -> Bool, writeCheck: @escaping WriteChecker) {
         control = Mutex(Control(rules: rules))
+        self.writeCheck = writeCheck
         (reports, reportsContinuation) = AsyncStream<CompletedFile>.makeStream()
         self.reconcileInterval = reconcileInterval
         self.fallbackScanInterval = fallbackScanInterval
@@ -76,7 +89,7 @@ public final class FolderWatcher: Sendable {
         defer { inotify.stop() }
         let core = try WatchCore(rules: rules, inotify: inotify, input: input, output: reportsContinuation,
                                  published: shared, isKnown: isKnown, reconcileInterval: reconcileInterval,
-                                 fallbackScanInterval: fallbackScanInterval, logger: logger)
+                                 fallbackScanInterval: fallbackScanInterval, logger: logger, writeCheck: writeCheck)
         try inotify.startReader { batch in input.yield(.events(batch)) }
         core.start()
         await withTaskCancellationHandler {
@@ -100,5 +113,13 @@ public final class FolderWatcher: Sendable {
     /// stays bounded; if the same version shows up again later, it is reported again.
     public func forget(path: String) {
         _ = control.withLock { $0.input?.yield(.forget(path)) }
+    }
+
+    /// Forgets `path` and watches it settle again, so it is reported again (even the same version)
+    /// once complete. For a report the caller declined because the file was open for writing or had
+    /// changed when it looked: without this, a writer that closes without changing the file would
+    /// leave that version unreported until the next reconciliation.
+    public func recheck(path: String) {
+        _ = control.withLock { $0.input?.yield(.recheck(path)) }
     }
 }

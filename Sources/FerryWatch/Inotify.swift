@@ -9,6 +9,8 @@ struct InotifyEvent: Sendable {
     var mask: UInt32
     var cookie: UInt32
     var name: String
+    /// The kernel's name was not valid UTF-8; `name` is empty and must not be used.
+    var undecodableName = false
 
     func has(_ flag: UInt32) -> Bool { mask & flag != 0 }
 }
@@ -90,15 +92,30 @@ final class Inotify: @unchecked Sendable {
         close(wakeWrite)
     }
 
-    /// Watches the folder at `path`; returns the watch descriptor (the same one if already watched).
-    func addWatch(_ path: String, mask: UInt32 = InotifyFlag.folderMask) throws(WatchError) -> Int32 {
+    /// Watches the folder open as `folder` (opened without following links), through its
+    /// `/proc/self/fd` entry so the kernel resolves no path components again; `path` names it in errors.
+    /// Without /proc, the path itself is watched (IN_DONT_FOLLOW still refuses a link as the last part).
+    func addWatch(folder: Int32, path: String) throws(WatchError) -> Int32 {
         do {
-            return try Syscall.retrying("inotify_add_watch", path: path) { inotify_add_watch(fd, path, mask) }
+            // The /proc entry is a link by design: following it is the point, so no IN_DONT_FOLLOW.
+            return try addWatch("/proc/self/fd/\(folder)", mask: InotifyFlag.folderMask & ~InotifyFlag.dontFollow, naming: path)
+        } catch where error.errno == .noSuchFileOrDirectory && !Self.procIsMounted {
+            return try addWatch(path)
+        }
+    }
+
+    private static let procIsMounted = access("/proc/self/fd", F_OK) == 0
+
+    /// Watches the folder at `path`; returns the watch descriptor (the same one if already watched).
+    func addWatch(_ path: String, mask: UInt32 = InotifyFlag.folderMask, naming display: String? = nil) throws(WatchError) -> Int32 {
+        let display = display ?? path
+        do {
+            return try Syscall.retrying("inotify_add_watch", path: display) { inotify_add_watch(fd, path, mask) }
         } catch {
             if error.errno == .noSpace {
                 let limit = Syscall.readSysctl("fs.inotify.max_user_watches").map(String.init) ?? "unknown"
                 throw WatchError(code: .tooManyWatches, errno: error.errno, message:
-                    "cannot watch \(path): the inotify watch limit fs.inotify.max_user_watches (now \(limit)) is used up; raise it with `sysctl fs.inotify.max_user_watches=524288` and persist it in /etc/sysctl.d/")
+                    "cannot watch \(display): the inotify watch limit fs.inotify.max_user_watches (now \(limit)) is used up; raise it with `sysctl fs.inotify.max_user_watches=524288` and persist it in /etc/sysctl.d/")
             }
             throw error
         }
@@ -190,13 +207,19 @@ final class Inotify: @unchecked Sendable {
             let cookie = buffer.loadUnaligned(fromByteOffset: offset + 8, as: UInt32.self)
             let length = Int(buffer.loadUnaligned(fromByteOffset: offset + 12, as: UInt32.self))
             var name = ""
+            var undecodable = false
             if length > 0 {
                 let start = buffer.advanced(by: offset + header).assumingMemoryBound(to: UInt8.self)
                 var end = 0
                 while end < length, start[end] != 0 { end += 1 }
-                name = String(decoding: UnsafeBufferPointer(start: start, count: end), as: UTF8.self)
+                // Validated, not repaired: a repaired name would be another file's name.
+                if let valid = String(validating: UnsafeBufferPointer(start: start, count: end), as: UTF8.self) {
+                    name = valid
+                } else {
+                    undecodable = true
+                }
             }
-            batch.append(InotifyEvent(wd: wd, mask: mask, cookie: cookie, name: name))
+            batch.append(InotifyEvent(wd: wd, mask: mask, cookie: cookie, name: name, undecodableName: undecodable))
             offset += header + length
         }
     }

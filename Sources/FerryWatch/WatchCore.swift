@@ -10,6 +10,7 @@ enum WatchInput: Sendable {
     case continueScan
     case rules([WatchRule])
     case forget(String)
+    case recheck(String)
 }
 
 /// A rule with its patterns compiled and its root normalised.
@@ -19,12 +20,14 @@ struct CompiledRule {
     let root: String
     /// Excludes that match a single name; a folder whose name matches one can hold no selected file.
     let folderExcludes: [Glob]
+    /// `rule.excludedFolders`, normalised, each with the `/`-terminated prefix of what lies below it.
+    let excludedFolders: [(folder: String, below: String)]
 
     init(_ rule: WatchRule) throws(WatchError) {
         self.rule = rule
         var root = rule.root
-        while root.count > 1, root.hasSuffix("/") { root.removeLast() }
-        guard root.hasPrefix("/") else {
+        while root.utf8.count > 1, root.hasByteSuffix("/") { root.removeLast() }
+        guard root.hasBytePrefix("/") else {
             throw WatchError(code: .invalidPattern, message: "rule \(rule.id): watch path \(rule.root) must be absolute")
         }
         self.root = root
@@ -34,21 +37,38 @@ struct CompiledRule {
             throw WatchError(code: .invalidPattern, message: "rule \(rule.id): \(error)")
         }
         folderExcludes = filter.exclude.filter(\.matchesBaseName)
+        var excluded: [(folder: String, below: String)] = []
+        for var folder in rule.excludedFolders {
+            while folder.utf8.count > 1, folder.hasByteSuffix("/") { folder.removeLast() }
+            guard folder.hasBytePrefix("/") else {
+                throw WatchError(code: .invalidPattern, message: "rule \(rule.id): excluded folder \(folder) must be absolute")
+            }
+            excluded.append((folder, folder == "/" ? "/" : folder + "/"))
+        }
+        excludedFolders = excluded
+    }
+
+    /// Whether `path` is one of the excluded folders or lies below one (compared byte for byte).
+    func excludes(_ path: String) -> Bool {
+        excludedFolders.contains { path.utf8.elementsEqual($0.folder.utf8) || path.hasBytePrefix($0.below) }
     }
 
     /// The folder's path relative to this rule's root with a trailing `/` ("" for the root itself), or
     /// nil when the rule does not cover that folder.
+    /// Byte-exact: a folder spelled in NFD is not the NFC-spelled root.
     func relativeFolder(of path: String) -> String? {
-        if path == root { return "" }
+        if !excludedFolders.isEmpty, excludes(path) { return nil }
+        if path.utf8.elementsEqual(root.utf8) { return "" }
         guard rule.recursive else { return nil }
         let prefix = root == "/" ? "/" : root + "/"
-        guard path.hasPrefix(prefix) else { return nil }
-        let relative = path.dropFirst(prefix.count)
-        for segment in relative.split(separator: "/") {
-            let name = String(segment)
-            if name == ".ferry" || folderExcludes.contains(where: { $0.matches(name) }) { return nil }
+        guard path.hasBytePrefix(prefix) else { return nil }
+        let relative = path.droppingBytes(prefix.utf8.count)
+        for segment in relative.utf8.split(separator: UInt8(ascii: "/")) {
+            if segment.elementsEqual(".ferry".utf8) { return nil }
+            let name = String(decoding: segment, as: UTF8.self)
+            if folderExcludes.contains(where: { $0.matches(name) }) { return nil }
         }
-        return String(relative) + "/"
+        return relative + "/"
     }
 
     /// `FileFilter.accepts` for a file in a folder `relativeFolder(of:)` already admitted: that check
@@ -103,11 +123,10 @@ final class FolderNode {
     var wd: Int32 = -1
     /// Rules covering this folder, in priority order, with the folder's path relative to each root.
     var rules: [(index: Int, folder: String)]
-    var subfolders: Set<String> = []
-    var reported: [String: FileVersion] = [:]
-    var pending: [String: PendingFile] = [:]
-    var device: UInt64 = 0
-    var inode: UInt64 = 0
+    /// Keyed by bytes (`ExactString`): Unicode twins are different files on Linux.
+    var subfolders = NameSet()
+    var reported = NameTable<FileVersion>()
+    var pending = NameTable<PendingFile>()
 
     init(id: UInt32, path: String, rules: [(index: Int, folder: String)]) {
         self.id = id
@@ -145,14 +164,24 @@ final class WatchCore {
     private let output: AsyncStream<CompletedFile>.Continuation
     private let published: SharedStatistics
     private let isKnown: @Sendable (String, String, FileVersion) -> Bool
+    private let writeCheck: WriteChecker
     private let reconcileInterval: Duration
     private let fallbackScanInterval: Duration
     private var logger: Logger
     private let debugEnabled: Bool
 
     private var counters = WatchStatistics()
-    private var rootStates: [String: RootStatus] = [:]
-    private var byPath: [String: FolderNode] = [:]
+    private var rootStates = NameTable<RootStatus>()
+    /// The folder (device, inode) each attached root resolved to, without links, when it was attached.
+    private var rootIdentities = NameTable<RootHandle.Identity>()
+    /// Roots opened (from `/`, without links) and checked against `rootIdentities` during this loop
+    /// turn; every stat, scan and open below a root goes through its descriptor. Closed at the end of
+    /// the turn: a descriptor held longer would keep the root's file system busy (umount fails with
+    /// EBUSY) and a deleted root's inode alive (no IN_DELETE_SELF).
+    private var openRoots = NameTable<RootHandle>()
+    /// The causes (code and errno) for which "cannot check for writers" was logged, so each is said once.
+    private var writeCheckProblemsLogged: Set<String> = []
+    private var byPath = NameTable<FolderNode>()
     private var byWD: [Int32: FolderNode] = [:]
     private var byID: [UInt32: FolderNode] = [:]
     private var nextID: UInt32 = 0
@@ -166,7 +195,7 @@ final class WatchCore {
     private var scanKickOutstanding = false
     private var pendingMoves: [UInt32: [Int32]] = [:]
     private var rulesGeneration = 0
-    private var rootChecksScheduled: Set<String> = []
+    private var rootChecksScheduled = NameSet()
     /// Reports of one loop turn, handed over together so a consumer wakes once per batch, not per file.
     private var outbox: [CompletedFile] = []
     private let clock = ContinuousClock()
@@ -174,7 +203,8 @@ final class WatchCore {
     init(rules: [WatchRule], inotify: Inotify, input: AsyncStream<WatchInput>.Continuation,
          output: AsyncStream<CompletedFile>.Continuation, published: SharedStatistics,
          isKnown: @escaping @Sendable (String, String, FileVersion) -> Bool,
-         reconcileInterval: Duration, fallbackScanInterval: Duration, logger: Logger) throws(WatchError) {
+         reconcileInterval: Duration, fallbackScanInterval: Duration, logger: Logger,
+         writeCheck: @escaping WriteChecker = WriteCheck.of) throws(WatchError) {
         var compiled: [CompiledRule] = []
         for rule in rules { compiled.append(try CompiledRule(rule)) }
         self.rules = compiled
@@ -183,6 +213,7 @@ final class WatchCore {
         self.output = output
         self.published = published
         self.isKnown = isKnown
+        self.writeCheck = writeCheck
         self.reconcileInterval = reconcileInterval
         self.fallbackScanInterval = fallbackScanInterval
         self.logger = logger
@@ -220,6 +251,8 @@ extension WatchCore {
             apply(newRules)
         case .forget(let path):
             forget(path)
+        case .recheck(let path):
+            recheck(path)
         }
         afterInput()
     }
@@ -229,11 +262,14 @@ extension WatchCore {
         timerTask = nil
         for node in byWD.values { inotify.removeWatch(node.wd) }
         byWD.removeAll()
+        openRoots.removeAll()
+        rootIdentities.removeAll()
         counters.watches = 0
         publish()
     }
 
     private func afterInput() {
+        openRoots.removeAll()
         for file in outbox { output.yield(file) }
         outbox.removeAll(keepingCapacity: true)
         if scanQueueHead < scanQueue.count {
@@ -325,6 +361,12 @@ extension WatchCore {
             return
         }
         guard let node = byWD[event.wd] else { return }
+        if event.undecodableName {
+            // Not valid UTF-8: it could not be named byte-exactly, so ferry never acts on it.
+            counters.ignored += 1
+            if debugEnabled { logger.debug("ignoring a name that is not valid UTF-8", metadata: ["watch.folder": "\(node.path)"]) }
+            return
+        }
         if event.has(InotifyFlag.ignored) {
             byWD[event.wd] = nil
             node.wd = -1
@@ -364,8 +406,9 @@ extension WatchCore {
             node.reported[event.name] = nil
         } else if event.has(InotifyFlag.create), debugEnabled {
             // Regular files wait for IN_CLOSE_WRITE; this stat only exists to explain ignored entries.
-            let path = node.childPath(event.name)
-            if let status = FileStatus.of(path), status.kind != .regular { noteIgnored(path, kind: status.kind) }
+            if let status = status(of: event.name, in: node), status.kind != .regular {
+                noteIgnored(node.childPath(event.name), kind: status.kind)
+            }
         }
     }
 
@@ -387,8 +430,56 @@ extension WatchCore {
 
 extension WatchCore {
     private func distinctRoots() -> [String] {
-        var seen: Set<String> = []
+        var seen = NameSet()
         return rules.map(\.root).filter { seen.insert($0).inserted }
+    }
+
+    /// This turn's descriptor of a root covering `node`, and the node's folder relative to it ("" for
+    /// the root, else ending in `/`); nil when no covering root is attached (or it was just lost).
+    private func anchor(of node: FolderNode) -> (fd: Int32, folder: String)? {
+        for covering in node.rules {
+            let root = rules[covering.index].root
+            guard rootIdentities[root] != nil else { continue }
+            if let fd = rootDescriptor(root) { return (fd, covering.folder) }
+            // The root was lost, and this folder with it.
+            if byID[node.id] !== node { return nil }
+        }
+        return nil
+    }
+
+    /// The root's descriptor for this loop turn: opened from `/` with no link in any component and
+    /// checked to be the folder that was attached. A root whose path now leads elsewhere (a parent
+    /// swapped for a link, a mount over it, a new folder) is lost here, before anything below it is
+    /// stat'ed, scanned or reported, and is never re-attached through a link.
+    private func rootDescriptor(_ root: String) -> Int32? {
+        if let open = openRoots[root] { return open.fd }
+        guard let identity = rootIdentities[root] else { return nil }
+        switch RootHandle.open(root) {
+        case .success(let handle) where handle.identity == identity:
+            openRoots[root] = handle
+            return handle.fd
+        case .success:
+            rootLost(root, reason: Self.lossReason(.replaced))
+        case .failure(let problem):
+            if case .symbolicLink = problem { counters.lastProblem = "stopped watching \(root): \(Self.lossReason(problem))" }
+            rootLost(root, reason: Self.lossReason(problem))
+        }
+        return nil
+    }
+
+    /// fstatat of a file in `node`, relative to its root's descriptor: a parent folder swapped for a
+    /// link above the root cannot redirect it.
+    private func status(of name: String, in node: FolderNode) -> FileStatus? {
+        guard let anchor = anchor(of: node) else { return nil }
+        return FileStatus.of(anchor.folder + name, in: anchor.fd)
+    }
+
+    /// Splits an absolute path at its last `/`, byte-wise (a `/` followed by a combining mark is one
+    /// Character to Swift, but still a separator to Linux).
+    private static func parentAndName(_ path: String) -> (parent: String, name: String)? {
+        guard let slash = path.utf8.lastIndex(of: UInt8(ascii: "/")) else { return nil }
+        let parent = slash == path.utf8.startIndex ? "/" : String(decoding: path.utf8[..<slash], as: UTF8.self)
+        return (parent, String(decoding: path.utf8[path.utf8.index(after: slash)...], as: UTF8.self))
     }
 
     private func coveringRules(_ path: String) -> [(index: Int, folder: String)] {
@@ -420,8 +511,8 @@ extension WatchCore {
         let node = FolderNode(id: nextID, path: path, rules: covering)
         byPath[path] = node
         byID[node.id] = node
-        if let slash = path.lastIndex(of: "/"), let parent = byPath[slash == path.startIndex ? "/" : String(path[..<slash])] {
-            parent.subfolders.insert(String(path[path.index(after: slash)...]))
+        if let split = Self.parentAndName(path), split.parent != path, let parent = byPath[split.parent] {
+            parent.subfolders.insert(split.name)
         }
         // Watch before listing, so a file created between the two is seen by one or the other.
         if needsWatch(node), !watch(node) {
@@ -434,15 +525,17 @@ extension WatchCore {
     /// Adds the inotify watch; false when the folder is gone. A full watch table switches the roots
     /// involved to periodic scanning instead of failing.
     private func watch(_ node: FolderNode) -> Bool {
+        guard byID[node.id] === node, let anchor = anchor(of: node) else { return false }
         do {
-            let wd = try inotify.addWatch(node.path)
+            // Opened below the root's descriptor with no link in any component, then watched through
+            // the folder's own descriptor: the path is never resolved again.
+            let folder = try SafeOpen.below(anchor.fd, anchor.folder.isEmpty ? "." : anchor.folder.droppingLastBytes(1),
+                                            flags: O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+            defer { close(folder) }
+            let wd = try inotify.addWatch(folder: folder, path: node.path)
             if let other = byWD[wd], other !== node { other.wd = -1 }
             node.wd = wd
             byWD[wd] = node
-            if let status = FileStatus.of(node.path) {
-                node.device = status.version.device
-                node.inode = status.version.inode
-            }
             return true
         } catch {
             if error.code == .tooManyWatches {
@@ -459,9 +552,10 @@ extension WatchCore {
     }
 
     private func fallBackToScanning(_ node: FolderNode, _ error: WatchError) {
-        let roots = Set(node.rules.map { rules[$0.index].root })
+        var roots = NameSet()
+        for covering in node.rules { roots.insert(rules[covering.index].root) }
         var newlyPolling: [String] = []
-        for root in roots.sorted() where rootStates[root] == .watching {
+        for root in roots.sorted(by: { $0.utf8.lexicographicallyPrecedes($1.utf8) }) where rootStates[root] == .watching {
             rootStates[root] = .polling
             newlyPolling.append(root)
             schedule(.poll(root), after: fallbackScanInterval)
@@ -497,9 +591,8 @@ extension WatchCore {
             watches.append(node.wd)
             node.wd = -1
         }
-        if let slash = node.path.lastIndex(of: "/"), slash != node.path.startIndex,
-           let parent = byPath[String(node.path[..<slash])] {
-            parent.subfolders.remove(String(node.path[node.path.index(after: slash)...]))
+        if let split = Self.parentAndName(node.path), split.parent != node.path, let parent = byPath[split.parent] {
+            parent.subfolders.remove(split.name)
         }
         if rootStates[node.path] != nil { rootLost(node.path, reason: reason) }
         return watches
@@ -508,40 +601,62 @@ extension WatchCore {
     private func rootLost(_ root: String, reason: String) {
         if case .missing = rootStates[root] { return }
         rootStates[root] = .missing(backoff: Self.firstRootCheck, wasWatched: true)
+        rootIdentities[root] = nil
+        openRoots[root] = nil
         logger.info("watched folder is gone (\(reason)); watching it again when it reappears",
                     metadata: ["watch.root": "\(root)"])
         scheduleRootCheck(root, after: Self.firstRootCheck)
         if let node = byPath[root] { drop(node, removeWatches: true, reason: reason) }
     }
 
-    /// Watches and scans a root that exists; otherwise marks it missing and checks again with backoff.
-    private func attachRoot(_ root: String, reason: String) {
-        let status = FileStatus.of(root)
-        guard let status, status.kind == .directory else {
-            if case .missing(_, let wasWatched) = rootStates[root] {
-                if reason == "start" {
-                    let why = status?.kind == .symbolicLink
-                        ? "it is a symbolic link, and ferry never follows links: configure the real folder"
-                        : "it does not exist"
-                    logger.info("cannot watch folder: \(why); checking again until it appears",
-                                metadata: ["watch.root": "\(root)"])
+    /// Watches and scans a root whose path resolves, from `/`, with no symbolic link in any component;
+    /// otherwise marks it missing and checks again with backoff. Never attaches through a link.
+    private func attachRoot(_ root: String, reason: String, opened: RootHandle? = nil) {
+        let handle: RootHandle
+        if let opened {
+            handle = opened
+        } else {
+            switch RootHandle.open(root) {
+            case .success(let resolved): handle = resolved
+            case .failure(let problem):
+                if case .missing(_, let wasWatched) = rootStates[root] {
+                    if reason == "start" {
+                        let until = if case .symbolicLink = problem { "it is not watched while its path has a link" } else { "checking again until it appears" }
+                        logger.info("cannot watch folder: \(problem.explanation); \(until)", metadata: ["watch.root": "\(root)"])
+                        // A link is a configuration mistake, not a folder that will appear: show it in status.
+                        if case .symbolicLink = problem { counters.lastProblem = "cannot watch \(root): \(problem.explanation)" }
+                    }
+                    rootStates[root] = .missing(backoff: Self.firstRootCheck, wasWatched: wasWatched)
+                } else {
+                    rootLost(root, reason: Self.lossReason(problem))
+                    return
                 }
-                rootStates[root] = .missing(backoff: Self.firstRootCheck, wasWatched: wasWatched)
-            } else {
-                rootLost(root, reason: "missing")
+                scheduleRootCheck(root, after: Self.firstRootCheck)
                 return
             }
-            scheduleRootCheck(root, after: Self.firstRootCheck)
-            return
         }
         let previous = rootStates[root]
         rootStates[root] = .watching
+        rootIdentities[root] = handle.identity
+        openRoots[root] = handle
         guard let node = ensureNode(root) else { return }
         if case .missing(_, true) = previous {
             logger.info("watched folder is back; watching and scanning it again", metadata: ["watch.root": "\(root)"])
         }
         counters.scans += 1
         enqueueScan(node)
+    }
+
+    /// The reason logged when a watched root's path stops leading to the folder that was watched.
+    private static func lossReason(_ problem: RootHandle.Problem) -> String {
+        switch problem {
+        case .missing: "missing"
+        case .replaced: "replaced"
+        case .symbolicLink(let link):
+            "its path now goes through a symbolic link\(link.map { " (\($0))" } ?? ""), which ferry never follows"
+        case .notDirectory: "it is no longer a folder"
+        case .other(let error): "\(error)"
+        }
     }
 
     /// One pending check per missing root, however many paths noticed it was gone.
@@ -552,8 +667,8 @@ extension WatchCore {
 
     private func checkRoot(_ root: String) {
         guard case .missing(let backoff, let wasWatched) = rootStates[root] else { return }
-        if let status = FileStatus.of(root), status.kind == .directory {
-            attachRoot(root, reason: "reappeared")
+        if case .success(let handle) = RootHandle.open(root) {
+            attachRoot(root, reason: "reappeared", opened: handle)
         } else {
             let next = min(backoff * 2, Self.longestRootCheck)
             rootStates[root] = .missing(backoff: next, wasWatched: wasWatched)
@@ -566,14 +681,14 @@ extension WatchCore {
     private func reconcile() {
         for root in distinctRoots() {
             switch rootStates[root] {
-            case .watching:
-                if let node = byPath[root], let status = FileStatus.of(root),
-                   status.kind == .directory, status.version.device == node.device, status.version.inode == node.inode {
+            case .watching, .polling:
+                // rootDescriptor re-resolves the path and loses the root if it now leads elsewhere.
+                if byPath[root] == nil || rootDescriptor(root) == nil {
+                    rootLost(root, reason: "replaced")
+                    attachRoot(root, reason: "replaced")
                     continue
                 }
-                rootLost(root, reason: "replaced")
-                attachRoot(root, reason: "replaced")
-            case .polling:
+                guard rootStates[root] == .polling else { continue }
                 rootStates[root] = .watching
                 if let node = byPath[root] {
                     if node.wd < 0 { _ = watch(node) }
@@ -605,8 +720,13 @@ extension WatchCore {
         }
         rules = compiled
         rulesGeneration += 1
-        let roots = Set(distinctRoots())
-        for root in rootStates.keys where !roots.contains(root) { rootStates[root] = nil }
+        var roots = NameSet()
+        for root in distinctRoots() { roots.insert(root) }
+        for root in rootStates.keys where !roots.contains(root) {
+            rootStates[root] = nil
+            rootIdentities[root] = nil
+            openRoots[root] = nil
+        }
         for node in Array(byID.values) {
             node.rules = coveringRules(node.path)
         }
@@ -622,11 +742,16 @@ extension WatchCore {
         rescanAll()
     }
 
+    /// Forgets the file and starts its settle clock again, so the same version is reported once more
+    /// when it is complete: for a report the engine declined because a writer had opened it meanwhile.
+    private func recheck(_ path: String) {
+        forget(path)
+        guard let (folder, name) = Self.parentAndName(path), let node = byPath[folder] else { return }
+        consider(name, in: node, status: nil, fromScan: false)
+    }
+
     private func forget(_ path: String) {
-        guard let slash = path.lastIndex(of: "/") else { return }
-        let folder = slash == path.startIndex ? "/" : String(path[..<slash])
-        guard let node = byPath[folder] else { return }
-        let name = String(path[path.index(after: slash)...])
+        guard let (folder, name) = Self.parentAndName(path), let node = byPath[folder] else { return }
         // Only what was reported is forgotten: a version that arrived meanwhile (a file moved back in
         // just after the old one was archived) keeps settling and is reported.
         node.reported[name] = nil
@@ -659,10 +784,11 @@ extension WatchCore {
     /// Lists one folder: new sub-folders are watched and queued, regular files become candidates, and
     /// state for names no longer present is dropped. Returns the number of entries seen.
     private func scan(_ node: FolderNode) -> Int {
-        var seen: Set<String> = []
+        var seen = NameSet()
         var subfolders: [String] = []
+        guard let anchor = anchor(of: node) else { return 0 }
         do {
-            try FolderListing.read(node.path) { folder, name, type in
+            let undecodable = try FolderListing.read(anchor.folder.isEmpty ? "" : anchor.folder.droppingLastBytes(1), below: anchor.fd) { folder, name, type in
                 seen.insert(name)
                 var type = type
                 var status: FileStatus?
@@ -682,6 +808,10 @@ extension WatchCore {
                 case .symbolicLink: noteIgnored(path, kind: .symbolicLink)
                 case .other, .unknown: if let status { noteIgnored(path, kind: status.kind) }
                 }
+            }
+            if undecodable > 0 {
+                counters.ignored += undecodable
+                if debugEnabled { logger.debug("ignoring names that are not valid UTF-8", metadata: ["watch.folder": "\(node.path)", "watch.count": "\(undecodable)"]) }
             }
         } catch {
             if let code = error.errno, code == .noSuchFileOrDirectory || code == .notDirectory || code == .tooManySymbolicLinkLevels {
@@ -713,8 +843,8 @@ extension WatchCore {
     private func route(_ name: String, in node: FolderNode) -> Route {
         for covering in node.rules {
             let rule = rules[covering.index]
-            if let marker = rule.rule.readyMarker, !marker.isEmpty, name.count > marker.count, name.hasSuffix(marker) {
-                let base = String(name.dropLast(marker.count))
+            if let marker = rule.rule.readyMarker, !marker.isEmpty, name.utf8.count > marker.utf8.count, name.hasByteSuffix(marker) {
+                let base = name.droppingLastBytes(marker.utf8.count)
                 if case .file(let owner, _) = route(base, in: node), owner == covering.index { return .marker(base: base) }
             }
         }
@@ -722,7 +852,7 @@ extension WatchCore {
             let rule = rules[covering.index]
             let relative = covering.folder + name
             guard rule.selects(relative) else { continue }
-            if let marker = rule.rule.readyMarker, !marker.isEmpty, name.hasSuffix(marker) { return .none }
+            if let marker = rule.rule.readyMarker, !marker.isEmpty, name.hasByteSuffix(marker) { return .none }
             return .file(rule: covering.index, relativePath: relative)
         }
         return .none
@@ -742,7 +872,7 @@ extension WatchCore {
         case .file(let index, _):
             rule = index
         }
-        guard let status = known ?? FileStatus.of(node.childPath(name)) else { return }
+        guard let status = known ?? status(of: name, in: node) else { return }
         guard status.kind == .regular else {
             noteIgnored(node.childPath(name), kind: status.kind)
             return
@@ -772,11 +902,17 @@ extension WatchCore {
         }
     }
 
+    /// A marker for a file that already settled sends it through the full check again at once (the
+    /// write check included), rather than completing it on the version seen earlier.
     private func markerAppeared(for base: String, in node: FolderNode) {
-        if let pending = node.pending[base], pending.awaitingMarker,
-           let status = FileStatus.of(node.childPath(base)), status.version == pending.version,
-           case .file(let rule, let relative) = route(base, in: node) {
-            complete(base, in: node, version: pending.version, rule: rule, relativePath: relative)
+        if var pending = node.pending[base], pending.awaitingMarker {
+            pending.awaitingMarker = false
+            pending.deadline = clock.now
+            if !pending.scheduled {
+                pending.scheduled = true
+                timers.insert(.settle(node: node.id, name: base), at: pending.deadline)
+            }
+            node.pending[base] = pending
             return
         }
         consider(base, in: node, status: nil, fromScan: false)
@@ -786,19 +922,6 @@ extension WatchCore {
         guard let node = byID[id], var pending = node.pending[name] else { return }
         pending.scheduled = false
         if pending.deadline > now {
-            pending.scheduled = true
-            timers.insert(.settle(node: id, name: name), at: pending.deadline)
-            node.pending[name] = pending
-            return
-        }
-        guard let status = FileStatus.of(node.childPath(name)), status.kind == .regular else {
-            node.pending[name] = nil
-            counters.pending -= 1
-            return
-        }
-        if status.version != pending.version {
-            pending.version = status.version
-            pending.deadline = now.advanced(by: pending.settle)
             pending.scheduled = true
             timers.insert(.settle(node: id, name: name), at: pending.deadline)
             node.pending[name] = pending
@@ -815,14 +938,75 @@ extension WatchCore {
             return
         }
         guard let folder = node.rules.first(where: { $0.index == rule })?.folder else { return }
+        let root = rules[rule].root
+        guard let rootFD = rootDescriptor(root) else {
+            // A lost root dropped this folder (and this file) with it. A folder that survives is also
+            // covered by another rule's root while this one is missing: look again later.
+            if byID[id] === node { retry(name, in: node, pending, now: now) }
+            return
+        }
         let relative = folder + name
-        if let marker = rules[rule].rule.readyMarker, !marker.isEmpty, FileStatus.of(node.childPath(name + marker)) == nil {
+        let version: FileVersion
+        var uncheckable: WatchError?
+        switch writeCheck(relative, rootFD, node.childPath(name)) {
+        case .gone, .unanswerable(nil, _):
+            node.pending[name] = nil
+            counters.pending -= 1
+            return
+        case .openForWriting:
+            // Unchanged for the whole settle time, yet a writer holds it open (a paused writer, or one
+            // that was writing before ferry started): look again after another settle time. Its close
+            // also brings an IN_CLOSE_WRITE when the folder is watched.
+            counters.stillOpenForWriting += 1
+            if debugEnabled { logger.debug("settled but still open for writing; waiting", metadata: ["file.path": "\(node.childPath(name))"]) }
+            retry(name, in: node, pending, now: now)
+            return
+        case .tryAgain(let error):
+            logger.debug("cannot check the file yet; trying again", metadata: ["file.path": "\(node.childPath(name))", "watch.error": "\(error)"])
+            retry(name, in: node, pending, now: now)
+            return
+        case .idle(let seen):
+            version = seen
+        case .unanswerable(let seen?, let error):
+            uncheckable = error
+            version = seen
+        }
+        if version != pending.version {
+            pending.version = version
+            pending.deadline = now.advanced(by: pending.settle)
+            pending.scheduled = true
+            timers.insert(.settle(node: id, name: name), at: pending.deadline)
+            node.pending[name] = pending
+            return
+        }
+        if let marker = rules[rule].rule.readyMarker, !marker.isEmpty, FileStatus.of(relative + marker, in: rootFD) == nil {
             pending.awaitingMarker = true
             node.pending[name] = pending
             if debugEnabled { logger.debug("settled; waiting for its ready marker", metadata: ["file.path": "\(node.childPath(name))"]) }
             return
         }
-        complete(name, in: node, version: status.version, rule: rule, relativePath: relative)
+        if let uncheckable { writeCheckUnavailable(uncheckable) }
+        complete(name, in: node, version: version, rule: rule, relativePath: relative)
+    }
+
+    /// Keeps the file pending and checks it again after its settle time.
+    private func retry(_ name: String, in node: FolderNode, _ pending: PendingFile, now: ContinuousClock.Instant) {
+        var pending = pending
+        pending.deadline = now.advanced(by: pending.settle)
+        pending.scheduled = true
+        timers.insert(.settle(node: node.id, name: name), at: pending.deadline)
+        node.pending[name] = pending
+    }
+
+    /// The write check could not be made for a file, which then completes by stat stability alone:
+    /// said once per cause in the log and in the statistics, so the operator can fix the unit.
+    private func writeCheckUnavailable(_ error: WatchError) {
+        counters.completedWithoutWriteCheck += 1
+        counters.writeCheckUnavailable = true
+        guard writeCheckProblemsLogged.insert("\(error.code.rawValue) \(error.errno?.rawValue ?? 0)").inserted else { return }
+        let message = "\(error.message); until then such files count as complete once unchanged for their settle time, even if a writer still holds them open"
+        counters.lastProblem = message
+        logger.info("\(message)", metadata: ["watch.error": "\(error.errno.map { "\($0)" } ?? "none")"])
     }
 
     private func complete(_ name: String, in node: FolderNode, version: FileVersion, rule index: Int, relativePath relative: String) {

@@ -13,6 +13,13 @@ public struct WatchError: Error, Sendable, Hashable, CustomStringConvertible {
         case invalidPattern
         /// `run()` was called while the watcher was already running.
         case alreadyRunning
+        /// The kernel refuses the read lease that tells whether a file is open for writing: no CAP_LEASE
+        /// for a file another user owns (EACCES/EPERM), or a file system without leases (EINVAL).
+        case leasesUnavailable
+        /// `WriteActivity` was given a descriptor not opened `O_RDONLY`.
+        case notReadOnly
+        /// `LinkFreeFile` refused a path with a symbolic link in some component.
+        case symbolicLink
         /// Any other failed system call; `errno` says which.
         case systemCall
     }

@@ -14,10 +14,14 @@ public struct WatchRule: Sendable, Hashable {
     public var settle: Duration
     /// When set, `X` is complete only once `X<readyMarker>` exists; the marker is never reported.
     public var readyMarker: String?
+    /// Absolute folders whose whole subtrees never produce candidates and are not watched, even inside a
+    /// recursive `root`: the archive_dir, quarantine (`.ferry/failed/`) and in-doubt folders. Compared
+    /// byte for byte, component-wise (`/srv/out/archive` does not exclude `/srv/out/archived`).
+    public var excludedFolders: [String]
 
-    /// Creates a rule; `root` must be absolute.
+    /// Creates a rule; `root` and every `excludedFolders` entry must be absolute.
     public init(id: String, root: String, recursive: Bool = false, include: [String] = [], exclude: [String] = [],
-                settle: Duration = .seconds(2), readyMarker: String? = nil) {
+                settle: Duration = .seconds(2), readyMarker: String? = nil, excludedFolders: [String] = []) {
         self.id = id
         self.root = root
         self.recursive = recursive
@@ -25,6 +29,7 @@ public struct WatchRule: Sendable, Hashable {
         self.exclude = exclude
         self.settle = settle
         self.readyMarker = readyMarker
+        self.excludedFolders = excludedFolders
     }
 }
 
@@ -96,8 +101,16 @@ public struct WatchStatistics: Sendable, Hashable {
     public var pending = 0
     /// Whether the first scan of every root present at start has finished.
     public var initialScanComplete = false
-    /// The most recent watch problem a user should act on (for example the watch limit), if any.
+    /// The most recent watch problem a user should act on (for example the watch limit, or leases being
+    /// unavailable so open-for-writing detection is off), if any.
     public var lastProblem: String?
+    /// Times a file that had settled was found still open for writing (by any process) and kept waiting.
+    public var stillOpenForWriting = 0
+    /// Files reported complete by stat stability alone because the kernel refused the write check
+    /// (no CAP_LEASE for a file another user owns, or a file system without leases). Should stay 0.
+    public var completedWithoutWriteCheck = 0
+    /// Whether the open-for-writing check has been unavailable for some file (see `lastProblem`).
+    public var writeCheckUnavailable = false
 
     /// Creates zeroed statistics.
     public init() {}

@@ -90,6 +90,7 @@ final class WatchHarness: Sendable {
     init(reconcile: Duration = .seconds(600), fallbackScan: Duration = .seconds(10), logLevel: Logger.Level = .debug,
          createRoots: Bool = true, gated: Bool = true, prepare: (String) throws -> Void = { _ in },
          isKnown: @escaping @Sendable (String, String, FileVersion) -> Bool = { _, _, _ in false },
+         writeCheck: @escaping WriteChecker = WriteCheck.of,
          rules makeRules: (String) -> [WatchRule]) throws {
         temp = try TempDirectory(prefix: "ferry-watch")
         let rules = makeRules(temp.path)
@@ -98,7 +99,7 @@ final class WatchHarness: Sendable {
         }
         try prepare(temp.path)
         watcher = FolderWatcher(rules: rules, reconcileInterval: reconcile, fallbackScanInterval: fallbackScan,
-                                logger: log.logger(level: logLevel), isKnown: isKnown)
+                                logger: log.logger(level: logLevel), isKnown: isKnown, writeCheck: writeCheck)
         start(gated: gated)
     }
 
@@ -181,8 +182,8 @@ final class WatchHarness: Sendable {
 extension WatchRule {
     /// A rule for tests: fast settle, everything under `root`.
     static func test(_ id: String, _ root: String, recursive: Bool = true, include: [String] = [], exclude: [String] = [],
-                     settle: Duration = .milliseconds(300), readyMarker: String? = nil) -> WatchRule {
+                     settle: Duration = .milliseconds(300), readyMarker: String? = nil, excludedFolders: [String] = []) -> WatchRule {
         WatchRule(id: id, root: root, recursive: recursive, include: include, exclude: exclude, settle: settle,
-                  readyMarker: readyMarker)
+                  readyMarker: readyMarker, excludedFolders: excludedFolders)
     }
 }

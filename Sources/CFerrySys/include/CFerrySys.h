@@ -1,8 +1,11 @@
 #ifndef CFERRYSYS_H
 #define CFERRYSYS_H
-// Linux system calls that Swift's Glibc module does not export.
+// Linux system calls and constants that Swift's Glibc module does not export.
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
+#include <stdint.h>
+#include <string.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -21,5 +24,61 @@ static inline int ferry_rename_noreplace(const char *from, const char *to) {
     errno = ENOSYS;
     return -1;
 #endif
+}
+
+// openat2(2) (Linux 5.6+) with RESOLVE_NO_SYMLINKS, and RESOLVE_BENEATH when `beneath` is set:
+// the kernel refuses (ELOOP) a symbolic link in any component of `path`, and (EXDEV) any escape
+// from `dirfd`, so a parent folder swapped for a link can never redirect the open. glibc has no
+// wrapper before 2.32 and the struct lives in <linux/openat2.h>, hence the raw syscall with the
+// struct spelled out (the kernel's ABI: three u64s). ENOSYS on older kernels. Returns an fd or -1.
+static inline int ferry_open_no_symlinks(int dirfd, const char *path, int flags, int beneath) {
+#ifdef SYS_openat2
+    struct { uint64_t flags; uint64_t mode; uint64_t resolve; } how;
+    memset(&how, 0, sizeof how);
+    how.flags = (uint64_t)(unsigned int)flags;
+    // 0x04 RESOLVE_NO_SYMLINKS (implies RESOLVE_NO_MAGICLINKS), 0x08 RESOLVE_BENEATH.
+    how.resolve = 0x04 | (beneath ? 0x08 : 0);
+    return (int)syscall(SYS_openat2, dirfd, path, &how, sizeof how);
+#else
+    (void)dirfd; (void)path; (void)flags; (void)beneath;
+    errno = ENOSYS;
+    return -1;
+#endif
+}
+
+// fcntl(F_SETLEASE) and its arguments sit behind _GNU_SOURCE, which Swift's Glibc module lacks.
+// Variadic fcntl gets a typed wrapper. Returns 0, or -1 with errno set.
+static inline int ferry_set_lease(int fd, int type) {
+    return fcntl(fd, 1024 /* F_SETLEASE */, type);
+}
+static const int ferry_lease_read = F_RDLCK;
+static const int ferry_lease_unlock = F_UNLCK;
+
+// The file status flags of `fd` (fcntl F_GETFL), typed for Swift. Returns the flags or -1.
+static inline int ferry_status_flags(int fd) {
+    return fcntl(fd, F_GETFL);
+}
+
+// Sets SIGIO's disposition to "ignore" unless someone installed a handler: a lease holder is sent
+// SIGIO when another process opens the file for writing, and SIGIO's default action terminates the
+// process. Returns 1 when SIGIO is ignored or handled afterwards, 0 if that could not be arranged.
+static inline int ferry_ignore_sigio(void) {
+    struct sigaction current;
+    if (sigaction(SIGIO, NULL, &current) != 0) return 0;
+    if (!(current.sa_flags & SA_SIGINFO) && current.sa_handler == SIG_DFL) {
+        struct sigaction ignore;
+        memset(&ignore, 0, sizeof ignore);
+        ignore.sa_handler = SIG_IGN;
+        sigemptyset(&ignore.sa_mask);
+        if (sigaction(SIGIO, &ignore, NULL) != 0) return 0;
+    }
+    return 1;
+}
+
+// Whether SIGIO is currently ignored (for tests and `ferry doctor`). 1 ignored, 0 not, -1 error.
+static inline int ferry_sigio_is_ignored(void) {
+    struct sigaction current;
+    if (sigaction(SIGIO, NULL, &current) != 0) return -1;
+    return (!(current.sa_flags & SA_SIGINFO) && current.sa_handler == SIG_IGN) ? 1 : 0;
 }
 #endif

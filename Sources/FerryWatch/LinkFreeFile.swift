@@ -1,0 +1,38 @@
+internal import Glibc
+
+/// Opens a reported file the way the watcher itself reaches it: no symbolic link in any component of
+/// the path, so a parent folder swapped for a link between the report and the upload cannot make the
+/// engine read (or archive) another tree's file.
+///
+/// The engine's outbound sequence: `openForReading(report.path)`, then `FileVersion(fileDescriptor:)`
+/// must equal `report.version`, then `WriteActivity.isOpenForWriting(fileDescriptor:)` must be false;
+/// upload from that descriptor, and repeat the last two checks before `after_send`.
+public enum LinkFreeFile {
+    /// Opens absolute `path` `O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC`, refusing a symbolic link
+    /// in any component. O_NONBLOCK: a file another process holds a write lease on fails at once
+    /// (EWOULDBLOCK) instead of waiting for the lease break. The caller closes the descriptor.
+    ///
+    /// - Throws: `WatchError` with code `.symbolicLink` when a component is a link, `.systemCall`
+    ///   (with errno) for anything else, such as ENOENT.
+    public static func openForReading(_ path: String) throws(WatchError) -> Int32 {
+        guard path.utf8.first == UInt8(ascii: "/") else {
+            throw WatchError(code: .systemCall, errno: .invalidArgument, message: "open \(path): the path must be absolute")
+        }
+        do {
+            return try SafeOpen.below(AT_FDCWD, path, flags: O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC)
+        } catch where error.errno == .tooManySymbolicLinkLevels || (error.errno == .notDirectory && SafeOpen.firstSymbolicLink(in: path) != nil) {
+            let link = SafeOpen.firstSymbolicLink(in: path).map { " (\($0))" } ?? ""
+            throw WatchError(code: .symbolicLink, errno: error.errno, message:
+                "refusing to open \(path): a component of its path is a symbolic link\(link), and ferry never follows links")
+        }
+    }
+}
+
+extension FileVersion {
+    /// The version of the file open as `fileDescriptor` (fstat), to compare with a report's version.
+    public init(fileDescriptor: Int32) throws(WatchError) {
+        var info = stat()
+        try Syscall.retrying("fstat") { fstat(fileDescriptor, &info) }
+        self = FileStatus(info).version
+    }
+}
