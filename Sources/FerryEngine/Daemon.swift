@@ -109,10 +109,18 @@ public final class Daemon: Service, Sendable {
         return "\(rules.outbound.count) outbound, \(rules.inbound.count) inbound rules; \(waiting) waiting, \(inFlight) in flight, \(sent) sent, \(quarantined) quarantined"
     }
 
+    /// The watcher's rules. No rule's archive, quarantine or in-doubt folder is ever a candidate of any
+    /// rule: an archive inside a watched tree would otherwise send its files again, in a loop.
     static func watchRules(_ rules: Rules) -> [WatchRule] {
-        rules.outbound.map {
+        let excluded = rules.outbound.flatMap { rule -> [String] in
+            let ferry = (rule.watch as NSString).appendingPathComponent(".ferry")
+            var folders = [ferry + "/sent", ferry + "/failed", ferry + "/in-doubt", ferry + "/claim"]
+            if rule.afterSend == .archive, let archive = rule.archiveDir { folders.append(archive) }
+            return folders
+        }
+        return rules.outbound.map {
             WatchRule(id: $0.name, root: $0.watch, recursive: $0.recursive, include: $0.include, exclude: $0.exclude,
-                      settle: $0.settle, readyMarker: $0.readyMarker)
+                      settle: $0.settle, readyMarker: $0.readyMarker, excludedFolders: excluded)
         }
     }
 

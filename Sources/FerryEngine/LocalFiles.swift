@@ -1,3 +1,4 @@
+import FerryWatch
 import Foundation
 internal import CFerrySys
 #if canImport(Glibc)
@@ -73,9 +74,15 @@ enum LocalFiles {
         let descriptor: Int32
         let path: String
 
+        /// Opens read-only with no symbolic link in any component of `path` (FerryWatch's LinkFreeFile):
+        /// a parent folder swapped for a link cannot make ferry read or archive another tree's file.
         init(path: String) throws {
             self.path = path
-            descriptor = try LocalFiles.syscall("open", path: path) { open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK) }
+            do {
+                descriptor = try LinkFreeFile.openForReading(path)
+            } catch {
+                throw LocalFileError("open", path: path, errno: error.code == .symbolicLink ? ELOOP : (error.errno?.rawValue ?? EIO))
+            }
         }
 
         deinit { close(descriptor) }
@@ -214,25 +221,12 @@ enum LocalFiles {
         return false
     }
 
-    /// Whether any process holds the file open for writing: a read lease is refused (EAGAIN) while one
-    /// does. Nil when the kernel will not grant leases here (no CAP_LEASE for another user's file, or a
-    /// file system without leases): the caller then relies on the version check alone.
+    /// Whether any process holds the file open for writing (FerryWatch's read-lease check). Nil when the
+    /// kernel will not grant leases here (no CAP_LEASE for another user's file, or a file system without
+    /// leases): the caller then relies on the version check alone, as the watcher does.
     static func isOpenForWriting(_ descriptor: Int32) -> Bool? {
-        ignoreLeaseBreakSignal
-        // F_SETLEASE (1024) and F_RDLCK/F_UNLCK (0/2) are Linux's values; Glibc's Swift module hides them.
-        if fcntl(descriptor, 1024, Int32(0)) == 0 {
-            _ = fcntl(descriptor, 1024, Int32(2))
-            return false
-        }
-        switch errno {
-        case EAGAIN, EBUSY: return true
-        default: return nil
-        }
+        try? WriteActivity.isOpenForWriting(fileDescriptor: descriptor)
     }
-
-    /// A writer opening a file we hold a lease on makes the kernel send SIGIO, which would end the
-    /// process; the lease is released at once anyway, so the signal is ignored (once per process).
-    private static let ignoreLeaseBreakSignal: Void = { _ = signal(SIGIO, SIG_IGN) }()
 
     /// Makes a running watcher notice a file that arrived by hard link (which inotify reports only as
     /// IN_CREATE, not as a completed write): opening it for writing and closing it, without writing,

@@ -258,7 +258,10 @@ public final class OutboundPipeline: Sendable {
             await context.uploadSlots.signal()
             switch outcome {
             case .staged(let staged): await batcher.add(staged)
-            case .dropped: watcher.forget(path: file.path)
+            case .dropped:
+                // Reported again once complete: a writer that closes without changing it, or a new version.
+                watcher.forget(path: file.path)
+                watcher.recheck(path: file.path)
             case .retry(let delay):
                 Task {
                     try? await Task.sleep(for: delay)

@@ -28,6 +28,16 @@ public enum QuarantineRetry {
                 try journal.markRetried(file.id)
                 continue
             }
+            // Neither the quarantined file nor the folder it goes back to may be reached through a link:
+            // a folder swapped for a link would hand the file to another tree.
+            do {
+                _ = try LocalFiles.OpenFile(path: quarantinePath)
+                _ = try LocalFiles.OpenFile(path: (file.path as NSString).deletingLastPathComponent)
+            } catch let error as LocalFileError where error.errno == ELOOP {
+                logger.error("not putting the file back: a folder on its way is a symbolic link, and ferry never follows links",
+                             metadata: ["file.path": "\(file.path)", "error": "\(error)"])
+                continue
+            }
             // Move first, then journal: if the move fails the file stays quarantined and counted, and a
             // second `ferry retry` finds it again. A stop between the two leaves a file the daemon sends
             // (it is a new arrival) while the journal still lists it in quarantine: the next retry then
