@@ -75,6 +75,21 @@ public final class Daemon: Service, Sendable {
         throw DaemonStartError(message: message)
     }
 
+    /// Watched folders that are gone (or now resolve through a link) and watching that fell back to
+    /// scanning make `ferry status` degraded, with the watcher's own explanation.
+    private func publishWatcherHealth() async throws {
+        while !Task.isCancelled {
+            let statistics = watcher.statistics
+            if statistics.missingRoots > 0 {
+                let why = statistics.lastProblem.map { ": \($0)" } ?? ""
+                health.set("watch", "\(statistics.missingRoots) watched folder(s) missing or lost\(why)")
+            } else {
+                health.clear("watch")
+            }
+            try await Task.sleep(for: .seconds(2))
+        }
+    }
+
     /// READY=1 once the journal is open and the watches are set up, then STATUS= and WATCHDOG=1 pings.
     private func notifySystemd() async throws {
         guard notifier.isEnabled else {
@@ -206,6 +221,7 @@ public final class Daemon: Service, Sendable {
                     group.addTask { await MetricsWriter(path: path, metrics: self.metrics, journal: self.journal, watcher: self.watcher, logger: self.logger).run() }
                 }
                 group.addTask { try await self.notifySystemd() }
+                group.addTask { try await self.publishWatcherHealth() }
                 try await group.next()
                 group.cancelAll()
             }
