@@ -576,6 +576,7 @@ public final class OutboundPipeline: Sendable {
                 "transfer.unmatched_paths": "\(unmatched.map(\.filePath).joined(separator: ", "))"]) { $1 })
             metrics.increment("ferry_unmatched_results_total", ["rule": batch.rule], by: Double(unmatched.count),
                               help: "ListFileTransferResults entries that matched no file ferry sent in that transfer.")
+            health?.set("results:\(batch.rule)", "transfer \(batch.transferID) of rule \(batch.rule) reported results for paths ferry did not send (\(unmatched.prefix(3).map(\.filePath).joined(separator: ", "))); its unmatched files are quarantined as outcome unknown")
         }
         // Every result is final, yet some files have none: AWS will not say more about them.
         let everyResultFinal = results.allSatisfy { $0.statusCode == .completed || $0.statusCode == .failed }

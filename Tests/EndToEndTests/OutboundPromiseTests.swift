@@ -247,6 +247,33 @@ import FerryTestSupport
         #expect(counts.count == 3 && counts.values.allSatisfy { $0 == 1 }, "resent after a rename: \(counts)")
     }
 
+    // MARK: 4. Symlinked parents
+
+    /// Replacing `/data/tenantA` by a symlink to `/data/tenantB` made rule A send tenant B's payroll to
+    /// A's partner. A root reached through a link is lost (status degraded), never re-attached.
+    @Test func parentSwappedForALinkToAnotherTenantSendsNothingOfIt() async throws {
+        // No event reaches the old watch after the swap: the reconciliation scan is what looks again.
+        let scenario = try OutboundScenario(topExtras: ["reconcile_interval: 2s"])
+        let data = scenario.root.path + "/data"
+        let tenantA = data + "/tenantA", tenantB = data + "/tenantB"
+        try FileManager.default.createDirectory(atPath: tenantA + "/outbox", withIntermediateDirectories: true)
+        try FileManager.default.createDirectory(atPath: tenantB + "/outbox", withIntermediateDirectories: true)
+        try scenario.editRules(replacing: "watch: \(scenario.outbox)", with: "watch: \(tenantA)/outbox")
+        try scenario.start()
+        try Data("tenant A invoice\n".utf8).write(to: URL(fileURLWithPath: tenantA + "/outbox/a.edi"))
+        #expect(await eventually(timeout: 60) { scenario.partnerFiles()["a.edi"] != nil }, "log:\n\(log(scenario))")
+        // tenantA is moved away and replaced by a link to tenantB, whose outbox holds B's payroll.
+        #expect(rename(tenantA, data + "/tenantA.old") == 0)
+        #expect(symlink(tenantB, tenantA) == 0)
+        try Data("tenant B payroll\n".utf8).write(to: URL(fileURLWithPath: tenantB + "/outbox/payroll-b.edi"))
+        #expect(await eventually(timeout: 30) { ((try? scenario.status().json["problems"] as? [String]) ?? []).contains { $0.contains("missing or lost") } },
+                "status says the folder is lost; log:\n\(log(scenario))")
+        try await Task.sleep(for: .seconds(3))
+        #expect(scenario.partnerFiles()["payroll-b.edi"] == nil, "another tenant's file was sent")
+        #expect(FileManager.default.fileExists(atPath: tenantB + "/outbox/payroll-b.edi"), "and never archived")
+        #expect(try scenario.status().exit == 1)
+    }
+
     // MARK: 5. Ready markers
 
     /// The marker was unlinked even when the data file had changed: a corrected file and its new marker,

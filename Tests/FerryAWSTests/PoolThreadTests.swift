@@ -44,7 +44,7 @@ struct PoolThreadTests {
         #expect(!after.isEmpty && after != "ferry-http")
         // And a request made after shutdown fails at once with a clear error: not retried, not a hang.
         let s3 = S3Client(client: client)
-        let requestedAt = ContinuousClock.now
+        let retriesBefore = client.retryStatistics.retriesGranted
         do {
             _ = try await s3.headObject(bucket: "b", key: "k")
             Issue.record("a request after shutdown succeeded")
@@ -52,7 +52,8 @@ struct PoolThreadTests {
             #expect(error.code == "ClientShutDown")
             #expect(!error.isRetryable)
         }
-        #expect(ContinuousClock.now - requestedAt < .seconds(1), "no retries with backoff")
+        // Counted, not timed: a loaded machine makes any time threshold flaky.
+        #expect(client.retryStatistics.retriesGranted == retriesBefore, "no retries with backoff")
     }
 }
 

@@ -231,11 +231,11 @@ struct InboundPollRequestTests {
         let poller = h.poller([rule], journal: try h.openJournal())
         let daemon = Task { await poller.run() }
         defer { daemon.cancel() }
-        let report = try await PollRequests.submit(stateDir: h.state.path, rule: "req")
+        let report = try await PollRequests.submit(stateDir: h.state.path, rule: "req", claimTimeout: .seconds(60))
         #expect(report.error == nil)
         #expect(report.requested == 1)
         #expect(try h.inboxFile("a.csv") == Data("hello".utf8))
-        let unknown = try await PollRequests.submit(stateDir: h.state.path, rule: "nope")
+        let unknown = try await PollRequests.submit(stateDir: h.state.path, rule: "nope", claimTimeout: .seconds(60))
         #expect(unknown.error?.contains("no inbound rule named nope") == true)
         #expect(try FileManager.default.contentsOfDirectory(atPath: PollRequests.folder(stateDir: h.state.path)).isEmpty)
     }

@@ -362,7 +362,7 @@ def test_remote_move_and_delete_act_on_the_partner_disk(emu):
     move_id = tf.start_remote_move(ConnectorId=emu.sftp_id, SourcePath=f"{remote}/r.csv", TargetPath=f"{remote}/archive/r.csv")["MoveId"]
     assert move_id
     wait_for(lambda: os.path.exists(os.path.join(folder, "archive", "r.csv")))
-    assert not os.path.exists(os.path.join(folder, "r.csv"))
+    wait_for(lambda: not os.path.exists(os.path.join(folder, "r.csv")))
     assert tf.start_remote_delete(ConnectorId=emu.sftp_id, DeletePath=f"{remote}/archive/r.csv")["DeleteId"]
     wait_for(lambda: not os.path.exists(os.path.join(folder, "archive", "r.csv")))
     tf.start_remote_delete(ConnectorId=emu.sftp_id, DeletePath=f"{remote}/archive")
