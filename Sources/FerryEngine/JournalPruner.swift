@@ -18,6 +18,8 @@ public struct PruneReport: Sendable, Equatable {
     public var longestLockHold: Duration = .zero
     /// Steps (small transactions) taken.
     public var steps = 0
+    /// The whole pass, pauses between steps included.
+    public var duration: Duration = .zero
 }
 
 /// Deletes journal rows that finished longer than `retention` ago, at start and then every `interval`,
@@ -68,6 +70,7 @@ public struct JournalPruner: Sendable {
                         "prune.outbound": "\(report.outboundFiles)", "prune.outbound_kept": "\(report.outboundKept)",
                         "prune.inbound": "\(report.inboundFiles)", "prune.batches": "\(report.batches)",
                         "prune.pages_returned": "\(report.pagesReturned)", "prune.longest_lock_hold": "\(report.longestLockHold)",
+                        "prune.steps": "\(report.steps)", "prune.duration": "\(report.duration)",
                     ])
                 }
             } catch is CancellationError {
@@ -81,6 +84,7 @@ public struct JournalPruner: Sendable {
 
     /// One pass over everything that finished before `now - retention`.
     public func pass() async throws -> PruneReport {
+        let started = ContinuousClock.now
         let rules = rules()
         let cutoff = now().addingTimeInterval(-Double(rules.retention.components.seconds))
         // Unknown rules (removed from the file) count as keeping: re-adding one must not fetch again.
@@ -142,6 +146,7 @@ public struct JournalPruner: Sendable {
                 try await Task.sleep(for: pause)
             }
         }
+        report.duration = ContinuousClock.now - started
         return report
     }
 
