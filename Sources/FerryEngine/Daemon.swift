@@ -222,6 +222,7 @@ public final class Daemon: Service, Sendable {
                 }
                 group.addTask { try await self.notifySystemd() }
                 group.addTask { try await self.publishWatcherHealth() }
+                group.addTask { await JournalPruner(journal: self.journal, rules: { self.currentRules.withLock { $0 } }, logger: self.logger).run() }
                 try await group.next()
                 group.cancelAll()
             }

@@ -1,0 +1,161 @@
+import FerryConfig
+import FerryStore
+import Foundation
+import Logging
+
+/// What one pruning pass did.
+public struct PruneReport: Sendable, Equatable {
+    /// Outbound file rows deleted.
+    public var outboundFiles = 0
+    /// Outbound rows kept because the exact version they describe is still on disk (a `keep` rule's
+    /// dedupe needs them, or a file put back).
+    public var outboundKept = 0
+    public var inboundFiles = 0
+    public var batches = 0
+    /// Free pages given back to the file system.
+    public var pagesReturned = 0
+    /// The longest time one step held the journal lock.
+    public var longestLockHold: Duration = .zero
+    /// Steps (small transactions) taken.
+    public var steps = 0
+    /// The whole pass, pauses between steps included.
+    public var duration: Duration = .zero
+}
+
+/// Deletes journal rows that finished longer than `retention` ago, at start and then every `interval`,
+/// in steps of at most `batchSize` rows, pausing between steps so the pipeline's own journal writes wait
+/// for at most one step (measured: see docs/operations.md, "History and retention").
+///
+/// What is never pruned, because dedupe needs it:
+/// - an outbound `done` row whose exact version (path, device, inode, size, mtime) is still on disk:
+///   with `after_send: keep` that row is all that stops the watcher sending the file again. The check is
+///   an `lstat` outside the journal lock; a version that is gone cannot come back with the same inode
+///   and mtime unless someone moves it back, which archive rules treat as a new arrival anyway.
+/// - an inbound `done` row of a rule that keeps the partner's files (`after_retrieve: keep`, or a rule no
+///   longer in the rules file) while it is the newest row of its remote path: the partner may still list it.
+/// Live rows (waiting, in flight, failed, quarantined, in doubt) are never pruned, whatever their age.
+public struct JournalPruner: Sendable {
+    let journal: Journal
+    /// The rules in force (read at every pass, so a reload's `retention` applies at the next one).
+    let rules: @Sendable () -> Rules
+    let logger: Logger
+    let now: @Sendable () -> Date
+    var interval: Duration = .seconds(3600)
+    var batchSize = 500
+    /// Between steps: long enough for waiting journal writers to take the lock.
+    var pause: Duration = .milliseconds(5)
+    /// Pages returned per incremental-vacuum step (4 KiB each).
+    var vacuumPages = 512
+
+    public init(journal: Journal, rules: @escaping @Sendable () -> Rules, logger: Logger,
+                now: @escaping @Sendable () -> Date = { Date() }, interval: Duration = .seconds(3600),
+                batchSize: Int = 500, pause: Duration = .milliseconds(5)) {
+        self.journal = journal
+        self.rules = rules
+        self.logger = logger
+        self.now = now
+        self.interval = interval
+        self.batchSize = batchSize
+        self.pause = pause
+    }
+
+    /// Prunes at start, then every `interval`, until cancelled. A failing pass is logged and tried again
+    /// at the next interval: pruning is housekeeping, never a reason to stop sending.
+    public func run() async {
+        while !Task.isCancelled {
+            do {
+                let report = try await pass()
+                if report.outboundFiles + report.inboundFiles + report.batches > 0 {
+                    logger.info("journal pruned", metadata: [
+                        "prune.outbound": "\(report.outboundFiles)", "prune.outbound_kept": "\(report.outboundKept)",
+                        "prune.inbound": "\(report.inboundFiles)", "prune.batches": "\(report.batches)",
+                        "prune.pages_returned": "\(report.pagesReturned)", "prune.longest_lock_hold": "\(report.longestLockHold)",
+                        "prune.steps": "\(report.steps)", "prune.duration": "\(report.duration)",
+                    ])
+                }
+            } catch is CancellationError {
+                return
+            } catch {
+                logger.warning("journal pruning failed; retried at the next interval", metadata: ["error": "\(error)"])
+            }
+            try? await Task.sleep(for: interval)
+        }
+    }
+
+    /// One pass over everything that finished before `now - retention`.
+    public func pass() async throws -> PruneReport {
+        let started = ContinuousClock.now
+        let rules = rules()
+        let cutoff = now().addingTimeInterval(-Double(rules.retention.components.seconds))
+        // Unknown rules (removed from the file) count as keeping: re-adding one must not fetch again.
+        let tidying = Set(rules.inbound.filter { $0.afterRetrieve != .keep }.map(\.name))
+        let keepingRules = Set(try journal.inboundRuleNames()).subtracting(tidying)
+        var report = PruneReport()
+        func note(_ step: PruneStep) {
+            report.steps += 1
+            report.longestLockHold = max(report.longestLockHold, step.lockHeld)
+            report.batches += step.batches
+        }
+
+        for state in [OutboundState.disposed, .dropped, .retried] {
+            var cursor = PruneCursor.start
+            while true {
+                try Task.checkCancellation()
+                let candidates = try journal.outboundPruneCandidates(state: state, finishedBefore: cutoff, after: cursor, limit: batchSize)
+                guard let last = candidates.last else { break }
+                cursor = PruneCursor(finishedAt: last.finishedAt, id: last.id)
+                let doomed = candidates.filter { state != .disposed || !Self.versionExists($0) }
+                report.outboundKept += candidates.count - doomed.count
+                let step = try journal.pruneOutbound(doomed.map(\.id), finishedBefore: cutoff)
+                note(step)
+                report.outboundFiles += step.files
+                if candidates.count < batchSize { break }
+                try await Task.sleep(for: pause)
+            }
+        }
+
+        var batchCursor: Int64? = 0
+        while let after = batchCursor {
+            try Task.checkCancellation()
+            let (step, next) = try journal.pruneEmptyBatches(finishedBefore: cutoff, afterID: after, limit: batchSize)
+            note(step)
+            batchCursor = next
+            if next != nil { try await Task.sleep(for: pause) }
+        }
+
+        var inboundCursor: PruneCursor? = .start
+        while let cursor = inboundCursor {
+            try Task.checkCancellation()
+            let (step, next) = try journal.pruneInbound(finishedBefore: cutoff, keepingRules: keepingRules, after: cursor, limit: batchSize)
+            note(step)
+            report.inboundFiles += step.files
+            inboundCursor = next
+            if next != nil { try await Task.sleep(for: pause) }
+        }
+
+        if journal.returnsFreePages {
+            while true {
+                try Task.checkCancellation()
+                let before = try journal.freePages()
+                guard before > 0 else { break }
+                let (remaining, held) = try journal.returnFreePages(vacuumPages)
+                report.steps += 1
+                report.longestLockHold = max(report.longestLockHold, held)
+                report.pagesReturned += before - remaining
+                if remaining == 0 || remaining >= before { break }
+                try await Task.sleep(for: pause)
+            }
+        }
+        report.duration = ContinuousClock.now - started
+        return report
+    }
+
+    /// Whether the exact version a row describes is still at its path (never following a link).
+    static func versionExists(_ candidate: OutboundPruneCandidate) -> Bool {
+        var info = stat()
+        guard lstat(candidate.path, &info) == 0 else { return errno != ENOENT && errno != ENOTDIR }
+        return UInt64(info.st_dev) == candidate.device && UInt64(info.st_ino) == candidate.inode
+            && Int64(info.st_size) == candidate.size
+            && Int64(info.st_mtim.tv_sec) * 1_000_000_000 + Int64(info.st_mtim.tv_nsec) == candidate.mtimeNanoseconds
+    }
+}
