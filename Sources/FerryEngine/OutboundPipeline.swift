@@ -584,7 +584,7 @@ public final class OutboundPipeline: Sendable {
         if !results.isEmpty, everyResultFinal, !waiting.isEmpty, !unmatched.isEmpty || results.count >= batch.fileIDs.count {
             for id in waiting.sorted() {
                 if let file = files[id] {
-                    quarantineUnknownOutcome(file, why: "transfer \(batch.transferID) finished without a result naming this file")
+                    await quarantineUnknownOutcome(file, why: "transfer \(batch.transferID) finished without a result naming this file")
                     files[id] = nil
                 }
             }
@@ -641,7 +641,7 @@ public final class OutboundPipeline: Sendable {
     /// automatically, and its in-flight slot is freed.
     private func outcomeLost(_ batch: TrackedBatch, context: ConnectorContext, why: String) async {
         let files = (try? journal.outboundFiles(ids: batch.fileIDs).filter { $0.state == .submitted }) ?? []
-        for file in files { quarantineUnknownOutcome(file, why: why) }
+        for file in files { await quarantineUnknownOutcome(file, why: why) }
         try? journal.finishBatch(batch.id)
         await context.inFlight.signal()
     }
@@ -726,6 +726,11 @@ public final class OutboundPipeline: Sendable {
         let metadata: Logger.Metadata = ["rule": "\(file.rule)", "file.path": "\(file.path)"]
         let expected = LocalVersion(device: file.device, inode: file.inode, size: file.size, mtimeNanoseconds: file.mtimeNanoseconds)
         let claimPath = ((rule.watch as NSString).appendingPathComponent(".ferry/claim") as NSString).appendingPathComponent("\(file.id)")
+        func changedAfterSend() -> AfterSendResult {
+            logger.warning("file changed after it was sent; the new version is sent on its own and the sent one is not archived",
+                           metadata: metadata)
+            return .done
+        }
         do {
             var claimed = LocalFiles.currentVersion(claimPath) == expected  // a crash after the claim, before the move
             if !claimed {
@@ -733,22 +738,14 @@ public final class OutboundPipeline: Sendable {
                     removeMarker(of: file, rule: rule)
                     return .done  // gone already: handled before a crash, or removed by someone
                 }
-                if current != expected {
-                    logger.warning("file changed after it was sent; the new version is sent on its own and the sent one is not archived",
-                                   metadata: metadata)
-                    return .done
-                }
+                if current != expected { return changedAfterSend() }
                 let opened = try LocalFiles.OpenFile(path: file.path)
                 if LocalFiles.isOpenForWriting(opened.descriptor) == true {
                     return .notNow("\(file.path) is open for writing by another process")
                 }
                 if rule.afterSend != .keep {
                     claimed = try LocalFiles.claim(file.path, expected: expected, as: claimPath)
-                    if !claimed {
-                        logger.warning("file changed after it was sent; the new version is sent on its own and the sent one is not archived",
-                                       metadata: metadata)
-                        return .done
-                    }
+                    if !claimed { return changedAfterSend() }
                 }
             }
             switch rule.afterSend {
@@ -843,35 +840,35 @@ public final class OutboundPipeline: Sendable {
             requeueLater([staged], after: delay)
             return
         }
-        guard let placed = setAside(file, folder: "failed", reason: "failure: \(file.lastError ?? "unknown")", retryHint: true) else { return }
-        do {
-            try journal.markQuarantined(file.id, reason: file.lastError ?? "unknown", quarantinePath: placed)
-        } catch {
-            logger.error("cannot journal the quarantine", metadata: metadata.merging(["error.journal": "\(error)"]) { $1 })
-            return
-        }
-        metrics.increment("ferry_files_quarantined_total", ["rule": file.rule], help: "Files moved to .ferry/failed/ after their last retry.")
-        logger.error("file quarantined after its last retry", metadata: metadata.merging(["file.quarantined": "\(placed)"]) { $1 })
+        guard await quarantine(file, reason: file.lastError ?? "unknown", reasonLine: "failure: \(file.lastError ?? "unknown")",
+                               log: "file quarantined after its last retry") else { return }
         await deleteStagedCopies([file])
-        watcher.forget(path: file.path)
     }
 
     /// Quarantines a file whose transfer's outcome can no longer be learned (AWS forgot the transfer, or
     /// it is older than the 7 days results are kept). It is never resent automatically: the partner may
     /// have it. The staged copy stays, in case the transfer is still reading it.
-    private func quarantineUnknownOutcome(_ file: OutboundFile, why: String) {
+    private func quarantineUnknownOutcome(_ file: OutboundFile, why: String) async {
         let reason = "outcome unknown: the partner may or may not have it (\(why)); check with the partner before `ferry retry`"
-        let metadata: Logger.Metadata = ["rule": "\(file.rule)", "file.path": "\(file.path)", "transfer.id": "\(file.transferID ?? "")"]
-        guard let placed = setAside(file, folder: "failed", reason: reason, retryHint: true) else { return }
+        _ = await quarantine(file, reason: reason, reasonLine: reason, log: "file quarantined: its transfer's outcome can no longer be learned")
+    }
+
+    /// Moves the file to `.ferry/failed/` with its reason, journals it quarantined and tells the
+    /// watcher; false if the move or the journal failed (the file then stays where it is).
+    private func quarantine(_ file: OutboundFile, reason: String, reasonLine: String, log message: Logger.Message) async -> Bool {
+        let metadata: Logger.Metadata = ["rule": "\(file.rule)", "file.path": "\(file.path)", "file.attempts": "\(file.attempts)",
+                                         "transfer.id": "\(file.transferID ?? "")", "error": "\(reason)"]
+        guard let placed = setAside(file, folder: "failed", reason: reasonLine, retryHint: true) else { return false }
         do {
             try journal.markQuarantined(file.id, reason: reason, quarantinePath: placed)
         } catch {
             logger.error("cannot journal the quarantine", metadata: metadata.merging(["error.journal": "\(error)"]) { $1 })
-            return
+            return false
         }
         metrics.increment("ferry_files_quarantined_total", ["rule": file.rule], help: "Files moved to .ferry/failed/ after their last retry.")
-        logger.error("file quarantined: its transfer's outcome can no longer be learned", metadata: metadata.merging(["file.quarantined": "\(placed)", "reason": "\(reason)"]) { $1 })
+        logger.error(message, metadata: metadata.merging(["file.quarantined": "\(placed)"]) { $1 })
         watcher.forget(path: file.path)
+        return true
     }
 
     /// Moves the journaled version of `file` (if it is still the one at its path) to

@@ -89,6 +89,31 @@ public struct InboundHistoryEntry: Sendable, Equatable {
 /// either finished after `since` (the partial index on finished rows' (state, finished time)) or still
 /// going on (the index on state; live rows are few).
 extension Journal {
+    /// The conditions both directions share: the state, the time window and the rule. A finished state
+    /// (`finishedIn` names the finished states' SQL list, which the partial index on finished rows
+    /// matches) is bounded by `--since` on its last change; a live row is always within the window.
+    static func windowConditions(_ filter: HistoryFilter, column prefix: String, state: String,
+                                 finishedIn: String?) -> (conditions: [String], values: [SQLValue]) {
+        var conditions = ["\(prefix)state = ?"]
+        var values: [SQLValue] = [.text(state)]
+        if let finishedIn {
+            conditions = ["\(prefix)state IN \(finishedIn) AND \(prefix)state = ?"]
+            if let since = filter.since {
+                conditions.append("\(prefix)updated_at >= ?")
+                values.append(.real(since.timeIntervalSince1970))
+            }
+        }
+        if let until = filter.until {
+            conditions.append("\(prefix)created_at <= ?")
+            values.append(.real(until.timeIntervalSince1970))
+        }
+        if let rule = filter.rule {
+            conditions.append("\(prefix)rule = ?")
+            values.append(.text(rule))
+        }
+        return (conditions, values)
+    }
+
     /// Outbound file versions matching `filter`, in the order they were detected.
     public func outboundHistory(_ filter: HistoryFilter) throws -> [OutboundHistoryEntry] {
         if filter.outboundStates.isEmpty && !filter.inboundStates.isEmpty { return [] }
@@ -96,27 +121,8 @@ extension Journal {
         let finished: Set<OutboundState> = [.disposed, .dropped, .retried]
         var entries: [OutboundHistoryEntry] = []
         for state in states {
-            var conditions: [String] = []
-            var values: [SQLValue] = []
-            if finished.contains(state) {
-                conditions.append("f.state IN \(Self.finishedOutboundSQL) AND f.state = ?")
-                values.append(.text(state.rawValue))
-                if let since = filter.since {
-                    conditions.append("f.updated_at >= ?")
-                    values.append(.real(since.timeIntervalSince1970))
-                }
-            } else {
-                conditions.append("f.state = ?")
-                values.append(.text(state.rawValue))
-            }
-            if let until = filter.until {
-                conditions.append("f.created_at <= ?")
-                values.append(.real(until.timeIntervalSince1970))
-            }
-            if let rule = filter.rule {
-                conditions.append("f.rule = ?")
-                values.append(.text(rule))
-            }
+            var (conditions, values) = Self.windowConditions(filter, column: "f.", state: state.rawValue,
+                                                             finishedIn: finished.contains(state) ? Self.finishedOutboundSQL : nil)
             if !filter.names.isEmpty {
                 var alternatives: [String] = []
                 for name in filter.names {
@@ -163,26 +169,8 @@ extension Journal {
         let states = filter.inboundStates.isEmpty ? InboundState.allCases : filter.inboundStates
         var entries: [InboundHistoryEntry] = []
         for state in states {
-            var conditions: [String] = []
-            var values: [SQLValue] = []
-            if state == .done {
-                conditions.append("state IN \(Self.finishedInboundSQL) AND state = 'done'")
-                if let since = filter.since {
-                    conditions.append("updated_at >= ?")
-                    values.append(.real(since.timeIntervalSince1970))
-                }
-            } else {
-                conditions.append("state = ?")
-                values.append(.text(state.rawValue))
-            }
-            if let until = filter.until {
-                conditions.append("created_at <= ?")
-                values.append(.real(until.timeIntervalSince1970))
-            }
-            if let rule = filter.rule {
-                conditions.append("rule = ?")
-                values.append(.text(rule))
-            }
+            var (conditions, values) = Self.windowConditions(filter, column: "", state: state.rawValue,
+                                                             finishedIn: state == .done ? Self.finishedInboundSQL : nil)
             if !filter.names.isEmpty {
                 conditions.append("(" + filter.names.map { name in
                     name.contains("/") ? "remote_path = ?" : "\(Self.baseNameSQL("remote_path")) = ?"

@@ -47,29 +47,6 @@ import FerryTestSupport
         init(_ description: String) { self.description = description }
     }
 
-    /// Journals `name` (already in the outbox) as a crash would have left it, staged under `key`; the
-    /// object is uploaded only when `upload` is true.
-    static func journalStaged(_ scenario: OutboundScenario, _ name: String, upload: Bool) async throws -> (Journal, OutboundFile, String) {
-        let path = scenario.outbox + "/" + name
-        var info = stat()
-        #expect(lstat(path, &info) == 0)
-        let journal = try Journal(directory: scenario.stateDir, logger: Logger(label: "test"))
-        let file = try #require(try journal.recordDetected([NewOutboundFile(
-            rule: "invoices", path: path, relativePath: name, device: UInt64(info.st_dev), inode: UInt64(info.st_ino),
-            size: Int64(info.st_size), mtimeNanoseconds: Int64(info.st_mtim.tv_sec) * 1_000_000_000 + Int64(info.st_mtim.tv_nsec),
-            remoteDirectory: scenario.remoteDirectory)]).first)
-        let key = "outbound/invoices/test/\(file.id)/\(name)"
-        if upload {
-            let client = try AWSClient(configuration: AWSClientConfiguration(region: scenario.emulator.region, endpointURL: scenario.emulator.endpoint,
-                                                                             environment: scenario.emulator.environment),
-                                       logger: Logger(label: "test"))
-            _ = try await S3Client(client: client).putObject(bucket: scenario.emulator.stagingBucket, key: key, fileAt: path)
-            client.shutdown()
-        }
-        try journal.markStaged(file.id, bucket: scenario.emulator.stagingBucket, key: key, checksum: "")
-        return (journal, file, key)
-    }
-
     func log(_ scenario: OutboundScenario) -> String { String(scenario.daemon?.log.suffix(4000) ?? "") }
 
     // MARK: 2. Lost answers are in doubt, never silent duplicates
@@ -154,7 +131,7 @@ import FerryTestSupport
         let scenario = try OutboundScenario()
         let name = "forgotten.edi"
         try Data("sent long ago, maybe\n".utf8).write(to: URL(fileURLWithPath: scenario.outbox + "/" + name))
-        let (journal, file, _) = try await Self.journalStaged(scenario, name, upload: true)
+        let (journal, file, _) = try await scenario.journalStaged(name, upload: true)
         let batch = try journal.createBatch(rule: "invoices", connector: "partner", connectorID: scenario.emulator.sftpConnectorId,
                                             remoteDirectory: scenario.remoteDirectory, fileIDs: [file.id])
         try journal.markSubmitted(batch: batch, transferID: "00000000-aaaa-bbbb-cccc-forgotten000")
@@ -177,7 +154,7 @@ import FerryTestSupport
         let name = "expired.edi"
         let data = Data("staged copy expired\n".utf8)
         try data.write(to: URL(fileURLWithPath: scenario.outbox + "/" + name))
-        _ = try await Self.journalStaged(scenario, name, upload: false)
+        _ = try await scenario.journalStaged(name, upload: false)
         try scenario.start()
         #expect(await eventually(timeout: 60) { scenario.partnerFiles()[name] == data }, "log:\n\(log(scenario))")
         #expect(!FileManager.default.fileExists(atPath: scenario.outbox + "/.ferry/failed/\(name)"))

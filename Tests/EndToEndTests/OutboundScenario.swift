@@ -1,4 +1,5 @@
 import FerryAWS
+import FerryStore
 import Foundation
 import Logging
 import FerryTestSupport
@@ -52,6 +53,31 @@ final class OutboundScenario: @unchecked Sendable {
 
             """
         try rules.write(toFile: configPath, atomically: true, encoding: .utf8)
+    }
+
+    /// Journals `name` (already in the outbox) as a crash would have left it, staged under `key`; the
+    /// object is uploaded only when `upload` is true.
+    func journalStaged(_ name: String, upload: Bool) async throws -> (Journal, OutboundFile, String) {
+        let path = outbox + "/" + name
+        var info = stat()
+        guard lstat(path, &info) == 0 else { throw ScenarioError(description: "\(path) is missing") }
+        let journal = try Journal(directory: stateDir, logger: Logger(label: "test"))
+        guard let file = try journal.recordDetected([NewOutboundFile(
+            rule: "invoices", path: path, relativePath: name, device: UInt64(info.st_dev), inode: UInt64(info.st_ino),
+            size: Int64(info.st_size), mtimeNanoseconds: Int64(info.st_mtim.tv_sec) * 1_000_000_000 + Int64(info.st_mtim.tv_nsec),
+            remoteDirectory: remoteDirectory)]).first else {
+            throw ScenarioError(description: "\(path) was already journaled")
+        }
+        let key = "outbound/invoices/test/\(file.id)/\(name)"
+        if upload {
+            let client = try AWSClient(configuration: AWSClientConfiguration(region: emulator.region, endpointURL: emulator.endpoint,
+                                                                             environment: emulator.environment),
+                                       logger: Logger(label: "test"))
+            _ = try await S3Client(client: client).putObject(bucket: emulator.stagingBucket, key: key, fileAt: path)
+            client.shutdown()
+        }
+        try journal.markStaged(file.id, bucket: emulator.stagingBucket, key: key, checksum: "")
+        return (journal, file, key)
     }
 
     /// Rewrites one line of the rules file (e.g. a renamed rule), for the next start or a reload.
@@ -134,4 +160,9 @@ final class OutboundScenario: @unchecked Sendable {
         if let daemon { daemon.stop(timeout: 5) }
         emulator.stop()
     }
+}
+
+/// A scenario's set-up went wrong (not what a test checks).
+struct ScenarioError: Error, CustomStringConvertible {
+    var description: String
 }

@@ -13,22 +13,9 @@ struct PossibleDuplicateTests {
         let name = "crashed-mid-submit.edi"
         let path = scenario.outbox + "/" + name
         try Data("sent once, maybe twice\n".utf8).write(to: URL(fileURLWithPath: path))
-        var info = stat()
-        #expect(lstat(path, &info) == 0)
 
         // The journal exactly as a crash would leave it: staged in S3, batch journaled `submitting`.
-        let journal = try Journal(directory: scenario.stateDir, logger: Logger(label: "test"))
-        let file = try #require(try journal.recordDetected([NewOutboundFile(
-            rule: "invoices", path: path, relativePath: name, device: UInt64(info.st_dev), inode: UInt64(info.st_ino),
-            size: Int64(info.st_size), mtimeNanoseconds: Int64(info.st_mtim.tv_sec) * 1_000_000_000 + Int64(info.st_mtim.tv_nsec),
-            remoteDirectory: scenario.remoteDirectory)]).first)
-        let key = "outbound/invoices/test/\(file.id)/\(name)"
-        let client = try AWSClient(configuration: AWSClientConfiguration(region: scenario.emulator.region, endpointURL: scenario.emulator.endpoint,
-                                                                         environment: scenario.emulator.environment),
-                                   logger: Logger(label: "test"))
-        _ = try await S3Client(client: client).putObject(bucket: scenario.emulator.stagingBucket, key: key, fileAt: path)
-        client.shutdown()
-        try journal.markStaged(file.id, bucket: scenario.emulator.stagingBucket, key: key, checksum: "")
+        let (journal, file, _) = try await scenario.journalStaged(name, upload: true)
         _ = try journal.createBatch(rule: "invoices", connector: "partner", connectorID: scenario.emulator.sftpConnectorId,
                                     remoteDirectory: scenario.remoteDirectory, fileIDs: [file.id])
 
