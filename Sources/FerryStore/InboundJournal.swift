@@ -46,6 +46,15 @@ public struct InboundFile: Sendable, Equatable {
     public var nextAttemptAt: Date?
     public var createdAt: Date
     public var updatedAt: Date
+    /// The temporary file's inode, journaled with the plan: link() and rename() keep it, so a final file
+    /// with this inode is ours and proves the move into place happened.
+    public var tempInode: UInt64?
+    /// How many times after_retrieve (StartRemoteDelete/StartRemoteMove) was called for this version;
+    /// more than one is a repeat after an unknown outcome.
+    public var afterRetrieveAttempts: Int = 0
+    /// The S3 object's ETag when this version was placed: tells a later version's in-doubt retrieval
+    /// that the object still holds this one's bytes, not its own.
+    public var eTag: String?
 
     /// The file name: the last component of `remotePath`.
     public var name: String {
@@ -88,7 +97,7 @@ public struct InboundPollRecord: Sendable, Equatable {
 extension Journal {
     static let inboundColumns = """
         id, rule, remote_path, size, modified, state, bucket, s3_key, temp_path, local_path, batch_id, transfer_id,
-        attempts, last_error, next_attempt_at, created_at, updated_at
+        attempts, last_error, next_attempt_at, created_at, updated_at, temp_inode, after_retrieve_attempts, etag
         """
 
     static func decodeInbound(_ row: Row) -> InboundFile {
@@ -101,7 +110,8 @@ extension Journal {
             bucket: row.text(6), key: row.text(7), tempPath: row.text(8), localPath: row.text(9),
             batchID: row.optionalInt(10), transferID: row.text(11), attempts: Int(row.int(12)), lastError: row.text(13),
             nextAttemptAt: row.optionalDouble(14).map(Date.init(timeIntervalSince1970:)),
-            createdAt: Date(timeIntervalSince1970: row.double(15)), updatedAt: Date(timeIntervalSince1970: row.double(16)))
+            createdAt: Date(timeIntervalSince1970: row.double(15)), updatedAt: Date(timeIntervalSince1970: row.double(16)),
+            tempInode: row.optionalInt(17).map { UInt64(bitPattern: $0) }, afterRetrieveAttempts: Int(row.int(18)), eTag: row.text(19))
     }
 
     private static func key(_ rule: String, _ version: RemoteVersion) -> [SQLValue] {
@@ -188,6 +198,48 @@ extension Journal {
         }
     }
 
+    /// Records that the batch's StartFileTransfer has an unknown outcome (lost answer, timeout, 5xx): its
+    /// files stay `submitting`, so the next poll checks S3 before it asks the partner again.
+    public func markRetrievalInDoubt(batch batchID: Int64, error: String) throws {
+        try locked {
+            try connection.statement("""
+                UPDATE inbound_files SET last_error = ? WHERE batch_id = ? AND state = 'submitting'
+                """).run([.text("in doubt: \(error)"), .integer(batchID)])
+        }
+    }
+
+    /// Records that a version whose retrieval was in doubt is already in S3 (its object was found): it is
+    /// `in_s3` without a second StartFileTransfer.
+    public func markRetrievedWithoutAnswer(_ id: Int64) throws {
+        try locked {
+            try connection.statement("UPDATE inbound_files SET state = 'in_s3', last_error = NULL, updated_at = ? WHERE id = ? AND state = 'submitting'")
+                .run([.real(timestamp), .integer(id)])
+        }
+    }
+
+    /// The version of another row (any rule) whose bytes are, or are about to be, the S3 object
+    /// `bucket/key` and are not yet placed; nil if there is none. A retrieval of the same name would
+    /// replace those bytes, so it waits.
+    public func unplacedVersion(bucket: String, key: String, excluding id: Int64) throws -> InboundFile? {
+        try locked {
+            try connection.statement("""
+                SELECT \(Self.inboundColumns) FROM inbound_files WHERE bucket = ? AND s3_key = ? AND id <> ?
+                AND state IN ('submitting', 'retrieving', 'in_s3', 'downloading') ORDER BY id LIMIT 1
+                """).query([.text(bucket), .text(key), .integer(id)], Self.decodeInbound).first
+        }
+    }
+
+    /// The ETags the S3 object `bucket/key` had when other versions (any rule) were placed from it, and
+    /// whether some placed version's ETag is unknown (placed before ETags were journaled).
+    public func placedETags(bucket: String, key: String, excluding id: Int64) throws -> (eTags: Set<String>, someUnknown: Bool) {
+        let rows = try locked {
+            try connection.statement("""
+                SELECT etag FROM inbound_files WHERE bucket = ? AND s3_key = ? AND id <> ? AND state IN ('downloaded', 'done')
+                """).query([.text(bucket), .text(key), .integer(id)]) { $0.text(0) }
+        }
+        return (Set(rows.compactMap { $0 }), rows.contains { $0 == nil })
+    }
+
     /// Records the TransferId StartFileTransfer returned for a batch.
     public func markRetrieving(batch batchID: Int64, transferID: String) throws {
         try locked {
@@ -242,19 +294,49 @@ extension Journal {
 
     /// Journals the temporary file (already created) and the final name planned for it, before any byte
     /// is written, so a restart knows which temporary file is ours and where it was going.
-    public func planDownload(_ id: Int64, tempPath: String, finalPath: String) throws {
-        try setState(id, "downloading", extra: "temp_path = ?, local_path = ?", [.text(tempPath), .text(finalPath)])
+    public func planDownload(_ id: Int64, tempPath: String, finalPath: String, tempInode: UInt64? = nil) throws {
+        try setState(id, "downloading", extra: "temp_path = ?, local_path = ?, temp_inode = coalesce(?, temp_inode)",
+                     [.text(tempPath), .text(finalPath), tempInode.map { .integer(Int64(bitPattern: $0)) } ?? .null])
     }
 
     /// Records that the file is on disk at `localPath` (nil: no download was asked for, or it was skipped).
-    public func markDownloaded(_ id: Int64, localPath: String?, note: String? = nil) throws {
-        try setState(id, "downloaded", extra: "temp_path = NULL, local_path = ?, last_error = ?",
-                     [localPath.map(SQLValue.text) ?? .null, note.map(SQLValue.text) ?? .null])
+    public func markDownloaded(_ id: Int64, localPath: String?, note: String? = nil, eTag: String? = nil) throws {
+        try setState(id, "downloaded", extra: "temp_path = NULL, temp_inode = NULL, local_path = ?, last_error = ?, etag = coalesce(?, etag)",
+                     [localPath.map(SQLValue.text) ?? .null, note.map(SQLValue.text) ?? .null, eTag.map(SQLValue.text) ?? .null])
     }
 
     /// Records that after_retrieve was done: the file's journey is over.
-    public func markInboundDone(_ id: Int64) throws {
-        try setState(id, "done", extra: "temp_path = NULL", [])
+    public func markInboundDone(_ id: Int64, note: String? = nil) throws {
+        try setState(id, "done", extra: "temp_path = NULL, last_error = coalesce(?, last_error)", [note.map(SQLValue.text) ?? .null])
+    }
+
+    /// Counts an after_retrieve call about to be made (journaled before the call, so that a call whose
+    /// answer is lost is known to have been made); returns how many were made before this one.
+    public func beginAfterRetrieve(_ id: Int64) throws -> Int {
+        try locked {
+            try connection.transaction {
+                let before = try connection.statement("SELECT after_retrieve_attempts FROM inbound_files WHERE id = ?")
+                    .query([.integer(id)]) { $0.int(0) }.first ?? 0
+                try connection.statement("UPDATE inbound_files SET after_retrieve_attempts = after_retrieve_attempts + 1, updated_at = ? WHERE id = ?")
+                    .run([.real(timestamp), .integer(id)])
+                return Int(before)
+            }
+        }
+    }
+
+    /// Records the ETag of the S3 object a version is being placed from.
+    public func setInboundETag(_ id: Int64, _ eTag: String) throws {
+        try locked {
+            try connection.statement("UPDATE inbound_files SET etag = ? WHERE id = ?").run([.text(eTag), .integer(id)])
+        }
+    }
+
+    /// Notes why a version is waiting (after_retrieve in doubt, an earlier version unplaced) without
+    /// changing its state.
+    public func noteInbound(_ id: Int64, _ note: String) throws {
+        try locked {
+            try connection.statement("UPDATE inbound_files SET last_error = ? WHERE id = ?").run([.text(note), .integer(id)])
+        }
     }
 
     /// Records a failed step; the file is retried on a later poll while it is still listed and has attempts left.
@@ -262,15 +344,24 @@ extension Journal {
         try setState(id, "failed", extra: "attempts = attempts + 1, last_error = ?, temp_path = NULL", [.text(error)])
     }
 
-    /// Records a failed download: the file stays `in_s3` (retried on the next poll, without fetching it from
-    /// the partner again) until it has used `maxAttempts`, then it is `failed`.
+    /// Records a failed download: the file stays `in_s3`, retried on every poll without fetching it from
+    /// the partner again. It never becomes `failed`: its S3 object may be the only copy of this version
+    /// left (the partner may have replaced it), so it is never given up on. `attempts` counts the failures
+    /// so that logs can quieten after `maxAttempts`.
     public func recordDownloadFailure(_ id: Int64, error: String, maxAttempts: Int) throws {
         try locked {
             try connection.statement("""
-                UPDATE inbound_files SET state = CASE WHEN attempts + 1 >= ? THEN 'failed' ELSE 'in_s3' END,
-                    attempts = attempts + 1, last_error = ?, temp_path = NULL, local_path = NULL, updated_at = ? WHERE id = ?
-                """).run([.integer(Int64(maxAttempts)), .text(error), .real(timestamp), .integer(id)])
+                UPDATE inbound_files SET state = 'in_s3', attempts = attempts + 1, last_error = ?, temp_path = NULL, temp_inode = NULL,
+                    local_path = NULL, updated_at = ? WHERE id = ?
+                """).run([.text(error), .real(timestamp), .integer(id)])
         }
+    }
+
+    /// Records that the object in S3 does not hold this version's bytes (its size differs from the
+    /// listing's): the version is `failed` with one more attempt, so it is retrieved again while listed.
+    public func recordWrongObject(_ id: Int64, error: String) throws {
+        try setState(id, "failed", extra: "attempts = attempts + 1, last_error = ?, temp_path = NULL, temp_inode = NULL, local_path = NULL",
+                     [.text(error)])
     }
 
     private func setState(_ id: Int64, _ state: String, extra: String, _ values: [SQLValue]) throws {

@@ -323,6 +323,26 @@ public final class Journal: @unchecked Sendable {
             "INSERT INTO state_counts SELECT 'outbound', rule, state, count(*) FROM outbound_files GROUP BY rule, state",
             "INSERT INTO state_counts SELECT 'inbound', rule, state, count(*) FROM inbound_files GROUP BY rule, state",
         ] + ["outbound", "inbound"].flatMap(countTriggers),
+        // 4: inbound placement is proved by the temporary file's inode, not by its absence; after_retrieve
+        // calls are counted so that a repeat after an unknown outcome shows; the S3 object of a version
+        // is looked up to hold back the next version of the name; timestamps are keyed by instant.
+        [
+            "ALTER TABLE inbound_files ADD COLUMN temp_inode INTEGER",
+            "ALTER TABLE inbound_files ADD COLUMN after_retrieve_attempts INTEGER NOT NULL DEFAULT 0",
+            "ALTER TABLE inbound_files ADD COLUMN etag TEXT",
+            "CREATE INDEX inbound_files_object ON inbound_files(bucket, s3_key)",
+            // Same instant, one text: ISO 8601 in UTC with milliseconds, as InboundSelection writes it. OR
+            // IGNORE: two rows of one version written in two formats keep the first.
+            """
+            UPDATE OR IGNORE inbound_files SET modified = strftime('%Y-%m-%dT%H:%M:%fZ', modified)
+            WHERE modified GLOB '[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9][T ][0-9][0-9]:[0-9][0-9]*'
+            AND strftime('%Y-%m-%dT%H:%M:%fZ', modified) IS NOT NULL
+            """,
+            """
+            UPDATE OR IGNORE inbound_files SET modified = strftime('%Y-%m-%dT%H:%M:%fZ', CAST(modified AS REAL), 'unixepoch')
+            WHERE modified <> '' AND modified NOT GLOB '*[^0-9.]*' AND CAST(modified AS REAL) > 0
+            """,
+        ],
     ]
 
     /// The outbound states whose rows retention prunes, as an SQL list; written literally in queries so

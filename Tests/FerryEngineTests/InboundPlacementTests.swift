@@ -77,11 +77,11 @@ struct InboundPlacementTests {
         let file = try retrieved("a.csv", in: journal)
         let outcome = try await DownloadPlacement(directory: inbox.path, onConflict: .rename).place(file, journal: journal) { temp in
             try Data("someone else".utf8).write(to: URL(fileURLWithPath: inbox.path + "/a.csv"))
-            try Data("ours".utf8).write(to: URL(fileURLWithPath: temp))
+            try Data("our".utf8).write(to: URL(fileURLWithPath: temp))
         }
         #expect(outcome == .placed(inbox.path + "/a (1).csv"))
         #expect(try read(inbox.path + "/a.csv") == "someone else")
-        #expect(try read(inbox.path + "/a (1).csv") == "ours")
+        #expect(try read(inbox.path + "/a (1).csv") == "our")
         #expect(try journal.inboundFile(file.id)?.localPath == inbox.path + "/a (1).csv")
     }
 
@@ -125,6 +125,46 @@ struct InboundPlacementTests {
         #expect(try read(final) == "abc")
         #expect(try journal!.inboundFile(file.id)?.state == .downloaded)
         #expect(fills.count == (point == .afterLink || point == .afterMove ? 0 : 1), "a file already in place is not fetched again")
+    }
+
+    /// Item 3: a temporary file removed by someone else (an operator, a cleanup job) is not taken for
+    /// "moved into place": with no final file holding our bytes, the download is done again.
+    @Test(arguments: [false, true])
+    func aVanishedTemporaryFileIsNotTakenForPlaced(_ someoneElsesFileAtTheName: Bool) async throws {
+        let state = try TempDirectory()
+        let inbox = try TempDirectory()
+        var journal: Journal? = try Journal(directory: state.path, logger: logger)
+        let file = try retrieved("a.csv", in: journal!)
+        let placement = DownloadPlacement(directory: inbox.path, onConflict: .rename)
+        let temp = placement.temporaryPath(for: file.id)
+        let final = inbox.path + "/a.csv"
+        try Data().write(to: URL(fileURLWithPath: temp))
+        try journal!.planDownload(file.id, tempPath: temp, finalPath: final, tempInode: try inode(temp))
+        try Data("ab".utf8).write(to: URL(fileURLWithPath: temp))
+        // The crash; then a cleanup job removes the temporary file, and maybe a name-twin appears.
+        try FileManager.default.removeItem(atPath: temp)
+        // (Another size: a freed inode number is often reused at once, and inode and size together are the proof.)
+        if someoneElsesFileAtTheName { try Data("wxyz".utf8).write(to: URL(fileURLWithPath: final)) }
+        journal = nil
+        journal = try Journal(directory: state.path, logger: logger)
+        let resumed = try #require(try journal!.inboundFile(file.id))
+        let fills = SharedCounter()
+        let outcome = try await placement.place(resumed, journal: journal!) { path in
+            fills.increment()
+            try Data("abc".utf8).write(to: URL(fileURLWithPath: path))
+        }
+        #expect(fills.count == 1, "downloaded again")
+        let placed = someoneElsesFileAtTheName ? inbox.path + "/a (1).csv" : final
+        #expect(outcome == .placed(placed))
+        #expect(try read(placed) == "abc")
+        if someoneElsesFileAtTheName { #expect(try read(final) == "wxyz") }
+        #expect(try journal!.inboundFile(file.id)?.localPath == placed)
+    }
+
+    func inode(_ path: String) throws -> UInt64 {
+        var info = stat()
+        #expect(lstat(path, &info) == 0)
+        return UInt64(info.st_ino)
     }
 
     @Test func aMissingFolderIsAnErrorThatSaysWhatToDo() async throws {

@@ -13,14 +13,27 @@ public struct DownloadError: Error, Sendable, CustomStringConvertible {
     public var description: String { message }
 }
 
+/// The bytes fetched for a version are not as many as the listing said: they are not that version's
+/// (the S3 object was replaced, or the partner changed the file during the retrieval).
+public struct DownloadSizeMismatch: Error, Sendable, CustomStringConvertible {
+    public var path: String
+    public var expected: Int64
+    public var written: Int64
+    public var description: String {
+        "SizeMismatch: the retrieved copy of \(RemoteName.printable(path)) has \(written) bytes where the listing said \(expected); it is not placed, and is retrieved again while the partner lists the file"
+    }
+}
+
 /// Places retrieved files into `download_to` so that a reader there never sees a partial file and a crash
 /// at any instant neither loses a file nor leaves two copies of it.
 ///
 /// The order, each step durable before the next: create the temporary file (a dot-name ending in
 /// `.part`, which the default ignores hide from an outbound rule watching the same folder) and fsync the
 /// folder → journal `downloading(temp, final)` → write and fsync the temporary file → move it to its final
-/// name → fsync the folder → journal `downloaded`. On restart a `downloading` file whose temporary file is
-/// gone was moved into place (only that move removes it), so it is not fetched again.
+/// name → fsync the folder → journal `downloaded`. The temporary file's inode is journaled with the plan:
+/// link() and rename() keep it, so on restart a final file with that inode proves the move happened. A
+/// temporary file that is gone proves nothing (an operator or a cleanup job may have removed it): without
+/// a final file that is ours, the version is downloaded again.
 public struct DownloadPlacement: Sendable {
     public let directory: String
     public let onConflict: OnConflict
@@ -35,12 +48,25 @@ public struct DownloadPlacement: Sendable {
         "\(directory)/.ferry-download-\(id).part"
     }
 
-    /// "name (n).ext": the name on_conflict=rename gives the n-th copy.
+    /// "name (n).ext": the name on_conflict=rename gives the n-th copy. The stem is shortened (whole
+    /// characters) when the result would pass Linux's 255-byte name limit, so a long name that collides
+    /// is placed rather than failing with ENAMETOOLONG.
     public static func conflictName(_ name: String, _ n: Int) -> String {
+        var stem = Substring(name)
+        var ext = Substring("")
         if let dot = name.lastIndex(of: "."), dot != name.startIndex {
-            return "\(name[..<dot]) (\(n))\(name[dot...])"
+            stem = name[..<dot]
+            ext = name[dot...]
         }
-        return "\(name) (\(n))"
+        let suffix = " (\(n))"
+        while !stem.isEmpty, stem.utf8.count + suffix.utf8.count + ext.utf8.count > 255 { stem.removeLast() }
+        if stem.isEmpty {
+            // An extension alone near the limit: shorten it instead, keeping the counter visible.
+            var whole = Substring(name)
+            while !whole.isEmpty, whole.utf8.count + suffix.utf8.count > 255 { whole.removeLast() }
+            return "\(whole)\(suffix)"
+        }
+        return "\(stem)\(suffix)\(ext)"
     }
 
     /// Where a file called `name` should go, or nil when on_conflict=skip and the name is taken.
@@ -70,12 +96,16 @@ public struct DownloadPlacement: Sendable {
     public func place(_ file: InboundFile, journal: Journal, fill: (String) async throws -> Void) async throws -> Outcome {
         let temp = temporaryPath(for: file.id)
         var final: String
+        var resumed = false
         if file.state == .downloading, let planned = file.localPath, file.tempPath == temp {
-            guard Self.exists(temp) else {
-                // Only the move into place removes the temporary file: the move happened before the crash.
+            if !Self.exists(temp), isOurs(planned, file) {
+                // The move into place happened before the crash: the final name holds our inode.
                 try journal.markDownloaded(file.id, localPath: planned)
                 return .placed(planned)
             }
+            resumed = Self.exists(temp)
+        }
+        if resumed, let planned = file.localPath {
             if let linked = try linkedTwin(temp, planned) {
                 // The crash fell between link() and unlink(): the file is in place under both names.
                 try unlink(temp)
@@ -87,20 +117,23 @@ public struct DownloadPlacement: Sendable {
         } else {
             guard let planned = finalPath(for: file.name) else {
                 let existing = "\(directory)/\(file.name)"
-                try journal.markDownloaded(file.id, localPath: nil, note: "skipped: \(existing) already exists (on_conflict: skip)")
+                try journal.markDownloaded(file.id, localPath: nil, note: Self.skipNote(file.name))
                 return .skipped(existing)
             }
             final = planned
-            try createEmpty(temp)
+            let inode = try createEmpty(temp)
             try syncDirectory()
-            try journal.planDownload(file.id, tempPath: temp, finalPath: final)
+            try journal.planDownload(file.id, tempPath: temp, finalPath: final, tempInode: inode)
         }
         try await fill(temp)
-        try syncFile(temp)
+        let written = try syncFile(temp)
+        if let expected = file.size, written != expected {
+            throw DownloadSizeMismatch(path: file.remotePath, expected: expected, written: written)
+        }
         final = try moveIntoPlace(temp, final, file: file, journal: journal)
         if final.isEmpty {
             let existing = "\(directory)/\(file.name)"
-            try journal.markDownloaded(file.id, localPath: nil, note: "skipped: \(existing) appeared during download (on_conflict: skip)")
+            try journal.markDownloaded(file.id, localPath: nil, note: Self.skipNote(file.name))
             return .skipped(existing)
         }
         try journal.markDownloaded(file.id, localPath: final)
@@ -139,6 +172,22 @@ public struct DownloadPlacement: Sendable {
         return final
     }
 
+    /// What the journal and status say of a version on_conflict=skip did not place.
+    public static func skipNote(_ name: String) -> String {
+        "skipped: download_to already holds \(RemoteName.printable(name)); kept on the partner (on_conflict: skip)"
+    }
+
+    /// Whether `path` is the file this placement made: the temporary file's journaled inode, or (for a
+    /// plan journaled before inodes were) a regular file of the listed size.
+    private func isOurs(_ path: String, _ file: InboundFile) -> Bool {
+        var info = stat()
+        guard lstat(path, &info) == 0, (info.st_mode & S_IFMT) == S_IFREG else { return false }
+        // Inode numbers are reused once freed, so the size must match too where the listing gave one.
+        if let size = file.size, Int64(info.st_size) != size { return false }
+        if let inode = file.tempInode { return UInt64(info.st_ino) == inode }
+        return file.size != nil
+    }
+
     /// `planned` if it is the same inode as `temp` (a hard link made just before a crash), else nil.
     private func linkedTwin(_ temp: String, _ planned: String) throws -> String? {
         var a = stat()
@@ -152,16 +201,24 @@ public struct DownloadPlacement: Sendable {
         return lstat(path, &info) == 0
     }
 
-    private func createEmpty(_ path: String) throws {
+    /// Creates the empty temporary file and returns its inode.
+    private func createEmpty(_ path: String) throws -> UInt64 {
         // O_NOFOLLOW: a symbolic link planted at the temporary name must not redirect the write.
         let fd = try call("create \(path)") { open(path, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0o666) }
-        close(fd)
+        defer { close(fd) }
+        var info = stat()
+        try call("stat \(path)") { fstat(fd, &info) }
+        return UInt64(info.st_ino)
     }
 
-    private func syncFile(_ path: String) throws {
+    /// fsyncs the file and returns its size.
+    private func syncFile(_ path: String) throws -> Int64 {
         let fd = try call("open \(path)") { open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC) }
         defer { close(fd) }
         try call("fsync \(path)") { fsync(fd) }
+        var info = stat()
+        try call("stat \(path)") { fstat(fd, &info) }
+        return Int64(info.st_size)
     }
 
     private func syncDirectory() throws {

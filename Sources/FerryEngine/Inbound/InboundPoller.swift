@@ -89,6 +89,10 @@ public struct PollReport: Sendable, Equatable, Codable {
     public var tooYoung = 0
     public var waitingForSecondLook = 0
     public var failed = 0
+    /// Versions on_conflict=skip did not place (their partner copy is kept).
+    public var skipped = 0
+    /// Versions held back because an earlier version of the same name is not yet placed.
+    public var waitingForEarlierVersion = 0
     public var truncated = false
     public var warnings: [String] = []
     /// Why the poll failed, nil if it did not.
@@ -104,6 +108,8 @@ public struct PollReport: Sendable, Equatable, Codable {
         if refused > 0 { parts.append("refused \(refused)") }
         if tooYoung + waitingForSecondLook > 0 { parts.append("not yet settled \(tooYoung + waitingForSecondLook)") }
         if failed > 0 { parts.append("failed \(failed)") }
+        if skipped > 0 { parts.append("skipped \(skipped)") }
+        if waitingForEarlierVersion > 0 { parts.append("waiting for an earlier version \(waitingForEarlierVersion)") }
         if truncated { parts.append("listing truncated") }
         return (error == nil ? "ok: " : "error: ") + parts.joined(separator: ", ")
     }
@@ -301,7 +307,7 @@ public final class InboundPoller: Sendable {
     }
 
     /// StartDirectoryListing into the ferry-owned prefix, wait for the object, fetch, delete, parse.
-    private func list(_ rule: InboundRule) async throws -> DirectoryListing {
+    private func list(_ rule: InboundRule, remoteDirectory: String? = nil) async throws -> DirectoryListing {
         let connection = try connection(for: rule)
         let bucket = rule.localDirectoryPath.bucket
         let prefix = Self.listingPrefix(rule)
@@ -311,7 +317,7 @@ public final class InboundPoller: Sendable {
         }
         try await connection.pace()
         let started = try await connection.transfer.startDirectoryListing(
-            connectorId: connection.connectorId, remoteDirectoryPath: rule.remoteDirectoryPath,
+            connectorId: connection.connectorId, remoteDirectoryPath: remoteDirectory ?? rule.remoteDirectoryPath,
             outputDirectoryPath: "/\(bucket)/\(prefix)", maxItems: rule.maxItems)
         let key = prefix + started.outputFileName
         try journal.setPendingListing(rule: rule.name, "\(bucket)/\(key)")
@@ -339,17 +345,33 @@ public final class InboundPoller: Sendable {
     /// Takes every unfinished file of the rule as far as it goes: submit, track, download, after_retrieve.
     func drive(_ rule: InboundRule, newlyListed: [InboundFile], report: inout PollReport) async throws {
         let connection = try connection(for: rule)
-        // Batches journaled as submitting whose StartFileTransfer may or may not have reached AWS: asked
-        // for again. Retrieving twice only rewrites the same S3 object; nothing reaches download_to twice.
-        let interrupted = try journal.inboundFiles(in: [.submitting], rule: rule.name)
+        // Batches journaled as submitting whose StartFileTransfer may or may not have reached AWS (a
+        // crash, a lost answer): S3 is checked first, and only versions not found there are asked for again.
+        let interrupted = try await resolveInDoubt(try journal.inboundFiles(in: [.submitting], rule: rule.name), rule: rule, connection: connection)
         if !interrupted.isEmpty {
-            logger.info("retrieval batches interrupted by a restart are asked for again", metadata: [
+            logger.info("retrievals in doubt and not found in S3 are asked for again", metadata: [
                 "rule": "\(rule.name)", "files": "\(interrupted.count)"])
             metrics.increment("ferry_inbound_possible_duplicate_retrievals_total", ["rule": rule.name], by: Double(interrupted.count),
-                              help: "Files whose retrieval was requested again after a restart (S3 copy rewritten, never a second local file).")
+                              help: "Files whose retrieval was requested again after an unknown outcome (S3 copy rewritten, never a second local file).")
         }
         let interruptedIDs = Set(interrupted.map(\.id))
-        let toSubmit = interrupted + newlyListed.filter { !interruptedIDs.contains($0.id) }
+        var held: [InboundFile] = []
+        for file in interrupted + newlyListed.filter({ !interruptedIDs.contains($0.id) }) {
+            // Every version of a name is retrieved to the same S3 key: while an earlier version's bytes
+            // there are not yet placed, this one waits, so they are never replaced (issue 14, item 1).
+            let key = file.state == .submitting ? (file.key ?? rule.localDirectoryPath.prefix + file.name) : rule.localDirectoryPath.prefix + file.name
+            let bucket = file.state == .submitting ? (file.bucket ?? rule.localDirectoryPath.bucket) : rule.localDirectoryPath.bucket
+            if let earlier = try journal.unplacedVersion(bucket: bucket, key: key, excluding: file.id) {
+                report.waitingForEarlierVersion += 1
+                try journal.noteInbound(file.id, "waiting: an earlier version of \(RemoteName.printable(file.name)) (journal id \(earlier.id), \(earlier.state.rawValue)) is in s3://\(bucket)/\(key) and not yet placed; this version is retrieved once it is\(earlier.lastError.map { " — it is waiting for: \($0)" } ?? "")")
+                continue
+            }
+            held.append(file)
+        }
+        let toSubmit = held
+        if report.waitingForEarlierVersion > 0 {
+            report.warnings.append("\(report.waitingForEarlierVersion) version(s) wait until an earlier version of the same name is placed — see `ferry status`")
+        }
         report.requested += toSubmit.count
         // Transfers of earlier runs are already at AWS: they hold slots from the start, without waiting.
         let resumed = Set(try journal.inboundFiles(in: [.retrieving], rule: rule.name).compactMap(\.transferID)).count
@@ -390,6 +412,35 @@ public final class InboundPoller: Sendable {
         try await finish(rule, connection: connection, report: &report)
     }
 
+    /// Versions whose retrieval is in doubt, checked against S3: one whose object exists with the listed
+    /// size and is not an earlier placed version's object (by the ETag journaled when that one was placed)
+    /// is retrieved, without a second StartFileTransfer; the rest are returned, to be asked for again.
+    /// An earlier version's ETag is unknown only for rows placed before migration 3: then the object
+    /// must also have been written after this retrieval was asked for (S3 gives whole seconds, so an
+    /// object of the same second is asked for again: a duplicate retrieval, never a wrong placement).
+    private func resolveInDoubt(_ files: [InboundFile], rule: InboundRule, connection: InboundConnection) async throws -> [InboundFile] {
+        var again: [InboundFile] = []
+        for file in files {
+            guard let bucket = file.bucket, let key = file.key else {
+                again.append(file)
+                continue
+            }
+            let found = try await connection.s3.listObjectsV2(bucket: bucket, prefix: key).first { PathBytes($0.key) == PathBytes(key) }
+            let earlier = try journal.placedETags(bucket: bucket, key: key, excluding: file.id)
+            if let found, file.size == nil || found.size == file.size, !earlier.eTags.contains(found.eTag),
+               !earlier.someUnknown || (found.lastModified.map { $0 > file.updatedAt } ?? false) {
+                try journal.markRetrievedWithoutAnswer(file.id)
+                metrics.increment("ferry_inbound_in_doubt_found_total", ["rule": rule.name], by: 1,
+                                  help: "Retrievals with an unknown outcome whose object was found in S3, so not asked for again.")
+                logger.info("a retrieval in doubt had arrived in S3; not asked for again", metadata: [
+                    "rule": "\(rule.name)", "file.remote_path": "\(RemoteName.printable(file.remotePath))"])
+            } else {
+                again.append(file)
+            }
+        }
+        return again
+    }
+
     private func submit(_ files: [InboundFile], rule: InboundRule, connection: InboundConnection, progress: RetrievalProgress) async throws {
         let destination = rule.localDirectoryPath
         try await connection.pace()
@@ -411,6 +462,15 @@ public final class InboundPoller: Sendable {
                 try journal.rejectRetrieval(batch: batch, error: "\(error)")
                 progress.state.withLock { $0.failed += files.count }
             }
+            throw error
+        } catch let crash as SimulatedCrash {
+            throw crash
+        } catch {
+            // The outcome is unknown (lost answer, timeout, 5xx, cancelled in flight): the files stay
+            // `submitting`, and the next poll looks in S3 before it asks the partner again.
+            try? journal.markRetrievalInDoubt(batch: batch, error: "\(error)")
+            metrics.increment("ferry_inbound_retrievals_in_doubt_total", ["rule": rule.name], by: Double(files.count),
+                              help: "Files whose retrieving StartFileTransfer had an unknown outcome.")
             throw error
         }
     }
@@ -435,12 +495,15 @@ public final class InboundPoller: Sendable {
                 var outcomes: [Int64: FileOutcome] = [:]
                 do {
                     let results = try await connection.transfer.listFileTransferResults(connectorId: connection.connectorId, transferId: transferID)
-                    let byPath = Dictionary(results.map { ($0.filePath, $0) }, uniquingKeysWith: { _, last in last })
+                    // By bytes (NFC/NFD twins are two files), and by either path AWS may report: the
+                    // remote path retrieved from or the S3 path retrieved to.
+                    let byPath = Dictionary(results.map { (PathBytes($0.filePath), $0) }, uniquingKeysWith: { _, last in last })
                     for file in files {
-                        switch byPath[file.remotePath]?.statusCode {
+                        let s3Path = "/\(file.bucket ?? rule.localDirectoryPath.bucket)/\(file.key ?? rule.localDirectoryPath.prefix + file.name)"
+                        let result = byPath[PathBytes(file.remotePath)] ?? byPath[PathBytes(s3Path)]
+                        switch result?.statusCode {
                         case .completed: outcomes[file.id] = .completed
                         case .failed:
-                            let result = byPath[file.remotePath]
                             outcomes[file.id] = .failed(code: result?.failureCode ?? "FAILED", message: result?.failureMessage ?? "")
                         default: break
                         }
@@ -474,7 +537,7 @@ public final class InboundPoller: Sendable {
     }
 
     private func finish(_ rule: InboundRule, connection: InboundConnection, report: inout PollReport) async throws {
-        let files = try journal.inboundFiles(in: [.inS3, .downloading, .downloaded], rule: rule.name)
+        let files = try journal.inboundFiles(in: [.inS3, .downloading], rule: rule.name)
         var outcomes: [FinishOutcome] = []
         try await withThrowingTaskGroup(of: FinishOutcome.self) { group in
             var next = 0
@@ -482,7 +545,7 @@ public final class InboundPoller: Sendable {
                 guard next < files.count else { return }
                 let file = files[next]
                 next += 1
-                group.addTask { try await self.finish(file, rule: rule, connection: connection) }
+                group.addTask { try await self.place(file, rule: rule, connection: connection) }
             }
             for _ in 0..<max(1, settings.downloadConcurrency) { addNext() }
             while let outcome = try await group.next() {
@@ -492,70 +555,179 @@ public final class InboundPoller: Sendable {
         }
         for outcome in outcomes {
             if outcome.downloaded { report.downloaded += 1 }
-            if outcome.finished { report.finished += 1 }
             if outcome.failed { report.failed += 1 }
+            if let skipped = outcome.skippedNote {
+                report.skipped += 1
+                report.warnings.append(skipped)
+            }
         }
+        try await afterRetrieve(rule, connection: connection, report: &report)
     }
 
     private struct FinishOutcome: Sendable {
         var downloaded = false
-        var finished = false
         var failed = false
+        var skippedNote: String?
     }
 
-    /// download_to (if any), then after_retrieve, then done: after_retrieve only once the file is safely
-    /// in S3 and, if asked, on disk.
-    private func finish(_ file: InboundFile, rule: InboundRule, connection: InboundConnection) async throws -> FinishOutcome {
+    /// Places one version: into download_to if set (verified against the listed size), else checks that
+    /// the S3 object holds it (HEAD, same size). Only then is it `downloaded`, which after_retrieve waits for.
+    private func place(_ file: InboundFile, rule: InboundRule, connection: InboundConnection) async throws -> FinishOutcome {
         var outcome = FinishOutcome()
-        let metadata: Logger.Metadata = ["rule": "\(rule.name)", "file.remote_path": "\(file.remotePath)"]
-        if file.state != .downloaded {
-            if let downloadTo = rule.downloadTo {
-                let placement = DownloadPlacement(directory: downloadTo, onConflict: rule.onConflict)
-                do {
-                    let placed = try await placement.place(file, journal: journal) { temp in
-                        try self.checkpoint("download-temp-created")
-                        _ = try await connection.s3.getObject(bucket: file.bucket ?? rule.localDirectoryPath.bucket,
-                                                              key: file.key ?? rule.localDirectoryPath.prefix + file.name, toFileAt: temp)
-                        try self.checkpoint("download-written")
-                    }
-                    if case .skipped(let existing) = placed {
-                        logger.info("download skipped: the name is taken (on_conflict: skip)", metadata: metadata.merging(["file.path": "\(existing)"]) { $1 })
-                    } else {
-                        outcome.downloaded = true
-                        metrics.increment("ferry_inbound_files_downloaded_total", ["rule": rule.name], by: 1, help: "Files placed into download_to.")
-                    }
-                } catch let crash as SimulatedCrash {
-                    throw crash
-                } catch {
-                    try? FileManager.default.removeItem(atPath: placement.temporaryPath(for: file.id))
-                    try journal.recordDownloadFailure(file.id, error: "download: \(error)", maxAttempts: settings.maxAttempts)
-                    logger.info("download failed; the next poll tries again from S3", metadata: metadata.merging(["error": "\(error)"]) { $1 })
-                    outcome.failed = true
-                    return outcome
-                }
-            } else {
-                try journal.markDownloaded(file.id, localPath: nil)
+        let metadata: Logger.Metadata = ["rule": "\(rule.name)", "file.remote_path": "\(RemoteName.printable(file.remotePath))"]
+        let bucket = file.bucket ?? rule.localDirectoryPath.bucket
+        let key = file.key ?? rule.localDirectoryPath.prefix + file.name
+        guard let downloadTo = rule.downloadTo else {
+            let object = try await connection.s3.headObject(bucket: bucket, key: key)
+            guard let object, file.size == nil || object.size == file.size else {
+                let error = "SizeMismatch: s3://\(bucket)/\(key) holds \(object.map { "\($0.size) bytes" } ?? "nothing") where the listing said \(file.size ?? -1) bytes; retrieved again while the partner lists the file"
+                try journal.recordWrongObject(file.id, error: error)
+                logger.info("retrieved object is not the listed version", metadata: metadata.merging(["error": "\(error)"]) { $1 })
+                outcome.failed = true
+                return outcome
             }
+            try journal.markDownloaded(file.id, localPath: nil, eTag: object.eTag)
             try checkpoint("downloaded")
-        }
-        do {
-            switch rule.afterRetrieve {
-            case .keep: break
-            case .delete:
-                _ = try await connection.transfer.startRemoteDelete(connectorId: connection.connectorId, deletePath: file.remotePath)
-            case .move(let directory):
-                let target = (directory.hasSuffix("/") ? directory : directory + "/") + file.name
-                _ = try await connection.transfer.startRemoteMove(connectorId: connection.connectorId, sourcePath: file.remotePath, targetPath: target)
-            }
-        } catch let error as AWSError {
-            // The file is safe in S3 (and on disk); only the tidy-up is outstanding and the next poll retries it.
-            logger.info("after_retrieve failed; retried on the next poll", metadata: metadata.merging(["error": "\(error)"]) { $1 })
             return outcome
         }
-        try checkpoint("after-retrieve-done")
-        try journal.markInboundDone(file.id)
-        outcome.finished = true
+        let placement = DownloadPlacement(directory: downloadTo, onConflict: rule.onConflict)
+        do {
+            let placed = try await placement.place(file, journal: journal) { temp in
+                try self.checkpoint("download-temp-created")
+                let info = try await connection.s3.getObject(bucket: bucket, key: key, toFileAt: temp)
+                if let expected = file.size, info.size != expected {
+                    throw DownloadSizeMismatch(path: file.remotePath, expected: expected, written: info.size)
+                }
+                try self.journal.setInboundETag(file.id, info.eTag)
+                try self.checkpoint("download-written")
+            }
+            if case .skipped(let existing) = placed {
+                logger.info("download skipped: the name is taken (on_conflict: skip); the partner's copy is kept",
+                            metadata: metadata.merging(["file.path": "\(existing)"]) { $1 })
+                outcome.skippedNote = DownloadPlacement.skipNote(file.name)
+            } else {
+                outcome.downloaded = true
+                metrics.increment("ferry_inbound_files_downloaded_total", ["rule": rule.name], by: 1, help: "Files placed into download_to.")
+            }
+        } catch let crash as SimulatedCrash {
+            throw crash
+        } catch let mismatch as DownloadSizeMismatch {
+            // Journaled before the temporary file goes: a crash between the two leaves a failed version
+            // and a stray temporary file, never a `downloading` row whose temporary file is gone.
+            try journal.recordWrongObject(file.id, error: "\(mismatch)")
+            try? FileManager.default.removeItem(atPath: placement.temporaryPath(for: file.id))
+            logger.info("retrieved copy is not the listed version; not placed", metadata: metadata.merging(["error": "\(mismatch)"]) { $1 })
+            outcome.failed = true
+            return outcome
+        } catch {
+            try journal.recordDownloadFailure(file.id, error: "download: \(error)", maxAttempts: settings.maxAttempts)
+            try? FileManager.default.removeItem(atPath: placement.temporaryPath(for: file.id))
+            logger.info("download failed; the next poll tries again from S3", metadata: metadata.merging(["error": "\(error)"]) { $1 })
+            outcome.failed = true
+            return outcome
+        }
+        try checkpoint("downloaded")
         return outcome
+    }
+
+    /// after_retrieve for every placed version of the rule. keep ends the journey at once. delete and move
+    /// act on a path, not a version, and have no status API, so before either a fresh listing must show
+    /// the partner's copy still to be this version: one that is gone (an earlier call whose answer was
+    /// lost did it, or the partner) needs nothing more, and one that is now another version is left for
+    /// that version. A version on_conflict=skip did not place keeps its partner copy.
+    private func afterRetrieve(_ rule: InboundRule, connection: InboundConnection, report: inout PollReport) async throws {
+        let placed = try journal.inboundFiles(in: [.downloaded], rule: rule.name)
+        guard !placed.isEmpty else { return }
+        if case .keep = rule.afterRetrieve {
+            for file in placed {
+                try journal.markInboundDone(file.id)
+                report.finished += 1
+            }
+            return
+        }
+        var destructive: [InboundFile] = []
+        for file in placed {
+            if rule.downloadTo != nil && file.localPath == nil {
+                try journal.markInboundDone(file.id, note: DownloadPlacement.skipNote(file.name))
+                report.finished += 1
+            } else {
+                destructive.append(file)
+            }
+        }
+        guard !destructive.isEmpty else { return }
+        let listing: DirectoryListing
+        do {
+            listing = try await list(rule)
+        } catch let crash as SimulatedCrash {
+            throw crash
+        } catch {
+            report.warnings.append("after_retrieve waits: the listing that confirms each version before it is deleted or moved failed (\(error))")
+            return
+        }
+        let current = Dictionary(listing.files.map { (PathBytes($0.filePath), $0) }, uniquingKeysWith: { first, _ in first })
+        var targetListing: [PathBytes: DirectoryListing.Entry]?
+        for file in destructive {
+            let metadata: Logger.Metadata = ["rule": "\(rule.name)", "file.remote_path": "\(RemoteName.printable(file.remotePath))"]
+            guard let entry = current[PathBytes(file.remotePath)] else {
+                // Absent from a truncated listing says nothing; absent from a whole one means gone.
+                if listing.truncated { continue }
+                var note = file.afterRetrieveAttempts > 0 ? "after_retrieve: done (the partner's copy is gone)" : "after_retrieve: nothing to do, the partner's copy was already gone"
+                if case .move(let directory) = rule.afterRetrieve, file.afterRetrieveAttempts > 0 {
+                    if targetListing == nil {
+                        let entries = (try? await list(rule, remoteDirectory: directory))?.files ?? []
+                        targetListing = Dictionary(entries.map { (PathBytes($0.filePath), $0) }, uniquingKeysWith: { first, _ in first })
+                    }
+                    let target = Self.moveTarget(directory, file.name)
+                    note = targetListing?[PathBytes(target)] != nil
+                        ? "after_retrieve: moved (source gone, \(RemoteName.printable(target)) present)"
+                        : "after_retrieve: the partner's copy is gone and \(RemoteName.printable(target)) is not there either; nothing left to move"
+                }
+                try journal.markInboundDone(file.id, note: note)
+                report.finished += 1
+                continue
+            }
+            guard InboundSelection.isSameVersion(entry, file) else {
+                try journal.markInboundDone(file.id, note: "after_retrieve: the partner's copy is now another version; left for that version")
+                logger.info("after_retrieve left the partner's copy: it is now another version", metadata: metadata)
+                report.finished += 1
+                continue
+            }
+            let before = try journal.beginAfterRetrieve(file.id)
+            if before > 0 {
+                metrics.increment("ferry_inbound_after_retrieve_repeats_total", ["rule": rule.name], by: 1,
+                                  help: "after_retrieve calls made again after an earlier one's outcome was unknown and the partner still listed the version.")
+            }
+            do {
+                switch rule.afterRetrieve {
+                case .keep: break
+                case .delete:
+                    _ = try await connection.transfer.startRemoteDelete(connectorId: connection.connectorId, deletePath: file.remotePath)
+                case .move(let directory):
+                    _ = try await connection.transfer.startRemoteMove(connectorId: connection.connectorId, sourcePath: file.remotePath,
+                                                                      targetPath: Self.moveTarget(directory, file.name))
+                }
+            } catch let crash as SimulatedCrash {
+                throw crash
+            } catch {
+                // The file is safe in S3 (and on disk); only the tidy-up is outstanding. The next poll's
+                // confirming listing tells whether this call did it.
+                let inDoubt = (error as? AWSError)?.outcome != .notStarted
+                if inDoubt {
+                    metrics.increment("ferry_inbound_after_retrieve_in_doubt_total", ["rule": rule.name], by: 1,
+                                      help: "after_retrieve calls whose outcome was unknown.")
+                }
+                try journal.noteInbound(file.id, "after_retrieve \(inDoubt ? "in doubt" : "failed"): \(error); the next poll checks the partner's folder")
+                logger.info("after_retrieve failed; the next poll checks and retries", metadata: metadata.merging(["error": "\(error)"]) { $1 })
+                continue
+            }
+            try checkpoint("after-retrieve-done")
+            try journal.markInboundDone(file.id)
+            report.finished += 1
+        }
+    }
+
+    static func moveTarget(_ directory: String, _ name: String) -> String {
+        (directory.hasSuffix("/") ? directory : directory + "/") + name
     }
 }
 

@@ -27,6 +27,30 @@ public struct InboundSelection: Sendable, Equatable {
     /// Sizes of timestamp-less files to remember for the next poll (path → size, -1 if none).
     public var unstableSizes: [String: Int64] = [:]
 
+    /// The dedupe key's timestamp: the parsed instant in one canonical text (ISO 8601, UTC, milliseconds),
+    /// so that a change in how the server writes the same instant (fractional seconds appearing, an
+    /// offset instead of `Z`) is not a new version. Text that cannot be read is kept as it is.
+    public static func versionTimestamp(_ entry: DirectoryListing.Entry) -> String? {
+        guard let date = entry.modified else { return entry.modifiedText }
+        return canonicalTimestamp(date)
+    }
+
+    /// `2024-05-01T08:00:00.000Z`: the form journal migration 3 also writes with SQLite's strftime.
+    public static func canonicalTimestamp(_ date: Date) -> String {
+        let milliseconds = (date.timeIntervalSince1970 * 1000).rounded()
+        var seconds = time_t((milliseconds / 1000).rounded(.down))
+        let fraction = Int(milliseconds - Double(seconds) * 1000)
+        var parts = tm()
+        gmtime_r(&seconds, &parts)
+        return String(format: "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", Int(parts.tm_year) + 1900, Int(parts.tm_mon) + 1, Int(parts.tm_mday),
+                      Int(parts.tm_hour), Int(parts.tm_min), Int(parts.tm_sec), fraction)
+    }
+
+    /// Whether a listing entry is the journaled version `file` (same size, same instant).
+    public static func isSameVersion(_ entry: DirectoryListing.Entry, _ file: InboundFile) -> Bool {
+        (entry.size ?? -1) == (file.size ?? -1) && (versionTimestamp(entry) ?? "") == (file.modified ?? "")
+    }
+
     /// Selects from `listing`. A file without a usable `modifiedTimestamp` cannot be aged, so it is taken
     /// only once two consecutive polls saw it with the same size (`previousUnstableSizes` is what the
     /// last poll saw).
@@ -35,7 +59,7 @@ public struct InboundSelection: Sendable, Equatable {
         var selection = InboundSelection()
         let minimumAge = Double(minAge.components.seconds) + Double(minAge.components.attoseconds) / 1e18
         for entry in listing.files {
-            let version = RemoteVersion(remotePath: entry.filePath, size: entry.size, modified: entry.modifiedText)
+            let version = RemoteVersion(remotePath: entry.filePath, size: entry.size, modified: versionTimestamp(entry))
             let name: String
             switch RemoteName.check(filePath: entry.filePath, remoteDirectory: remoteDirectory, downloadTo: downloadTo) {
             case .failure(let refusal):

@@ -64,3 +64,14 @@ public enum RemoteName {
         public var reason: String
     }
 }
+
+/// A remote path as a dictionary key by its bytes. Swift's `String` equality is canonical equivalence, so
+/// an NFC name and its NFD twin (two different files on the partner) would share one `String` key — and
+/// one status. Everything the poller matches by path is keyed by this instead.
+struct PathBytes: Hashable, Sendable {
+    let bytes: [UInt8]
+
+    init(_ path: String) {
+        bytes = Array(path.utf8)
+    }
+}
