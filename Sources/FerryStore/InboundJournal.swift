@@ -172,6 +172,14 @@ extension Journal {
         }
     }
 
+    /// Forgets every refusal, so that the next listing judges those names under the rules now in force
+    /// (a reload may have fixed what made them refused); one still hostile is refused, and logged, again.
+    public func forgetRefusals() throws {
+        try locked {
+            try connection.statement("DELETE FROM inbound_files WHERE state = 'refused'").run()
+        }
+    }
+
     // MARK: Retrieval
 
     /// Journals a retrieval batch as `submitting` before StartFileTransfer is called, with the S3 object

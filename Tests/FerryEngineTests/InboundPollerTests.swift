@@ -31,8 +31,8 @@ import Testing
         #expect(try h.inboxFile("a.csv") == a)
         #expect(try h.inboxFile("b.csv") == b)
         #expect(try h.operations("StartFileTransfer").count == 1, "one retrieval over five polls")
-        #expect(try h.operations("StartDirectoryListing").count == 5)
-        #expect(h.paced.count == 6, "every StartDirectoryListing and StartFileTransfer waits for the connector's rate limiter")
+        #expect(try h.operations("StartDirectoryListing").count == 6, "five polls, and the second look at the two new files")
+        #expect(h.paced.count == 7, "every StartDirectoryListing and StartFileTransfer waits for the connector's rate limiter")
         #expect(try await h.s3.listObjectsV2(bucket: h.emulator.inboundBucket, prefix: ".ferry-listings/").isEmpty,
                 "listing objects are deleted after use")
         #expect(h.partnerHas("/out/reports/a.csv"), "after_retrieve defaults to keep")

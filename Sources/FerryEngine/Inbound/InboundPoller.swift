@@ -203,6 +203,12 @@ public final class InboundPoller: Sendable {
     /// changed rule applies from its next poll.
     public func reload(rules: [InboundRule], connections: [String: InboundConnection]) {
         config.withLock { $0 = (Self.byName(rules), connections) }
+        // Refusals were judged under the old rules (remote_directory_path, download_to).
+        do {
+            try journal.forgetRefusals()
+        } catch {
+            logger.info("refused names could not be reconsidered after the reload; they stay refused", metadata: ["error": "\(error)"])
+        }
         scheduler.update(entries: rules.map { .init(rule: $0.name, schedule: $0.schedule) })
     }
 
@@ -302,8 +308,35 @@ public final class InboundPoller: Sendable {
         report.filteredOut = selection.filteredOut
         report.tooYoung = selection.tooYoung
         report.waitingForSecondLook = selection.waitingForSecondLook
+        if !selection.unversioned.isEmpty {
+            let warning = "\(selection.unversioned.count) file(s) listed without size or modification time, e.g. \(selection.unversioned[0]): ferry cannot tell one version from the next, so they are left on the partner and not retrieved"
+            report.warnings.append(warning)
+            logger.info("inbound files without size or timestamp are not retrieved", metadata: ["rule": "\(rule.name)", "hint": "\(warning)"])
+        }
         try journal.setUnstableSizes(rule: rule.name, selection.unstableSizes)
-        return try journal.recordListed(rule: rule.name, selection.candidates.map(\.version), maxAttempts: settings.maxAttempts)
+        // Versions seen for the first time need a second look: the partner's clock may be behind ours, or
+        // an upload may preserve an old mtime, so min_age alone cannot tell that a file is complete. A
+        // second listing must show the same size and instant (a version journaled by an earlier poll
+        // already had its second look then).
+        var firstSeen = Set<PathBytes>()
+        for candidate in selection.candidates where try !journal.isKnown(rule: rule.name, candidate.version) {
+            firstSeen.insert(PathBytes(candidate.version.remotePath))
+        }
+        let wanted = try journal.recordListed(rule: rule.name, selection.candidates.map(\.version), maxAttempts: settings.maxAttempts)
+        guard wanted.contains(where: { firstSeen.contains(PathBytes($0.remotePath)) }) else { return wanted }
+        let second: DirectoryListing
+        if let source {
+            second = try await source(rule)
+        } else {
+            second = try await list(rule)
+        }
+        let again = Dictionary(second.files.map { (PathBytes($0.filePath), $0) }, uniquingKeysWith: { first, _ in first })
+        return wanted.filter { file in
+            guard firstSeen.contains(PathBytes(file.remotePath)) else { return true }
+            if let entry = again[PathBytes(file.remotePath)], InboundSelection.isSameVersion(entry, file) { return true }
+            report.waitingForSecondLook += 1
+            return false
+        }
     }
 
     /// StartDirectoryListing into the ferry-owned prefix, wait for the object, fetch, delete, parse.

@@ -24,6 +24,9 @@ public struct InboundSelection: Sendable, Equatable {
     public var tooYoung = 0
     /// Without a usable timestamp and not yet seen twice with the same size.
     public var waitingForSecondLook = 0
+    /// Listed with neither size nor timestamp: their versions cannot be told apart, so they are reported
+    /// and not retrieved (a file rewritten later would be taken for the one already retrieved).
+    public var unversioned: [String] = []
     /// Sizes of timestamp-less files to remember for the next poll (path → size, -1 if none).
     public var unstableSizes: [String: Int64] = [:]
 
@@ -72,6 +75,10 @@ public struct InboundSelection: Sendable, Equatable {
             }
             guard filter.accepts(name) else {
                 selection.filteredOut += 1
+                continue
+            }
+            if entry.size == nil && entry.modifiedText == nil {
+                selection.unversioned.append(RemoteName.printable(entry.filePath))
                 continue
             }
             if let modified = entry.modified {

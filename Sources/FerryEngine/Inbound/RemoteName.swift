@@ -34,6 +34,11 @@ public enum RemoteName {
             if scalar.properties.generalCategory == .control || scalar.value == 0x2028 || scalar.value == 0x2029 {
                 return "contains control character U+\(String(format: "%04X", scalar.value))"
             }
+            // Cf: bidi overrides and isolates (U+202E makes "fdp.exe" read "exe.pdf"), zero-width spaces
+            // and joiners, the BOM: a name that reads as another name.
+            if scalar.properties.generalCategory == .format {
+                return "contains invisible or bidi format character U+\(String(format: "%04X", scalar.value))"
+            }
         }
         if name.utf8.count > 255 { return "is longer than 255 bytes, the longest file name Linux allows" }
         return nil
@@ -46,11 +51,13 @@ public enum RemoteName {
         return target.deletingLastPathComponent().path == base.path && target.lastPathComponent == name
     }
 
-    /// A printable form of a name for logs and the journal: control characters and NUL as `\u{…}`.
+    /// A printable form of a name for logs and the journal: control and format (bidi, invisible)
+    /// characters and NUL as `\u{…}`.
     public static func printable(_ text: String) -> String {
         var out = ""
         for scalar in text.unicodeScalars {
-            if scalar.properties.generalCategory == .control || scalar.value == 0x2028 || scalar.value == 0x2029 || scalar == "\\" {
+            let category = scalar.properties.generalCategory
+            if category == .control || category == .format || scalar.value == 0x2028 || scalar.value == 0x2029 || scalar == "\\" {
                 out += scalar == "\\" ? "\\\\" : "\\u{\(String(scalar.value, radix: 16))}"
             } else {
                 out.unicodeScalars.append(scalar)
