@@ -162,7 +162,7 @@ public final class Journal: @unchecked Sendable {
     private let now: @Sendable () -> Date
 
     /// The schema this build writes; older journals are migrated forward on open.
-    public static let schemaVersion = 3
+    public static let schemaVersion = 4
 
     /// Opens (creating if needed) the journal in `directory`, checks its integrity and migrates it.
     public init(directory: String, logger: Logger, now: @escaping @Sendable () -> Date = { Date() }) throws {

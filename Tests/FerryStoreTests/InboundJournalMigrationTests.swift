@@ -4,15 +4,15 @@ import Foundation
 import Logging
 import Testing
 
-/// Journal migration 3 (issue 14): inbound timestamps keyed by instant, so that rows journaled by an
+/// Journal migration 4 (issue 14): inbound timestamps keyed by instant, so that rows journaled by an
 /// older ferry, in whatever text the listing gave, still dedupe against the canonical form it writes now.
 struct InboundJournalMigrationTests {
-    @Test func migrationThreeRewritesTimestampsAsInstants() throws {
+    @Test func migrationFourRewritesTimestampsAsInstants() throws {
         let dir = try TempDirectory()
         do {
             let old = try SQLiteConnection(path: dir.path + "/journal.db", readOnly: false)
             try old.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
-            for (index, statements) in Journal.migrations.prefix(2).enumerated() {
+            for (index, statements) in Journal.migrations.prefix(3).enumerated() {
                 for statement in statements { try old.execute(statement) }
                 try old.statement("INSERT INTO schema_version(version) VALUES (?)").run([.integer(Int64(index + 1))])
             }

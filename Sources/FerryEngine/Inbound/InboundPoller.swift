@@ -448,7 +448,7 @@ public final class InboundPoller: Sendable {
     /// Versions whose retrieval is in doubt, checked against S3: one whose object exists with the listed
     /// size and is not an earlier placed version's object (by the ETag journaled when that one was placed)
     /// is retrieved, without a second StartFileTransfer; the rest are returned, to be asked for again.
-    /// An earlier version's ETag is unknown only for rows placed before migration 3: then the object
+    /// An earlier version's ETag is unknown only for rows placed before migration 4: then the object
     /// must also have been written after this retrieval was asked for (S3 gives whole seconds, so an
     /// object of the same second is asked for again: a duplicate retrieval, never a wrong placement).
     private func resolveInDoubt(_ files: [InboundFile], rule: InboundRule, connection: InboundConnection) async throws -> [InboundFile] {

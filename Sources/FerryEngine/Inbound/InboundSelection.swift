@@ -38,7 +38,7 @@ public struct InboundSelection: Sendable, Equatable {
         return canonicalTimestamp(date)
     }
 
-    /// `2024-05-01T08:00:00.000Z`: the form journal migration 3 also writes with SQLite's strftime.
+    /// `2024-05-01T08:00:00.000Z`: the form journal migration 4 also writes with SQLite's strftime.
     public static func canonicalTimestamp(_ date: Date) -> String {
         let milliseconds = (date.timeIntervalSince1970 * 1000).rounded()
         var seconds = time_t((milliseconds / 1000).rounded(.down))
