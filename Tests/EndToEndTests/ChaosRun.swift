@@ -63,21 +63,20 @@ final class ChaosLedger: @unchecked Sendable {
 final class ChaosFerry: @unchecked Sendable {
     let configPath: String
     let environment: [String: String]
-    let logPath: String
+    /// `<logFolder>/ferry-N.log` for the Nth start: FerryDaemon truncates its log file when it starts.
+    let logFolder: String
     private let lock = NSLock()
     private var daemon: FerryDaemon?
     private var down = true
     private var lastRevive = Date.distantPast
     private(set) var starts = 0
-    /// Where the log ended when the current process was started.
-    private var startOffset = 0
     private(set) var unexpectedExits: [String] = []
     private let startedAt: Date
 
-    init(configPath: String, environment: [String: String], logPath: String, startedAt: Date) {
+    init(configPath: String, environment: [String: String], logFolder: String, startedAt: Date) {
         self.configPath = configPath
         self.environment = environment
-        self.logPath = logPath
+        self.logFolder = logFolder
         self.startedAt = startedAt
     }
 
@@ -85,8 +84,7 @@ final class ChaosFerry: @unchecked Sendable {
 
     func start() throws {
         try lock.withLock {
-            startOffset = logSize
-            daemon = try FerryDaemon(config: configPath, environment: environment, logPath: logPath, extraArguments: ["--log-level", "debug"])
+            daemon = try FerryDaemon(config: configPath, environment: environment, logPath: logPath(starts + 1), extraArguments: ["--log-level", "debug"])
             starts += 1
             down = false
         }
@@ -111,27 +109,28 @@ final class ChaosFerry: @unchecked Sendable {
                 : "status \(daemon.process.terminationStatus)"
             let text = "ferry exited on its own (\(how)) at \(elapsed); restarted"
             unexpectedExits.append(text)
-            startOffset = logSize
-            self.daemon = try? FerryDaemon(config: configPath, environment: environment, logPath: logPath, extraArguments: ["--log-level", "debug"])
+            self.daemon = try? FerryDaemon(config: configPath, environment: environment, logPath: logPath(starts + 1), extraArguments: ["--log-level", "debug"])
             starts += 1
             return text
         }
     }
 
-    var logBytes: [UInt8] { Array(FileManager.default.contents(atPath: logPath) ?? Data()) }
+    func logPath(_ start: Int) -> String { logFolder + "/ferry-\(start).log" }
 
-    private var logSize: Int {
-        var info = stat()
-        return stat(logPath, &info) == 0 ? Int(info.st_size) : 0
+    /// Every start's log, in order.
+    var logBytes: [UInt8] {
+        let count = lock.withLock { starts }
+        return (0..<count).reduce(into: [UInt8]()) { all, index in
+            all += Array(FileManager.default.contents(atPath: logPath(index + 1)) ?? Data())
+        }
     }
 
     /// Waits until the current process has logged `ferry started` (so its signal handlers are in place:
     /// a SIGHUP before that ends the process by the signal's default action).
     func waitStarted(timeout: Double) async -> Bool {
         await eventually(timeout: timeout, interval: 0.1) {
-            let offset = lock.withLock { startOffset }
-            let bytes = logBytes
-            return offset <= bytes.count && occurrences(of: "ferry started", in: Array(bytes[offset...])) > 0
+            let current = logPath(lock.withLock { starts })
+            return occurrences(of: "ferry started", in: Array(FileManager.default.contents(atPath: current) ?? Data())) > 0
         }
     }
 
@@ -206,7 +205,7 @@ final class ChaosRun: @unchecked Sendable {
             throw error
         }
         try FileManager.default.createDirectory(atPath: emulator.partnerRoot + Self.remoteDirectory, withIntermediateDirectories: true)
-        ferry = ChaosFerry(configPath: rulesPath, environment: emulator.environment, logPath: root + "/ferry.log", startedAt: startedAt)
+        ferry = ChaosFerry(configPath: rulesPath, environment: emulator.environment, logFolder: root, startedAt: startedAt)
         try writeRules(plan.initial)
     }
 
@@ -289,7 +288,7 @@ final class ChaosRun: @unchecked Sendable {
         let produced = Date().timeIntervalSince(timelineStart)
         // From here the service is healthy, so everything can finish: what is still missing is ferry's.
         _ = try? await postEmulatorControl(emulator.controlURL, path: "/faults", body: ["rate": 0.0, "kinds": ["throttle"], "latency_ms": 0])
-        let drained = await drain(timeout: Double(ProcessInfo.processInfo.environment["CHAOS_DRAIN_TIMEOUT"] ?? "") ?? 150)
+        let drained = await drain(timeout: Double(ProcessInfo.processInfo.environment["CHAOS_DRAIN_TIMEOUT"] ?? "") ?? 180)
         // A moment more, for a late duplicate (a resubmission after a lost answer) to show.
         try? await Task.sleep(for: .seconds(2))
         lock.withLock { stopWatchdog = true }
@@ -577,11 +576,14 @@ final class ChaosRun: @unchecked Sendable {
         return (pending, json["possible_duplicates"] as? Int)
     }
 
-    /// Waits until every owed version is delivered or reported and ferry has nothing unfinished, twice in
-    /// a row; returns whether that happened within `timeout` seconds.
+    /// Waits until every owed version is delivered or reported and ferry has nothing unfinished (twice in
+    /// a row), or until ferry has had nothing unfinished for longer than a reconciliation scan would take
+    /// to find a missed file (it has given up on what is still missing), or `timeout` seconds.
     private func drain(timeout: Double) async -> Bool {
         let deadline = Date().addingTimeInterval(timeout)
+        let patience = Double(max(plan.initial.reconcileSeconds, 8)) * 2 + 5
         var quietChecks = 0
+        var idleSince: Date?
         while Date() < deadline {
             if let text = ferry.reviveIfDied() { ledger.note(text) }
             let delivered = Set(((try? emulator.deliveries()) ?? []).map { "\(lastComponent($0.remotePath).bytes)|\($0.sha256)" })
@@ -589,11 +591,18 @@ final class ChaosRun: @unchecked Sendable {
             let accounted = ledger.versions.allSatisfy { v in
                 !v.owed || delivered.contains("\(v.name.bytes)|\(v.sha256)") || reported.contains(v.sha256)
             }
-            if accounted, ferryStatus().pending == 0 {
+            let idle = ferryStatus().pending == 0
+            if accounted, idle {
                 quietChecks += 1
                 if quietChecks >= 2 { return true }
             } else {
                 quietChecks = 0
+            }
+            if idle {
+                if let since = idleSince, Date().timeIntervalSince(since) > patience { return false }
+                idleSince = idleSince ?? Date()
+            } else {
+                idleSince = nil
             }
             try? await Task.sleep(for: .seconds(1))
         }

@@ -5,8 +5,8 @@ import FerryTestSupport
 /// The seeds a run plays. CI plays `ci`; `CHAOS_SEED=s` replays one seed; `CHAOS_SEEDS=N` plays N seeds
 /// from `CHAOS_SEED_BASE` (default: derived from the clock, and printed, so any failure can be replayed).
 enum ChaosSeeds {
-    /// Fixed, so CI is repeatable. Together they play every producer, archive, delete and keep, SIGKILLs,
-    /// reloads (one invalid each in 6 and 15... see docs/chaos.md), and a full state_dir (6).
+    /// Fixed, so CI is repeatable. Together they play every producer; after_send archive (6), delete (15)
+    /// and keep (29); SIGKILLs, reloads and invalid reloads in each; a full state_dir (6).
     static let ci: [UInt64] = [6, 15, 29]
 
     static var selected: [UInt64] {
@@ -74,7 +74,7 @@ enum ChaosSeeds {
         print("chaos result: \(verdict.summary)")
         for warning in verdict.warnings { print("chaos note [seed \(seed)]: \(warning)") }
         for violation in verdict.violations { print(violation) }
-        if keep { print("chaos run folder kept for inspection: \(run.root) (ferry.log, rules.yaml, outbox/, deliveries.jsonl, requests.jsonl)") }
+        if keep { print("chaos run folder kept for inspection: \(run.root) (ferry-N.log per start, rules.yaml, outbox/, deliveries.jsonl, requests.jsonl, state-copy/ when on tmpfs)") }
         #expect(verdict.violations.isEmpty, """
             \(verdict.violations.count) broken promises (first 40):
             \(verdict.violations.prefix(40).map(\.description).joined(separator: "\n"))
