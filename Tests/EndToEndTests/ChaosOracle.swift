@@ -39,7 +39,7 @@ struct ChaosVerdict: Sendable {
 enum ChaosOracle {
     /// Checks the promise: every complete version delivered byte-identical once (more only if reported as
     /// a possible duplicate), or reported quarantined/in doubt; nothing partial; nothing outside the rule.
-    static func judge(plan: ChaosPlan, ledger: ChaosLedger, observation o: ChaosObservation, outbox: String) -> ChaosVerdict {
+    static func judge(plan: ChaosPlan, ledger: ChaosLedger, observation o: ChaosObservation) -> ChaosVerdict {
         var verdict = ChaosVerdict()
         let seed = plan.seed
         let versions = ledger.versions
@@ -76,6 +76,10 @@ enum ChaosOracle {
                                                     + candidates.map { "\($0.data.count) B \($0.sha256.prefix(12))…" }.joined(separator: ", "), seed: seed))
                 continue
             }
+            if let version = candidates.first(where: { $0.sha256 == delivery.sha256 }), version.connectorID != delivery.connectorId {
+                verdict.violations.append(.init(property: .outsideRule, file: shown, producer: version.producer,
+                                                detail: "delivered through connector \(delivery.connectorId), not \(version.connectorID), the one of the rule whose folder it is in", seed: seed))
+            }
             deliveredCount[key(name, delivery.sha256), default: 0] += 1
         }
 
@@ -99,7 +103,7 @@ enum ChaosOracle {
                     lostCount += 1
                     verdict.violations.append(.init(property: .lost, file: version.name.description, producer: version.producer,
                                                     detail: "\(version.data.count) bytes (sha256 \(version.sha256.prefix(12))…) never reached the partner, "
-                                                        + "and ferry does not report it quarantined or in doubt\(whereIsIt(version, outbox: outbox))", seed: seed))
+                                                        + "and ferry does not report it quarantined or in doubt\(whereIsIt(version))", seed: seed))
                 } else {
                     supersededCount += 1
                 }
@@ -154,7 +158,8 @@ enum ChaosOracle {
     }
 
     /// Where a lost version is now, to start the hunt: still in the outbox, archived, or gone.
-    private static func whereIsIt(_ version: ChaosLedger.Version, outbox: String) -> String {
+    private static func whereIsIt(_ version: ChaosLedger.Version) -> String {
+        let outbox = (version.path as NSString).deletingLastPathComponent
         if let data = FileManager.default.contents(atPath: version.path) {
             return SHA256.hex(data) == version.sha256 ? "; it is still in the outbox" : "; the outbox holds another version of it"
         }

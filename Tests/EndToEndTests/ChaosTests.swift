@@ -68,7 +68,7 @@ enum ChaosSeeds {
             run.finish(keep: true)
             throw error
         }
-        let verdict = ChaosOracle.judge(plan: plan, ledger: run.ledger, observation: observation, outbox: run.outbox)
+        let verdict = ChaosOracle.judge(plan: plan, ledger: run.ledger, observation: observation)
         let keep = !verdict.violations.isEmpty || ProcessInfo.processInfo.environment["CHAOS_KEEP"] == "1"
         run.finish(keep: keep)
         print("chaos result: \(verdict.summary)")
