@@ -64,8 +64,10 @@ struct ChaosPlan: Sendable, CustomStringConvertible {
 
     enum Action: Sendable {
         case produce(index: Int, Producer, seed: UInt64)
-        /// SIGKILL ferry, restart it after `restartAfter` seconds.
-        case kill(restartAfter: Double)
+        /// SIGKILL ferry, restart it after `restartAfter` seconds. With `aimedAt`, the kill waits (up to
+        /// 8 s) for the next request of that operation answered 200, or the next delivery (`delivery`),
+        /// and lands the moment the emulator logs it, before or while ferry reads the answer.
+        case kill(restartAfter: Double, aimedAt: String?)
         /// Rewrite the rules file with new settings and SIGHUP.
         case reload(RuleSettings)
         /// Write an invalid rules file, SIGHUP (the running rules must stay), restore it, SIGHUP again.
@@ -84,6 +86,8 @@ struct ChaosPlan: Sendable, CustomStringConvertible {
     /// (and said so), so the ones being added (`lost_answer`, `late_504`) are played as soon as they land.
     static let faultKinds = ["throttle", "unavailable", "internal", "drop", "lost_answer", "late_504"]
     static let aimedOperations = ["StartFileTransfer", "ListFileTransferResults", "PutObject"]
+    /// What an aimed kill waits for.
+    static let killAims = ["StartFileTransfer", "StartFileTransfer", "ListFileTransferResults", "PutObject", "delivery"]
 
     let seed: UInt64
     let producePhase: Double
@@ -161,7 +165,7 @@ struct ChaosPlan: Sendable, CustomStringConvertible {
         }
         // ferry's life: kills at random instants (a few may fall just after the producers stop), reloads.
         for _ in 0..<lifeRNG.int(0...4) {
-            events.append(Event(at: lifeRNG.double(2...(phase + 4)), action: .kill(restartAfter: lifeRNG.pick([0, 0.2, 1, 2.5]))))
+            events.append(Event(at: lifeRNG.double(2...(phase + 4)), action: .kill(restartAfter: lifeRNG.pick([0, 0.2, 1, 2.5]), aimedAt: nil)))
         }
         events += reloads
         if lifeRNG.chance(0.3) { events.append(Event(at: lifeRNG.double(3...phase), action: .invalidReload)) }
@@ -182,16 +186,24 @@ struct ChaosPlan: Sendable, CustomStringConvertible {
                                                                     operations: operations?.isEmpty == true ? ["StartFileTransfer"] : operations))))
             at += faultRNG.double(3...10)
         }
+        // Drawn last, from a generator of its own, so that aiming left every earlier choice as it was.
+        var aimRNG = rng.fork()
+        events = events.map { event in
+            guard case .kill(let restartAfter, _) = event.action, aimRNG.chance(0.6) else { return event }
+            return Event(at: event.at, action: .kill(restartAfter: restartAfter, aimedAt: aimRNG.pick(Self.killAims)))
+        }
         self.events = events.enumerated().sorted { ($0.element.at, $0.offset) < ($1.element.at, $1.offset) }.map(\.element)
     }
 
     var description: String {
         var counts: [String: Int] = [:]
-        var kills = 0, reloads = 0, invalid = 0, fills = 0, windows: [String] = []
+        var kills = 0, aimed: [String] = [], reloads = 0, invalid = 0, fills = 0, windows: [String] = []
         for event in events {
             switch event.action {
             case .produce(_, let producer, _): counts[producer.kind, default: 0] += 1
-            case .kill: kills += 1
+            case .kill(_, let aim):
+                kills += 1
+                if let aim { aimed.append(aim) }
             case .reload: reloads += 1
             case .invalidReload: invalid += 1
             case .fillStateDir: fills += 1
@@ -204,7 +216,7 @@ struct ChaosPlan: Sendable, CustomStringConvertible {
         return """
             seed \(seed): \(Int(producePhase)) s of producers [\(producers)]; after_send \(afterSend), retries \(retries), \
             settle \(initial.settleMs)ms, batch \(initial.batchMaxFiles)/\(initial.batchMaxWaitMs)ms, reconcile \(initial.reconcileSeconds)s, \
-            transfer delay \(transferDelayMs)ms; \(kills) SIGKILLs, \(reloads) reloads, \(invalid) invalid reloads, \
+            transfer delay \(transferDelayMs)ms; \(kills) SIGKILLs\(aimed.isEmpty ? "" : " (aimed at \(aimed.joined(separator: ", ")))"), \(reloads) reloads, \(invalid) invalid reloads, \
             state_dir \(stateOnTmpfs ? "on a 16 MiB tmpfs, filled \(fills)×" : "on disk"); faults \(windows.joined(separator: " "))
             """
     }

@@ -301,7 +301,8 @@ final class ChaosRun: @unchecked Sendable {
                 switch event.action {
                 case .produce(let index, let producer, let seed):
                     group.addTask { await self.produce(index: index, producer, seed: seed) }
-                case .kill(let restartAfter):
+                case .kill(let restartAfter, let aim):
+                    if let aim { await waitForAim(aim) }
                     ferry.kill()
                     if restartAfter > 0 { try? await Task.sleep(for: .milliseconds(Int(restartAfter * 1000))) }
                     do { try ferry.start() } catch { ledger.note("restart after SIGKILL failed: \(error)") }
@@ -337,6 +338,30 @@ final class ChaosRun: @unchecked Sendable {
             deliveries: deliveries, reported: reportedFiles(), log: ferry.logBytes, possibleDuplicates: status.possibleDuplicates,
             pending: status.pending, drained: drained, stopStatus: stopStatus, producedSeconds: produced, totalSeconds: elapsed,
             starts: ferry.starts, unexpectedExits: ferry.unexpectedExits)
+    }
+
+    /// Returns the moment the emulator logs the next request of `aim` answered 200 (or, for `delivery`,
+    /// the next file completed to a partner), or after 8 s (noted).
+    private func waitForAim(_ aim: String) async {
+        let path = aim == "delivery" ? emulator.deliveriesPath : emulator.requestLogPath
+        let needles = aim == "delivery" ? ["\"sha256\""] : ["\"operation\": \"\(aim)\"", "\"status\": 200"]
+        var offset = UInt64((try? FileManager.default.attributesOfItem(atPath: path)[.size] as? UInt64) ?? 0)
+        let deadline = Date().addingTimeInterval(8)
+        while Date() < deadline {
+            if let handle = FileHandle(forReadingAtPath: path) {
+                handle.seek(toFileOffset: offset)
+                let fresh = handle.readDataToEndOfFile()
+                handle.closeFile()
+                // Only whole lines count; a partial one is read again next time.
+                if let lastNewline = fresh.lastIndex(of: UInt8(ascii: "\n")) {
+                    let lines = fresh[..<lastNewline].split(separator: UInt8(ascii: "\n"))
+                    offset += UInt64(lastNewline - fresh.startIndex + 1)
+                    if lines.contains(where: { line in needles.allSatisfy { occurrences(of: $0, in: Array(line)) > 0 } }) { return }
+                }
+            }
+            try? await Task.sleep(for: .milliseconds(3))
+        }
+        ledger.note("a kill aimed at \(aim) at \(Int(elapsed))s saw none within 8 s and fell anyway")
     }
 
     /// `CHAOS_SKIP=slow-writer,fill-state-dir,…`: parts of the plan not to play (producer kinds by prefix,

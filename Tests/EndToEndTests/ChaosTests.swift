@@ -42,6 +42,9 @@ enum ChaosSeeds {
                 }
             }
         }
+        #expect(ChaosSeeds.ci.contains { seed in
+            ChaosPlan(seed: seed).events.contains { if case .kill(_, .some("StartFileTransfer")) = $0.action { true } else { false } }
+        }, "no CI seed aims a kill at StartFileTransfer")
         let every = ["fast", "burst", "tmp-then-rename", "slow-writer", "rewrite-after-sent", "nfc/nfd-twins", "excluded-name", "symlink", "fifo", "hard-link"]
         #expect(Set(every).isSubset(of: kinds), "the CI seeds miss \(Set(every).subtracting(kinds).sorted())")
         #expect(kills > 0 && reloads > 0 && invalid > 0 && fills > 0, "kills \(kills), reloads \(reloads), invalid \(invalid), fills \(fills)")
