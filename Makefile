@@ -87,3 +87,14 @@ bench-upload:
 bench-outbound:
 	$(SWIFT) build $(RELEASE_FLAGS) --product ferry $(SWIFT_FLAGS)
 	bench/outbound/run --ferry .build/release/ferry $(BENCH_ARGS)
+
+# The adversarial test (docs/chaos.md): a deployment's bad day against the real ferry and the emulator,
+# checked by an oracle. `make chaos` plays the CI seeds; `make chaos SEEDS=20` plays 20 seeds from
+# CHAOS_SEED_BASE (default: from the clock, printed); `make chaos CHAOS_SEED=1234` replays one seed.
+# Needs root for the seeds that put state_dir on a tmpfs. Runs alone: it is timing-sensitive.
+.PHONY: chaos
+chaos:
+	$(SWIFT) build $(SWIFT_FLAGS) -Xswiftc -warnings-as-errors
+	$(SWIFT) build $(SWIFT_FLAGS) --build-tests -Xswiftc -warnings-as-errors
+	CHAOS_SEEDS="$(SEEDS)" CHAOS_SEED="$(CHAOS_SEED)" CHAOS_SEED_BASE="$(CHAOS_SEED_BASE)" \
+		$(SWIFT) test $(SWIFT_FLAGS) --skip-build --filter ChaosTests

@@ -58,6 +58,8 @@ public final class Emulator: @unchecked Sendable {
     public let startSeconds: Double
     /// The emulator's stderr, for when a test needs to know why it misbehaved.
     public let stderrLogPath: String
+    /// `deliveries.jsonl` in the emulator's state dir: one line per file completed to a partner.
+    public let deliveriesPath: String
 
     private let process: Process
     private let lock = NSLock()
@@ -146,6 +148,7 @@ public final class Emulator: @unchecked Sendable {
         as2Inbox = info.as2Inbox
         startSeconds = info.startSeconds
         self.stderrLogPath = stderrLogPath
+        deliveriesPath = (info.stateDir as NSString).appendingPathComponent("deliveries.jsonl")
         self.process = process
     }
 
@@ -183,6 +186,28 @@ public final class Emulator: @unchecked Sendable {
         // The last piece is empty, or a line the emulator is still writing: either way not a record yet.
         lines.removeLast()
         return try lines.filter { !$0.isEmpty }.map { try decoder.decode(RequestRecord.self, from: Data($0.utf8)) }
+    }
+
+    /// One file completed to a partner, as the emulator's connector wrote it: `sha256` is of the bytes delivered.
+    public struct Delivery: Decodable, Sendable {
+        public let ts: Double
+        public let connectorId: String
+        public let transferId: String
+        public let remotePath: String
+        public let size: Int
+        public let sha256: String
+    }
+
+    /// Every file completed to a partner (SFTP or AS2) since start, in order; unlike the partner's folder,
+    /// which keeps only the last file of each name, this shows duplicates and every version.
+    public func deliveries() throws -> [Delivery] {
+        guard FileManager.default.fileExists(atPath: deliveriesPath) else { return [] }
+        let text = try String(contentsOfFile: deliveriesPath, encoding: .utf8)
+        let decoder = JSONDecoder()
+        decoder.keyDecodingStrategy = .convertFromSnakeCase
+        var lines = text.split(separator: "\n", omittingEmptySubsequences: false)
+        lines.removeLast()  // empty, or a line still being written
+        return try lines.filter { !$0.isEmpty }.map { try decoder.decode(Delivery.self, from: Data($0.utf8)) }
     }
 
     /// Changes fault injection at run time: `rate` of requests fail with one of `kinds`

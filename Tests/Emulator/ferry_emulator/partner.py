@@ -9,6 +9,8 @@ root the chroot is impossible: the client then maps the partner's absolute paths
 from __future__ import annotations
 
 import getpass
+import hashlib
+import json
 import os
 import posixpath
 import socket
@@ -71,6 +73,9 @@ class SftpPartner:
     """Owns the sshd child process, its keys, and the partner's root folder."""
 
     def __init__(self, state_dir: str):
+        self.state_dir = state_dir
+        # Append-only ground truth for tests: one line per file completed to a partner (see DeliveryLog).
+        self.deliveries_path = os.path.join(state_dir, "deliveries.jsonl")
         chroot = _chroot_root()
         self.chrooted = chroot is not None
         self.root = chroot or os.path.join(state_dir, "partner")
@@ -168,6 +173,31 @@ class SftpPartner:
             raise PartnerPathError(f"path {remote!r} contains '..'")
         base = "/" if self.chrooted else self.root
         return posixpath.join(base, *parts) if parts else base
+
+
+class DeliveryLog:
+    """`deliveries.jsonl`: one JSON line per file completed to a partner, with the sha256 of the bytes as
+    delivered. The partner's folder shows only the last file of each name; this log shows every one, so a
+    test can tell a duplicate, a partial file or a stray name from a correct delivery."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self.lock = threading.Lock()
+        self.file = open(path, "a", encoding="utf-8")
+
+    def record(self, connector_id: str, transfer_id: str, remote_path: str, data: bytes) -> None:
+        line = json.dumps({"ts": time.time(), "connector_id": connector_id, "transfer_id": transfer_id,
+                           "remote_path": remote_path, "size": len(data),
+                           "sha256": hashlib.sha256(data).hexdigest()}, ensure_ascii=False) + "\n"
+        with self.lock:
+            if self.file.closed:
+                return
+            self.file.write(line)
+            self.file.flush()
+
+    def close(self) -> None:
+        with self.lock:
+            self.file.close()
 
 
 class SftpSession:

@@ -21,7 +21,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
-from .partner import PartnerPathError, SftpPartner, SftpSession
+from .partner import DeliveryLog, PartnerPathError, SftpPartner, SftpSession
 
 CONNECTOR_ID = re.compile(r"c-([0-9a-f]{17})")
 TRANSFER_ID = re.compile(r"[0-9a-zA-Z./-]+")
@@ -188,6 +188,7 @@ class TransferService:
         self.transfer_delay = transfer_delay_ms / 1000.0
         self.max_pending = max_pending
         self.as2_inbox = as2_inbox
+        self.deliveries = DeliveryLog(partner.deliveries_path)
         self.connectors: dict[str, Connector] = {}
         self.transfers: dict[str, Transfer] = {}
         self.lock = threading.Lock()
@@ -200,6 +201,7 @@ class TransferService:
             connectors = list(self.connectors.values())
         for c in connectors:
             self._stop_connector(c)
+        self.deliveries.close()
 
     def _stop_connector(self, c: Connector) -> None:
         for _ in c.workers:
@@ -492,6 +494,7 @@ class TransferService:
             os.makedirs(self.as2_inbox, exist_ok=True)
             with open(os.path.join(self.as2_inbox, name), "wb") as out:
                 out.write(data)
+            self.deliveries.record(c.connector_id, t.transfer_id, posixpath.join("/", name), data)
             return
         remote_dir = t.remote_directory or "/"
         local_dir = self.partner.sftp_path(remote_dir)
@@ -510,6 +513,8 @@ class TransferService:
                 raise _FileFailed("REMOTE_PERMISSION_DENIED", f"Permission denied writing {posixpath.join(remote_dir, name)}: {e}")
 
         self._sftp(c, session, upload)
+        # Only now is the file whole on the partner (the upload was written and closed without error).
+        self.deliveries.record(c.connector_id, t.transfer_id, posixpath.join(remote_dir, name), data)
 
     def _retrieve(self, c: Connector, session: SftpSession | None, t: Transfer, path: str) -> None:
         local = self.partner.sftp_path(path)

@@ -1,0 +1,284 @@
+import Foundation
+#if canImport(FoundationNetworking)
+import FoundationNetworking
+#endif
+
+// Small, self-contained tools for the chaos test: its own PRNG (so a seed means the same plan on every
+// Swift version), SHA-256 (the oracle compares what the partner got with what the producers wrote),
+// byte-exact name handling (NFC and NFD twins are different files, though Swift's String calls them
+// equal) and the few system calls the producers make.
+
+/// SplitMix64: tiny, fast, and fully specified, so a seed replays the same plan anywhere. The helpers
+/// below never use the standard library's `random(in:using:)`, whose algorithm is not a promise.
+struct SplitMix64: Sendable {
+    private(set) var state: UInt64
+
+    init(seed: UInt64) { state = seed }
+
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+
+    /// A uniform integer in `range` (the bias of one modulo over 2^64 is irrelevant here).
+    mutating func int(_ range: ClosedRange<Int>) -> Int {
+        let span = UInt64(range.upperBound - range.lowerBound) + 1
+        return range.lowerBound + Int(next() % span)
+    }
+
+    /// A uniform double in [0, 1).
+    mutating func unit() -> Double { Double(next() >> 11) / Double(1 << 53) }
+
+    mutating func double(_ range: ClosedRange<Double>) -> Double {
+        range.lowerBound + unit() * (range.upperBound - range.lowerBound)
+    }
+
+    mutating func chance(_ probability: Double) -> Bool { unit() < probability }
+
+    mutating func pick<T>(_ items: [T]) -> T { items[int(0...(items.count - 1))] }
+
+    /// One of `items`, each as likely as its weight.
+    mutating func weighted<T>(_ items: [(T, Int)]) -> T {
+        var roll = int(0...(items.reduce(0) { $0 + $1.1 } - 1))
+        for (item, weight) in items {
+            if roll < weight { return item }
+            roll -= weight
+        }
+        return items[items.count - 1].0
+    }
+
+    /// A child generator for one independent part of the plan.
+    mutating func fork() -> SplitMix64 { SplitMix64(seed: next()) }
+}
+
+/// SHA-256 (FIPS 180-4), hex encoded; the test target has no crypto library of its own.
+enum SHA256 {
+    private static let k: [UInt32] = [
+        0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5,
+        0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174,
+        0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f, 0x4a7484aa, 0x5cb0a9dc, 0x76f988da,
+        0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7, 0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967,
+        0x27b70a85, 0x2e1b2138, 0x4d2c6dfc, 0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85,
+        0xa2bfe8a1, 0xa81a664b, 0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070,
+        0x19a4c116, 0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3,
+        0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2,
+    ]
+
+    static func hex(_ data: Data) -> String {
+        var h: [UInt32] = [0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19]
+        var message = [UInt8](data)
+        let bitLength = UInt64(message.count) &* 8
+        message.append(0x80)
+        while message.count % 64 != 56 { message.append(0) }
+        for shift in stride(from: 56, through: 0, by: -8) { message.append(UInt8(truncatingIfNeeded: bitLength >> UInt64(shift))) }
+        var w = [UInt32](repeating: 0, count: 64)
+        for chunk in stride(from: 0, to: message.count, by: 64) {
+            for i in 0..<16 {
+                let b = chunk + i * 4
+                w[i] = UInt32(message[b]) << 24 | UInt32(message[b + 1]) << 16 | UInt32(message[b + 2]) << 8 | UInt32(message[b + 3])
+            }
+            for i in 16..<64 {
+                let s0 = rotr(w[i - 15], 7) ^ rotr(w[i - 15], 18) ^ (w[i - 15] >> 3)
+                let s1 = rotr(w[i - 2], 17) ^ rotr(w[i - 2], 19) ^ (w[i - 2] >> 10)
+                w[i] = w[i - 16] &+ s0 &+ w[i - 7] &+ s1
+            }
+            var (a, b, c, d, e, f, g, hh) = (h[0], h[1], h[2], h[3], h[4], h[5], h[6], h[7])
+            for i in 0..<64 {
+                let s1 = rotr(e, 6) ^ rotr(e, 11) ^ rotr(e, 25)
+                let choice = (e & f) ^ (~e & g)
+                let t1 = hh &+ s1 &+ choice &+ k[i] &+ w[i]
+                let s0 = rotr(a, 2) ^ rotr(a, 13) ^ rotr(a, 22)
+                let majority = (a & b) ^ (a & c) ^ (b & c)
+                let t2 = s0 &+ majority
+                (hh, g, f, e, d, c, b, a) = (g, f, e, d &+ t1, c, b, a, t1 &+ t2)
+            }
+            h[0] &+= a; h[1] &+= b; h[2] &+= c; h[3] &+= d; h[4] &+= e; h[5] &+= f; h[6] &+= g; h[7] &+= hh
+        }
+        return h.map { word in
+            let digits = String(word, radix: 16)
+            return String(repeating: "0", count: 8 - digits.count) + digits
+        }.joined()
+    }
+
+    private static func rotr(_ x: UInt32, _ n: UInt32) -> UInt32 { (x >> n) | (x << (32 - n)) }
+}
+
+/// A file name compared byte for byte. Swift's `String ==` uses canonical equivalence, so "café" in NFC
+/// and in NFD would be one key; on disk and on the partner they are two files.
+struct ByteName: Hashable, Sendable, CustomStringConvertible {
+    let bytes: [UInt8]
+    init(_ name: String) { bytes = Array(name.utf8) }
+    init(bytes: [UInt8]) { self.bytes = bytes }
+    var string: String { String(decoding: bytes, as: UTF8.self) }
+    /// Shown with its scalars spelled out when it is not plain ASCII, so an NFD twin is visible as such.
+    var description: String {
+        let text = string
+        guard bytes.contains(where: { $0 >= 0x80 }) else { return text }
+        let scalars = text.unicodeScalars.map { $0.isASCII ? String($0) : "\\u{\(String($0.value, radix: 16))}" }.joined()
+        return "\(text) [\(scalars)]"
+    }
+}
+
+/// The last path component of `path`, as bytes.
+func lastComponent(_ path: String) -> ByteName {
+    let bytes = Array(path.utf8)
+    guard let slash = bytes.lastIndex(of: UInt8(ascii: "/")) else { return ByteName(bytes: bytes) }
+    return ByteName(bytes: Array(bytes[(slash + 1)...]))
+}
+
+/// Whether `haystack` holds `needle` followed by something that cannot continue a file name (so
+/// `/o/a.edi` does not match inside `/o/a.edi.part`).
+func containsPath(_ haystack: [UInt8], _ needle: [UInt8]) -> Bool {
+    guard !needle.isEmpty, haystack.count >= needle.count else { return false }
+    let first = needle[0]
+    var index = 0
+    let last = haystack.count - needle.count
+    while index <= last {
+        if haystack[index] == first, haystack[index..<(index + needle.count)].elementsEqual(needle) {
+            let after = index + needle.count
+            if after == haystack.count { return true }
+            let next = haystack[after]
+            let continues = next >= 0x80 || next == UInt8(ascii: ".") || next == UInt8(ascii: "-") || next == UInt8(ascii: "_")
+                || (next >= UInt8(ascii: "0") && next <= UInt8(ascii: "9")) || (next >= UInt8(ascii: "a") && next <= UInt8(ascii: "z"))
+                || (next >= UInt8(ascii: "A") && next <= UInt8(ascii: "Z"))
+            if !continues { return true }
+        }
+        index += 1
+    }
+    return false
+}
+
+/// How many times `needle` occurs in `haystack`.
+func occurrences(of needle: String, in haystack: [UInt8]) -> Int {
+    let pattern = Array(needle.utf8)
+    guard !pattern.isEmpty, haystack.count >= pattern.count else { return 0 }
+    var count = 0
+    var index = 0
+    while index <= haystack.count - pattern.count {
+        if haystack[index] == pattern[0], haystack[index..<(index + pattern.count)].elementsEqual(pattern) {
+            count += 1
+            index += pattern.count
+        } else {
+            index += 1
+        }
+    }
+    return count
+}
+
+/// A failure of the test's own machinery (not a finding about ferry), with what to do about it.
+struct ChaosSetupError: Error, CustomStringConvertible {
+    let message: String
+    var description: String { message }
+}
+
+/// The producers' system calls: plain POSIX, close-on-exec (so a ferry started while a slow writer
+/// holds its file never inherits the writer's descriptor), EINTR retried.
+enum ChaosFS {
+    static func openForWriting(_ path: String, truncate: Bool = true) throws -> Int32 {
+        let flags = O_WRONLY | O_CREAT | O_CLOEXEC | (truncate ? O_TRUNC : 0)
+        while true {
+            let fd = open(path, flags, 0o644)
+            if fd >= 0 { return fd }
+            if errno != EINTR { throw ChaosSetupError(message: "open \(path) for writing: errno \(errno)") }
+        }
+    }
+
+    static func writeAll(_ fd: Int32, _ data: Data) throws {
+        try data.withUnsafeBytes { (raw: UnsafeRawBufferPointer) in
+            var offset = 0
+            while offset < raw.count {
+                let written = write(fd, raw.baseAddress! + offset, raw.count - offset)
+                if written < 0 {
+                    if errno == EINTR { continue }
+                    throw ChaosSetupError(message: "write: errno \(errno)")
+                }
+                offset += written
+            }
+        }
+    }
+
+    static func closeFile(_ fd: Int32) { _ = close(fd) }
+
+    /// Creates (or truncates) `path`, writes `data` in one go and closes it.
+    static func writeFile(_ path: String, _ data: Data) throws {
+        let fd = try openForWriting(path)
+        defer { closeFile(fd) }
+        try writeAll(fd, data)
+    }
+
+    static func rename(_ from: String, _ to: String) throws {
+        guard Glibc.rename(from, to) == 0 else { throw ChaosSetupError(message: "rename \(from) → \(to): errno \(errno)") }
+    }
+
+    static func symlink(target: String, at path: String) throws {
+        guard Glibc.symlink(target, path) == 0 else { throw ChaosSetupError(message: "symlink \(path): errno \(errno)") }
+    }
+
+    static func hardLink(_ existing: String, _ new: String) throws {
+        guard link(existing, new) == 0 else { throw ChaosSetupError(message: "link \(existing) → \(new): errno \(errno)") }
+    }
+
+    static func fifo(_ path: String) throws {
+        guard mkfifo(path, 0o644) == 0 else { throw ChaosSetupError(message: "mkfifo \(path): errno \(errno)") }
+    }
+
+    /// `chmod` and `touch` through the descriptor of a file still open for writing (IN_ATTRIB events).
+    static func chmodAndTouch(_ fd: Int32, mode: mode_t) {
+        _ = fchmod(fd, mode)
+        _ = futimens(fd, nil)
+    }
+
+    static func isRegularFile(_ path: String) -> Bool {
+        var info = stat()
+        return lstat(path, &info) == 0 && (info.st_mode & S_IFMT) == S_IFREG
+    }
+
+    /// Regular files under `folder`, recursively, without following symbolic links.
+    static func regularFiles(under folder: String) -> [String] {
+        guard let names = try? FileManager.default.contentsOfDirectory(atPath: folder) else { return [] }
+        var files: [String] = []
+        for name in names {
+            let path = folder + "/" + name
+            var info = stat()
+            guard lstat(path, &info) == 0 else { continue }
+            switch info.st_mode & S_IFMT {
+            case S_IFREG: files.append(path)
+            case S_IFDIR: files += regularFiles(under: path)
+            default: break
+            }
+        }
+        return files
+    }
+
+    /// Runs a command to completion; returns its exit status and combined output.
+    @discardableResult
+    static func run(_ executable: String, _ arguments: [String]) throws -> (status: Int32, output: String) {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: executable)
+        process.arguments = arguments
+        let pipe = Pipe()
+        process.standardOutput = pipe
+        process.standardError = pipe
+        process.standardInput = FileHandle.nullDevice
+        try process.run()
+        let output = pipe.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        return (process.terminationStatus, String(decoding: output, as: UTF8.self))
+    }
+}
+
+/// POSTs `/faults` to the emulator's control endpoint with any body, so fault modes and fields added to
+/// the emulator later (`lost_answer`, `late_504`, `operations`) can be played by name without waiting
+/// for a Swift helper. Returns the status and body.
+func postEmulatorControl(_ controlURL: String, path: String, body: [String: Any]) async throws -> (status: Int, body: String) {
+    guard let url = URL(string: controlURL + path) else { throw ChaosSetupError(message: "bad control URL \(controlURL)") }
+    var request = URLRequest(url: url, timeoutInterval: 15)
+    request.httpMethod = "POST"
+    request.httpBody = try JSONSerialization.data(withJSONObject: body)
+    request.setValue("application/json", forHTTPHeaderField: "Content-Type")
+    let (data, response) = try await URLSession.shared.data(for: request)
+    return ((response as? HTTPURLResponse)?.statusCode ?? 0, String(decoding: data, as: UTF8.self))
+}
