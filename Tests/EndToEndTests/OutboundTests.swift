@@ -19,8 +19,11 @@ import FerryTestSupport
         #expect(await eventually(timeout: 30) {
             ((try? FileManager.default.contentsOfDirectory(atPath: scenario.outbox)) ?? []).filter { $0 != ".ferry" }.isEmpty
         })
-        let archived = try FileManager.default.subpathsOfDirectory(atPath: scenario.outbox + "/.ferry/sent").filter { $0.hasSuffix(".edi") }
-        #expect(archived.count == count)
+        // Archiving is two renames (into .ferry/claim, then into .ferry/sent): the outbox can be empty
+        // while the last file is between the two, so the archive is waited for, not read once.
+        let archivedNames = { ((try? FileManager.default.subpathsOfDirectory(atPath: scenario.outbox + "/.ferry/sent")) ?? []).filter { $0.hasSuffix(".edi") } }
+        #expect(await eventually(timeout: 30) { archivedNames().count == count },
+                "\(archivedNames().count) of \(count) archived; claimed: \((try? FileManager.default.contentsOfDirectory(atPath: scenario.outbox + "/.ferry/claim")) ?? [])")
         let counts = try scenario.sendCounts()
         #expect(counts.count == count)
         #expect(counts.values.allSatisfy { $0 == 1 }, "a file was sent twice: \(counts.filter { $0.value > 1 })")
