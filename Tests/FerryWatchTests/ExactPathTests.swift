@@ -20,7 +20,7 @@ import Testing
         try watch.write("out/dir\u{E9}/a.edi", bytes: 333)
         try watch.write("out/dire\u{301}/b.edi", bytes: 444)
         // Well within the 600 s reconciliation: the second twin must not wait for it.
-        await watch.wait(upTo: .seconds(10)) { watch.reports.count >= 4 }
+        await watch.wait(upTo: .seconds(60)) { watch.reports.count >= 4 }
         try await Task.sleep(for: .milliseconds(800))
         let reported = watch.reports.map { [UInt8]($0.file.relativePath.utf8) }
         let expected = [composed, decomposed, "dir\u{E9}/a.edi", "dire\u{301}/b.edi"].map { [UInt8]($0.utf8) }

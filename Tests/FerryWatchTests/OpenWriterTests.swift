@@ -24,15 +24,21 @@ final class PausingWriter {
 
     var fullSize: Int64 { Int64(Self.header.utf8.count + Self.rest.utf8.count) }
 
-    /// Waits until the header is on disk, so the file exists and is held open.
+    /// Waits until the header is on disk, so the file exists and is held open. The deadline is generous:
+    /// the module suites run in parallel on small CI machines, where starting a shell has been seen to
+    /// take longer than 10 s; it bounds a hang, it does not measure anything.
     func waitForHeader() async throws {
-        let end = ContinuousClock.now.advanced(by: .seconds(10))
+        let end = ContinuousClock.now.advanced(by: .seconds(90))
         while ContinuousClock.now < end {
             var info = stat()
             if stat(path, &info) == 0, info.st_size >= Int64(Self.header.utf8.count) { return }
+            if !process.isRunning {
+                Issue.record("the writer exited (status \(process.terminationStatus)) before writing its header to \(path)")
+                return
+            }
             try await Task.sleep(for: .milliseconds(20))
         }
-        Issue.record("the writer never wrote its header to \(path)")
+        Issue.record("the writer never wrote its header to \(path) in 90 s")
     }
 
     /// Lets the writer write the rest and exit; returns once it has.

@@ -122,7 +122,7 @@ final class WatchHarness: Sendable {
 
     /// Polls `condition` every 20 ms until it holds or `timeout` passes; returns whether it held.
     @discardableResult
-    func wait(upTo timeout: Duration = .seconds(20), until condition: () -> Bool) async -> Bool {
+    func wait(upTo timeout: Duration = .seconds(60), until condition: () -> Bool) async -> Bool {
         let end = ContinuousClock.now.advanced(by: timeout)
         while ContinuousClock.now < end {
             if condition() { return true }
@@ -138,7 +138,7 @@ final class WatchHarness: Sendable {
 
     /// Waits until exactly `expected` (relative paths, sorted) were reported, then a quiet period more,
     /// and checks nothing else (and nothing twice) arrived.
-    func expectExactly(_ expected: [String], quiet: Duration = .milliseconds(1500), timeout: Duration = .seconds(20),
+    func expectExactly(_ expected: [String], quiet: Duration = .milliseconds(1500), timeout: Duration = .seconds(60),
                        sourceLocation: SourceLocation = #_sourceLocation) async {
         let sorted = expected.sorted()
         await wait(upTo: timeout) { reportedPaths.count >= sorted.count }
