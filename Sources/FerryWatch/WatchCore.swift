@@ -404,11 +404,12 @@ extension WatchCore {
         } else if event.has(InotifyFlag.delete) || event.has(InotifyFlag.movedFrom) {
             if node.pending.removeValue(forKey: event.name) != nil { counters.pending -= 1 }
             node.reported[event.name] = nil
-        } else if event.has(InotifyFlag.create), debugEnabled {
-            // Regular files wait for IN_CLOSE_WRITE; this stat only exists to explain ignored entries.
-            if let status = status(of: event.name, in: node), status.kind != .regular {
-                noteIgnored(node.childPath(event.name), kind: status.kind)
-            }
+        } else if event.has(InotifyFlag.create) {
+            // A name given with link() (an inbound placement, `ln`, a tool that writes elsewhere and links
+            // the file in) raises IN_CREATE and nothing after it: the file is complete already. So every
+            // created file starts settling now; one still being written is held by the open-for-writing
+            // check when it settles (and its IN_CLOSE_WRITE restarts the clock), exactly as a scanned one.
+            consider(event.name, in: node, status: nil, fromScan: false)
         }
     }
 

@@ -40,18 +40,31 @@ public enum WriteActivity {
 
     /// The lease question for an fd the caller opened read-only; `path` only names the file in errors.
     static func probe(_ fd: Int32, path: String?) throws(WatchError) -> Bool {
+        try probe(fd, path: path) { () } == nil
+    }
+
+    /// Takes the read lease, runs `whileLeased` holding it, releases it. Returns nil when the file is
+    /// open for writing (the lease was refused with EAGAIN), else what `whileLeased` returned.
+    ///
+    /// Whatever must describe the file *as nobody is writing it* belongs in `whileLeased`: while the
+    /// lease is held no process can open the file for writing (its open waits for the lease break), so
+    /// an fstat there sees a version no writer is changing. An fstat taken before the lease can see a
+    /// version a writer replaced and closed in between (created empty, then filled): that stale
+    /// version would then pass as "idle".
+    static func probe<T>(_ fd: Int32, path: String?, whileLeased: () -> T) throws(WatchError) -> T? {
         _ = sigioIgnored
         do {
             try Syscall.retrying("fcntl(F_SETLEASE, F_RDLCK)", path: path) { ferry_set_lease(fd, ferry_lease_read) }
         } catch {
-            if error.errno == .resourceTemporarilyUnavailable { return true }
+            if error.errno == .resourceTemporarilyUnavailable { return nil }
             var info = stat()
             let owner: UInt32? = fstat(fd, &info) == 0 ? info.st_uid : nil
             throw refusal(error, path: path, owner: owner)
         }
+        let result = whileLeased()
         // Released at once: holding it would make every writer's open wait for a lease break.
         _ = try? Syscall.retrying("fcntl(F_SETLEASE, F_UNLCK)", path: path) { ferry_set_lease(fd, ferry_lease_unlock) }
-        return false
+        return result
     }
 
     /// The error for a refused lease: `.leasesUnavailable` with what to do for EACCES/EPERM (no
@@ -122,7 +135,15 @@ enum WriteCheck: Sendable {
         let status = FileStatus(info)
         guard status.kind == .regular else { return .gone }
         do {
-            return try WriteActivity.probe(fd, path: displayPath) ? .openForWriting : .idle(status.version)
+            // The version is read again under the lease: the fstat above may predate a writer that
+            // filled and closed the file just before the lease was granted.
+            let leased = try WriteActivity.probe(fd, path: displayPath) { () -> FileStatus? in
+                var info = stat()
+                return fstat(fd, &info) == 0 ? FileStatus(info) : nil
+            }
+            guard let underLease = leased else { return .openForWriting }
+            guard let current = underLease, current.kind == .regular else { return .gone }
+            return .idle(current.version)
         } catch {
             return .unanswerable(status.version, error)
         }
