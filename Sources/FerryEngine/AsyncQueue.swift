@@ -56,9 +56,12 @@ actor AsyncQueue<Element: Sendable> {
 }
 
 /// A token bucket: at most `rate` acquisitions per second on average, bursts up to `burst`.
+///
+/// One per connector for the daemon's whole life: a reload changes its rate in place (`update`), so
+/// the tokens already spent still count and both directions keep sharing one budget.
 actor RateLimiter {
-    private let rate: Double
-    private let burst: Double
+    private var rate: Double
+    private var burst: Double
     private var tokens: Double
     private var last: ContinuousClock.Instant
 
@@ -67,6 +70,14 @@ actor RateLimiter {
         self.burst = max(burst ?? max(rate, 1), 1)
         self.tokens = self.burst
         self.last = .now
+    }
+
+    /// A new rate (a reload): tokens earned so far are kept, capped at the new burst, so a reload never
+    /// grants a fresh burst on top of what was just spent.
+    func update(perSecond newRate: Double, burst newBurst: Double? = nil) {
+        rate = max(newRate, 0.001)
+        burst = max(newBurst ?? max(newRate, 1), 1)
+        tokens = min(tokens, burst)
     }
 
     /// Waits until a token is available and takes it.
@@ -87,11 +98,29 @@ actor RateLimiter {
 }
 
 /// A counting semaphore for async code: `max_in_flight` transfers per connector.
+///
+/// One per connector for the daemon's whole life: a reload changes its capacity in place (`resize`),
+/// so the slots held by transfers already submitted still count against the new limit.
 actor AsyncSemaphore {
     private var available: Int
+    private var capacity: Int
     private var waiters: [CheckedContinuation<Void, Never>] = []
 
-    init(_ count: Int) { available = count }
+    init(_ count: Int) {
+        available = count
+        capacity = count
+    }
+
+    /// A new capacity (a reload). Slots in use stay in use: lowering the limit below them makes new
+    /// work wait until enough finish; raising it lets waiters in at once.
+    func resize(to newCapacity: Int) {
+        available += newCapacity - capacity
+        capacity = newCapacity
+        while available > 0, !waiters.isEmpty {
+            available -= 1
+            waiters.removeFirst().resume()
+        }
+    }
 
     func wait() async {
         if available > 0 {

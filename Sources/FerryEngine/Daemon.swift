@@ -19,6 +19,9 @@ public final class Daemon: Service, Sendable {
     let inbound: InboundPoller
     /// One AWS client per distinct AWS settings, shared by the connectors that use them.
     let clients: Locked<[String: AWSClient]>
+    /// Each connector's request and in-flight budgets, by connector name, for the daemon's whole life:
+    /// a reload adjusts them in place, so both directions and every generation of the rules share one.
+    let budgets: Locked<[String: ConnectorBudget]>
     let lock: DaemonLock
     let notifier: SystemdNotifier
     /// What `ferry status` must know that the journal cannot say.
@@ -42,7 +45,9 @@ public final class Daemon: Service, Sendable {
 
         let clients = Locked<[String: AWSClient]>([:])
         self.clients = clients
-        let contexts = try Self.contexts(for: rules.connectors, clients: clients, metrics: metrics, logger: logger)
+        let budgets = Locked<[String: ConnectorBudget]>([:])
+        self.budgets = budgets
+        let contexts = try Self.contexts(for: rules.connectors, clients: clients, budgets: budgets, metrics: metrics, logger: logger)
 
         let current = currentRules
         watcher = FolderWatcher(rules: Self.watchRules(rules), reconcileInterval: rules.reconcileInterval, logger: logger) { rule, path, version in
@@ -139,8 +144,11 @@ public final class Daemon: Service, Sendable {
         }
     }
 
-    static func contexts(for connectors: [Connector], clients: Locked<[String: AWSClient]>, metrics: Metrics,
-                         logger: Logger) throws -> [String: ConnectorContext] {
+    /// The contexts of `connectors`: this rules generation's settings and clients, over the budgets each
+    /// connector name keeps for the daemon's life (created at first sight; `reload` adjusts them to the
+    /// new limits). Budgets of connectors the rules no longer name stay, for work still finishing.
+    static func contexts(for connectors: [Connector], clients: Locked<[String: AWSClient]>, budgets: Locked<[String: ConnectorBudget]>,
+                         metrics: Metrics, logger: Logger) throws -> [String: ConnectorContext] {
         var contexts: [String: ConnectorContext] = [:]
         for connector in connectors {
             let settingsKey = "\(connector.aws)"
@@ -150,21 +158,34 @@ public final class Daemon: Service, Sendable {
                 clients[settingsKey] = made
                 return made
             }
+            let budget = budgets.withLock { budgets in
+                if let existing = budgets[connector.name] { return existing }
+                let made = ConnectorBudget(connector)
+                budgets[connector.name] = made
+                return made
+            }
             contexts[connector.name] = ConnectorContext(
                 connector: connector, s3: S3Client(client: client), transfer: TransferClient(client: client),
-                limiter: RateLimiter(perSecond: connector.requestsPerSecond),
-                inFlight: AsyncSemaphore(connector.maxInFlight), uploadSlots: AsyncSemaphore(16))
+                limiter: budget.limiter, inFlight: budget.inFlight, uploadSlots: budget.uploadSlots)
         }
         return contexts
     }
 
     /// SIGHUP: applies rules that the caller has already validated. New rules and connectors start; removed
-    /// rules take no new files and finish what they have; in-flight work is never dropped. Settings of a
-    /// connector that already runs (rates, limits, AWS settings) take effect at the next restart.
+    /// rules take no new files and finish what they have; in-flight work is never dropped. A connector
+    /// that already runs takes its new settings at once: its budgets (`requests_per_second`,
+    /// `max_in_flight`) are adjusted in place and stay shared by both directions; new work goes to its
+    /// new `connector_id`, `staging` and AWS settings; transfers already submitted are tracked against
+    /// the connector id they were sent with (journaled with each batch).
     public func reload(_ newRules: Rules) async throws {
         // No RELOADING=1/READY=1 here: the unit reloads through ExecReload (validate, then SIGHUP), and a
         // READY=1 arriving while that job runs makes systemd end the job as failed.
-        let contexts = try Self.contexts(for: newRules.connectors, clients: clients, metrics: metrics, logger: logger)
+        let previous = currentRules.withLock { $0 }
+        let contexts = try Self.contexts(for: newRules.connectors, clients: clients, budgets: budgets, metrics: metrics, logger: logger)
+        for connector in newRules.connectors {
+            if let budget = budgets.withLock({ $0[connector.name] }) { await budget.adjust(to: connector) }
+        }
+        Self.logConnectorChanges(from: previous.connectors, to: newRules.connectors, logger: logger)
         let (added, removed) = await outbound.reload(rules: newRules.outbound, connectors: contexts)
         watcher.updateRules(Self.watchRules(newRules))
         inbound.reload(rules: newRules.inbound, contexts: contexts)
@@ -173,6 +194,32 @@ public final class Daemon: Service, Sendable {
                                                  "rules.removed": "\(removed.joined(separator: ","))",
                                                  "rules.outbound": "\(newRules.outbound.count)",
                                                  "rules.inbound": "\(newRules.inbound.count)"])
+    }
+
+    /// Says, at notice level, which running connectors a reload points elsewhere: where new files go is
+    /// the one change an operator must be able to find in the log afterwards.
+    static func logConnectorChanges(from old: [Connector], to new: [Connector], logger: Logger) {
+        for connector in new {
+            guard let before = old.first(where: { $0.name == connector.name }) else { continue }
+            var changes: Logger.Metadata = [:]
+            if before.connectorId != connector.connectorId {
+                changes["connector.id.old"] = "\(before.connectorId)"
+                changes["connector.id.new"] = "\(connector.connectorId)"
+            }
+            let (stagingBefore, stagingNow) = (before.staging.map { "\($0)" } ?? "none", connector.staging.map { "\($0)" } ?? "none")
+            if stagingBefore != stagingNow {
+                changes["connector.staging.old"] = "\(stagingBefore)"
+                changes["connector.staging.new"] = "\(stagingNow)"
+            }
+            if "\(before.aws)" != "\(connector.aws)" {
+                changes["connector.aws.old"] = "\(before.aws)"
+                changes["connector.aws.new"] = "\(connector.aws)"
+            }
+            guard !changes.isEmpty else { continue }
+            changes["connector"] = "\(connector.name)"
+            logger.notice("connector changed by reload: new work goes to the new settings; transfers already submitted finish against the connector id they were sent with",
+                          metadata: changes)
+        }
     }
 
     /// The FerryAWS client settings for a connector's AWS settings.

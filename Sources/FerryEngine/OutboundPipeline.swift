@@ -20,6 +20,30 @@ struct ConnectorContext: Sendable {
     let uploadSlots: AsyncSemaphore
 }
 
+/// What AWS limits per connector, owned by the connector's name for the daemon's whole life: both
+/// directions and every rules generation draw on these same objects, so a reload can never split a
+/// connector's request rate or in-flight budget in two.
+struct ConnectorBudget: Sendable {
+    /// StartFileTransfer / StartDirectoryListing calls per second (`requests_per_second`).
+    let limiter: RateLimiter
+    /// Transfers submitted and not finished (`max_in_flight`).
+    let inFlight: AsyncSemaphore
+    /// Concurrent uploads to staging.
+    let uploadSlots: AsyncSemaphore
+
+    init(_ connector: Connector) {
+        limiter = RateLimiter(perSecond: connector.requestsPerSecond)
+        inFlight = AsyncSemaphore(connector.maxInFlight)
+        uploadSlots = AsyncSemaphore(16)
+    }
+
+    /// Applies a reloaded connector's limits to the running budgets.
+    func adjust(to connector: Connector) async {
+        await limiter.update(perSecond: connector.requestsPerSecond)
+        await inFlight.resize(to: connector.maxInFlight)
+    }
+}
+
 /// A batch ready for StartFileTransfer: new (no journal id yet) or recovered after a restart.
 struct PendingBatch: Sendable {
     var rule: String
@@ -93,10 +117,15 @@ public final class OutboundPipeline: Sendable {
             for rule in newRules { configuration.rules[rule.name] = rule }
             configuration.active = Set(newRules.map(\.name))
             var started: [String] = []
-            for (name, context) in newContexts where configuration.connectors[name] == nil {
+            for (name, context) in newContexts {
+                // A running connector takes its new settings (connector id, staging, AWS clients) for
+                // every batch not yet submitted; its budgets are the same objects (ConnectorBudget).
+                let isNew = configuration.connectors[name] == nil
                 configuration.connectors[name] = context
-                configuration.batchQueues[name] = AsyncQueue()
-                started.append(name)
+                if isNew {
+                    configuration.batchQueues[name] = AsyncQueue()
+                    started.append(name)
+                }
             }
             return (added, removed, started)
         }
@@ -377,14 +406,22 @@ public final class OutboundPipeline: Sendable {
     // MARK: Submit
 
     private func submitLoop(connectorName: String, queue: AsyncQueue<PendingBatch>) async {
-        guard let context = connectors[connectorName] else { return }
+        guard let budget = connectors[connectorName] else { return }
         await withTaskGroup(of: Void.self) { group in
             while let batch = await queue.next() {
-                await context.inFlight.wait()
+                // The budgets outlive reloads (one object per connector name), so waiting on them is
+                // the same whichever generation of the rules is in force.
+                await budget.inFlight.wait()
                 do {
-                    try await context.limiter.acquire()
+                    try await budget.limiter.acquire()
                 } catch {
-                    await context.inFlight.signal()
+                    await budget.inFlight.signal()
+                    break
+                }
+                // Read at the last moment: a reload while this batch waited sends it with the new
+                // connector id and clients, never the ones the rules no longer name.
+                guard let context = connectors[connectorName] else {
+                    await budget.inFlight.signal()
                     break
                 }
                 group.addTask { await self.submit(batch, context: context) }

@@ -1,0 +1,135 @@
+import Foundation
+import FerryTestSupport
+import Testing
+
+/// Issue #15, "Reload misdelivers" and "Reload splits the budget": a SIGHUP that changes a running
+/// connector's `connector_id` or `requests_per_second` applies at once, for every file not yet
+/// submitted, and nothing is lost or sent twice across it.
+struct ConnectorReloadTests {
+    /// A second SFTP connector to the same partner, made through the emulator's CreateConnector (as an
+    /// operator would make a replacement connector in AWS); returns its id.
+    static func createSecondConnector(_ emulator: Emulator, like connectorID: String) throws -> String {
+        let script = """
+            import boto3, os, sys
+            t = boto3.client("transfer", endpoint_url=os.environ["AWS_ENDPOINT_URL"], region_name=os.environ["AWS_REGION"])
+            c = t.describe_connector(ConnectorId=sys.argv[1])["Connector"]
+            print(t.create_connector(Url=c["Url"], AccessRole=c["AccessRole"], SftpConfig=c["SftpConfig"])["ConnectorId"])
+            """
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = ["python3", "-c", script, connectorID]
+        process.environment = emulator.environment
+        let output = Pipe()
+        process.standardOutput = output
+        try process.run()
+        let data = output.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        let id = String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+        try #require(process.terminationStatus == 0 && id.hasPrefix("c-"), "CreateConnector through boto3 failed (is boto3 installed? `make deps`): \(id)")
+        return id
+    }
+
+    static func rules(root: String, outbox: String, emulator: Emulator, connectorID: String, rate: Int, maxFiles: Int) -> String {
+        """
+        version: 1
+        state_dir: \(root)/state
+        aws:
+          region: \(emulator.region)
+          endpoint_url: \(emulator.endpoint)
+        connectors:
+          partner:
+            type: sftp
+            connector_id: \(connectorID)
+            staging: s3://\(emulator.stagingBucket)/outbound/
+            requests_per_second: \(rate)
+        outbound:
+          - name: invoices
+            watch: \(outbox)
+            connector: partner
+            remote_directory_path: /inbound
+            settle: 200ms
+            batch: { max_files: \(maxFiles), max_wait: 200ms }
+            after_send: archive
+
+        """
+    }
+
+    @Test func aReloadThatChangesTheConnectorIdSendsLaterFilesThroughTheNewConnectorAndLosesNothing() async throws {
+        let emulator = try Emulator.start(transferDelayMs: 20)
+        let replacement = try Self.createSecondConnector(emulator, like: emulator.sftpConnectorId)
+        let root = try TempDirectory(prefix: "ferry-e2e-reload-connector")
+        let outbox = root.path + "/outbox"
+        let configPath = root.path + "/rules.yaml"
+        try FileManager.default.createDirectory(atPath: outbox, withIntermediateDirectories: true)
+        try FileManager.default.createDirectory(atPath: emulator.partnerRoot + "/inbound", withIntermediateDirectories: true)
+        try Self.rules(root: root.path, outbox: outbox, emulator: emulator, connectorID: emulator.sftpConnectorId, rate: 20, maxFiles: 3)
+            .write(toFile: configPath, atomically: true, encoding: .utf8)
+        let daemon = try FerryDaemon(config: configPath, environment: emulator.environment, logPath: root.path + "/ferry.log")
+        #expect(await eventually(timeout: 30) { daemon.log.contains("ferry started") })
+
+        func drop(_ names: [String]) throws {
+            for name in names { try Data("payload of \(name)\n".utf8).write(to: URL(fileURLWithPath: outbox + "/" + name)) }
+        }
+        let before = (0..<15).map { "before-\($0).edi" }
+        let after = (0..<15).map { "after-\($0).edi" }
+        // A burst, and the reload while part of it is still waiting to be sent.
+        try drop(before)
+        #expect(await eventually(timeout: 60) { ((try? emulator.deliveries()) ?? []).count >= 3 })
+        try Self.rules(root: root.path, outbox: outbox, emulator: emulator, connectorID: replacement, rate: 20, maxFiles: 3)
+            .write(toFile: configPath, atomically: true, encoding: .utf8)
+        daemon.signal(SIGHUP)
+        let noticed = await eventually(timeout: 30) { daemon.log.contains("connector changed by reload") }
+        #expect(noticed, "the reload's notice naming the old and new connector id is missing; log:\n\(daemon.log.suffix(2000))")
+        let notice = daemon.log.split(separator: "\n").first { $0.contains("connector changed by reload") }.map(String.init) ?? ""
+        #expect(notice.contains(emulator.sftpConnectorId) && notice.contains(replacement), "the notice names both ids: \(notice)")
+        try drop(after)
+
+        let everything = Set(before + after)
+        func delivered() -> [Emulator.Delivery] { ((try? emulator.deliveries()) ?? []).filter { everything.contains(($0.remotePath as NSString).lastPathComponent) } }
+        let complete = await eventually(timeout: 120) { Set(delivered().map { ($0.remotePath as NSString).lastPathComponent }) == everything }
+        #expect(complete, "delivered \(delivered().count) of \(everything.count); log:\n\(daemon.log.suffix(3000))")
+        try await Task.sleep(for: .seconds(2))
+        let deliveries = delivered()
+        var counts: [String: Int] = [:]
+        for delivery in deliveries { counts[(delivery.remotePath as NSString).lastPathComponent, default: 0] += 1 }
+        #expect(counts.values.allSatisfy { $0 == 1 }, "each file delivered once: \(counts.filter { $0.value != 1 })")
+        // Files dropped after the reload go only through the replacement connector.
+        let afterThroughOld = deliveries.filter { $0.connectorId != replacement && ($0.remotePath as NSString).lastPathComponent.hasPrefix("after-") }
+        #expect(afterThroughOld.isEmpty, "files dropped after the reload went through the old connector: \(afterThroughOld.map(\.remotePath))")
+        // Every transfer submitted before the reload was tracked to its end against its own connector:
+        // nothing is quarantined as "outcome unknown".
+        #expect(!FileManager.default.fileExists(atPath: outbox + "/.ferry/failed"), "files were quarantined: \(daemon.log.suffix(2000))")
+        #expect(await daemon.stop() == 0)
+    }
+
+    @Test func aReloadThatLowersTheRateAppliesToTheNextCalls() async throws {
+        let emulator = try Emulator.start()
+        let root = try TempDirectory(prefix: "ferry-e2e-reload-rate")
+        let outbox = root.path + "/outbox"
+        let configPath = root.path + "/rules.yaml"
+        try FileManager.default.createDirectory(atPath: outbox, withIntermediateDirectories: true)
+        try FileManager.default.createDirectory(atPath: emulator.partnerRoot + "/inbound", withIntermediateDirectories: true)
+        try Self.rules(root: root.path, outbox: outbox, emulator: emulator, connectorID: emulator.sftpConnectorId, rate: 50, maxFiles: 1)
+            .write(toFile: configPath, atomically: true, encoding: .utf8)
+        let daemon = try FerryDaemon(config: configPath, environment: emulator.environment, logPath: root.path + "/ferry.log")
+        #expect(await eventually(timeout: 30) { daemon.log.contains("ferry started") })
+        try Self.rules(root: root.path, outbox: outbox, emulator: emulator, connectorID: emulator.sftpConnectorId, rate: 1, maxFiles: 1)
+            .write(toFile: configPath, atomically: true, encoding: .utf8)
+        daemon.signal(SIGHUP)
+        #expect(await eventually(timeout: 30) { daemon.log.contains("rules reloaded") })
+        let names = (0..<8).map { "slow-\($0).edi" }
+        for name in names { try Data("payload of \(name)\n".utf8).write(to: URL(fileURLWithPath: outbox + "/" + name)) }
+        func starts() -> [Double] {
+            ((try? emulator.requestLog()) ?? []).filter { $0.operation == "StartFileTransfer" && $0.status == 200 }.map(\.ts).sorted()
+        }
+        #expect(await eventually(timeout: 120) { starts().count >= names.count }, "log:\n\(daemon.log.suffix(2000))")
+        // One file per call at 1 call per second (burst 1): any window of w seconds holds at most
+        // w + 1 calls. At the old rate of 50 the eight calls would have come within a second.
+        let times = starts()
+        for (index, start) in times.enumerated() {
+            let inWindow = times[index...].prefix { $0 < start + 3 }.count
+            #expect(inWindow <= 4, "\(inWindow) StartFileTransfer calls within 3 s after the rate was lowered to 1/s: \(times)")
+        }
+        #expect(await daemon.stop() == 0)
+    }
+}
