@@ -133,3 +133,89 @@ struct ConnectorReloadTests {
         #expect(await daemon.stop() == 0)
     }
 }
+
+/// Issue #15 must-show 1: an inbound and an outbound rule on one connector, both with more work than the
+/// budget, and reloads during the burst: the connector's Start* calls stay within one
+/// `requests_per_second` budget in every window, and never more than `max_in_flight` transfers are
+/// unfinished (the emulator refuses a fourth pending transfer with ThrottlingException, so it checks).
+struct ConnectorBudgetTests {
+    @Test func bothDirectionsShareOneBudgetAcrossReloads() async throws {
+        let maxInFlight = 3
+        let rate = 2
+        let emulator = try Emulator.start(transferDelayMs: 100, maxPending: maxInFlight)
+        let root = try TempDirectory(prefix: "ferry-e2e-budget")
+        let outbox = root.path + "/outbox"
+        let inbox = root.path + "/inbox"
+        let configPath = root.path + "/rules.yaml"
+        for folder in [outbox, inbox, emulator.partnerRoot + "/inbound", emulator.partnerRoot + "/out/budget"] {
+            try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        }
+        let inboundNames = (0..<40).map { "report-\($0).csv" }
+        for name in inboundNames { try Data("report \(name)\n".utf8).write(to: URL(fileURLWithPath: emulator.partnerRoot + "/out/budget/" + name)) }
+        func rules(settle: String) -> String {
+            """
+            version: 1
+            state_dir: \(root.path)/state
+            aws:
+              region: \(emulator.region)
+              endpoint_url: \(emulator.endpoint)
+            connectors:
+              partner:
+                type: sftp
+                connector_id: \(emulator.sftpConnectorId)
+                staging: s3://\(emulator.stagingBucket)/outbound/
+                requests_per_second: \(rate)
+                max_in_flight: \(maxInFlight)
+            outbound:
+              - name: invoices
+                watch: \(outbox)
+                connector: partner
+                remote_directory_path: /inbound
+                settle: \(settle)
+                batch: { max_files: 1, max_wait: 100ms }
+            inbound:
+              - name: reports
+                connector: partner
+                remote_directory_path: /out/budget
+                schedule: every 1s
+                min_age: 0s
+                local_directory_path: s3://\(emulator.inboundBucket)/reports/
+                download_to: \(inbox)
+
+            """
+        }
+        try rules(settle: "200ms").write(toFile: configPath, atomically: true, encoding: .utf8)
+        let daemon = try FerryDaemon(config: configPath, environment: emulator.environment, logPath: root.path + "/ferry.log")
+        #expect(await eventually(timeout: 30) { daemon.log.contains("ferry started") })
+        let outboundNames = (0..<30).map { "invoice-\($0).edi" }
+        for name in outboundNames { try Data("invoice \(name)\n".utf8).write(to: URL(fileURLWithPath: outbox + "/" + name)) }
+        // Three reloads during the burst, each with a different settle so each is a real change.
+        for (index, settle) in ["300ms", "250ms", "200ms"].enumerated() {
+            try await Task.sleep(for: .seconds(1.5))
+            try rules(settle: settle).write(toFile: configPath, atomically: true, encoding: .utf8)
+            daemon.signal(SIGHUP)
+            #expect(await eventually(timeout: 30) { daemon.log.components(separatedBy: "rules reloaded").count - 1 >= index + 1 })
+        }
+        func sent() -> Set<String> {
+            Set(((try? emulator.deliveries()) ?? []).map { ($0.remotePath as NSString).lastPathComponent })
+        }
+        func placed() -> Set<String> { Set((try? FileManager.default.contentsOfDirectory(atPath: inbox)) ?? []) }
+        let done = await eventually(timeout: 180) { sent().isSuperset(of: outboundNames) && placed().isSuperset(of: inboundNames) }
+        #expect(done, "sent \(sent().count), placed \(placed().count); log:\n\(daemon.log.suffix(3000))")
+        #expect(await daemon.stop() == 0)
+
+        let log = try emulator.requestLog()
+        let starts = log.filter { ["StartFileTransfer", "StartDirectoryListing"].contains($0.operation ?? "") }
+        // A token bucket of `rate` per second with a burst of `rate`: at most rate × w + rate calls in
+        // any w-second window. Before the shared budget, reloads let each direction spend its own.
+        let window = 5.0
+        let times = starts.map(\.ts).sorted()
+        let allowed = Int(Double(rate) * window) + rate
+        var worst = 0
+        for (index, start) in times.enumerated() { worst = max(worst, times[index...].prefix { $0 < start + window }.count) }
+        #expect(worst <= allowed, "\(worst) Start* calls within \(window) s; one budget allows \(allowed)")
+        let overQueue = log.filter { $0.errorCode == "ThrottlingException" }
+        #expect(overQueue.isEmpty, "\(overQueue.count) StartFileTransfer calls found \(maxInFlight) transfers already unfinished")
+        print("connector budget: \(starts.count) Start* calls, at most \(worst) in any \(Int(window)) s (allowed \(allowed)); over-queue refusals: \(overQueue.count)")
+    }
+}

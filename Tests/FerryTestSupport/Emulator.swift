@@ -74,7 +74,7 @@ public final class Emulator: @unchecked Sendable {
 
     /// Starts a fresh emulator and waits (up to `readyTimeout` seconds) for its ready line.
     public static func start(faultRate: Double = 0, faultKinds: [String] = [], latencyMs: Int = 0,
-                             transferDelayMs: Int? = nil, seed: Int? = nil,
+                             transferDelayMs: Int? = nil, seed: Int? = nil, maxPending: Int? = nil,
                              readyTimeout: Double = 60) throws -> Emulator {
         let script = runScriptPath
         guard FileManager.default.isExecutableFile(atPath: script) else {
@@ -87,6 +87,9 @@ public final class Emulator: @unchecked Sendable {
         if !faultKinds.isEmpty { arguments += ["--faults", faultKinds.joined(separator: ",")] }
         if let transferDelayMs { arguments += ["--transfer-delay-ms", String(transferDelayMs)] }
         if let seed { arguments += ["--seed", String(seed)] }
+        // Transfers a connector holds unfinished before StartFileTransfer answers ThrottlingException
+        // (AWS: 1,000): lowered, it makes the emulator itself check ferry's max_in_flight.
+        if let maxPending { arguments += ["--max-pending", String(maxPending)] }
 
         let stderrPath = FileManager.default.temporaryDirectory
             .appendingPathComponent("ferry-emulator-\(UUID().uuidString).stderr.log").path
