@@ -23,6 +23,32 @@ public struct ConnectorDescription: Sendable, Equatable {
     public var loggingRole: String?
     public var trustedHostKeys: [String]
     public var maxConcurrentConnections: Int?
+    /// ACTIVE, PENDING (being created or updated) or ERRORED (see `errorMessage`); required in the
+    /// service model since 2025-10. Nil from an older endpoint that does not send it.
+    public var status: String?
+    /// Why the connector is ERRORED.
+    public var errorMessage: String?
+    /// SERVICE_MANAGED or VPC_LATTICE.
+    public var egressType: String?
+    /// The addresses the partner sees the connector's traffic come from (SERVICE_MANAGED egress).
+    public var egressIPAddresses: [String]
+
+    public init(connectorId: String, arn: String? = nil, url: String? = nil, type: String, accessRole: String? = nil,
+                loggingRole: String? = nil, trustedHostKeys: [String] = [], maxConcurrentConnections: Int? = nil,
+                status: String? = nil, errorMessage: String? = nil, egressType: String? = nil, egressIPAddresses: [String] = []) {
+        self.connectorId = connectorId
+        self.arn = arn
+        self.url = url
+        self.type = type
+        self.accessRole = accessRole
+        self.loggingRole = loggingRole
+        self.trustedHostKeys = trustedHostKeys
+        self.maxConcurrentConnections = maxConcurrentConnections
+        self.status = status
+        self.errorMessage = errorMessage
+        self.egressType = egressType
+        self.egressIPAddresses = egressIPAddresses
+    }
 }
 
 /// TestConnection's answer.
@@ -31,6 +57,8 @@ public struct ConnectionTestResult: Sendable, Equatable {
     /// "OK" or "ERROR".
     public var status: String
     public var statusMessage: String?
+    /// The partner server's host key as the connector saw it (`SftpConnectionDetails.HostKey`).
+    public var hostKey: String? = nil
     public var succeeded: Bool { status == "OK" }
 }
 
@@ -149,13 +177,17 @@ public struct TransferClient: Sendable {
                                     type: sftp != nil ? "sftp" : (c["As2Config"] != nil ? "as2" : "unknown"),
                                     accessRole: c["AccessRole"] as? String, loggingRole: c["LoggingRole"] as? String,
                                     trustedHostKeys: sftp?["TrustedHostKeys"] as? [String] ?? [],
-                                    maxConcurrentConnections: (sftp?["MaxConcurrentConnections"] as? NSNumber)?.intValue)
+                                    maxConcurrentConnections: (sftp?["MaxConcurrentConnections"] as? NSNumber)?.intValue,
+                                    status: c["Status"] as? String, errorMessage: c["ErrorMessage"] as? String,
+                                    egressType: c["EgressType"] as? String,
+                                    egressIPAddresses: c["ServiceManagedEgressIpAddresses"] as? [String] ?? [])
     }
 
     public func testConnection(connectorId: String) async throws -> ConnectionTestResult {
         let json = try await call("TestConnection", ["ConnectorId": connectorId])
         return ConnectionTestResult(connectorId: json["ConnectorId"] as? String, status: json["Status"] as? String ?? "ERROR",
-                                    statusMessage: json["StatusMessage"] as? String)
+                                    statusMessage: json["StatusMessage"] as? String,
+                                    hostKey: (json["SftpConnectionDetails"] as? [String: Any])?["HostKey"] as? String)
     }
 }
 

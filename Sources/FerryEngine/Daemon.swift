@@ -22,6 +22,10 @@ public final class Daemon: Service, Sendable {
     /// Each connector's request and in-flight budgets, by connector name, for the daemon's whole life:
     /// a reload adjusts them in place, so both directions and every generation of the rules share one.
     let budgets: Locked<[String: ConnectorBudget]>
+    /// The connector contexts of the rules in force, for the connector monitor.
+    let currentContexts: Locked<[String: ConnectorContext]>
+    /// DescribeConnector at start, after reloads and on a schedule: holds work of unusable connectors.
+    let monitor: ConnectorMonitor
     let lock: DaemonLock
     let notifier: SystemdNotifier
     /// What `ferry status` must know that the journal cannot say.
@@ -48,6 +52,8 @@ public final class Daemon: Service, Sendable {
         let budgets = Locked<[String: ConnectorBudget]>([:])
         self.budgets = budgets
         let contexts = try Self.contexts(for: rules.connectors, clients: clients, budgets: budgets, metrics: metrics, logger: logger)
+        currentContexts = Locked(contexts)
+        monitor = ConnectorMonitor(stateDir: rules.stateDir, health: health, logger: logger)
 
         let current = currentRules
         watcher = FolderWatcher(rules: Self.watchRules(rules), reconcileInterval: rules.reconcileInterval, logger: logger) { rule, path, version in
@@ -166,7 +172,7 @@ public final class Daemon: Service, Sendable {
             }
             contexts[connector.name] = ConnectorContext(
                 connector: connector, s3: S3Client(client: client), transfer: TransferClient(client: client),
-                limiter: budget.limiter, inFlight: budget.inFlight, uploadSlots: budget.uploadSlots)
+                limiter: budget.limiter, inFlight: budget.inFlight, uploadSlots: budget.uploadSlots, gate: budget.gate)
         }
         return contexts
     }
@@ -186,6 +192,8 @@ public final class Daemon: Service, Sendable {
             if let budget = budgets.withLock({ $0[connector.name] }) { await budget.adjust(to: connector) }
         }
         Self.logConnectorChanges(from: previous.connectors, to: newRules.connectors, logger: logger)
+        currentContexts.withLock { $0 = contexts }
+        monitor.reloaded()
         let (added, removed) = await outbound.reload(rules: newRules.outbound, connectors: contexts)
         watcher.updateRules(Self.watchRules(newRules))
         inbound.reload(rules: newRules.inbound, contexts: contexts)
@@ -269,6 +277,7 @@ public final class Daemon: Service, Sendable {
                 }
                 group.addTask { try await self.notifySystemd() }
                 group.addTask { try await self.publishWatcherHealth() }
+                group.addTask { try await self.monitor.run { self.currentContexts.withLock { $0 } } }
                 group.addTask { await JournalPruner(journal: self.journal, rules: { self.currentRules.withLock { $0 } }, logger: self.logger).run() }
                 try await group.next()
                 group.cancelAll()

@@ -18,6 +18,8 @@ struct ConnectorContext: Sendable {
     let inFlight: AsyncSemaphore
     /// Concurrent uploads to staging.
     let uploadSlots: AsyncSemaphore
+    /// Closed while DescribeConnector says the connector cannot take work (ConnectorMonitor).
+    let gate: ConnectorGate
 }
 
 /// What AWS limits per connector, owned by the connector's name for the daemon's whole life: both
@@ -30,6 +32,8 @@ struct ConnectorBudget: Sendable {
     let inFlight: AsyncSemaphore
     /// Concurrent uploads to staging.
     let uploadSlots: AsyncSemaphore
+    /// Closed while the connector cannot take work (PENDING, ERRORED, another type than the rules say).
+    let gate = ConnectorGate()
 
     init(_ connector: Connector) {
         limiter = RateLimiter(perSecond: connector.requestsPerSecond)
@@ -409,6 +413,13 @@ public final class OutboundPipeline: Sendable {
         guard let budget = connectors[connectorName] else { return }
         await withTaskGroup(of: Void.self) { group in
             while let batch = await queue.next() {
+                // A PENDING or ERRORED connector gets nothing: the batch waits here, whole, spending
+                // no attempt, until DescribeConnector says ACTIVE again.
+                do {
+                    try await budget.gate.waitUntilOpen()
+                } catch {
+                    break
+                }
                 // The budgets outlive reloads (one object per connector name), so waiting on them is
                 // the same whichever generation of the rules is in force.
                 await budget.inFlight.wait()

@@ -77,6 +77,8 @@ public struct StatusReport: Codable, Sendable, Equatable {
     public var problems: [String] = []
     public var outbound: [OutboundRuleStatus]
     public var inbound: [InboundRuleStatus]
+    /// Each connector as DescribeConnector last described it to the running daemon.
+    public var connectors: [ConnectorState] = []
     public var generatedAt: Date
 
     /// Reads the journal under `rules.stateDir`; rules order the output and name rules with no files yet.
@@ -147,8 +149,9 @@ public struct StatusReport: Codable, Sendable, Equatable {
         } else {
             health = .healthy
         }
+        let connectors = pid == nil ? [] : ConnectorState.read(stateDir: rules.stateDir)
         return StatusReport(health: health, daemonPID: pid, journal: journalPath, possibleDuplicates: duplicates, problems: problems,
-                            outbound: outbound, inbound: inbound, generatedAt: now)
+                            outbound: outbound, inbound: inbound, connectors: connectors, generatedAt: now)
     }
 
     /// JSON with snake_case keys and ISO 8601 dates, for scripts.
@@ -210,7 +213,28 @@ public struct StatusReport: Codable, Sendable, Equatable {
                              + "  " + (rule.nextPoll.map { formatter.string(from: $0) } ?? "-"))
             }
         }
+        if !connectors.isEmpty {
+            lines.append("")
+            lines.append("CONNECTOR             ID                    STATUS    EGRESS")
+            for connector in connectors {
+                lines.append(connector.name.padding(toLength: 20, withPad: " ", startingAt: 0) + "  "
+                             + connector.connectorId.padding(toLength: 20, withPad: " ", startingAt: 0) + "  "
+                             + (connector.status ?? "unknown").padding(toLength: 8, withPad: " ", startingAt: 0) + "  "
+                             + Self.egress(connector))
+                if let error = connector.errorMessage { lines.append("    error: \(error)") }
+                if let held = connector.held { lines.append("    held: \(held)") }
+                if let failure = connector.describeError { lines.append("    DescribeConnector failed: \(failure)") }
+            }
+        }
         return lines.joined(separator: "\n")
+    }
+
+    /// "SERVICE_MANAGED 3.4.5.6, 7.8.9.10; 5 connections" — what a partner allow-lists.
+    static func egress(_ connector: ConnectorState) -> String {
+        var text = connector.egressType ?? "-"
+        if !connector.egressIPAddresses.isEmpty { text += " " + connector.egressIPAddresses.joined(separator: ", ") }
+        if let connections = connector.maxConcurrentConnections { text += "; \(connections) connection\(connections == 1 ? "" : "s")" }
+        return text
     }
 
     static func age(_ seconds: Double) -> String {

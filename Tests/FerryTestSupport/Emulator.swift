@@ -227,6 +227,14 @@ public final class Emulator: @unchecked Sendable {
         try control("/faults", body: body)
     }
 
+    /// What DescribeConnector says of `connectorId` from now on: `ACTIVE`, `PENDING` or `ERRORED` (with
+    /// `errorMessage`). The emulator's connector keeps working whatever it says.
+    public func setConnectorStatus(_ connectorId: String, _ status: String, errorMessage: String? = nil) throws {
+        var body: [String: Any] = ["Status": status]
+        if let errorMessage { body["ErrorMessage"] = errorMessage }
+        try control("/connectors/\(connectorId)", body: try JSONSerialization.data(withJSONObject: body))
+    }
+
     /// Empties the request log.
     public func resetRequestLog() throws {
         try control("/reset-log", body: Data("{}".utf8))

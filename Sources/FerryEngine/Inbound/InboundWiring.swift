@@ -13,8 +13,14 @@ extension InboundConnection {
     init(_ context: ConnectorContext) {
         let limiter = context.limiter
         let inFlight = context.inFlight
+        let gate = context.gate
+        // Every Start* call of a poll first waits for the connector to be usable (ConnectorMonitor):
+        // a PENDING or ERRORED connector is not listed, retrieved from, or tidied.
         self.init(connectorId: context.connector.connectorId, s3: context.s3, transfer: context.transfer,
-                  pace: { try await limiter.acquire() },
+                  pace: {
+                      try await gate.waitUntilOpen()
+                      try await limiter.acquire()
+                  },
                   inFlight: InFlightGate(enter: { await inFlight.wait() }, take: { await inFlight.take() }, leave: { await inFlight.signal() }))
     }
 }

@@ -434,6 +434,11 @@ class EmulatorApp:
                 payload = self.faults.settings()
             elif sub == "/reset-log" and method == "POST":
                 self.log.reset()
+            elif sub.startswith("/connectors/") and method == "POST":
+                data = json.loads(_read_body(environ) or b"{}")
+                if not isinstance(data, dict):
+                    raise ValueError("the /connectors/<id> body must be a JSON object")
+                payload = self.transfer.set_status(sub[len("/connectors/"):], data.get("Status", "ACTIVE"), data.get("ErrorMessage"))
             else:
                 status, payload = 404, {"error": f"no control endpoint {method} {sub}"}
         except (ValueError, TypeError) as e:

@@ -152,11 +152,20 @@ class Connector:
     pending: int = 0  # transfers with a file not yet finished, against the queue quota
     sessions: list[SftpSession] = field(default_factory=list)
     workers: list[threading.Thread] = field(default_factory=list)
+    # DescribeConnector's required Status (ACTIVE | PENDING | ERRORED) and its ErrorMessage; tests set
+    # them through the control endpoint (POST /_emulator/connectors/<id>) to play a connector that is
+    # still being created or has failed. The emulator itself keeps working whatever they say: whether
+    # ferry holds its work is what the tests check.
+    status: str = "ACTIVE"
+    error_message: str | None = None
 
     def describe(self) -> dict:
         d = {"Arn": self.arn, "ConnectorId": self.connector_id, "Url": self.url, "AccessRole": self.access_role,
              "Tags": self.tags, "SecurityPolicyName": self.security_policy,
-             "ServiceManagedEgressIpAddresses": ["127.0.0.1"]}
+             "ServiceManagedEgressIpAddresses": ["127.0.0.1"], "EgressType": "SERVICE_MANAGED",
+             "Status": self.status}
+        if self.error_message:
+            d["ErrorMessage"] = self.error_message
         if self.logging_role:
             d["LoggingRole"] = self.logging_role
         if self.as2_config is not None:
@@ -231,6 +240,17 @@ class TransferService:
         with self.lock:
             self.connectors[cid] = c
         return c
+
+    def set_status(self, cid: str, status: str, error_message: str | None) -> dict:
+        """Control endpoint: what DescribeConnector says of a connector from now on."""
+        if status not in ("ACTIVE", "PENDING", "ERRORED"):
+            raise ValueError(f"Status must be ACTIVE, PENDING or ERRORED, not {status!r}")
+        with self.lock:
+            c = self.connectors.get(cid)
+            if c is None:
+                raise ValueError(f"no connector {cid}")
+            c.status, c.error_message = status, error_message
+            return c.describe()
 
     @staticmethod
     def _sftp_address(url: str) -> tuple[str, int]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import urllib.error
 import uuid
 
 import pytest
@@ -45,6 +46,35 @@ def test_preconfigured_connectors_are_described(emu):
     assert "As2Config" in as2 and "SftpConfig" not in as2
     listed = {c["ConnectorId"] for c in tf.list_connectors()["Connectors"]}
     assert {emu.sftp_id, emu.as2_id} <= listed
+
+
+def _model_shape(name: str) -> dict:
+    """A shape of botocore's own Transfer Family service model (the one boto3 ships)."""
+    import botocore.session
+    return botocore.session.get_session().get_service_model("transfer").shape_for(name)
+
+
+def test_describe_connector_carries_the_models_required_members_and_settable_status(emu):
+    tf = emu.client("transfer")
+    described = tf.describe_connector(ConnectorId=emu.sftp_id)["Connector"]
+    shape = _model_shape("DescribedConnector")
+    for member in shape.required_members:
+        assert member in described, f"DescribedConnector requires {member}"
+    assert set(described) <= set(shape.members), set(described) - set(shape.members)
+    assert described["Status"] == "ACTIVE" and described["EgressType"] in _model_shape("ConnectorEgressType").enum
+    assert "ErrorMessage" not in described
+    # The control endpoint plays a connector being created, then failing, then recovering.
+    emu.control(f"/connectors/{emu.sftp_id}", {"Status": "PENDING"})
+    assert tf.describe_connector(ConnectorId=emu.sftp_id)["Connector"]["Status"] == "PENDING"
+    emu.control(f"/connectors/{emu.sftp_id}", {"Status": "ERRORED", "ErrorMessage": "Secret not found"})
+    errored = tf.describe_connector(ConnectorId=emu.sftp_id)["Connector"]
+    assert (errored["Status"], errored["ErrorMessage"]) == ("ERRORED", "Secret not found")
+    assert errored["Status"] in _model_shape("ConnectorStatus").enum
+    emu.control(f"/connectors/{emu.sftp_id}", {"Status": "ACTIVE"})
+    active = tf.describe_connector(ConnectorId=emu.sftp_id)["Connector"]
+    assert active["Status"] == "ACTIVE" and "ErrorMessage" not in active
+    with pytest.raises(urllib.error.HTTPError):
+        emu.control(f"/connectors/{emu.sftp_id}", {"Status": "BROKEN"})
 
 
 def test_create_describe_delete_connector(emu):
