@@ -266,6 +266,10 @@ struct AWSOperationRequest: Sendable {
     /// Called before each attempt (a download truncates its file).
     var beforeAttempt: (@Sendable () throws -> Void)?
     var retryPolicy: AWSRetryPolicy = .standard
+    /// Told of every throttled attempt, with the service's `RetryAfterSeconds` if it gave one, before
+    /// the client waits to retry or gives up: the caller's whole budget (not only this call) should
+    /// hold off, since every other call to the same resource would be throttled too.
+    var onThrottled: (@Sendable (_ retryAfterSeconds: Double?) async -> Void)?
 }
 
 /// The connection pool, credentials, retry quota and clock-skew correction shared by the S3 and
@@ -428,6 +432,7 @@ public final class AWSClient: Sendable {
             }
             failure.operation = failure.operation ?? "\(op.service).\(op.operation)"
             failure.repeatIsHarmless = op.retryPolicy == .standard
+            if failure.isThrottling, let onThrottled = op.onThrottled { await onThrottled(failure.retryAfterSeconds) }
             let cap = 20.0
             // A wait longer than the backoff cap is not sat out inside one call: the caller gets the
             // error, with retryAfterSeconds, and decides when to come back.

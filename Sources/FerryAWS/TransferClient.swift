@@ -65,13 +65,23 @@ public struct ConnectionTestResult: Sendable, Equatable {
 /// AWS Transfer Family connector operations (JSON 1.1 protocol).
 public struct TransferClient: Sendable {
     let client: AWSClient
+    /// Told of every throttled attempt of this client's calls with the `RetryAfterSeconds` the service
+    /// gave (nil if none): a connector's owner holds off all its calls, not just the throttled one.
+    let onThrottled: (@Sendable (_ retryAfterSeconds: Double?) async -> Void)?
 
-    public init(client: AWSClient) { self.client = client }
+    public init(client: AWSClient, onThrottled: (@Sendable (_ retryAfterSeconds: Double?) async -> Void)? = nil) {
+        self.client = client
+        self.onThrottled = onThrottled
+    }
 
     /// Operations that start work on the connector and take no idempotency token: each call is one
     /// attempt unless it provably did not start, and an error whose `outcome` is `.unknown` means the
     /// work may be under way. Every other operation here only reads, and retries as standard.
     static let startsWork: Set<String> = ["StartFileTransfer", "StartRemoteMove", "StartRemoteDelete"]
+
+    /// The calls a connector's request budget paces, whose throttling `onThrottled` is told of. A
+    /// throttled ListFileTransferResults or DescribeConnector says nothing about the Start* quota.
+    static let paced: Set<String> = startsWork.union(["StartDirectoryListing"])
 
     private func call(_ operation: String, _ input: [String: Any]) async throws -> [String: Any] {
         let body = try JSONRequest.encode(input)
@@ -80,6 +90,7 @@ public struct TransferClient: Sendable {
             headers: [("Content-Type", "application/x-amz-json-1.1"), ("X-Amz-Target", "TransferService.\(operation)")],
             body: .bytes(body), payloadHash: Crypto.hex(Crypto.sha256(body)))
         request.retryPolicy = Self.startsWork.contains(operation) ? .onlyIfNotStarted : .standard
+        request.onThrottled = Self.paced.contains(operation) ? onThrottled : nil
         let response = try await client.send(request)
         guard let json = (response.body.isEmpty ? [:] : try? JSONSerialization.jsonObject(with: Data(response.body))) as? [String: Any] else {
             throw invalidResponse(operation, "\(operation) answered with something that is not JSON", httpStatus: response.status)

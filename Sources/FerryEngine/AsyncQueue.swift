@@ -80,9 +80,29 @@ actor RateLimiter {
         tokens = min(tokens, burst)
     }
 
+    /// No token before this instant: the service said how long to wait (`RetryAfterSeconds`).
+    private var notBefore: ContinuousClock.Instant?
+
+    /// The service throttled a call and asked for `seconds` of quiet: no acquisition succeeds before
+    /// then, and the bucket restarts empty, so calls resume at the rate, not in a burst.
+    func holdOff(seconds: Double) {
+        let until = ContinuousClock.now.advanced(by: .milliseconds(Int(seconds * 1000)))
+        if notBefore.map({ $0 < until }) ?? true { notBefore = until }
+        tokens = 0
+        last = .now
+    }
+
     /// Waits until a token is available and takes it.
     func acquire() async throws {
         while true {
+            if let notBefore {
+                if notBefore > .now {
+                    try await Task.sleep(until: notBefore)
+                    continue
+                }
+                self.notBefore = nil
+                last = .now
+            }
             let now = ContinuousClock.now
             let elapsed = now - last
             last = now

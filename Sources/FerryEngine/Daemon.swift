@@ -170,8 +170,14 @@ public final class Daemon: Service, Sendable {
                 budgets[connector.name] = made
                 return made
             }
+            // A throttled Start* call (RetryAfterSeconds) holds off the connector's whole request
+            // budget, both directions: every other call would only be throttled too.
+            let limiter = budget.limiter
+            let transfer = TransferClient(client: client) { retryAfter in
+                if let retryAfter { await limiter.holdOff(seconds: retryAfter) }
+            }
             contexts[connector.name] = ConnectorContext(
-                connector: connector, s3: S3Client(client: client), transfer: TransferClient(client: client),
+                connector: connector, s3: S3Client(client: client), transfer: transfer,
                 limiter: budget.limiter, inFlight: budget.inFlight, uploadSlots: budget.uploadSlots, gate: budget.gate)
         }
         return contexts

@@ -219,3 +219,33 @@ struct ConnectorBudgetTests {
         print("connector budget: \(starts.count) Start* calls, at most \(worst) in any \(Int(window)) s (allowed \(allowed)); over-queue refusals: \(overQueue.count)")
     }
 }
+
+/// Issue #15 must-show 4: a ThrottlingException with `RetryAfterSeconds: 4` holds the connector's whole
+/// request budget: no Start* call reaches the service sooner than 4 s after the throttled answer.
+struct ConnectorThrottlingTests {
+    @Test func retryAfterSecondsHoldsOffEveryCallOfTheConnector() async throws {
+        let scenario = try OutboundScenario(batchMaxWait: "100ms")
+        try scenario.editRules(replacing: "batch: { max_files: 10, max_wait: 100ms }", with: "batch: { max_files: 1, max_wait: 100ms }")
+        try scenario.emulator.setFaults(rate: 1.0, kinds: ["throttle"], latencyMs: 0, operations: ["StartFileTransfer"], retryAfterSeconds: 4)
+        try scenario.start()
+        var written = try scenario.drop(1, prefix: "first")
+        func calls() -> [Emulator.RequestRecord] {
+            ((try? scenario.emulator.requestLog()) ?? []).filter { $0.operation == "StartFileTransfer" }
+        }
+        let throttled = await eventually(timeout: 60, interval: 0.01) { calls().contains { $0.errorCode == "ThrottlingException" } }
+        #expect(throttled, "no StartFileTransfer was throttled; log:\n\(scenario.daemon?.log.suffix(2000) ?? "")")
+        try scenario.emulator.setFaults(rate: 0, kinds: [], latencyMs: 0)
+        // New files after the throttled answer: their batches are ready well within the 4 s and must
+        // still wait for them (the throttled batch itself waits in any case).
+        written.merge(try scenario.drop(3, prefix: "later")) { $1 }
+        #expect(await eventually(timeout: 90) { scenario.partnerFiles().count == written.count }, "log:\n\(scenario.daemon?.log.suffix(2000) ?? "")")
+        #expect(scenario.partnerFiles() == written)
+        let log = calls()
+        let first = try #require(log.first { $0.errorCode == "ThrottlingException" })
+        // Calls already on their way when the throttled answer left may arrive just after it (ferry had
+        // not read the answer yet); 250 ms covers them. Anything later and sooner than 4 s ignored the wait.
+        let early = log.filter { $0.ts > first.ts + 0.25 && $0.ts < first.ts + 4 }
+        #expect(early.isEmpty, "\(early.count) StartFileTransfer calls within 4 s of a throttled answer that asked for 4 s: \(log.map { ($0.ts - first.ts, $0.errorCode ?? "ok") })")
+        #expect(await scenario.daemon?.stop() == 0)
+    }
+}
