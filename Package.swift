@@ -22,6 +22,8 @@ let package = Package(
 
         // Linux system calls Swift's Glibc module does not export (renameat2); header-only.
         .target(name: "CFerrySys"),
+        // `ferry run` records a SIGTERM/SIGINT that arrives before the service group listens (a constructor).
+        .target(name: "CFerryStart"),
         // Glob patterns shared by the rules validator and the watcher; depends on nothing.
         .target(name: "FerryGlob"),
         .target(name: "FerryConfig", dependencies: [
@@ -47,7 +49,7 @@ let package = Package(
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ]),
         .executableTarget(name: "ferry", dependencies: [
-            "FerryEngine", "FerryConfig",
+            "CFerryStart", "FerryEngine", "FerryConfig",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),

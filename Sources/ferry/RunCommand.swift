@@ -1,4 +1,5 @@
 import ArgumentParser
+import CFerryStart
 import FerryConfig
 import FerryEngine
 import Foundation
@@ -25,12 +26,14 @@ struct RunCommand: AsyncParsableCommand {
             FileHandle.standardError.write(Data("ferry: \(error.message)\n".utf8))
             throw ExitCode(78)
         }
+        // No signals for the group itself: StopSignals reads SIGTERM/SIGINT (blocked since the first
+        // instruction) and asks the group to shut down gracefully.
         let group = ServiceGroup(configuration: .init(
             services: [.init(service: daemon)],
-            gracefulShutdownSignals: [.sigterm, .sigint],
+            gracefulShutdownSignals: [],
             logger: logger))
-        let second = SecondSignal()
-        second.install()
+        let stop = StopSignals(group: group, logger: logger)
+        stop.install()
         let reloader = ReloadSignal(options: options, daemon: daemon, logger: logger)
         reloader.install()
         try await group.run()
@@ -75,25 +78,47 @@ struct CommonOptions: ParsableArguments {
     }
 }
 
-/// A second SIGTERM/SIGINT while draining exits at once; the journal keeps everything resumable.
-final class SecondSignal: @unchecked Sendable {
-    private var sources: [DispatchSourceSignal] = []
-    private var count = 0
-    private let queue = DispatchQueue(label: "ferry.signals")
+/// SIGTERM and SIGINT: the first stops the daemon gracefully, a second while draining exits at once
+/// (the journal keeps everything resumable).
+///
+/// From the process's first instruction a handler (a constructor in CFerryStart) writes them into a
+/// pipe, read here on a thread of their own: a stop requested while ferry is still starting waits in
+/// the pipe and is a stop like any other, never a kill by the default action (exit 143). The service
+/// group is given no signals of its own, so nothing replaces that handler.
+final class StopSignals: @unchecked Sendable {
+    private let group: ServiceGroup
+    private let logger: Logger
 
-    func install() {
-        for signalNumber in [SIGTERM, SIGINT] {
-            let source = DispatchSource.makeSignalSource(signal: signalNumber, queue: queue)
-            source.setEventHandler { [self] in
+    init(group: ServiceGroup, logger: Logger) {
+        self.group = group
+        self.logger = logger
+    }
+
+    /// False when the constructor could not take the signals over (then their default action stands).
+    @discardableResult
+    func install() -> Bool {
+        let fd = ferry_stop_signal_fd()
+        guard fd >= 0 else {
+            logger.warning("cannot take SIGTERM/SIGINT over (no pipe); a stop signal ends ferry without draining")
+            return false
+        }
+        let group = self.group
+        let thread = Thread {
+            var count = 0
+            while true {
+                let signalNumber = ferry_next_stop_signal(fd)
+                guard signalNumber > 0 else { return }
                 count += 1
                 if count >= 2 {
                     FileHandle.standardError.write(Data("second signal: exiting now; the journal keeps everything resumable\n".utf8))
                     _exit(130)
                 }
+                Task { await group.triggerGracefulShutdown() }
             }
-            source.resume()
-            sources.append(source)
         }
+        thread.name = "ferry.stop-signals"
+        thread.start()
+        return true
     }
 }
 
