@@ -104,9 +104,13 @@ public final class Daemon: Service, Sendable {
     /// READY=1 once the journal is open and the watches are set up, then STATUS= and WATCHDOG=1 pings.
     private func notifySystemd() async throws {
         guard notifier.isEnabled else {
-            // Nothing to tell; stay in the group until shutdown like every other child.
-            try await Task.sleep(for: .seconds(86_400 * 365 * 100))
-            return
+            // Nothing to tell; stay in the group until shutdown like every other child (the first child
+            // to return ends the group).
+            // An AsyncStream's iteration ends when the task is cancelled.
+            let (never, continuation) = AsyncStream<Never>.makeStream()
+            for await _ in never {}
+            continuation.finish()
+            throw CancellationError()
         }
         // The watcher's first scan runs right after its watches are added: then we are ready.
         while !watcher.statistics.initialScanComplete {
