@@ -88,6 +88,14 @@ bench-outbound:
 	$(SWIFT) build $(RELEASE_FLAGS) --product ferry $(SWIFT_FLAGS)
 	bench/outbound/run --ferry .build/release/ferry $(BENCH_ARGS)
 
+# bench/connector: ferry at the connector's limit (per-file service time, MaxConcurrentConnections): wall
+# against the ideal, ListFileTransferResults per file, peak queued transfers; the inotifywait + aws-cli
+# script as the peer. BENCH_ARGS passes options (e.g. --files 2000 --service-ms 50 --connections 5).
+.PHONY: bench-connector
+bench-connector:
+	$(SWIFT) build $(RELEASE_FLAGS) --product ferry $(SWIFT_FLAGS)
+	bench/connector/run --ferry .build/release/ferry $(BENCH_ARGS)
+
 # The adversarial test (docs/chaos.md): a deployment's bad day against the real ferry and the emulator,
 # checked by an oracle. `make chaos` plays the CI seeds; `make chaos SEEDS=20` plays 20 seeds from
 # CHAOS_SEED_BASE (default: from the clock, printed); `make chaos CHAOS_SEED=1234` replays one seed.

@@ -194,9 +194,9 @@ public final class OutboundPipeline: Sendable {
         for batch in try journal.batches(in: .submitted) {
             guard let context = connectors[batch.connector], let transferID = batch.transferID else { continue }
             await context.inFlight.take()
-            await tracker.add(TrackedBatch(id: batch.id, rule: batch.rule, connector: batch.connector, connectorID: batch.connectorID,
-                                           transferID: transferID, fileIDs: batch.fileIDs, submittedAt: batch.createdAt,
-                                           backoff: .seconds(1)), due: .now)
+            await tracker.submitted(TrackedBatch(id: batch.id, rule: batch.rule, connector: batch.connector, connectorID: batch.connectorID,
+                                                 transferID: transferID, fileIDs: batch.fileIDs, submittedAt: batch.createdAt,
+                                                 backoff: Tracker.headFirstLook))
         }
         await dispose(try journal.outboundFiles(in: [.completed]).filter { rules[$0.rule] != nil })
         for file in try journal.outboundFiles(in: [.failed]) where rules[file.rule] != nil {
@@ -467,9 +467,9 @@ public final class OutboundPipeline: Sendable {
                                                                           remoteDirectoryPath: pending.remoteDirectory)
             try journal.markSubmitted(batch: batchID, transferID: transferID)
             logger.info("batch submitted", metadata: metadata.merging(["transfer.id": "\(transferID)"]) { $1 })
-            await tracker.add(TrackedBatch(id: batchID, rule: pending.rule, connector: pending.connector, connectorID: connectorID,
-                                           transferID: transferID, fileIDs: pending.files.map(\.id), submittedAt: Date(),
-                                           backoff: .seconds(1)), due: .now + .seconds(1))
+            await tracker.submitted(TrackedBatch(id: batchID, rule: pending.rule, connector: pending.connector, connectorID: connectorID,
+                                                 transferID: transferID, fileIDs: pending.files.map(\.id), submittedAt: Date(),
+                                                 backoff: Tracker.headFirstLook))
         } catch is CancellationError {
             // Stopping mid-call: the batch stays `submitting` and the next start treats it as in doubt.
             return
@@ -676,12 +676,13 @@ public final class OutboundPipeline: Sendable {
         let remaining = batch.fileIDs.filter { files[$0] != nil && outcomes[$0] == nil }
         if remaining.isEmpty {
             if outcomes.isEmpty { try? journal.finishBatch(batch.id) }
+            await tracker.finished(batch)
             await context.inFlight.signal()
             logger.info("transfer finished", metadata: metadata.merging(["batch.completed": "\(completed)", "batch.failed": "\(failed)"]) { $1 })
         } else {
-            var next = batch.backedOff()
+            var next = batch
             next.fileIDs = remaining
-            await tracker.add(next, due: .now + batch.backoff)
+            await tracker.notFinished(next)
         }
     }
 
@@ -691,6 +692,7 @@ public final class OutboundPipeline: Sendable {
         let files = (try? journal.outboundFiles(ids: batch.fileIDs).filter { $0.state == .submitted }) ?? []
         for file in files { await quarantineUnknownOutcome(file, why: why) }
         try? journal.finishBatch(batch.id)
+        await tracker.finished(batch)
         await context.inFlight.signal()
     }
 
