@@ -731,13 +731,23 @@ public final class OutboundPipeline: Sendable {
     private func performAfterSend(_ files: [OutboundFile], attempt: Int = 0) async -> [OutboundFile] {
         var done: [OutboundFile] = []
         var retry: [OutboundFile] = []
+        var records: [Journal.AfterSendRecord] = []
         for file in files {
             switch disposeLocally(file) {
-            case .done: done.append(file)
+            case .done(let record):
+                done.append(file)
+                if let record { records.append(record) }
             case .notNow(let reason):
                 try? journal.markAfterSendFailed(file.id, error: reason)
                 retry.append(file)
             }
+        }
+        // What after_send did, for `ferry history` and `ferry explain` (the archive path above all).
+        do {
+            try journal.recordAfterSend(records)
+        } catch {
+            logger.warning("cannot journal what after_send did; history will show the rule's after_send without the archive path",
+                           metadata: ["error": "\(error)"])
         }
         await deleteStagedCopies(done)
         if retry.isEmpty {
@@ -762,8 +772,9 @@ public final class OutboundPipeline: Sendable {
     }
 
     enum AfterSendResult: Equatable {
-        /// Done, or nothing left to do for the version that was sent.
-        case done
+        /// Done, or nothing left to do for the version that was sent; with what was done to it, when
+        /// the rule's after_send was carried out on it.
+        case done(Journal.AfterSendRecord?)
         /// Not possible now (open for writing, a full disk, permissions): retried with backoff.
         case notNow(String)
     }
@@ -779,14 +790,14 @@ public final class OutboundPipeline: Sendable {
         func changedAfterSend() -> AfterSendResult {
             logger.warning("file changed after it was sent; the new version is sent on its own and the sent one is not archived",
                            metadata: metadata)
-            return .done
+            return .done(Journal.AfterSendRecord(id: file.id, result: "changed after it was sent; left in place"))
         }
         do {
             var claimed = LocalFiles.currentVersion(claimPath) == expected  // a crash after the claim, before the move
             if !claimed {
                 guard let current = LocalFiles.currentVersion(file.path) else {
                     removeMarker(of: file, rule: rule)
-                    return .done  // gone already: handled before a crash, or removed by someone
+                    return .done(nil)  // gone already: handled before a crash, or removed by someone
                 }
                 if current != expected { return changedAfterSend() }
                 let opened = try LocalFiles.OpenFile(path: file.path)
@@ -798,6 +809,7 @@ public final class OutboundPipeline: Sendable {
                     if !claimed { return changedAfterSend() }
                 }
             }
+            var record = Journal.AfterSendRecord(id: file.id, result: "kept")
             switch rule.afterSend {
             case .archive:
                 let placed: String
@@ -810,15 +822,17 @@ public final class OutboundPipeline: Sendable {
                     throw error
                 }
                 logger.debug("archived", metadata: metadata.merging(["file.archived": "\(placed)"]) { $1 })
+                record = Journal.AfterSendRecord(id: file.id, result: "archived", archivePath: placed)
             case .delete:
                 try LocalFiles.syscall("unlink", path: claimPath) { unlink(claimPath) }
+                record = Journal.AfterSendRecord(id: file.id, result: "deleted")
             case .keep:
                 break
             }
             removeMarker(of: file, rule: rule)
-            return .done
+            return .done(record)
         } catch let error as LocalFileError where error.errno == ENOENT || error.errno == ELOOP {
-            return .done  // the file went away between the checks: nothing of the sent version is left here
+            return .done(nil)  // the file went away between the checks: nothing of the sent version is left here
         } catch {
             logger.error("after_send failed; retrying", metadata: metadata.merging(["error": "\(error)"]) { $1 })
             return .notNow("\(error)")
