@@ -494,6 +494,10 @@ public final class OutboundPipeline: Sendable {
                                                                        "evidence": "\(found.values.sorted().joined(separator: "; "))"]) { $1 })
                             metrics.increment("ferry_in_doubt_found_on_partner_total", ["rule": pending.rule], by: Double(completed.count),
                                               help: "Files of in-doubt batches found on the partner by a directory listing and not sent again.")
+                            for file in completed {
+                                metrics.increment("ferry_files_sent_total", ["rule": file.rule], help: "Files the partner received.")
+                                metrics.increment("ferry_bytes_sent_total", ["rule": file.rule], by: Double(file.size), help: "Bytes the partner received.")
+                            }
                             resend.files.removeAll { found[$0.id] != nil }
                             await dispose(completed)
                         } catch {

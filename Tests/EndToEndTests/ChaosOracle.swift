@@ -169,15 +169,18 @@ enum ChaosOracle {
             reportedPaths.append(version.path)
         }
         var unreal: [String] = []
+        var byFault = 0, byStop = 0, unlisted = 0
         for path in reportedPaths {
             let name = lastComponent(path)
             guard (versionsByName[name] ?? []).allSatisfy({ (deliveredCount[key(name, $0.sha256)] ?? 0) <= 1 }) else { continue }
             let needle = Array(path.utf8)
-            let explained = o.noWorkSubmissions.contains(name) || interruptedLines.contains { containsPath($0, needle) }
+            let faulted = o.noWorkSubmissions.contains(name)
+            let stopped = interruptedLines.contains { containsPath($0, needle) }
             let listable = (versionsByName[name] ?? []).allSatisfy { $0.connectorID != o.as2ConnectorID }
                 && !uncheckedLines.contains { containsPath($0, needle) }
-            if explained || !listable {
+            if faulted || stopped || !listable {
                 unreal.append(path)
+                if faulted { byFault += 1 } else if stopped { byStop += 1 } else { unlisted += 1 }
             } else {
                 verdict.violations.append(.init(property: .unfoundedReport, file: name.description, producer: versionsByName[name]?.first?.producer ?? "?",
                                                 detail: "named in a possible-duplicate warning and delivered once, yet every StartFileTransfer carrying it did its work "
@@ -185,8 +188,9 @@ enum ChaosOracle {
             }
         }
         if !unreal.isEmpty {
-            verdict.warnings.append("\(unreal.count) of \(reportedPaths.count) files named in possible-duplicate warnings reached the partner only once, each after a "
-                                    + "submission that did no work, a stop mid-submission, or where the partner could not be listed: "
+            verdict.warnings.append("\(unreal.count) of \(reportedPaths.count) files named in possible-duplicate warnings reached the partner only once: "
+                                    + "\(byFault) after a StartFileTransfer a fault answered before any work, \(byStop) after ferry stopped mid-submission, "
+                                    + "\(unlisted) where the partner could not be listed (AS2, a failed listing): "
                                     + unreal.prefix(5).map { lastComponent($0).description }.joined(separator: ", "))
         }
         // Archives hold only complete versions: a truncated copy under a file's name would look like the record.
@@ -224,10 +228,13 @@ enum ChaosOracle {
         verdict.warnings += ledger.notes
 
         let owed = versions.filter(\.owed).count
+        // How often the listing before a resend found the files of an in-doubt batch on the partner.
+        let foundOnPartner = logLines(o.log).filter { String(decoding: $0, as: UTF8.self).contains("in-doubt files are already on the partner") }.count
         verdict.summary = String(format: "seed %llu: %d versions (%d owed, %d superseded), %d forbidden; %d deliveries, %d reported quarantined/in doubt, "
-                                 + "%d extra deliveries (possible_duplicates %@), %d lost; %d ferry starts; produce %.0f s, total %.0f s; %d violations",
+                                 + "%d extra deliveries (possible_duplicates %@), %d lost; %d in-doubt batches found on the partner; %d ferry starts; "
+                                 + "produce %.0f s, total %.0f s; %d violations",
                                  seed, versions.count, owed, supersededCount, forbidden.count, o.deliveries.count, reportedCount, extraDeliveries,
-                                 o.possibleDuplicates.map(String.init) ?? "?", lostCount, o.starts, o.producedSeconds, o.totalSeconds,
+                                 o.possibleDuplicates.map(String.init) ?? "?", lostCount, foundOnPartner, o.starts, o.producedSeconds, o.totalSeconds,
                                  verdict.violations.count)
         return verdict
     }

@@ -54,8 +54,9 @@ struct ChaosPlan: Sendable, CustomStringConvertible {
         case readyMarker(size: Int, headerBytes: Int, pause: Double, corrected: Bool, correctAfter: Double)
         /// In the recursive folder: a subfolder with tenant A's files, then (after `swapAfter` s) moved away
         /// and replaced by a symbolic link to a folder outside holding tenant B's files: none of B's may
-        /// ever reach the partner.
-        case swappedParent(size: Int, tenantBFiles: Int, swapAfter: Double)
+        /// ever reach the partner. With `root`, the same is done to the parent of a rule's watched folder
+        /// (`tenants/A` of the `chaos-tenant` rule's `tenants/A/outbox`): the rule's root is then lost.
+        case swappedParent(size: Int, tenantBFiles: Int, swapAfter: Double, root: Bool = false)
         /// Sent and archived, then moved back from the archive into the outbox by an operator: a new
         /// arrival, sent again (only played when after_send is archive).
         case movedBack(size: Int)
@@ -74,7 +75,7 @@ struct ChaosPlan: Sendable, CustomStringConvertible {
             case .hardLink(let outside, _): outside ? "hard-link(from outside)" : "hard-link(inside)"
             case .deleteBeforeSend: "delete-before-send"
             case .readyMarker(_, _, _, let corrected, _): corrected ? "ready-marker(corrected)" : "ready-marker"
-            case .swappedParent: "swapped-parent"
+            case .swappedParent(_, _, _, let root): root ? "swapped-parent(root)" : "swapped-parent(subfolder)"
             case .movedBack: "moved-back"
             }
         }
@@ -233,6 +234,13 @@ struct ChaosPlan: Sendable, CustomStringConvertible {
             default: producer = .movedBack(size: size)
             }
             events.append(Event(at: laterRNG.double(0.5...phase), action: .produce(index: producerCount + offset, producer, seed: laterRNG.next())))
+        }
+        // One rule's root can be swapped once: the first swapped-parent producer whose seed is odd does it
+        // (decided without a draw, so the plan's times and bytes stay as they were).
+        if let first = events.indices.filter({ index in
+            if case .produce(_, .swappedParent, let seed) = events[index].action { return seed & 1 == 1 } else { return false }
+        }).min(by: { events[$0].at < events[$1].at }), case .produce(let index, .swappedParent(let size, let files, let after, _), let seed) = events[first].action {
+            events[first] = Event(at: events[first].at, action: .produce(index: index, .swappedParent(size: size, tenantBFiles: files, swapAfter: after, root: true), seed: seed))
         }
         if archiveOnTmpfs {
             for _ in 0..<laterRNG.int(1...2) {

@@ -166,7 +166,8 @@ final class ChaosRun: @unchecked Sendable {
     static let as2RuleName = "chaos-as2"
     static let markerRuleName = "chaos-marker"
     static let treeRuleName = "chaos-tree"
-    static var ruleNames: [String] { [ruleName, as2RuleName, markerRuleName, treeRuleName] }
+    static let tenantRuleName = "chaos-tenant"
+    static var ruleNames: [String] { [ruleName, as2RuleName, markerRuleName, treeRuleName, tenantRuleName] }
     static let readyMarker = ".done"
     static let remoteDirectory = "/inbound"
 
@@ -179,6 +180,9 @@ final class ChaosRun: @unchecked Sendable {
     let markerOutbox: String
     /// Watched recursively (the swapped-parent producers write here).
     let treeOutbox: String
+    /// `tenants/A/outbox`, watched by `chaos-tenant`; a swapped-parent(root) producer replaces `tenants/A`
+    /// by a symbolic link to `tenants/B`.
+    let tenantOutbox: String
     /// The `chaos` rule's archive_dir when the plan puts it on a tmpfs of its own.
     let archive: String
     let outside: String
@@ -207,12 +211,13 @@ final class ChaosRun: @unchecked Sendable {
         as2Outbox = root + "/outbox-as2"
         markerOutbox = root + "/outbox-marker"
         treeOutbox = root + "/outbox-tree"
+        tenantOutbox = root + "/tenants/A/outbox"
         archive = root + "/archive"
         outside = root + "/outside"
         stateDir = root + "/state"
         rulesPath = root + "/rules.yaml"
         settings = plan.initial
-        for folder in [outbox, as2Outbox, markerOutbox, treeOutbox, outside, stateDir] + (plan.archiveOnTmpfs ? [archive] : []) {
+        for folder in [outbox, as2Outbox, markerOutbox, treeOutbox, tenantOutbox, root + "/tenants/B/outbox", outside, stateDir] + (plan.archiveOnTmpfs ? [archive] : []) {
             try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
         }
         if plan.stateOnTmpfs {
@@ -308,6 +313,15 @@ final class ChaosRun: @unchecked Sendable {
             batch: { max_files: \(s.batchMaxFiles), max_wait: \(s.batchMaxWaitMs)ms }
             after_send: \(plan.afterSend)
             retries: \(plan.retries)
+          - name: \(Self.tenantRuleName)
+            watch: \(tenantOutbox)
+            include: ["*.edi", "*.xml"]
+            connector: partner
+            remote_directory_path: \(Self.remoteDirectory)
+            settle: \(s.settleMs)ms
+            batch: { max_files: \(s.batchMaxFiles), max_wait: \(s.batchMaxWaitMs)ms }
+            after_send: \(plan.afterSend)
+            retries: \(plan.retries)
           - name: \(Self.treeRuleName)
             watch: \(treeOutbox)
             recursive: true
@@ -387,7 +401,7 @@ final class ChaosRun: @unchecked Sendable {
         let stopStatus = await ferry.stop()
         let status = ferryStatus()
         let deliveries = (try? emulator.deliveries()) ?? []
-        let archived = ([outbox, as2Outbox, markerOutbox, treeOutbox].map { $0 + "/.ferry/sent" } + (plan.archiveOnTmpfs ? [archive] : []))
+        let archived = ([outbox, as2Outbox, markerOutbox, treeOutbox, root + "/tenants/A.old/outbox", root + "/tenants/B/outbox"].map { $0 + "/.ferry/sent" } + (plan.archiveOnTmpfs ? [archive] : []))
             .flatMap { ChaosFS.regularFiles(under: $0) }
             .filter { lastComponent($0).description != "chaos-filler" }
             .map { path in (path: path, sha256: FileManager.default.contents(atPath: path).map(SHA256.hex) ?? "") }
@@ -713,13 +727,16 @@ final class ChaosRun: @unchecked Sendable {
                 try ChaosFS.writeFile(path + Self.readyMarker + ".tmp", Data())
                 try ChaosFS.rename(path + Self.readyMarker + ".tmp", path + Self.readyMarker)
 
-            case .swappedParent(let size, let tenantBFiles, let swapAfter):
+            case .swappedParent(let size, let tenantBFiles, let swapAfter, let swapsRoot):
                 let folderName = String(format: "p%03d-tenant", index)
-                let folder = treeOutbox + "/" + folderName
-                // The partner's folder for the subfolder (a connector does not create folders).
-                try FileManager.default.createDirectory(atPath: emulator.partnerRoot + Self.remoteDirectory + "/" + folderName,
-                                                        withIntermediateDirectories: true)
-                try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+                // The subfolder of the recursive rule, or the outbox of chaos-tenant (whose parent is swapped).
+                let folder = swapsRoot ? tenantOutbox : treeOutbox + "/" + folderName
+                if !swapsRoot {
+                    // The partner's folder for the subfolder (a connector does not create folders).
+                    try FileManager.default.createDirectory(atPath: emulator.partnerRoot + Self.remoteDirectory + "/" + folderName,
+                                                            withIntermediateDirectories: true)
+                    try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+                }
                 var tenantA: [ChaosLedger.Version] = []
                 for item in 0..<2 {
                     let path = folder + "/" + fileName(index, "tenantA-\(item)", &rng)
@@ -728,7 +745,7 @@ final class ChaosRun: @unchecked Sendable {
                     tenantA.append(ledger.record(path: path, data: data, producer: kind + " (tenant A)"))
                 }
                 // Tenant B's folder, outside every watched tree.
-                let tenantB = outside + String(format: "/p%03d-tenantB", index)
+                let tenantB = swapsRoot ? root + "/tenants/B/outbox" : outside + String(format: "/p%03d-tenantB", index)
                 try FileManager.default.createDirectory(atPath: tenantB, withIntermediateDirectories: true)
                 for item in 0..<tenantBFiles {
                     let name = fileName(index, "tenantB-\(item)", &rng)
@@ -738,8 +755,14 @@ final class ChaosRun: @unchecked Sendable {
                     try ChaosFS.writeFile(tenantB + "/" + name, data)
                 }
                 try? await Task.sleep(for: .milliseconds(Int(swapAfter * 1000)))
-                try ChaosFS.rename(folder, outside + String(format: "/p%03d-tenantA-moved", index))
-                try ChaosFS.symlink(target: tenantB, at: folder)
+                if swapsRoot {
+                    // As in the issue: /data/tenantA replaced by a symbolic link to /data/tenantB.
+                    try ChaosFS.rename(root + "/tenants/A", root + "/tenants/A.old")
+                    try ChaosFS.symlink(target: root + "/tenants/B", at: root + "/tenants/A")
+                } else {
+                    try ChaosFS.rename(folder, outside + String(format: "/p%03d-tenantA-moved", index))
+                    try ChaosFS.symlink(target: tenantB, at: folder)
+                }
                 // Moved out of the tree by the operator: what was not delivered yet is no longer owed.
                 let delivered = Set(((try? emulator.deliveries()) ?? []).map { "\(lastComponent($0.remotePath).bytes)|\($0.sha256)" })
                 for version in tenantA where !delivered.contains("\(version.name.bytes)|\(version.sha256)") {
@@ -830,7 +853,7 @@ final class ChaosRun: @unchecked Sendable {
     /// `.reason` file beside them. Returns their sha256 values.
     func reportedFiles() -> Set<String> {
         var shas: Set<String> = []
-        for folder in [outbox, as2Outbox, markerOutbox, treeOutbox].flatMap({ [$0 + "/.ferry/failed", $0 + "/.ferry/in-doubt"] }) {
+        for folder in [outbox, as2Outbox, markerOutbox, treeOutbox, tenantOutbox].flatMap({ [$0 + "/.ferry/failed", $0 + "/.ferry/in-doubt"] }) {
             for path in ChaosFS.regularFiles(under: folder) where !path.hasSuffix(".reason") {
                 guard FileManager.default.fileExists(atPath: path + ".reason"), let data = FileManager.default.contents(atPath: path) else { continue }
                 shas.insert(SHA256.hex(data))

@@ -54,6 +54,9 @@ enum ChaosSeeds {
         #expect(ChaosSeeds.ci.contains { seed in
             ChaosPlan(seed: seed).events.contains { if case .produce(_, .readyMarker(_, _, _, true, _), _) = $0.action { true } else { false } }
         }, "no CI seed writes a corrected file and a new marker while the first is in flight")
+        #expect(ChaosSeeds.ci.contains { seed in
+            ChaosPlan(seed: seed).events.contains { if case .produce(_, .swappedParent(_, _, _, true), _) = $0.action { true } else { false } }
+        }, "no CI seed swaps a watched folder's parent for a symbolic link")
         if let count = ProcessInfo.processInfo.environment["CHAOS_PRINT_PLANS"].flatMap(Int.init) {
             for seed in 0..<UInt64(count) { print("chaos plan: \(ChaosPlan(seed: seed))") }
         }
