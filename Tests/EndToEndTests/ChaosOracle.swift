@@ -195,7 +195,7 @@ enum ChaosOracle {
         }
         // Archives hold only complete versions: a truncated copy under a file's name would look like the record.
         for copy in o.archived {
-            let name = lastComponent(copy.path)
+            let name = archivedName(lastComponent(copy.path), known: versionsByName)
             guard let candidates = versionsByName[name] else {
                 if let rule = forbiddenByName[name] {
                     verdict.violations.append(.init(property: .outsideRule, file: name.description, producer: rule.producer,
@@ -237,6 +237,16 @@ enum ChaosOracle {
                                  o.possibleDuplicates.map(String.init) ?? "?", lostCount, foundOnPartner, o.starts, o.producedSeconds, o.totalSeconds,
                                  verdict.violations.count)
         return verdict
+    }
+
+    /// The name an archived copy was sent under: ferry archives a later version of a name already in the
+    /// archive as `name (N).ext`.
+    private static func archivedName(_ name: ByteName, known: [ByteName: [ChaosLedger.Version]]) -> ByteName {
+        guard known[name] == nil else { return name }
+        let text = name.string
+        guard let match = text.range(of: #" \([0-9]+\)(?=\.[^.]*$|$)"#, options: .regularExpression) else { return name }
+        let original = ByteName(text.replacingCharacters(in: match, with: ""))
+        return known[original] != nil ? original : name
     }
 
     private static func logLines(_ log: [UInt8]) -> [[UInt8]] {
