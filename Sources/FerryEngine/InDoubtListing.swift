@@ -98,7 +98,7 @@ struct InDoubtListing {
         var delay = Duration.milliseconds(100)
         while try await context.s3.headObject(bucket: staging.bucket, key: key) == nil {
             guard ContinuousClock.now < deadline else {
-                throw InboundError(code: "ListingTimeout", message: "the listing of \(directory) (listing id \(started.listingId)) did not appear at s3://\(staging.bucket)/\(key) within \(listingTimeout) — check that connector \(context.connector.name)'s access role may write to s3://\(staging.bucket)/\(prefix) (`ferry doctor`)")
+                throw InboundError(code: "ListingTimeout", message: "the listing of \(directory) (listing id \(started.listingId)) did not appear at s3://\(staging.bucket)/\(key) within \(listingTimeout) — check that connector \(context.connector.name)'s access role may write there (s3:PutObject on s3://\(staging.bucket)/\(prefix)) and that the connector can reach the partner (`ferry test-connection \(context.connector.name)`); until then in-doubt files are resent and reported")
             }
             try await Task.sleep(for: delay)
             delay = min(delay * 2, .seconds(2))
