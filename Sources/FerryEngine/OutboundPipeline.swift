@@ -520,15 +520,46 @@ public final class OutboundPipeline: Sendable {
         let metadata: Logger.Metadata = ["rule": "\(pending.rule)", "batch.id": "\(batchID)", "error": "\(error)", "file.paths": "\(paths)"]
         switch context.connector.onInDoubt {
         case .resend:
-            logger.warning("StartFileTransfer's outcome is unknown; resending (on_in_doubt: resend), the partner may receive these files twice",
-                           metadata: metadata)
-            try? journal.increment("possible_duplicates", by: Int64(pending.files.count))
-            metrics.increment("ferry_possible_duplicates_total", ["rule": pending.rule], by: Double(pending.files.count),
-                              help: "Files sent again after StartFileTransfer's outcome was unknown; the partner may have them twice.")
+            logger.info("StartFileTransfer's outcome is unknown; the partner's folder is checked before the batch is resent (on_in_doubt: resend)",
+                        metadata: metadata)
+            let since = (try? journal.batches(in: .submitting).first { $0.id == batchID })??.createdAt
             let queue = configuration.withLock { $0.batchQueues[pending.connector] }
             Task {
+                // A moment for a transfer that did start to deliver, so that the listing can see it.
                 try? await Task.sleep(for: .seconds(5))
-                await queue?.push(pending)
+                var resend = pending
+                if let since {
+                    let check = InDoubtListing(context: context, journal: journal, logger: logger)
+                    let (found, unchecked) = await check.filesOnPartner(pending.files, batchID: batchID, since: since)
+                    if let unchecked {
+                        logger.info("in-doubt files could not all be looked for on the partner; those are resent", metadata: metadata.merging(["reason": "\(unchecked)"]) { $1 })
+                    }
+                    if !found.isEmpty {
+                        do {
+                            let completed = try journal.recordFoundOnPartner(batch: batchID, Array(found.keys))
+                            logger.warning("in-doubt files are already on the partner (same name and size, written since the batch was journaled): recorded as sent, not sent again",
+                                           metadata: metadata.merging(["file.paths": "\(completed.map(\.path).joined(separator: ", "))",
+                                                                       "evidence": "\(found.values.sorted().joined(separator: "; "))"]) { $1 })
+                            metrics.increment("ferry_in_doubt_found_on_partner_total", ["rule": pending.rule], by: Double(completed.count),
+                                              help: "Files of in-doubt batches found on the partner by a directory listing and not sent again.")
+                            for file in completed {
+                                metrics.increment("ferry_files_sent_total", ["rule": file.rule], help: "Files the partner received.")
+                                metrics.increment("ferry_bytes_sent_total", ["rule": file.rule], by: Double(file.size), help: "Bytes the partner received.")
+                            }
+                            resend.files.removeAll { found[$0.id] != nil }
+                            await dispose(completed)
+                        } catch {
+                            logger.error("cannot journal in-doubt files found on the partner; they are resent and reported", metadata: metadata.merging(["error.journal": "\(error)"]) { $1 })
+                        }
+                    }
+                }
+                guard !resend.files.isEmpty else { return }
+                logger.warning("StartFileTransfer's outcome is unknown; resending (on_in_doubt: resend), the partner may receive these files twice",
+                               metadata: metadata.merging(["file.paths": "\(resend.files.map(\.path).joined(separator: ", "))"]) { $1 })
+                try? self.journal.recordPossibleDuplicates(resend.files.map(\.id))
+                self.metrics.increment("ferry_possible_duplicates_total", ["rule": pending.rule], by: Double(resend.files.count),
+                                       help: "Files sent again after StartFileTransfer's outcome was unknown; the partner may have them twice.")
+                await queue?.push(resend)
             }
         case .hold:
             logger.error("StartFileTransfer's outcome is unknown; holding the files in .ferry/in-doubt/ (on_in_doubt: hold) — check with the partner, then `ferry retry` resends them",

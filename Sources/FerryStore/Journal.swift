@@ -804,6 +804,43 @@ public final class Journal: @unchecked Sendable {
         }
     }
 
+    /// Records files of an in-doubt batch that the partner's folder proved delivered (same name and size,
+    /// written since the batch was journaled): they go to `completed`, as if the transfer had reported
+    /// them, so after_send follows; the batch is finished once none of its files is still `submitting`.
+    /// Returns the files as they now are.
+    @discardableResult
+    public func recordFoundOnPartner(batch batchID: Int64, _ ids: [Int64]) throws -> [OutboundFile] {
+        guard !ids.isEmpty else { return [] }
+        return try locked {
+            try connection.transaction {
+                let time = timestamp
+                let update = try connection.statement("""
+                    UPDATE outbound_files SET state = 'completed', updated_at = ?, completed_at = ?
+                    WHERE id = ? AND batch_id = ? AND state = 'submitting'
+                    """)
+                for id in ids { try update.run([.real(time), .real(time), .integer(id), .integer(batchID)]) }
+                try connection.statement("""
+                    UPDATE outbound_batches SET state = 'finished', updated_at = ? WHERE id = ? AND NOT EXISTS
+                    (SELECT 1 FROM outbound_files WHERE batch_id = ? AND state IN ('submitting', 'submitted'))
+                    """).run([.real(time), .integer(batchID), .integer(batchID)])
+                return try connection.statement("SELECT \(Self.fileColumns) FROM outbound_files WHERE id IN (\(ids.map { _ in "?" }.joined(separator: ","))) AND state = 'completed' ORDER BY id")
+                    .query(ids.map(SQLValue.integer), Self.decodeFile)
+            }
+        }
+    }
+
+    /// Other versions journaled for the same remote directory and size that may have reached the partner
+    /// (anything past `staged`), whatever their local path: a same-name same-size file on the partner may
+    /// be theirs, so it proves nothing about `excluding`. The caller compares remote names.
+    public func versionsThatMayHaveBeenSent(remoteDirectory: String?, size: Int64, excluding id: Int64) throws -> [OutboundFile] {
+        try locked {
+            try connection.statement("""
+                SELECT \(Self.fileColumns) FROM outbound_files WHERE remote_dir IS ? AND size = ? AND id != ?
+                AND state NOT IN ('detected', 'staged', 'dropped')
+                """).query([remoteDirectory.map(SQLValue.text) ?? .null, .integer(size), .integer(id)], Self.decodeFile)
+        }
+    }
+
     /// Ends a batch whose files were set aside (held in doubt or quarantined with an unknown outcome).
     public func finishBatch(_ batchID: Int64) throws {
         try locked {

@@ -45,6 +45,21 @@ struct ChaosPlan: Sendable, CustomStringConvertible {
         case fifo
         /// A hard link into the outbox, from outside it or to another file in it: both names are files.
         case hardLink(fromOutside: Bool, size: Int)
+        /// Written, then deleted `delayMs` later, before ferry is likely to have sent it: never owed, and
+        /// nothing partial may reach the partner.
+        case deleteBeforeSend(size: Int, delayMs: Int)
+        /// Into the `ready_marker: .done` folder: a header, a pause past settle, the rest, then `X.done`.
+        /// With `corrected`, `correctAfter` seconds later a corrected file and a new marker are renamed into
+        /// place (while the first may be in flight): the corrected one is owed.
+        case readyMarker(size: Int, headerBytes: Int, pause: Double, corrected: Bool, correctAfter: Double)
+        /// In the recursive folder: a subfolder with tenant A's files, then (after `swapAfter` s) moved away
+        /// and replaced by a symbolic link to a folder outside holding tenant B's files: none of B's may
+        /// ever reach the partner. With `root`, the same is done to the parent of a rule's watched folder
+        /// (`tenants/A` of the `chaos-tenant` rule's `tenants/A/outbox`): the rule's root is then lost.
+        case swappedParent(size: Int, tenantBFiles: Int, swapAfter: Double, root: Bool = false)
+        /// Sent and archived, then moved back from the archive into the outbox by an operator: a new
+        /// arrival, sent again (only played when after_send is archive).
+        case movedBack(size: Int)
 
         var kind: String {
             switch self {
@@ -58,6 +73,10 @@ struct ChaosPlan: Sendable, CustomStringConvertible {
             case .symlink: "symlink"
             case .fifo: "fifo"
             case .hardLink(let outside, _): outside ? "hard-link(from outside)" : "hard-link(inside)"
+            case .deleteBeforeSend: "delete-before-send"
+            case .readyMarker(_, _, _, let corrected, _): corrected ? "ready-marker(corrected)" : "ready-marker"
+            case .swappedParent(_, _, _, let root): root ? "swapped-parent(root)" : "swapped-parent(subfolder)"
+            case .movedBack: "moved-back"
             }
         }
     }
@@ -75,6 +94,8 @@ struct ChaosPlan: Sendable, CustomStringConvertible {
         case faults(FaultWindow)
         /// Fill the tmpfs state_dir for `seconds`, then free it.
         case fillStateDir(seconds: Double)
+        /// Fill the tmpfs archive_dir of the `chaos` rule for `seconds`, then free it.
+        case fillArchive(seconds: Double)
     }
 
     struct Event: Sendable {
@@ -95,6 +116,8 @@ struct ChaosPlan: Sendable, CustomStringConvertible {
     let retries: Int
     let initial: RuleSettings
     let stateOnTmpfs: Bool
+    /// The `chaos` rule archives to a small tmpfs of its own (a second file system) that is filled.
+    let archiveOnTmpfs: Bool
     let transferDelayMs: Int
     let events: [Event]
 
@@ -192,12 +215,44 @@ struct ChaosPlan: Sendable, CustomStringConvertible {
             guard case .kill(let restartAfter, _) = event.action, aimRNG.chance(0.6) else { return event }
             return Event(at: event.at, action: .kill(restartAfter: restartAfter, aimedAt: aimRNG.pick(Self.killAims)))
         }
+        // The producers and troubles added later (delete before send, ready markers, swapped parents,
+        // moved back from the archive, a full archive file system) come from a generator of their own,
+        // drawn after every other, so that each seed's earlier plan stayed as it was.
+        var laterRNG = rng.fork()
+        archiveOnTmpfs = afterSend == "archive" && laterRNG.chance(0.6)
+        let laterKinds: [(String, Int)] = [("delete", 3), ("marker", 4), ("swap", 2)] + (afterSend == "archive" ? [("moved-back", 2)] : [])
+        for offset in 0..<Int(phase * 0.25) {
+            let size = laterRNG.weighted([(laterRNG.int(20...400), 3), (laterRNG.int(400...8192), 2), (laterRNG.int(8192...65_536), 1)])
+            let producer: Producer
+            switch laterRNG.weighted(laterKinds) {
+            case "delete": producer = .deleteBeforeSend(size: size, delayMs: laterRNG.int(0...(initial.settleMs * 3 / 2)))
+            case "marker":
+                let total = max(size, 64)
+                producer = .readyMarker(size: total, headerBytes: laterRNG.int(1...(total / 2)), pause: maxSettle + laterRNG.double(0.4...1.5),
+                                        corrected: laterRNG.chance(0.5), correctAfter: laterRNG.double(0...2))
+            case "swap": producer = .swappedParent(size: size, tenantBFiles: laterRNG.int(1...4), swapAfter: laterRNG.double(0...4))
+            default: producer = .movedBack(size: size)
+            }
+            events.append(Event(at: laterRNG.double(0.5...phase), action: .produce(index: producerCount + offset, producer, seed: laterRNG.next())))
+        }
+        // One rule's root can be swapped once: the first swapped-parent producer whose seed is odd does it
+        // (decided without a draw, so the plan's times and bytes stay as they were).
+        if let first = events.indices.filter({ index in
+            if case .produce(_, .swappedParent, let seed) = events[index].action { return seed & 1 == 1 } else { return false }
+        }).min(by: { events[$0].at < events[$1].at }), case .produce(let index, .swappedParent(let size, let files, let after, _), let seed) = events[first].action {
+            events[first] = Event(at: events[first].at, action: .produce(index: index, .swappedParent(size: size, tenantBFiles: files, swapAfter: after, root: true), seed: seed))
+        }
+        if archiveOnTmpfs {
+            for _ in 0..<laterRNG.int(1...2) {
+                events.append(Event(at: laterRNG.double(3...phase), action: .fillArchive(seconds: laterRNG.double(2...8))))
+            }
+        }
         self.events = events.enumerated().sorted { ($0.element.at, $0.offset) < ($1.element.at, $1.offset) }.map(\.element)
     }
 
     var description: String {
         var counts: [String: Int] = [:]
-        var kills = 0, aimed: [String] = [], reloads = 0, invalid = 0, fills = 0, windows: [String] = []
+        var kills = 0, aimed: [String] = [], reloads = 0, invalid = 0, fills = 0, archiveFills = 0, windows: [String] = []
         for event in events {
             switch event.action {
             case .produce(_, let producer, _): counts[producer.kind, default: 0] += 1
@@ -207,6 +262,7 @@ struct ChaosPlan: Sendable, CustomStringConvertible {
             case .reload: reloads += 1
             case .invalidReload: invalid += 1
             case .fillStateDir: fills += 1
+            case .fillArchive: archiveFills += 1
             case .faults(let w):
                 windows.append(String(format: "%.0fs:%.0f%%", event.at, w.rate * 100) + (w.rate > 0 ? "\(w.kinds)" : "")
                                + (w.operations.map { "@\($0)" } ?? "") + (w.latencyMs > 0 ? "+\(w.latencyMs)ms" : ""))
@@ -217,7 +273,8 @@ struct ChaosPlan: Sendable, CustomStringConvertible {
             seed \(seed): \(Int(producePhase)) s of producers [\(producers)]; after_send \(afterSend), retries \(retries), \
             settle \(initial.settleMs)ms, batch \(initial.batchMaxFiles)/\(initial.batchMaxWaitMs)ms, reconcile \(initial.reconcileSeconds)s, \
             transfer delay \(transferDelayMs)ms; \(kills) SIGKILLs\(aimed.isEmpty ? "" : " (aimed at \(aimed.joined(separator: ", ")))"), \(reloads) reloads, \(invalid) invalid reloads, \
-            state_dir \(stateOnTmpfs ? "on a 16 MiB tmpfs, filled \(fills)×" : "on disk"); faults \(windows.joined(separator: " "))
+            state_dir \(stateOnTmpfs ? "on a 16 MiB tmpfs, filled \(fills)×" : "on disk"), \
+            archive \(archiveOnTmpfs ? "on an 8 MiB tmpfs, filled \(archiveFills)×" : afterSend == "archive" ? "in .ferry/sent" : "unused"); faults \(windows.joined(separator: " "))
             """
     }
 }

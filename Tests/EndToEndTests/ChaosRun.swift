@@ -16,6 +16,8 @@ final class ChaosLedger: @unchecked Sendable {
         /// not owed.
         var owed = true
         var note: String?
+        /// Not to reach the partner before this instant (seconds since 1970): its ready marker's creation.
+        var notBefore: Double?
     }
 
     struct Forbidden: Sendable {
@@ -41,9 +43,10 @@ final class ChaosLedger: @unchecked Sendable {
     var notes: [String] { lock.withLock { noteList } }
 
     @discardableResult
-    func record(path: String, data: Data, producer: String) -> Version {
-        let version = Version(name: lastComponent(path), path: path, data: data, sha256: SHA256.hex(data), producer: producer,
+    func record(path: String, data: Data, producer: String, notBefore: Double? = nil) -> Version {
+        var version = Version(name: lastComponent(path), path: path, data: data, sha256: SHA256.hex(data), producer: producer,
                               connectorID: connectorFor(path))
+        version.notBefore = notBefore
         lock.withLock { versionList.append(version) }
         return version
     }
@@ -161,6 +164,11 @@ final class ChaosFerry: @unchecked Sendable {
 final class ChaosRun: @unchecked Sendable {
     static let ruleName = "chaos"
     static let as2RuleName = "chaos-as2"
+    static let markerRuleName = "chaos-marker"
+    static let treeRuleName = "chaos-tree"
+    static let tenantRuleName = "chaos-tenant"
+    static var ruleNames: [String] { [ruleName, as2RuleName, markerRuleName, treeRuleName, tenantRuleName] }
+    static let readyMarker = ".done"
     static let remoteDirectory = "/inbound"
 
     let plan: ChaosPlan
@@ -168,6 +176,15 @@ final class ChaosRun: @unchecked Sendable {
     let outbox: String
     /// Watched by a second rule that sends through the AS2 connector; about one producer in eight writes here.
     let as2Outbox: String
+    /// Watched by a rule with `ready_marker: .done` (the ready-marker producers write here).
+    let markerOutbox: String
+    /// Watched recursively (the swapped-parent producers write here).
+    let treeOutbox: String
+    /// `tenants/A/outbox`, watched by `chaos-tenant`; a swapped-parent(root) producer replaces `tenants/A`
+    /// by a symbolic link to `tenants/B`.
+    let tenantOutbox: String
+    /// The `chaos` rule's archive_dir when the plan puts it on a tmpfs of its own.
+    let archive: String
     let outside: String
     let stateDir: String
     let rulesPath: String
@@ -178,6 +195,7 @@ final class ChaosRun: @unchecked Sendable {
     /// When the timeline began (after the emulator started): event times count from here.
     private var timelineStart = Date()
     private var mountedState = false
+    private var mountedArchive = false
     private let lock = NSLock()
     private var settings: ChaosPlan.RuleSettings
     private var supportedKinds: Set<String> = []
@@ -191,11 +209,15 @@ final class ChaosRun: @unchecked Sendable {
         root = String(cString: made)
         outbox = root + "/outbox"
         as2Outbox = root + "/outbox-as2"
+        markerOutbox = root + "/outbox-marker"
+        treeOutbox = root + "/outbox-tree"
+        tenantOutbox = root + "/tenants/A/outbox"
+        archive = root + "/archive"
         outside = root + "/outside"
         stateDir = root + "/state"
         rulesPath = root + "/rules.yaml"
         settings = plan.initial
-        for folder in [outbox, as2Outbox, outside, stateDir] {
+        for folder in [outbox, as2Outbox, markerOutbox, treeOutbox, tenantOutbox, root + "/tenants/B/outbox", outside, stateDir] + (plan.archiveOnTmpfs ? [archive] : []) {
             try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
         }
         if plan.stateOnTmpfs {
@@ -210,10 +232,24 @@ final class ChaosRun: @unchecked Sendable {
             }
             mountedState = true
         }
+        if plan.archiveOnTmpfs {
+            let mounted = try ChaosFS.run("/usr/bin/mount", ["-t", "tmpfs", "-o", "size=8m,mode=0755", "tmpfs", archive])
+            guard mounted.status == 0 else {
+                if mountedState { _ = try? ChaosFS.run("/usr/bin/umount", [stateDir]) }
+                try? FileManager.default.removeItem(atPath: root)
+                throw ChaosSetupError(message: """
+                    seed \(plan.seed) plays a full archive file system on a small tmpfs, but `mount -t tmpfs -o size=8m tmpfs \(archive)` \
+                    failed (exit \(mounted.status): \(mounted.output.trimmingCharacters(in: .whitespacesAndNewlines))); \
+                    run the chaos test as root (it needs CAP_SYS_ADMIN to mount) or in a container that allows mounts
+                    """)
+            }
+            mountedArchive = true
+        }
         do {
             emulator = try Emulator.start(transferDelayMs: plan.transferDelayMs, seed: Int(plan.seed % 1_000_000_007))
         } catch {
             if mountedState { _ = try? ChaosFS.run("/usr/bin/umount", [stateDir]) }
+            if mountedArchive { _ = try? ChaosFS.run("/usr/bin/umount", [archive]) }
             try? FileManager.default.removeItem(atPath: root)
             throw error
         }
@@ -257,12 +293,41 @@ final class ChaosRun: @unchecked Sendable {
             settle: \(s.settleMs)ms
             batch: { max_files: \(s.batchMaxFiles), max_wait: \(s.batchMaxWaitMs)ms }
             after_send: \(plan.afterSend)
-            retries: \(plan.retries)
+        \(plan.archiveOnTmpfs ? "    archive_dir: \(archive)\n" : "")    retries: \(plan.retries)
           - name: \(Self.as2RuleName)
             watch: \(as2Outbox)
             include: ["*.edi", "*.xml"]
             exclude: ["*.skip.edi"]
             connector: partner-as2
+            settle: \(s.settleMs)ms
+            batch: { max_files: \(s.batchMaxFiles), max_wait: \(s.batchMaxWaitMs)ms }
+            after_send: \(plan.afterSend)
+            retries: \(plan.retries)
+          - name: \(Self.markerRuleName)
+            watch: \(markerOutbox)
+            include: ["*.edi", "*.xml"]
+            connector: partner
+            remote_directory_path: \(Self.remoteDirectory)
+            ready_marker: \(Self.readyMarker)
+            settle: \(s.settleMs)ms
+            batch: { max_files: \(s.batchMaxFiles), max_wait: \(s.batchMaxWaitMs)ms }
+            after_send: \(plan.afterSend)
+            retries: \(plan.retries)
+          - name: \(Self.tenantRuleName)
+            watch: \(tenantOutbox)
+            include: ["*.edi", "*.xml"]
+            connector: partner
+            remote_directory_path: \(Self.remoteDirectory)
+            settle: \(s.settleMs)ms
+            batch: { max_files: \(s.batchMaxFiles), max_wait: \(s.batchMaxWaitMs)ms }
+            after_send: \(plan.afterSend)
+            retries: \(plan.retries)
+          - name: \(Self.treeRuleName)
+            watch: \(treeOutbox)
+            recursive: true
+            include: ["*.edi", "*.xml"]
+            connector: partner
+            remote_directory_path: \(Self.remoteDirectory)
             settle: \(s.settleMs)ms
             batch: { max_files: \(s.batchMaxFiles), max_wait: \(s.batchMaxWaitMs)ms }
             after_send: \(plan.afterSend)
@@ -314,6 +379,8 @@ final class ChaosRun: @unchecked Sendable {
                     await applyFaults(window)
                 case .fillStateDir(let seconds):
                     group.addTask { await self.fillStateDir(for: seconds) }
+                case .fillArchive(let seconds):
+                    group.addTask { await self.fill(self.archive, for: seconds) }
                 }
             }
             let rest = plan.producePhase - Date().timeIntervalSince(timelineStart)
@@ -334,10 +401,21 @@ final class ChaosRun: @unchecked Sendable {
         let stopStatus = await ferry.stop()
         let status = ferryStatus()
         let deliveries = (try? emulator.deliveries()) ?? []
+        let archived = ([outbox, as2Outbox, markerOutbox, treeOutbox, root + "/tenants/A.old/outbox", root + "/tenants/B/outbox"].map { $0 + "/.ferry/sent" } + (plan.archiveOnTmpfs ? [archive] : []))
+            .flatMap { ChaosFS.regularFiles(under: $0) }
+            .filter { lastComponent($0).description != "chaos-filler" }
+            .map { path in (path: path, sha256: FileManager.default.contents(atPath: path).map(SHA256.hex) ?? "") }
+        let markers = ChaosFS.regularFiles(under: markerOutbox).filter { $0.hasSuffix(Self.readyMarker) && !$0.contains("/.ferry/") }
+        // StartFileTransfer requests a fault answered before any work (5xx, dropped; not throttling, which is
+        // not in doubt, nor lost_answer/late_504, which did the work): the names they carried.
+        let noWork = Set(((try? emulator.requestLog()) ?? []).filter { request in
+            request.operation == "StartFileTransfer" && request.fault.map { !["throttle", "lost_answer", "late_504"].contains($0) } == true
+        }.flatMap { $0.paths ?? [] }.map(lastComponent))
         return ChaosObservation(
             deliveries: deliveries, reported: reportedFiles(), log: ferry.logBytes, possibleDuplicates: status.possibleDuplicates,
             pending: status.pending, drained: drained, stopStatus: stopStatus, producedSeconds: produced, totalSeconds: elapsed,
-            starts: ferry.starts, unexpectedExits: ferry.unexpectedExits)
+            starts: ferry.starts, unexpectedExits: ferry.unexpectedExits, archived: archived, markersLeft: markers, noWorkSubmissions: noWork,
+            as2ConnectorID: emulator.as2ConnectorId)
     }
 
     /// Returns the moment the emulator logs the next request of `aim` answered 200 (or, for `delivery`,
@@ -380,6 +458,7 @@ final class ChaosRun: @unchecked Sendable {
         case .invalidReload: name = "invalid-reload"
         case .faults: name = "faults"
         case .fillStateDir: name = "fill-state-dir"
+        case .fillArchive: name = "fill-archive"
         }
         return skips.contains { name.hasPrefix($0) } ? name : nil
     }
@@ -444,7 +523,12 @@ final class ChaosRun: @unchecked Sendable {
     }
 
     private func fillStateDir(for seconds: Double) async {
-        let filler = stateDir + "/chaos-filler"
+        await fill(stateDir, for: seconds)
+    }
+
+    /// Fills the file system of `folder` to the last byte for `seconds`, then frees it.
+    private func fill(_ folder: String, for seconds: Double) async {
+        let filler = folder + "/chaos-filler"
         do {
             let fd = try ChaosFS.openForWriting(filler)
             let chunk = [UInt8](repeating: 0x5A, count: 256 * 1024)
@@ -452,7 +536,7 @@ final class ChaosRun: @unchecked Sendable {
             ChaosFS.closeFile(fd)
             try? await Task.sleep(for: .milliseconds(Int(seconds * 1000)))
         } catch {
-            ledger.note("cannot fill the state_dir: \(error)")
+            ledger.note("cannot fill \(folder): \(error)")
         }
         unlink(filler)
     }
@@ -598,6 +682,131 @@ final class ChaosRun: @unchecked Sendable {
                 let second = outbox + "/" + fileName(index, "linked-b", &rng)
                 try ChaosFS.hardLink(first, second)
                 ledger.record(path: second, data: data, producer: kind)
+
+            case .deleteBeforeSend(let size, let delayMs):
+                // Always the SFTP folder: the point is ferry's race with the unlink, not the connector.
+                let path = self.outbox + "/" + fileName(index, "deleted", &rng)
+                let data = content(&rng, label: "deleted", size: size)
+                try ChaosFS.writeFile(path, data)
+                // Sending it before the unlink is allowed (it was complete); owing it after is not.
+                let version = ledger.record(path: path, data: data, producer: kind)
+                try? await Task.sleep(for: .milliseconds(delayMs))
+                unlink(path)
+                ledger.supersede(version, because: "deleted \(delayMs) ms after it was written")
+
+            case .readyMarker(let size, let headerBytes, let pause, let corrected, let correctAfter):
+                let path = markerOutbox + "/" + fileName(index, "marked", &rng)
+                let data = content(&rng, label: "marked", size: size)
+                for (suffix, why) in [(Self.readyMarker, "it is a ready marker"), (".tmp", "it is a temporary name"),
+                                      (Self.readyMarker + ".tmp", "it is a temporary name of a ready marker")] {
+                    ledger.forbid(path: path + suffix, data: nil, producer: kind, why: why)
+                }
+                // Header, closed, a pause past settle, the rest: without the marker the header alone would
+                // look complete.
+                try ChaosFS.writeFile(path, data.prefix(headerBytes))
+                try? await Task.sleep(for: .milliseconds(Int(pause * 1000)))
+                let fd = try ChaosFS.openForWriting(path, truncate: false)
+                _ = lseek(fd, 0, SEEK_END)
+                try ChaosFS.writeAll(fd, data.subdata(in: headerBytes..<data.count))
+                ChaosFS.closeFile(fd)
+                let markedAt = Date().timeIntervalSince1970
+                let first = ledger.record(path: path, data: data, producer: kind, notBefore: markedAt)
+                try ChaosFS.writeFile(path + Self.readyMarker, Data())
+                guard corrected else { break }
+                try? await Task.sleep(for: .milliseconds(Int(correctAfter * 1000)))
+                // The corrected file and a new marker, each renamed into place, as an application would.
+                let fixed = content(&rng, label: "marked, corrected", size: max(16, size + rng.int(-size / 2...size / 2)))
+                if !(await deliveredSoon(first, timeout: 0)) {
+                    ledger.supersede(first, because: "corrected before it was delivered")
+                }
+                try ChaosFS.writeFile(path + ".tmp", fixed)
+                // Complete from its rename on (the old marker may still be there): not before then.
+                let renamedAt = Date().timeIntervalSince1970
+                try ChaosFS.rename(path + ".tmp", path)
+                ledger.record(path: path, data: fixed, producer: kind + " v2", notBefore: renamedAt)
+                try ChaosFS.writeFile(path + Self.readyMarker + ".tmp", Data())
+                try ChaosFS.rename(path + Self.readyMarker + ".tmp", path + Self.readyMarker)
+
+            case .swappedParent(let size, let tenantBFiles, let swapAfter, let swapsRoot):
+                let folderName = String(format: "p%03d-tenant", index)
+                // The subfolder of the recursive rule, or the outbox of chaos-tenant (whose parent is swapped).
+                let folder = swapsRoot ? tenantOutbox : treeOutbox + "/" + folderName
+                if !swapsRoot {
+                    // The partner's folder for the subfolder (a connector does not create folders).
+                    try FileManager.default.createDirectory(atPath: emulator.partnerRoot + Self.remoteDirectory + "/" + folderName,
+                                                            withIntermediateDirectories: true)
+                    try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+                }
+                var tenantA: [ChaosLedger.Version] = []
+                for item in 0..<2 {
+                    let path = folder + "/" + fileName(index, "tenantA-\(item)", &rng)
+                    let data = content(&rng, label: "tenant A", size: max(24, size))
+                    try ChaosFS.writeFile(path, data)
+                    tenantA.append(ledger.record(path: path, data: data, producer: kind + " (tenant A)"))
+                }
+                // Tenant B's folder, outside every watched tree.
+                let tenantB = swapsRoot ? root + "/tenants/B/outbox" : outside + String(format: "/p%03d-tenantB", index)
+                try FileManager.default.createDirectory(atPath: tenantB, withIntermediateDirectories: true)
+                for item in 0..<tenantBFiles {
+                    let name = fileName(index, "tenantB-\(item)", &rng)
+                    let data = content(&rng, label: "tenant B payroll", size: max(24, size))
+                    ledger.forbid(path: tenantB + "/" + name, data: data, producer: kind + " (tenant B)",
+                                  why: "it is tenant B's, reached only through a folder swapped for a symbolic link")
+                    try ChaosFS.writeFile(tenantB + "/" + name, data)
+                }
+                try? await Task.sleep(for: .milliseconds(Int(swapAfter * 1000)))
+                if swapsRoot {
+                    // As in the issue: /data/tenantA replaced by a symbolic link to /data/tenantB.
+                    try ChaosFS.rename(root + "/tenants/A", root + "/tenants/A.old")
+                    try ChaosFS.symlink(target: root + "/tenants/B", at: root + "/tenants/A")
+                } else {
+                    try ChaosFS.rename(folder, outside + String(format: "/p%03d-tenantA-moved", index))
+                    try ChaosFS.symlink(target: tenantB, at: folder)
+                }
+                // Moved out of the tree by the operator: what was not delivered yet is no longer owed.
+                let delivered = Set(((try? emulator.deliveries()) ?? []).map { "\(lastComponent($0.remotePath).bytes)|\($0.sha256)" })
+                for version in tenantA where !delivered.contains("\(version.name.bytes)|\(version.sha256)") {
+                    ledger.supersede(version, because: "its folder was moved out of the watched tree")
+                }
+                // More of B's files appear behind the link, and one through it.
+                try? await Task.sleep(for: .milliseconds(rng.int(200...1500)))
+                for (item, through) in [(tenantBFiles, tenantB), (tenantBFiles + 1, folder)] {
+                    let name = fileName(index, "tenantB-\(item)", &rng)
+                    let data = content(&rng, label: "tenant B payroll", size: max(24, size))
+                    ledger.forbid(path: tenantB + "/" + name, data: data, producer: kind + " (tenant B)",
+                                  why: "it is tenant B's, written behind a folder swapped for a symbolic link")
+                    try ChaosFS.writeFile(through + "/" + name, data)
+                }
+
+            case .movedBack(let size):
+                let path = self.outbox + "/" + fileName(index, "moved-back", &rng)
+                let data = content(&rng, label: "moved back", size: size)
+                ledger.forbid(path: path + ".part", data: nil, producer: kind, why: "it is a temporary name")
+                try ChaosFS.writeFile(path, data)
+                let version = ledger.record(path: path, data: data, producer: kind)
+                guard await deliveredSoon(version, timeout: 25) else {
+                    ledger.note("moved-back producer \(index): not delivered within 25 s, so not moved back")
+                    break
+                }
+                let sha = version.sha256
+                let archives = [self.outbox + "/.ferry/sent"] + (plan.archiveOnTmpfs ? [archive] : [])
+                var archived: String?
+                _ = await eventually(timeout: 20, interval: 0.3) {
+                    archived = archives.flatMap { ChaosFS.regularFiles(under: $0) }.first { candidate in
+                        lastComponent(candidate) == version.name && FileManager.default.contents(atPath: candidate).map(SHA256.hex) == sha
+                    }
+                    return archived != nil
+                }
+                guard let archived else {
+                    ledger.note("moved-back producer \(index): delivered but not archived within 20 s, so not moved back")
+                    break
+                }
+                // As `mv` would across file systems: a copy under a temporary name, renamed into place, then
+                // the archived file removed.
+                try ChaosFS.writeFile(path + ".part", data)
+                try ChaosFS.rename(path + ".part", path)
+                unlink(archived)
+                ledger.record(path: path, data: data, producer: kind + " (returned from the archive)")
             }
         } catch {
             ledger.note("producer \(index) (\(kind)) could not do its part: \(error)")
@@ -644,7 +853,7 @@ final class ChaosRun: @unchecked Sendable {
     /// `.reason` file beside them. Returns their sha256 values.
     func reportedFiles() -> Set<String> {
         var shas: Set<String> = []
-        for folder in [outbox, as2Outbox].flatMap({ [$0 + "/.ferry/failed", $0 + "/.ferry/in-doubt"] }) {
+        for folder in [outbox, as2Outbox, markerOutbox, treeOutbox, tenantOutbox].flatMap({ [$0 + "/.ferry/failed", $0 + "/.ferry/in-doubt"] }) {
             for path in ChaosFS.regularFiles(under: folder) where !path.hasSuffix(".reason") {
                 guard FileManager.default.fileExists(atPath: path + ".reason"), let data = FileManager.default.contents(atPath: path) else { continue }
                 shas.insert(SHA256.hex(data))
@@ -658,8 +867,8 @@ final class ChaosRun: @unchecked Sendable {
     func ferryStatus() -> (pending: Int?, possibleDuplicates: Int?) {
         guard let result = try? FerryBinary.run(["status", "--json", "--config", rulesPath]),
               let json = try? JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [String: Any] else { return (nil, nil) }
-        let rules = (json["outbound"] as? [[String: Any]] ?? []).filter { [Self.ruleName, Self.as2RuleName].contains($0["rule"] as? String ?? "") }
-        let pending = rules.count == 2
+        let rules = (json["outbound"] as? [[String: Any]] ?? []).filter { Self.ruleNames.contains($0["rule"] as? String ?? "") }
+        let pending = rules.count == Self.ruleNames.count
             ? rules.reduce(0) { sum, r in ["waiting", "staged", "in_flight", "failed"].reduce(sum) { $0 + ((r[$1] as? Int) ?? 0) } } : nil
         return (pending, json["possible_duplicates"] as? Int)
     }
@@ -707,6 +916,11 @@ final class ChaosRun: @unchecked Sendable {
             }
         }
         emulator.stop()
+        if mountedArchive {
+            if keep { try? FileManager.default.copyItem(atPath: archive, toPath: root + "/archive-copy") }
+            let result = try? ChaosFS.run("/usr/bin/umount", [archive])
+            if result?.status != 0 { ledger.note("umount \(archive) failed: \(result?.output ?? "")") }
+        }
         if mountedState {
             if keep {
                 // The journal is the most useful thing to keep: copy it off the tmpfs before unmounting.
@@ -733,4 +947,12 @@ struct ChaosObservation: Sendable {
     let totalSeconds: Double
     let starts: Int
     let unexpectedExits: [String]
+    /// Every file in an archive (`.ferry/sent/` of each folder, and the tmpfs archive_dir) with its sha256.
+    var archived: [(path: String, sha256: String)] = []
+    /// Ready markers still in the marker folder at the end.
+    var markersLeft: [String] = []
+    /// Names carried by a StartFileTransfer that a fault answered before any work was done.
+    var noWorkSubmissions: Set<ByteName> = []
+    /// AS2 has no directory listing: ferry cannot look before it resends.
+    var as2ConnectorID = ""
 }

@@ -107,6 +107,39 @@ struct JournalTests {
         #expect(try journal!.outboundFile(files[2].id)?.state == .staged)
     }
 
+    /// In-doubt files a listing found on the partner become `completed` (after_send follows); the batch
+    /// stays open while another of its files is still `submitting`, and the found file stops counting.
+    @Test func filesFoundOnThePartnerAreCompletedAndFinishTheirBatch() throws {
+        let dir = try TempDirectory()
+        let journal = try Journal(directory: dir.path, logger: logger)
+        let files = try journal.recordDetected([newFile("found.edi"), newFile("absent.edi")])
+        for file in files { try journal.markStaged(file.id, bucket: "b", key: "k/\(file.id)/\(file.relativePath)", checksum: "c") }
+        let batch = try journal.createBatch(rule: "invoices", connector: "acme", connectorID: "c-0123456789abcdef0", remoteDirectory: "/in",
+                                            fileIDs: files.map(\.id))
+        let completed = try journal.recordFoundOnPartner(batch: batch, [files[0].id])
+        #expect(completed.map(\.id) == [files[0].id] && completed.allSatisfy { $0.state == .completed })
+        #expect(try journal.batches(in: .submitting).map(\.fileIDs) == [[files[1].id]], "the absent file is still in doubt, alone")
+        try journal.markSubmitted(batch: batch, transferID: "t-2")
+        #expect(try journal.outboundFile(files[0].id)?.state == .completed, "a resend of the rest does not touch it")
+        try journal.recordOutcomes(batch: batch, [files[1].id: .completed])
+        #expect(try journal.batches(in: .submitted).isEmpty && journal.batches(in: .submitting).isEmpty)
+    }
+
+    /// A same-name same-size file on the partner proves nothing when another version of that remote path
+    /// and size may have been sent; versions never submitted (or of another size or folder) do not count.
+    @Test func lookalikesAreVersionsOfTheSameRemoteFolderAndSizePastStaged() throws {
+        let dir = try TempDirectory()
+        let journal = try Journal(directory: dir.path, logger: logger)
+        let first = try #require(try journal.recordDetected([newFile("a.edi", mtime: 1)]).first)
+        let second = try #require(try journal.recordDetected([newFile("a.edi", mtime: 2)]).first)
+        _ = try journal.recordDetected([newFile("a.edi", size: 11, mtime: 3)])
+        #expect(try journal.versionsThatMayHaveBeenSent(remoteDirectory: "/in", size: 10, excluding: second.id).isEmpty, "the first was never submitted")
+        try journal.markStaged(first.id, bucket: "b", key: "k/\(first.id)/a.edi", checksum: "c")
+        _ = try journal.createBatch(rule: "invoices", connector: "acme", connectorID: "c-0123456789abcdef0", remoteDirectory: "/in", fileIDs: [first.id])
+        #expect(try journal.versionsThatMayHaveBeenSent(remoteDirectory: "/in", size: 10, excluding: second.id).map(\.id) == [first.id])
+        #expect(try journal.versionsThatMayHaveBeenSent(remoteDirectory: "/elsewhere", size: 10, excluding: second.id).isEmpty)
+    }
+
     @Test func abandonedBatchReturnsFilesToStaged() throws {
         let dir = try TempDirectory()
         let journal = try Journal(directory: dir.path, logger: logger)

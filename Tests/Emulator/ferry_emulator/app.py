@@ -269,6 +269,16 @@ class EmulatorApp:
         raw_path, _, raw_query = raw_uri.partition("?")
         if service == "transfer":
             record["operation"] = target.split(".", 1)[1]
+            if record["operation"] == "StartFileTransfer":
+                # Logged even when a fault answers before any work, so that a test can tell which files a
+                # request that did nothing carried (a resend after it duplicates nothing).
+                try:
+                    request = json.loads(body or b"{}")
+                    paths = request.get("SendFilePaths") or request.get("RetrieveFilePaths") if isinstance(request, dict) else None
+                    if isinstance(paths, list):
+                        record["paths"] = [p for p in paths if isinstance(p, str)]
+                except (json.JSONDecodeError, UnicodeDecodeError):
+                    pass
         else:
             record["operation"], record["key"] = s3_operation(environ.get("REQUEST_METHOD", "GET"), raw_path, raw_query, environ)
 
