@@ -99,6 +99,7 @@ enum TimerPayload {
     case reconcile
     case rootCheck(String)
     case poll(String)
+    case pollPass(String)
     case moveExpiry(UInt32)
 }
 
@@ -127,6 +128,9 @@ final class FolderNode {
     var subfolders = NameSet()
     var reported = NameTable<FileVersion>()
     var pending = NameTable<PendingFile>()
+    /// In poll mode, the folder's inode, mtime and ctime when it was last listed: a pass re-reads it
+    /// only when one of them changed (a create, delete or rename in it).
+    var stamp: FolderStamp?
 
     init(id: UInt32, path: String, rules: [(index: Int, folder: String)]) {
         self.id = id
@@ -135,6 +139,22 @@ final class FolderNode {
     }
 
     func childPath(_ name: String) -> String { path == "/" ? "/" + name : path + "/" + name }
+}
+
+/// What a poll pass compares to tell whether a folder must be listed again.
+struct FolderStamp: Equatable {
+    var inode: UInt64
+    var mtimeNanoseconds: Int64
+    var ctimeNanoseconds: Int64
+
+    /// fstatat of a folder relative to an open folder, without following a link; nil when it is gone.
+    static func of(_ path: String, in folder: Int32) -> FolderStamp? {
+        var info = stat()
+        guard fstatat(folder, path, &info, AT_SYMLINK_NOFOLLOW) == 0, info.st_mode & S_IFMT == S_IFDIR else { return nil }
+        return FolderStamp(inode: UInt64(info.st_ino),
+                           mtimeNanoseconds: Int64(info.st_mtim.tv_sec) * 1_000_000_000 + Int64(info.st_mtim.tv_nsec),
+                           ctimeNanoseconds: Int64(info.st_ctim.tv_sec) * 1_000_000_000 + Int64(info.st_ctim.tv_nsec))
+    }
 }
 
 /// The watcher's state and logic. It is used only from the task running `FolderWatcher.run()`, so it
@@ -172,6 +192,13 @@ final class WatchCore {
 
     private var counters = WatchStatistics()
     private var rootStates = NameTable<RootStatus>()
+    /// How each attached root is watched (inotify or poll) and why, decided when it is attached.
+    private var rootChoices = NameTable<WatchModeChoice>()
+    /// Roots with a poll pass scheduled, so re-attaching does not schedule a second one.
+    private var pollPassesScheduled = NameSet()
+    /// Folders queued by a poll pass: their existing sub-folders are not queued with them (the pass
+    /// stamps each folder itself); a full scan queued meanwhile takes the folder out of this set.
+    private var incrementalScans: Set<UInt32> = []
     /// The folder (device, inode) each attached root resolved to, without links, when it was attached.
     private var rootIdentities = NameTable<RootHandle.Identity>()
     /// Roots opened (from `/`, without links) and checked against `rootIdentities` during this loop
@@ -341,6 +368,9 @@ extension WatchCore {
                     attachRoot(root, reason: "fallback scan")
                 }
                 schedule(.poll(root), after: fallbackScanInterval)
+            case .pollPass(let root):
+                pollPassesScheduled.remove(root)
+                pollPass(root)
             case .moveExpiry(let cookie):
                 // The folder left the watched trees: its old watches now point outside and must go.
                 for wd in pendingMoves.removeValue(forKey: cookie) ?? [] where byWD[wd] == nil {
@@ -492,8 +522,64 @@ extension WatchCore {
 
     /// A folder needs a watch when one of its rules' roots is being watched (not polled for lack of watches).
     private func needsWatch(_ node: FolderNode) -> Bool {
-        node.rules.contains { rootStates[rules[$0.index].root] == .watching }
+        node.rules.contains {
+            let root = rules[$0.index].root
+            return rootStates[root] == .watching && rootChoices[root]?.mode != .poll
+        }
     }
+
+    /// Whether some root covering the folder is polled, so its listings are stamped.
+    private func isPolled(_ node: FolderNode) -> Bool {
+        node.rules.contains { rootChoices[rules[$0.index].root]?.mode == .poll }
+    }
+
+    /// Decides (again) how `root` is watched from its rules' `watchMode` and its file system type,
+    /// logs a new or changed choice, and schedules the poll passes of a polled root. A root shared by
+    /// rules asking for different modes is polled (polling sees everything inotify sees), at the
+    /// shortest of their intervals.
+    private func chooseMode(_ root: String, descriptor fd: Int32) {
+        let covering = rules.filter { $0.root == root }.map(\.rule)
+        let requested: WatchMode = covering.contains { $0.watchMode == .poll } ? .poll
+            : covering.contains { $0.watchMode == .auto } ? .auto : .inotify
+        let interval = covering.map(\.pollInterval).min() ?? .seconds(5)
+        let choice = WatchModeChoice.decide(requested, on: FileSystemKind.of(descriptor: fd), pollInterval: interval)
+        if rootChoices[root] != choice {
+            rootChoices[root] = choice
+            counters.watchModes[root] = choice.description
+            logger.info("watching \(root) with \(choice)", metadata: ["watch.root": "\(root)", "watch.mode": "\(choice.mode.rawValue)"])
+        }
+        if choice.mode == .poll, pollPassesScheduled.insert(root).inserted {
+            schedule(.pollPass(root), after: choice.pollInterval)
+        }
+    }
+
+    /// One incremental pass over a polled root: every known folder is stat'ed (one fstatat each,
+    /// relative to the root's descriptor) and only those whose inode, mtime or ctime changed since they
+    /// were last listed are listed again; files still settling are re-stat'ed by their settle checks.
+    /// No per-file work happens for unchanged folders. A file rewritten in place under its old name
+    /// changes no folder's mtime: it is found by the full scan at the next reconciliation.
+    private func pollPass(_ root: String) {
+        guard let choice = rootChoices[root], choice.mode == .poll, rootStates[root] == .watching else { return }
+        defer {
+            if rootChoices[root]?.mode == .poll, pollPassesScheduled.insert(root).inserted {
+                schedule(.pollPass(root), after: choice.pollInterval)
+            }
+        }
+        guard let fd = rootDescriptor(root), let top = byPath[root] else { return }
+        counters.pollPasses += 1
+        var stack = [top]
+        while let node = stack.popLast() {
+            for name in node.subfolders { if let child = byPath[node.childPath(name)] { stack.append(child) } }
+            guard let folder = node.rules.first(where: { rules[$0.index].root == root })?.folder else { continue }
+            let stamp = FolderStamp.of(folder.isEmpty ? "." : folder.droppingLastBytes(1), in: fd)
+            guard stamp == nil || stamp != node.stamp else { continue }
+            if queuedScans.insert(node.id).inserted {
+                scanQueue.append(node.id)
+                incrementalScans.insert(node.id)
+            }
+        }
+    }
+
 
     /// The node for a covered folder, created (and watched) if new; nil if no rule covers it or it vanished.
     @discardableResult
@@ -639,6 +725,7 @@ extension WatchCore {
         rootStates[root] = .watching
         rootIdentities[root] = handle.identity
         openRoots[root] = handle
+        chooseMode(root, descriptor: handle.fd)
         guard let node = ensureNode(root) else { return }
         if case .missing(_, true) = previous {
             logger.info("watched folder is back; watching and scanning it again", metadata: ["watch.root": "\(root)"])
@@ -724,6 +811,8 @@ extension WatchCore {
         for root in distinctRoots() { roots.insert(root) }
         for root in rootStates.keys where !roots.contains(root) {
             rootStates[root] = nil
+            rootChoices[root] = nil
+            counters.watchModes[root] = nil
             rootIdentities[root] = nil
             openRoots[root] = nil
         }
@@ -736,6 +825,14 @@ extension WatchCore {
         for root in distinctRoots() where rootStates[root] == nil {
             rootStates[root] = .missing(backoff: Self.firstRootCheck, wasWatched: false)
             attachRoot(root, reason: "start")
+        }
+        for root in distinctRoots() where rootIdentities[root] != nil {
+            if let fd = rootDescriptor(root) { chooseMode(root, descriptor: fd) }
+        }
+        for (wd, watched) in byWD where !needsWatch(watched) {
+            inotify.removeWatch(wd)
+            byWD[wd] = nil
+            watched.wd = -1
         }
         for node in byID.values where node.wd < 0 && needsWatch(node) { _ = watch(node) }
         logger.info("watch rules updated", metadata: ["watch.rules": "\(rules.count)"])
@@ -762,6 +859,7 @@ extension WatchCore {
 
 extension WatchCore {
     private func enqueueScan(_ node: FolderNode) {
+        incrementalScans.remove(node.id)
         guard queuedScans.insert(node.id).inserted else { return }
         scanQueue.append(node.id)
     }
@@ -773,7 +871,8 @@ extension WatchCore {
             let id = scanQueue[scanQueueHead]
             scanQueueHead += 1
             queuedScans.remove(id)
-            if let node = byID[id] { budget -= 1 + scan(node) }
+            let incremental = incrementalScans.remove(id) != nil
+            if let node = byID[id] { budget -= 1 + scan(node, incremental: incremental) }
         }
         if scanQueueHead == scanQueue.count {
             scanQueue.removeAll(keepingCapacity: false)
@@ -783,10 +882,16 @@ extension WatchCore {
 
     /// Lists one folder: new sub-folders are watched and queued, regular files become candidates, and
     /// state for names no longer present is dropped. Returns the number of entries seen.
-    private func scan(_ node: FolderNode) -> Int {
+    /// An incremental scan (a poll pass's) queues only new sub-folders; the pass stamps the others.
+    private func scan(_ node: FolderNode, incremental: Bool = false) -> Int {
         var seen = NameSet()
         var subfolders: [String] = []
         guard let anchor = anchor(of: node) else { return 0 }
+        if isPolled(node) {
+            // Stamped before listing: a change made while listing shows in the next pass.
+            node.stamp = FolderStamp.of(anchor.folder.isEmpty ? "." : anchor.folder.droppingLastBytes(1), in: anchor.fd)
+            counters.pollFoldersRead += incremental ? 1 : 0
+        }
         do {
             let undecodable = try FolderListing.read(anchor.folder.isEmpty ? "" : anchor.folder.droppingLastBytes(1), below: anchor.fd) { folder, name, type in
                 seen.insert(name)
@@ -822,6 +927,7 @@ extension WatchCore {
             return 0
         }
         for path in subfolders {
+            if incremental, byPath[path] != nil { continue }
             if let child = ensureNode(path) { enqueueScan(child) }
         }
         for name in node.subfolders where !seen.contains(name) {

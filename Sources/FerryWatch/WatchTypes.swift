@@ -18,10 +18,17 @@ public struct WatchRule: Sendable, Hashable {
     /// recursive `root`: the archive_dir, quarantine (`.ferry/failed/`) and in-doubt folders. Compared
     /// byte for byte, component-wise (`/srv/out/archive` does not exclude `/srv/out/archived`).
     public var excludedFolders: [String]
+    /// inotify, polling, or chosen from the root's file system type (`FileSystemKind`).
+    public var watchMode: WatchMode
+    /// How often a polled root is checked for changed folders.
+    public var pollInterval: Duration
 
     /// Creates a rule; `root` and every `excludedFolders` entry must be absolute.
     public init(id: String, root: String, recursive: Bool = false, include: [String] = [], exclude: [String] = [],
-                settle: Duration = .seconds(2), readyMarker: String? = nil, excludedFolders: [String] = []) {
+                settle: Duration = .seconds(2), readyMarker: String? = nil, excludedFolders: [String] = [],
+                watchMode: WatchMode = .auto, pollInterval: Duration = .seconds(5)) {
+        self.watchMode = watchMode
+        self.pollInterval = pollInterval
         self.id = id
         self.root = root
         self.recursive = recursive
@@ -111,6 +118,12 @@ public struct WatchStatistics: Sendable, Hashable {
     public var completedWithoutWriteCheck = 0
     /// Whether the open-for-writing check has been unavailable for some file (see `lastProblem`).
     public var writeCheckUnavailable = false
+    /// How each attached root is watched and why, keyed by root: "inotify (ext4)", "poll every 5s (auto: fuse)".
+    public var watchModes: [String: String] = [:]
+    /// Incremental poll passes made over polled roots.
+    public var pollPasses = 0
+    /// Folders re-read by poll passes because their mtime or ctime changed.
+    public var pollFoldersRead = 0
 
     /// Creates zeroed statistics.
     public init() {}

@@ -82,3 +82,6 @@ static inline int ferry_sigio_is_ignored(void) {
     return (!(current.sa_flags & SA_SIGINFO) && current.sa_handler == SIG_IGN) ? 1 : 0;
 }
 #endif
+
+/// statfs(2)'s f_type of an open descriptor (path NULL) or a path; -1 with errno on failure.
+long long ferry_statfs_type(int fd, const char *path);
