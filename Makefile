@@ -9,7 +9,7 @@ PYTHON ?= python3
 RELEASE_FLAGS := -c release --static-swift-stdlib -Xlinker -z -Xlinker now
 
 APT_PACKAGES := pkg-config libcurl4-openssl-dev libssl-dev libyaml-dev libsqlite3-dev sqlite3 \
-	openssh-server openssh-client inotify-tools rclone procps
+	openssh-server openssh-client inotify-tools rclone procps bindfs fuse3 sshfs fswatch
 PIP_PACKAGES := moto[server]==5.2.1 boto3 awscli pytest werkzeug paramiko crc32c
 
 # For `make deb` and `make test-install` only (not needed to build or test).

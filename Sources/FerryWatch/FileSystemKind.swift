@@ -1,4 +1,5 @@
 internal import CFerrySys
+internal import Glibc
 
 /// How a rule's folder is watched.
 public enum WatchMode: String, Sendable, Hashable, CaseIterable {
@@ -51,16 +52,70 @@ public struct FileSystemKind: Sendable, Hashable, CustomStringConvertible {
         }
     }
 
-    /// The file system of an open descriptor.
+    /// Whether this is NFS, whose client caches file attributes for up to `acregmax`.
+    public var isNFS: Bool { magic == 0x6969 }
+
+    /// The file system of an open descriptor; nil when fstatfs fails.
     static func of(descriptor fd: Int32) -> FileSystemKind? {
-        let magic = ferry_statfs_type(fd, nil)
-        return magic < 0 ? nil : FileSystemKind(magic: UInt64(magic))
+        guard let magic = try? Syscall.retrying("fstatfs", { ferry_statfs_type(fd, nil) }) else { return nil }
+        return FileSystemKind(magic: UInt64(magic))
     }
 
     /// The file system holding `path` (following links: for `ferry validate`, which only advises).
     public static func of(path: String) -> FileSystemKind? {
-        let magic = ferry_statfs_type(-1, path)
-        return magic < 0 ? nil : FileSystemKind(magic: UInt64(magic))
+        guard let magic = try? Syscall.retrying("statfs", path: path, { ferry_statfs_type(-1, path) }) else { return nil }
+        return FileSystemKind(magic: UInt64(magic))
+    }
+}
+
+/// How long an NFS client may answer `stat` from its attribute cache: `acregmax` from the mount's
+/// options (`actimeo` sets it too, `noac` makes it 0), else the kernel's default of 60 s.
+///
+/// A poll-mode file on NFS counts as complete only after it stood unchanged for at least this long
+/// (and for `settle`), so that two looks cannot both come from one cached answer.
+public enum NFSAttributeCache {
+    /// The kernel's default `acregmax`.
+    public static let defaultTime: Duration = .seconds(60)
+
+    /// `acregmax` of the NFS mount holding the open folder `fd`, from `/proc/self/mountinfo` (matched
+    /// by device number); the default when the mount or the option is not found.
+    static func time(forFolder fd: Int32) -> Duration {
+        guard let info = try? FileStatus.freshInfo("", in: fd), let text = readMountInfo() else { return defaultTime }
+        // glibc's major()/minor() are macros Swift cannot call; this is their bit layout.
+        let dev = UInt64(info.st_dev)
+        let device = "\((dev >> 8) & 0xFFF | (dev >> 32) & ~0xFFF):\(dev & 0xFF | (dev >> 12) & ~0xFF)"
+        for line in text.split(separator: "\n") {
+            let fields = line.split(separator: " ")
+            guard fields.count > 2, fields[2] == device else { continue }
+            return time(options: line)
+        }
+        return defaultTime
+    }
+
+    private static func readMountInfo() -> String? {
+        guard let fd = try? Syscall.retrying("open", path: "/proc/self/mountinfo", { open("/proc/self/mountinfo", O_RDONLY | O_CLOEXEC) })
+        else { return nil }
+        defer { close(fd) }
+        var bytes: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 65536)
+        while true {
+            guard let count = try? Syscall.retrying("read", { chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) } }),
+                  count > 0 else { break }
+            bytes += chunk[0..<count]
+        }
+        return String(decoding: bytes, as: UTF8.self)
+    }
+
+    /// The cache time a mountinfo line (or any comma-separated option list) gives.
+    public static func time(options line: some StringProtocol) -> Duration {
+        var result = defaultTime
+        for word in line.split(whereSeparator: { $0 == "," || $0 == " " }) {
+            if word == "noac" { return .zero }
+            for key in ["actimeo=", "acregmax="] where word.hasPrefix(key) {
+                if let seconds = Int(word.dropFirst(key.count)) { result = .seconds(seconds) }
+            }
+        }
+        return result
     }
 }
 
@@ -72,9 +127,14 @@ public struct WatchModeChoice: Sendable, Hashable, CustomStringConvertible {
     public var reason: String
     /// How often the root is polled (poll mode).
     public var pollInterval: Duration
+    /// On NFS, the client's attribute-cache time (`acregmax`): a polled file must stand unchanged at
+    /// least this long, as well as `settle`, before it counts as complete. Zero elsewhere.
+    public var attributeCacheTime: Duration = .zero
 
     public var description: String {
-        mode == .poll ? "poll every \(pollInterval) (\(reason))" : "inotify (\(reason))"
+        guard mode == .poll else { return "inotify (\(reason))" }
+        let cache = attributeCacheTime > .zero ? "; files must also stand unchanged for the NFS attribute-cache time \(attributeCacheTime)" : ""
+        return "poll every \(pollInterval) (\(reason)\(cache))"
     }
 
     /// Resolves `requested` for a root on `kind` (nil when statfs failed: inotify, said so).

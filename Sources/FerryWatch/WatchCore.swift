@@ -147,10 +147,12 @@ struct FolderStamp: Equatable {
     var mtimeNanoseconds: Int64
     var ctimeNanoseconds: Int64
 
-    /// fstatat of a folder relative to an open folder, without following a link; nil when it is gone.
+    /// The stamp of a folder relative to an open folder, without following a link; nil when it is gone.
+    /// Fresh from the file system (`FileStatus.freshInfo`): an NFS client caches a folder's attributes
+    /// for up to `acdirmax` (60 s by default) and FUSE for its attr_timeout, which would delay every
+    /// new file by that much. Costs one GETATTR round trip per known folder per pass on NFS.
     static func of(_ path: String, in folder: Int32) -> FolderStamp? {
-        var info = stat()
-        guard fstatat(folder, path, &info, AT_SYMLINK_NOFOLLOW) == 0, info.st_mode & S_IFMT == S_IFDIR else { return nil }
+        guard let info = try? FileStatus.freshInfo(path, in: folder), info.st_mode & S_IFMT == S_IFDIR else { return nil }
         return FolderStamp(inode: UInt64(info.st_ino),
                            mtimeNanoseconds: Int64(info.st_mtim.tv_sec) * 1_000_000_000 + Int64(info.st_mtim.tv_nsec),
                            ctimeNanoseconds: Int64(info.st_ctim.tv_sec) * 1_000_000_000 + Int64(info.st_ctim.tv_nsec))
@@ -177,6 +179,11 @@ final class WatchCore {
     static let moveExpiry: Duration = .seconds(1)
     static let scanSliceEntries = 4096
     static let timerSlack: Duration = .milliseconds(25)
+    /// How many reported files a poll pass stats again, in folders taken in turn: a file rewritten in
+    /// place under its old name changes no folder's mtime, so only a stat of the file itself shows it.
+    /// Bounded so that a pass over a large unchanged tree stays cheap; a tree of N reported files is
+    /// covered every ceil(N / 1000) passes (and by the full scan at each reconciliation).
+    static let trackedFilesPerPass = 1_000
 
     private(set) var rules: [CompiledRule]
     private let inotify: Inotify
@@ -196,6 +203,8 @@ final class WatchCore {
     private var rootChoices = NameTable<WatchModeChoice>()
     /// Roots with a poll pass scheduled, so re-attaching does not schedule a second one.
     private var pollPassesScheduled = NameSet()
+    /// Per polled root, the id of the last folder whose reported files a pass stat'ed again.
+    private var trackedCursor = NameTable<UInt32>()
     /// Folders queued by a poll pass: their existing sub-folders are not queued with them (the pass
     /// stamps each folder itself); a full scan queued meanwhile takes the folder out of this set.
     private var incrementalScans: Set<UInt32> = []
@@ -542,10 +551,12 @@ extension WatchCore {
         let requested: WatchMode = covering.contains { $0.watchMode == .poll } ? .poll
             : covering.contains { $0.watchMode == .auto } ? .auto : .inotify
         let interval = covering.map(\.pollInterval).min() ?? .seconds(5)
-        let choice = WatchModeChoice.decide(requested, on: FileSystemKind.of(descriptor: fd), pollInterval: interval)
+        let kind = FileSystemKind.of(descriptor: fd)
+        var choice = WatchModeChoice.decide(requested, on: kind, pollInterval: interval)
+        if choice.mode == .poll, kind?.isNFS == true { choice.attributeCacheTime = NFSAttributeCache.time(forFolder: fd) }
         if rootChoices[root] != choice {
             rootChoices[root] = choice
-            counters.watchModes[root] = choice.description
+            counters.watchModes[root] = choice
             logger.info("watching \(root) with \(choice)", metadata: ["watch.root": "\(root)", "watch.mode": "\(choice.mode.rawValue)"])
         }
         if choice.mode == .poll, pollPassesScheduled.insert(root).inserted {
@@ -553,11 +564,12 @@ extension WatchCore {
         }
     }
 
-    /// One incremental pass over a polled root: every known folder is stat'ed (one fstatat each,
-    /// relative to the root's descriptor) and only those whose inode, mtime or ctime changed since they
-    /// were last listed are listed again; files still settling are re-stat'ed by their settle checks.
-    /// No per-file work happens for unchanged folders. A file rewritten in place under its old name
-    /// changes no folder's mtime: it is found by the full scan at the next reconciliation.
+    /// One incremental pass over a polled root. Every known folder is stat'ed (one statx each, fresh
+    /// from the file system, relative to the root's descriptor) and only those whose inode, mtime or
+    /// ctime changed since they were last listed are listed again: no per-file work for unchanged
+    /// folders. Then at most `trackedFilesPerPass` reported files, folder by folder in turn, are
+    /// stat'ed for rewrites in place, which change no folder. Files still settling need nothing here:
+    /// their settle check looks at them again, fresh from the file system, when their time is up.
     private func pollPass(_ root: String) {
         guard let choice = rootChoices[root], choice.mode == .poll, rootStates[root] == .watching else { return }
         defer {
@@ -567,10 +579,12 @@ extension WatchCore {
         }
         guard let fd = rootDescriptor(root), let top = byPath[root] else { return }
         counters.pollPasses += 1
+        var tracked: [(node: FolderNode, folder: String)] = []
         var stack = [top]
         while let node = stack.popLast() {
             for name in node.subfolders { if let child = byPath[node.childPath(name)] { stack.append(child) } }
             guard let folder = node.rules.first(where: { rules[$0.index].root == root })?.folder else { continue }
+            if !node.reported.isEmpty { tracked.append((node, folder)) }
             let stamp = FolderStamp.of(folder.isEmpty ? "." : folder.droppingLastBytes(1), in: fd)
             guard stamp == nil || stamp != node.stamp else { continue }
             if queuedScans.insert(node.id).inserted {
@@ -578,8 +592,39 @@ extension WatchCore {
                 incrementalScans.insert(node.id)
             }
         }
+        revisitTracked(tracked, of: root, below: fd)
     }
 
+    /// Stats reported files again for rewrites in place, whole folders at a time in order of folder id
+    /// starting after the last one visited, until `trackedFilesPerPass` files were looked at.
+    private func revisitTracked(_ tracked: [(node: FolderNode, folder: String)], of root: String, below fd: Int32) {
+        guard !tracked.isEmpty else { return }
+        let ordered = tracked.sorted { $0.node.id < $1.node.id }
+        let cursor = trackedCursor[root] ?? 0
+        let first = ordered.firstIndex { $0.node.id > cursor } ?? 0
+        var budget = Self.trackedFilesPerPass
+        var index = first
+        repeat {
+            let (node, folder) = ordered[index]
+            trackedCursor[root] = node.id
+            for (key, version) in node.reported.storage where node.pending[key.string] == nil {
+                let name = key.string
+                budget -= 1
+                counters.pollFilesChecked += 1
+                guard let status = FileStatus.of(folder + name, in: fd) else { continue }
+                if status.version != version { consider(name, in: node, status: status, fromScan: true) }
+            }
+            index = (index + 1) % ordered.count
+        } while budget > 0 && index != first
+    }
+
+    /// A rule's settle time; in poll mode on NFS at least the client's attribute-cache time, so that
+    /// two looks at a file cannot both be one cached answer.
+    private func settleWindow(_ rule: Int) -> Duration {
+        let settle = rules[rule].rule.settle
+        guard let choice = rootChoices[rules[rule].root], choice.mode == .poll else { return settle }
+        return max(settle, choice.attributeCacheTime)
+    }
 
     /// The node for a covered folder, created (and watched) if new; nil if no rule covers it or it vanished.
     @discardableResult
@@ -812,6 +857,7 @@ extension WatchCore {
         for root in rootStates.keys where !roots.contains(root) {
             rootStates[root] = nil
             rootChoices[root] = nil
+            trackedCursor[root] = nil
             counters.watchModes[root] = nil
             rootIdentities[root] = nil
             openRoots[root] = nil
@@ -984,7 +1030,7 @@ extension WatchCore {
             return
         }
         if node.reported[name] == status.version { return }
-        let settle = rules[rule].rule.settle
+        let settle = settleWindow(rule)
         let now = clock.now
         if var pending = node.pending[name] {
             if fromScan, pending.version == status.version { return }

@@ -118,12 +118,15 @@ public struct WatchStatistics: Sendable, Hashable {
     public var completedWithoutWriteCheck = 0
     /// Whether the open-for-writing check has been unavailable for some file (see `lastProblem`).
     public var writeCheckUnavailable = false
-    /// How each attached root is watched and why, keyed by root: "inotify (ext4)", "poll every 5s (auto: fuse)".
-    public var watchModes: [String: String] = [:]
+    /// How each attached root is watched and why, keyed by root (its description reads like
+    /// "poll every 5s (auto: fuse is a network or FUSE file system)").
+    public var watchModes: [String: WatchModeChoice] = [:]
     /// Incremental poll passes made over polled roots.
     public var pollPasses = 0
-    /// Folders re-read by poll passes because their mtime or ctime changed.
+    /// Folders re-read by poll passes because their inode, mtime or ctime changed.
     public var pollFoldersRead = 0
+    /// Reported files poll passes stat'ed again to find rewrites in place (`trackedFilesPerPass` a pass).
+    public var pollFilesChecked = 0
 
     /// Creates zeroed statistics.
     public init() {}
