@@ -203,6 +203,9 @@ final class WatchCore {
     private var rootChoices = NameTable<WatchModeChoice>()
     /// Roots with a poll pass scheduled, so re-attaching does not schedule a second one.
     private var pollPassesScheduled = NameSet()
+    /// The poll pass whose re-listings are still queued: when it started (wall and process CPU) and the
+    /// folders read before it, so `lastPollPass` can say what it cost once the queue drains.
+    private var passInProgress: (wall: ContinuousClock.Instant, cpu: Duration, foldersRead: Int, pass: Int)?
     /// Per polled root, the id of the last folder whose reported files a pass stat'ed again.
     private var trackedCursor = NameTable<UInt32>()
     /// Folders queued by a poll pass: their existing sub-folders are not queued with them (the pass
@@ -315,6 +318,11 @@ extension WatchCore {
             }
         } else {
             counters.initialScanComplete = true
+            if let pass = passInProgress {
+                passInProgress = nil
+                counters.lastPollPass = .init(wall: clock.now - pass.wall, cpu: Self.processCPUTime() - pass.cpu,
+                                              foldersRead: counters.pollFoldersRead - pass.foldersRead, pass: pass.pass)
+            }
         }
         armTimer()
         publish()
@@ -579,6 +587,9 @@ extension WatchCore {
         }
         guard let fd = rootDescriptor(root), let top = byPath[root] else { return }
         counters.pollPasses += 1
+        if passInProgress == nil {
+            passInProgress = (clock.now, Self.processCPUTime(), counters.pollFoldersRead, counters.pollPasses)
+        }
         var tracked: [(node: FolderNode, folder: String)] = []
         var stack = [top]
         while let node = stack.popLast() {
@@ -616,6 +627,13 @@ extension WatchCore {
             }
             index = (index + 1) % ordered.count
         } while budget > 0 && index != first
+    }
+
+    /// This process's CPU time so far (CLOCK_PROCESS_CPUTIME_ID), to tell what a poll pass cost.
+    static func processCPUTime() -> Duration {
+        var now = timespec()
+        guard (try? Syscall.retrying("clock_gettime") { clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &now) }) != nil else { return .zero }
+        return .seconds(now.tv_sec) + .nanoseconds(now.tv_nsec)
     }
 
     /// A rule's settle time; in poll mode on NFS at least the client's attribute-cache time, so that

@@ -127,6 +127,21 @@ public struct WatchStatistics: Sendable, Hashable {
     public var pollFoldersRead = 0
     /// Reported files poll passes stat'ed again to find rewrites in place (`trackedFilesPerPass` a pass).
     public var pollFilesChecked = 0
+    /// The last finished poll pass: wall time and this process's CPU time from its start until the
+    /// folders it found changed were listed again (settling the files found comes later).
+    public var lastPollPass: PollPassCost?
+
+    /// What one poll pass cost.
+    public struct PollPassCost: Sendable, Hashable {
+        /// Wall time.
+        public var wall: Duration
+        /// Process CPU time (user + system) over the same span.
+        public var cpu: Duration
+        /// Folders listed again because they changed.
+        public var foldersRead: Int
+        /// The pass's number (`pollPasses` when it started).
+        public var pass: Int
+    }
 
     /// Creates zeroed statistics.
     public init() {}
