@@ -1030,6 +1030,10 @@ extension WatchCore {
 
     /// A file may have changed: start (or restart) its settle clock unless this version was reported.
     private func consider(_ name: String, in node: FolderNode, status known: FileStatus?, fromScan: Bool) {
+        // The common case of a re-listed folder (a poll pass, a reconciliation): a file already
+        // reported in this version. Only completed files are in `reported` (never markers or files
+        // no rule selects), so this answers before any pattern is matched.
+        if let known, node.reported[name] == known.version { return }
         let rule: Int
         switch route(name, in: node) {
         case .none:
@@ -1048,6 +1052,15 @@ extension WatchCore {
             return
         }
         if node.reported[name] == status.version { return }
+        if fromScan, node.pending[name] == nil, isKnown(rules[rule].rule.id, node.childPath(name), status.version) {
+            // A version the journal already has, found by a scan (a restart's start-up scan, a poll
+            // pass): it would only be settled to be dropped as known. Skipping that saves a write
+            // check per file and keeps a large tree's start-up from holding a pending entry and a
+            // timer for every file at once. A later change is a new version and settles as usual.
+            node.reported[name] = status.version
+            counters.known += 1
+            return
+        }
         let settle = settleWindow(rule)
         let now = clock.now
         if var pending = node.pending[name] {
@@ -1181,6 +1194,8 @@ extension WatchCore {
 
     private func complete(_ name: String, in node: FolderNode, version: FileVersion, rule index: Int, relativePath relative: String) {
         if node.pending.removeValue(forKey: name) != nil { counters.pending -= 1 }
+        // A table keeps its capacity when emptied: after a burst, give it back (most folders are idle).
+        if node.pending.isEmpty { node.pending.removeAll() }
         guard node.reported[name] != version else { return }
         node.reported[name] = version
         let rule = rules[index].rule

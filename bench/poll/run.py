@@ -118,7 +118,7 @@ def run_ferry(binary, root, paths, files, folders, interval_ms):
         "found": f"{int(first['pending']) + int(first['reported'])}/{len(changed)} in 1 pass, {done['reported']} reported",
         "found_in_one": found_in_one,
         "peak_kb": int(done["peak_kb"]),
-        "note": ready,
+        "note": f"{ready}; resident at the end {int(done['rss_kb']) / 1024:.1f} MB",
     }
 
 

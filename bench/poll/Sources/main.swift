@@ -65,7 +65,7 @@ while printed < passes {
 }
 /// VmHWM from /proc/self/status: ru_maxrss would carry over the high-water mark of the driver that
 /// forked this process before exec (Linux keeps it across exec), which holds the tree's path list.
-func peakKilobytes() -> Int {
+func statusKilobytes(_ field: String) -> Int {
     let fd = open("/proc/self/status", O_RDONLY | O_CLOEXEC)
     guard fd >= 0 else { return -1 }
     defer { close(fd) }
@@ -73,10 +73,10 @@ func peakKilobytes() -> Int {
     let count = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
     guard count > 0 else { return -1 }
     let text = String(decoding: buffer[0..<count], as: UTF8.self)
-    guard let line = text.split(separator: "\n").first(where: { $0.hasPrefix("VmHWM:") }) else { return -1 }
+    guard let line = text.split(separator: "\n").first(where: { $0.hasPrefix(field + ":") }) else { return -1 }
     return Int(line.split(separator: " ").dropFirst().first ?? "") ?? -1
 }
-let peak = peakKilobytes()
+let peak = statusKilobytes("VmHWM"), resident = statusKilobytes("VmRSS")
 running.cancel()
 _ = await running.result
-say("done peak_kb=\(peak) reported=\(await reports.value)")
+say("done peak_kb=\(peak) rss_kb=\(resident) reported=\(await reports.value)")
