@@ -146,6 +146,26 @@ struct PollModeTests {
         #expect(NFSAttributeCache.time(options: "rw,vers=4.2") == .seconds(60))
     }
 
+    /// A reload that changes `watch_mode` switches the folder between watches and passes.
+    @Test func reloadSwitchesBetweenInotifyAndPoll() async throws {
+        let harness = try WatchHarness { base in [.test("out", base + "/out", watchMode: .inotify)] }
+        try await harness.waitUntilScanned()
+        #expect(harness.watcher.statistics.watches == 1)
+        harness.watcher.updateRules([.test("out", harness.path("out"), watchMode: .poll, pollInterval: .milliseconds(300))])
+        #expect(await harness.wait { harness.watcher.statistics.watchModes.values.first?.mode == .poll })
+        #expect(await harness.wait { harness.watcher.statistics.watches == 0 }, "the folder's watch stays after switching to poll")
+        try harness.write("out/while-polled.txt")
+        #expect(await harness.wait { harness.reportedPaths == ["while-polled.txt"] })
+        let passes = harness.watcher.statistics.pollPasses
+        harness.watcher.updateRules([.test("out", harness.path("out"), watchMode: .inotify)])
+        #expect(await harness.wait { harness.watcher.statistics.watchModes.values.first?.mode == .inotify })
+        #expect(await harness.wait { harness.watcher.statistics.watches == 1 })
+        try harness.write("out/while-watched.txt")
+        #expect(await harness.wait { harness.reportedPaths == ["while-polled.txt", "while-watched.txt"] })
+        #expect(harness.watcher.statistics.pollPasses <= passes + 1, "passes go on after switching back to inotify")
+        await harness.stop()
+    }
+
     @Test func pollModeOnALocalFolderFindsFilesWithoutWatches() async throws {
         let harness = try WatchHarness { base in [.test("local", base + "/out", watchMode: .poll, pollInterval: .milliseconds(300))] }
         try await harness.waitUntilScanned()
