@@ -146,6 +146,28 @@ struct PollModeTests {
         #expect(NFSAttributeCache.time(options: "rw,vers=4.2") == .seconds(60))
     }
 
+    /// Passes over an unchanged tree list no folder; a change lists exactly the folder it happened in.
+    @Test func unchangedFoldersAreNotListedAgain() async throws {
+        let harness = try WatchHarness { base in [.test("tree", base + "/tree", watchMode: .poll, pollInterval: .milliseconds(200))] }
+        try await harness.waitUntilScanned()
+        for folder in 0..<20 {
+            try harness.mkdir("tree/d\(folder)")
+            for file in 0..<5 { try harness.write("tree/d\(folder)/f\(file).txt") }
+        }
+        #expect(await harness.wait { harness.reports.count == 100 })
+        // A folder stamped just before its last file arrived is listed once more by the next pass:
+        // measure from a pass that started after the reports and whose listings are done.
+        let after = harness.watcher.statistics.pollPasses
+        #expect(await harness.wait { (harness.watcher.statistics.lastPollPass?.pass ?? 0) > after })
+        let settled = harness.watcher.statistics
+        #expect(await harness.wait { (harness.watcher.statistics.lastPollPass?.pass ?? 0) >= (settled.lastPollPass?.pass ?? 0) + 3 })
+        #expect(harness.watcher.statistics.pollFoldersRead == settled.pollFoldersRead, "a pass listed an unchanged folder")
+        try harness.write("tree/d7/new.txt")
+        #expect(await harness.wait { harness.reports.count == 101 })
+        #expect(harness.watcher.statistics.pollFoldersRead == settled.pollFoldersRead + 1, "only d7 changed")
+        await harness.stop()
+    }
+
     /// A reload that changes `watch_mode` switches the folder between watches and passes.
     @Test func reloadSwitchesBetweenInotifyAndPoll() async throws {
         let harness = try WatchHarness { base in [.test("out", base + "/out", watchMode: .inotify)] }
