@@ -60,6 +60,12 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ], path: "bench/watch/Sources"),
 
+        // bench/poll: FolderWatcher's poll mode over a big tree, measured against fswatch's poll_monitor by bench/poll/run.py.
+        .executableTarget(name: "ferry-poll-bench", dependencies: [
+            "FerryWatch",
+            .product(name: "Logging", package: "swift-log"),
+        ], path: "bench/poll/Sources"),
+
         // bench/upload: FerryAWS uploads vs aws-cli and rclone, measured by bench/upload/run.py.
         .executableTarget(name: "ferry-upload-bench", dependencies: [
             "FerryAWS",

@@ -19,11 +19,13 @@ extension OutboundRule {
                 connector: String, remoteDirectoryPath: String? = nil, settle: Duration = RulesDefaults.settle,
                 readyMarker: String? = nil, batchMaxFiles: Int = RulesDefaults.batchMaxFiles,
                 batchMaxWait: Duration = RulesDefaults.batchMaxWait, afterSend: AfterSend = RulesDefaults.afterSend,
-                archiveDir: String? = nil, retries: Int = RulesDefaults.retries) throws(Glob.SyntaxError) {
+                archiveDir: String? = nil, retries: Int = RulesDefaults.retries, watchMode: WatchMode = RulesDefaults.watchMode,
+                pollInterval: Duration = RulesDefaults.pollInterval) throws(Glob.SyntaxError) {
         self.init(name: name, watch: PathRules.normalize(watch), recursive: recursive, include: include, exclude: exclude,
                   connector: connector, remoteDirectoryPath: remoteDirectoryPath, settle: settle, readyMarker: readyMarker,
                   batchMaxFiles: batchMaxFiles, batchMaxWait: batchMaxWait, afterSend: afterSend, archiveDir: archiveDir,
-                  retries: retries, filter: try FileFilter(include: include, exclude: exclude))
+                  retries: retries, filter: try FileFilter(include: include, exclude: exclude), watchMode: watchMode,
+                  pollInterval: pollInterval)
     }
 }
 

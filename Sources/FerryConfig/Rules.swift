@@ -173,6 +173,21 @@ public struct OutboundRule: Sendable {
     public var retries: Int
     /// The compiled include/exclude decision, default ignores included.
     public var filter: FileFilter
+    /// How the folder is watched: inotify, polling, or chosen from its file system type.
+    public var watchMode: WatchMode = RulesDefaults.watchMode
+    /// How often a polled folder is checked for changes.
+    public var pollInterval: Duration = RulesDefaults.pollInterval
+
+    /// `watch_mode`: inotify sees only changes made through this host's kernel, so folders on NFS,
+    /// SMB or FUSE mounts written by other hosts must be polled.
+    public enum WatchMode: String, Sendable, CaseIterable {
+        /// Poll on network and FUSE file systems (by `statfs`), inotify elsewhere.
+        case auto
+        /// inotify events, with the periodic reconciliation as the safety net.
+        case inotify
+        /// Incremental polling every `poll_interval`.
+        case poll
+    }
 
     /// Whether this rule's folder and patterns select the file at absolute `path` (ignoring earlier rules).
     public func selects(path: String) -> Bool {

@@ -16,8 +16,14 @@ public enum RulesLoader {
         public var warnings: [Diagnostic] { diagnostics.filter { $0.severity == .warning } }
     }
 
+    /// Tells which file system holds a folder: its name ("nfs", "fuse") and whether inotify is blind to
+    /// changes made on it by other hosts. Given by `ferry validate` (FerryConfig reads no file system
+    /// types itself), so it can warn about `watch_mode: inotify` on such a folder; nil when unknown.
+    public typealias FileSystemProbe = @Sendable (_ folder: String) -> (name: String, isRemote: Bool)?
+
     /// Loads the file at `path`; an unreadable file is one error at 1:1. A world-writable file is a warning.
-    public static func load(path: String) -> LoadResult {
+    /// With `fileSystem`, a rule that forces `watch_mode: inotify` on a network or FUSE folder is a warning.
+    public static func load(path: String, fileSystem: FileSystemProbe? = nil) -> LoadResult {
         var sink = DiagnosticSink(file: path)
         var status = stat()
         guard stat(path, &status) == 0 else {
@@ -37,7 +43,7 @@ public enum RulesLoader {
             let mode = String(status.st_mode & 0o777, radix: 8)
             sink.warning(.start, "the rules file is world-writable (mode \(mode)): anyone on this machine can change where files are sent; run chmod o-w \(path)")
         }
-        return load(bytes: [UInt8](data), sink: sink)
+        return load(bytes: [UInt8](data), sink: sink, fileSystem: fileSystem)
     }
 
     /// Loads rules from text; `path` is only used to name the file in diagnostics.
@@ -50,7 +56,7 @@ public enum RulesLoader {
         load(bytes: contents, sink: DiagnosticSink(file: path))
     }
 
-    private static func load(bytes: [UInt8], sink: DiagnosticSink) -> LoadResult {
+    private static func load(bytes: [UInt8], sink: DiagnosticSink, fileSystem: FileSystemProbe? = nil) -> LoadResult {
         var sink = sink
         let root: YAMLNode?
         do {
@@ -64,6 +70,7 @@ public enum RulesLoader {
             return LoadResult(rules: nil, diagnostics: sink.sorted)
         }
         var builder = RulesBuilder(decoder: RulesDecoder(sink: sink))
+        builder.fileSystem = fileSystem
         let rules = builder.build(root)
         let result = builder.decoder.sink
         return LoadResult(rules: result.hasErrors ? nil : rules, diagnostics: result.sorted)
@@ -88,6 +95,8 @@ struct RulesBuilder {
     /// Connectors whose staging was written but invalid: already reported, so not reported again as missing.
     private var stagingWritten: Set<String> = []
     private var ruleNames: [String: (kind: String, position: SourcePosition)] = [:]
+    /// See `RulesLoader.FileSystemProbe`.
+    var fileSystem: RulesLoader.FileSystemProbe?
 
     init(decoder: RulesDecoder) { self.decoder = decoder }
 
@@ -318,12 +327,31 @@ struct RulesBuilder {
         }
         if afterSend == .archive { warnIfPrivateTmp(archiveDir, "archive_dir", at: fields["archive_dir"]) }
         let retries = decoder.integer(fields["retries"], "retries", range: 0...100, default: RulesDefaults.retries)
+        let (watchMode, pollInterval) = watchModeFields(fields, watch: watch)
         guard let name, let watch, let (connector, _) = connector,
               let filter = try? FileFilter(include: include, exclude: exclude) else { return nil }
         let rule = OutboundRule(name: name, watch: watch, recursive: recursive, include: include, exclude: exclude, connector: connector.name,
                                 remoteDirectoryPath: remote, settle: settle, readyMarker: readyMarker, batchMaxFiles: batchMaxFiles,
-                                batchMaxWait: batchMaxWait, afterSend: afterSend, archiveDir: archiveDir, retries: retries, filter: filter)
+                                batchMaxWait: batchMaxWait, afterSend: afterSend, archiveDir: archiveDir, retries: retries, filter: filter,
+                                watchMode: watchMode, pollInterval: pollInterval)
         return (rule, Self.valuePositions(fields))
+    }
+
+    /// `watch_mode` and `poll_interval`, with the checks that span both and the folder's file system.
+    private mutating func watchModeFields(_ fields: Fields, watch: String?) -> (OutboundRule.WatchMode, Duration) {
+        let watchMode = decoder.choice(fields["watch_mode"], "watch_mode", default: RulesDefaults.watchMode)
+        var pollInterval = decoder.duration(fields["poll_interval"], "poll_interval", default: RulesDefaults.pollInterval)
+        if let node = fields["poll_interval"], pollInterval < RulesDefaults.minimumPollInterval {
+            decoder.sink.error(node.position, "'poll_interval' must be at least 100ms: each poll pass stats every watched folder")
+            pollInterval = RulesDefaults.pollInterval
+        }
+        if watchMode == .inotify, let position = fields.keyPosition("poll_interval") {
+            decoder.sink.warning(position, "'poll_interval' is ignored because 'watch_mode' is inotify")
+        }
+        if watchMode == .inotify, let node = fields["watch_mode"], let watch, let kind = fileSystem?(watch), kind.isRemote {
+            decoder.sink.warning(node.position, "'watch_mode: inotify' on \(watch), which is on \(kind.name): inotify sees only changes made through this host's kernel, so files written by other hosts (or behind a FUSE mount) wait for the reconciliation scan; use 'watch_mode: auto' or 'poll'")
+        }
+        return (watchMode, pollInterval)
     }
 
     private mutating func inboundRule(_ node: YAMLNode, connectors: [Located<Connector>]) -> (InboundRule, [String: SourcePosition])? {

@@ -5,8 +5,8 @@ public enum RulesSchema {
     static let aws = ["region", "profile", "endpoint_url", "ca_bundle", "max_attempts"]
     static let connector = ["type", "connector_id", "staging", "max_in_flight", "requests_per_second", "keep_staged", "on_in_doubt", "aws"]
     static let connectorAWS = ["region", "profile", "endpoint_url", "ca_bundle"]
-    static let outbound = ["name", "watch", "recursive", "include", "exclude", "connector", "remote_directory_path", "settle",
-                           "ready_marker", "batch", "after_send", "archive_dir", "retries"]
+    static let outbound = ["name", "watch", "recursive", "watch_mode", "poll_interval", "include", "exclude", "connector",
+                           "remote_directory_path", "settle", "ready_marker", "batch", "after_send", "archive_dir", "retries"]
     static let batch = ["max_files", "max_wait"]
     static let inbound = ["name", "connector", "remote_directory_path", "schedule", "include", "exclude", "min_age",
                           "local_directory_path", "download_to", "on_conflict", "after_retrieve", "max_items"]
@@ -66,6 +66,10 @@ public enum RulesDefaults {
     public static let keepStaged = false
     public static let onInDoubt = InDoubtPolicy.resend
     public static let recursive = false
+    public static let watchMode = OutboundRule.WatchMode.auto
+    public static let pollInterval: Duration = .seconds(5)
+    /// The shortest `poll_interval` accepted: each pass stats every watched folder.
+    public static let minimumPollInterval: Duration = .milliseconds(100)
     public static let settle: Duration = .seconds(2)
     public static let batchMaxFiles = 10
     public static let batchMaxWait: Duration = .seconds(1)

@@ -88,9 +88,16 @@ public final class Daemon: Service, Sendable {
 
     /// Watched folders that are gone (or now resolve through a link) and watching that fell back to
     /// scanning make `ferry status` degraded, with the watcher's own explanation.
+    /// The watch mode of each folder (and why) goes to `watch-modes.json` whenever it changes.
     private func publishWatcherHealth() async throws {
+        var publishedModes: [String: WatchModeChoice]?
         while !Task.isCancelled {
             let statistics = watcher.statistics
+            if statistics.watchModes != publishedModes {
+                publishedModes = statistics.watchModes
+                let modes = statistics.watchModes.map { WatchModeStatus(folder: $0.key, choice: $0.value) }.sorted { $0.folder < $1.folder }
+                WatchModesFile.write(modes, stateDir: currentRules.withLock { $0.stateDir })
+            }
             if statistics.missingRoots > 0 {
                 let why = statistics.lastProblem.map { ": \($0)" } ?? ""
                 health.set("watch", "\(statistics.missingRoots) watched folder(s) missing or lost\(why)")
@@ -150,8 +157,22 @@ public final class Daemon: Service, Sendable {
         }
         return rules.outbound.map {
             WatchRule(id: $0.name, root: $0.watch, recursive: $0.recursive, include: $0.include, exclude: $0.exclude,
-                      settle: $0.settle, readyMarker: $0.readyMarker, excludedFolders: excluded)
+                      settle: $0.settle, readyMarker: $0.readyMarker, excludedFolders: excluded,
+                      watchMode: watchMode($0.watchMode), pollInterval: $0.pollInterval)
         }
+    }
+
+    static func watchMode(_ configured: OutboundRule.WatchMode) -> WatchMode {
+        switch configured {
+        case .auto: .auto
+        case .inotify: .inotify
+        case .poll: .poll
+        }
+    }
+
+    /// For `ferry validate`: the file system holding `folder` and whether inotify is blind on it.
+    public static func fileSystem(of folder: String) -> (name: String, isRemote: Bool)? {
+        FileSystemKind.of(path: folder).map { ($0.name, $0.isRemote) }
     }
 
     /// The contexts of `connectors`: this rules generation's settings and clients, over the budgets each

@@ -207,10 +207,18 @@ enum LocalFiles {
     static func claim(_ path: String, expected: LocalVersion, as claimPath: String) throws -> Bool {
         guard currentVersion(path) == expected else { return false }
         try makeDirectories((claimPath as NSString).deletingLastPathComponent)
-        while ferry_rename_noreplace(path, claimPath) != 0 {
+        var noReplaceWorks = true
+        while (noReplaceWorks ? ferry_rename_noreplace(path, claimPath) : rename(path, claimPath)) != 0 {
             let error = errno
             if error == EINTR { continue }
             if error == ENOENT { return false }
+            // FUSE (bindfs, sshfs) and some NFS servers refuse RENAME_NOREPLACE with EINVAL. The claim
+            // name is ferry's own, private and unique, so a plain rename is as safe once it is free;
+            // link-then-unlink is not: the unlink could remove a newer version renamed into `path`.
+            if noReplaceWorks, error == EINVAL || error == ENOSYS, currentVersion(claimPath) == nil, access(claimPath, F_OK) != 0 {
+                noReplaceWorks = false
+                continue
+            }
             throw LocalFileError("rename", path: claimPath, errno: error)
         }
         if currentVersion(claimPath) == expected { return true }

@@ -28,6 +28,8 @@ public struct StatusReport: Codable, Sendable, Equatable {
         /// The oldest file not yet sent, and how long it has waited.
         public var oldestWaitingPath: String?
         public var oldestWaitingAgeSeconds: Double?
+        /// How the rule's folder is watched (`inotify` or `poll`) and why, as the running daemon decided.
+        public var watching: WatchModeStatus?
     }
 
     /// One inbound rule: its polls and the files it is retrieving.
@@ -140,6 +142,13 @@ public struct StatusReport: Codable, Sendable, Equatable {
             }
         }
         let problems = pid == nil ? [] : DaemonHealth.read(stateDir: rules.stateDir).map(\.message)
+        if pid != nil {
+            let modes = WatchModesFile.read(stateDir: rules.stateDir)
+            for index in outbound.indices {
+                guard let watch = rules.outbound.first(where: { $0.name == outbound[index].rule })?.watch else { continue }
+                outbound[index].watching = modes.first { $0.folder == watch }
+            }
+        }
         let health: Health
         if pid == nil {
             health = .notRunning
@@ -191,6 +200,13 @@ public struct StatusReport: Codable, Sendable, Equatable {
                                 String(value).leftPadded(to: [7, 6, 9, 8, 6, 11][index])
                             }.joined(separator: "  ")
                          + "  " + oldest)
+        }
+        if outbound.contains(where: { $0.watching != nil }) {
+            lines.append("")
+            lines.append("OUTBOUND RULE         WATCHED BY")
+            for rule in outbound {
+                lines.append(rule.rule.padding(toLength: 20, withPad: " ", startingAt: 0) + "  " + (rule.watching?.summary ?? "-"))
+            }
         }
         if !inbound.isEmpty {
             lines.append("")

@@ -36,6 +36,30 @@ struct FileStatus {
         else { return nil }
         return FileStatus(info)
     }
+
+    /// Attributes fresh from the file system (statx with AT_STATX_FORCE_SYNC), not from the client's
+    /// attribute cache: on NFS and FUSE a cached stat can show an older size or mtime than a remote
+    /// writer has already produced. `path` "" stats `folder` itself. Local file systems answer as
+    /// fstatat would; kernels without statx (ENOSYS, before 4.11) get a plain fstatat.
+    static func freshInfo(_ path: String, in folder: Int32) throws(WatchError) -> stat {
+        var info = stat()
+        let flags = path.isEmpty ? ferry_at_empty_path : AT_SYMLINK_NOFOLLOW
+        do {
+            try Syscall.retrying("statx(AT_STATX_FORCE_SYNC)", path: path.isEmpty ? nil : path) {
+                ferry_stat_synced(folder, path, flags, &info)
+            }
+        } catch where error.errno == .noFunction {
+            try Syscall.retrying("fstatat", path: path.isEmpty ? nil : path) {
+                path.isEmpty ? fstat(folder, &info) : fstatat(folder, path, &info, AT_SYMLINK_NOFOLLOW)
+            }
+        }
+        return info
+    }
+
+    /// `of(_:in:)` with attributes fresh from the file system (`freshInfo`).
+    static func fresh(_ name: String, in folder: Int32) -> FileStatus? {
+        (try? freshInfo(name, in: folder)).map(FileStatus.init)
+    }
 }
 
 /// One folder's entries, opened below a root's descriptor without following any link, so a folder

@@ -29,10 +29,10 @@ public enum LinkFreeFile {
 }
 
 extension FileVersion {
-    /// The version of the file open as `fileDescriptor` (fstat), to compare with a report's version.
+    /// The version of the file open as `fileDescriptor`, to compare with a report's version. The
+    /// attributes are asked of the file system itself (statx with AT_STATX_FORCE_SYNC), not of an NFS
+    /// or FUSE attribute cache, so a remote writer's latest size and mtime show here before sending.
     public init(fileDescriptor: Int32) throws(WatchError) {
-        var info = stat()
-        try Syscall.retrying("fstat") { fstat(fileDescriptor, &info) }
-        self = FileStatus(info).version
+        self = FileStatus(try FileStatus.freshInfo("", in: fileDescriptor)).version
     }
 }

@@ -99,6 +99,7 @@ enum TimerPayload {
     case reconcile
     case rootCheck(String)
     case poll(String)
+    case pollPass(String)
     case moveExpiry(UInt32)
 }
 
@@ -127,6 +128,9 @@ final class FolderNode {
     var subfolders = NameSet()
     var reported = NameTable<FileVersion>()
     var pending = NameTable<PendingFile>()
+    /// In poll mode, the folder's inode, mtime and ctime when it was last listed: a pass re-reads it
+    /// only when one of them changed (a create, delete or rename in it).
+    var stamp: FolderStamp?
 
     init(id: UInt32, path: String, rules: [(index: Int, folder: String)]) {
         self.id = id
@@ -135,6 +139,24 @@ final class FolderNode {
     }
 
     func childPath(_ name: String) -> String { path == "/" ? "/" + name : path + "/" + name }
+}
+
+/// What a poll pass compares to tell whether a folder must be listed again.
+struct FolderStamp: Equatable {
+    var inode: UInt64
+    var mtimeNanoseconds: Int64
+    var ctimeNanoseconds: Int64
+
+    /// The stamp of a folder relative to an open folder, without following a link; nil when it is gone.
+    /// Fresh from the file system (`FileStatus.freshInfo`): an NFS client caches a folder's attributes
+    /// for up to `acdirmax` (60 s by default) and FUSE for its attr_timeout, which would delay every
+    /// new file by that much. Costs one GETATTR round trip per known folder per pass on NFS.
+    static func of(_ path: String, in folder: Int32) -> FolderStamp? {
+        guard let info = try? FileStatus.freshInfo(path, in: folder), info.st_mode & S_IFMT == S_IFDIR else { return nil }
+        return FolderStamp(inode: UInt64(info.st_ino),
+                           mtimeNanoseconds: Int64(info.st_mtim.tv_sec) * 1_000_000_000 + Int64(info.st_mtim.tv_nsec),
+                           ctimeNanoseconds: Int64(info.st_ctim.tv_sec) * 1_000_000_000 + Int64(info.st_ctim.tv_nsec))
+    }
 }
 
 /// The watcher's state and logic. It is used only from the task running `FolderWatcher.run()`, so it
@@ -157,6 +179,11 @@ final class WatchCore {
     static let moveExpiry: Duration = .seconds(1)
     static let scanSliceEntries = 4096
     static let timerSlack: Duration = .milliseconds(25)
+    /// How many reported files a poll pass stats again, in folders taken in turn: a file rewritten in
+    /// place under its old name changes no folder's mtime, so only a stat of the file itself shows it.
+    /// Bounded so that a pass over a large unchanged tree stays cheap; a tree of N reported files is
+    /// covered every ceil(N / 1000) passes (and by the full scan at each reconciliation).
+    static let trackedFilesPerPass = 1_000
 
     private(set) var rules: [CompiledRule]
     private let inotify: Inotify
@@ -172,6 +199,18 @@ final class WatchCore {
 
     private var counters = WatchStatistics()
     private var rootStates = NameTable<RootStatus>()
+    /// How each attached root is watched (inotify or poll) and why, decided when it is attached.
+    private var rootChoices = NameTable<WatchModeChoice>()
+    /// Roots with a poll pass scheduled, so re-attaching does not schedule a second one.
+    private var pollPassesScheduled = NameSet()
+    /// The poll pass whose re-listings are still queued: when it started (wall and process CPU) and the
+    /// folders read before it, so `lastPollPass` can say what it cost once the queue drains.
+    private var passInProgress: (wall: ContinuousClock.Instant, cpu: Duration, foldersRead: Int, pass: Int)?
+    /// Per polled root, the id of the last folder whose reported files a pass stat'ed again.
+    private var trackedCursor = NameTable<UInt32>()
+    /// Folders queued by a poll pass: their existing sub-folders are not queued with them (the pass
+    /// stamps each folder itself); a full scan queued meanwhile takes the folder out of this set.
+    private var incrementalScans: Set<UInt32> = []
     /// The folder (device, inode) each attached root resolved to, without links, when it was attached.
     private var rootIdentities = NameTable<RootHandle.Identity>()
     /// Roots opened (from `/`, without links) and checked against `rootIdentities` during this loop
@@ -279,6 +318,11 @@ extension WatchCore {
             }
         } else {
             counters.initialScanComplete = true
+            if let pass = passInProgress {
+                passInProgress = nil
+                counters.lastPollPass = .init(wall: clock.now - pass.wall, cpu: Self.processCPUTime() - pass.cpu,
+                                              foldersRead: counters.pollFoldersRead - pass.foldersRead, pass: pass.pass)
+            }
         }
         armTimer()
         publish()
@@ -341,6 +385,9 @@ extension WatchCore {
                     attachRoot(root, reason: "fallback scan")
                 }
                 schedule(.poll(root), after: fallbackScanInterval)
+            case .pollPass(let root):
+                pollPassesScheduled.remove(root)
+                pollPass(root)
             case .moveExpiry(let cookie):
                 // The folder left the watched trees: its old watches now point outside and must go.
                 for wd in pendingMoves.removeValue(forKey: cookie) ?? [] where byWD[wd] == nil {
@@ -493,7 +540,109 @@ extension WatchCore {
 
     /// A folder needs a watch when one of its rules' roots is being watched (not polled for lack of watches).
     private func needsWatch(_ node: FolderNode) -> Bool {
-        node.rules.contains { rootStates[rules[$0.index].root] == .watching }
+        node.rules.contains {
+            let root = rules[$0.index].root
+            return rootStates[root] == .watching && rootChoices[root]?.mode != .poll
+        }
+    }
+
+    /// Whether some root covering the folder is polled, so its listings are stamped.
+    private func isPolled(_ node: FolderNode) -> Bool {
+        node.rules.contains { rootChoices[rules[$0.index].root]?.mode == .poll }
+    }
+
+    /// Decides (again) how `root` is watched from its rules' `watchMode` and its file system type,
+    /// logs a new or changed choice, and schedules the poll passes of a polled root. A root shared by
+    /// rules asking for different modes is polled (polling sees everything inotify sees), at the
+    /// shortest of their intervals.
+    private func chooseMode(_ root: String, descriptor fd: Int32) {
+        let covering = rules.filter { $0.root == root }.map(\.rule)
+        let requested: WatchMode = covering.contains { $0.watchMode == .poll } ? .poll
+            : covering.contains { $0.watchMode == .auto } ? .auto : .inotify
+        let interval = covering.map(\.pollInterval).min() ?? .seconds(5)
+        let kind = FileSystemKind.of(descriptor: fd)
+        var choice = WatchModeChoice.decide(requested, on: kind, pollInterval: interval)
+        if choice.mode == .poll, kind?.isNFS == true { choice.attributeCacheTime = NFSAttributeCache.time(forFolder: fd) }
+        if rootChoices[root] != choice {
+            rootChoices[root] = choice
+            counters.watchModes[root] = choice
+            logger.info("watching \(root) with \(choice)", metadata: ["watch.root": "\(root)", "watch.mode": "\(choice.mode.rawValue)"])
+        }
+        if choice.mode == .poll, pollPassesScheduled.insert(root).inserted {
+            schedule(.pollPass(root), after: choice.pollInterval)
+        }
+    }
+
+    /// One incremental pass over a polled root. Every known folder is stat'ed (one statx each, fresh
+    /// from the file system, relative to the root's descriptor) and only those whose inode, mtime or
+    /// ctime changed since they were last listed are listed again: no per-file work for unchanged
+    /// folders. Then at most `trackedFilesPerPass` reported files, folder by folder in turn, are
+    /// stat'ed for rewrites in place, which change no folder. Files still settling need nothing here:
+    /// their settle check looks at them again, fresh from the file system, when their time is up.
+    private func pollPass(_ root: String) {
+        guard let choice = rootChoices[root], choice.mode == .poll, rootStates[root] == .watching else { return }
+        defer {
+            if rootChoices[root]?.mode == .poll, pollPassesScheduled.insert(root).inserted {
+                schedule(.pollPass(root), after: choice.pollInterval)
+            }
+        }
+        guard let fd = rootDescriptor(root), let top = byPath[root] else { return }
+        counters.pollPasses += 1
+        if passInProgress == nil {
+            passInProgress = (clock.now, Self.processCPUTime(), counters.pollFoldersRead, counters.pollPasses)
+        }
+        var tracked: [(node: FolderNode, folder: String)] = []
+        var stack = [top]
+        while let node = stack.popLast() {
+            for name in node.subfolders { if let child = byPath[node.childPath(name)] { stack.append(child) } }
+            guard let folder = node.rules.first(where: { rules[$0.index].root == root })?.folder else { continue }
+            if !node.reported.isEmpty { tracked.append((node, folder)) }
+            let stamp = FolderStamp.of(folder.isEmpty ? "." : folder.droppingLastBytes(1), in: fd)
+            guard stamp == nil || stamp != node.stamp else { continue }
+            if queuedScans.insert(node.id).inserted {
+                scanQueue.append(node.id)
+                incrementalScans.insert(node.id)
+            }
+        }
+        revisitTracked(tracked, of: root, below: fd)
+    }
+
+    /// Stats reported files again for rewrites in place, whole folders at a time in order of folder id
+    /// starting after the last one visited, until `trackedFilesPerPass` files were looked at.
+    private func revisitTracked(_ tracked: [(node: FolderNode, folder: String)], of root: String, below fd: Int32) {
+        guard !tracked.isEmpty else { return }
+        let ordered = tracked.sorted { $0.node.id < $1.node.id }
+        let cursor = trackedCursor[root] ?? 0
+        let first = ordered.firstIndex { $0.node.id > cursor } ?? 0
+        var budget = Self.trackedFilesPerPass
+        var index = first
+        repeat {
+            let (node, folder) = ordered[index]
+            trackedCursor[root] = node.id
+            for (key, version) in node.reported.storage where node.pending[key.string] == nil {
+                let name = key.string
+                budget -= 1
+                counters.pollFilesChecked += 1
+                guard let status = FileStatus.of(folder + name, in: fd) else { continue }
+                if status.version != version { consider(name, in: node, status: status, fromScan: true) }
+            }
+            index = (index + 1) % ordered.count
+        } while budget > 0 && index != first
+    }
+
+    /// This process's CPU time so far (CLOCK_PROCESS_CPUTIME_ID), to tell what a poll pass cost.
+    static func processCPUTime() -> Duration {
+        var now = timespec()
+        guard (try? Syscall.retrying("clock_gettime") { clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &now) }) != nil else { return .zero }
+        return .seconds(now.tv_sec) + .nanoseconds(now.tv_nsec)
+    }
+
+    /// A rule's settle time; in poll mode on NFS at least the client's attribute-cache time, so that
+    /// two looks at a file cannot both be one cached answer.
+    private func settleWindow(_ rule: Int) -> Duration {
+        let settle = rules[rule].rule.settle
+        guard let choice = rootChoices[rules[rule].root], choice.mode == .poll else { return settle }
+        return max(settle, choice.attributeCacheTime)
     }
 
     /// The node for a covered folder, created (and watched) if new; nil if no rule covers it or it vanished.
@@ -640,6 +789,7 @@ extension WatchCore {
         rootStates[root] = .watching
         rootIdentities[root] = handle.identity
         openRoots[root] = handle
+        chooseMode(root, descriptor: handle.fd)
         guard let node = ensureNode(root) else { return }
         if case .missing(_, true) = previous {
             logger.info("watched folder is back; watching and scanning it again", metadata: ["watch.root": "\(root)"])
@@ -725,6 +875,9 @@ extension WatchCore {
         for root in distinctRoots() { roots.insert(root) }
         for root in rootStates.keys where !roots.contains(root) {
             rootStates[root] = nil
+            rootChoices[root] = nil
+            trackedCursor[root] = nil
+            counters.watchModes[root] = nil
             rootIdentities[root] = nil
             openRoots[root] = nil
         }
@@ -737,6 +890,14 @@ extension WatchCore {
         for root in distinctRoots() where rootStates[root] == nil {
             rootStates[root] = .missing(backoff: Self.firstRootCheck, wasWatched: false)
             attachRoot(root, reason: "start")
+        }
+        for root in distinctRoots() where rootIdentities[root] != nil {
+            if let fd = rootDescriptor(root) { chooseMode(root, descriptor: fd) }
+        }
+        for (wd, watched) in byWD where !needsWatch(watched) {
+            inotify.removeWatch(wd)
+            byWD[wd] = nil
+            watched.wd = -1
         }
         for node in byID.values where node.wd < 0 && needsWatch(node) { _ = watch(node) }
         logger.info("watch rules updated", metadata: ["watch.rules": "\(rules.count)"])
@@ -763,6 +924,7 @@ extension WatchCore {
 
 extension WatchCore {
     private func enqueueScan(_ node: FolderNode) {
+        incrementalScans.remove(node.id)
         guard queuedScans.insert(node.id).inserted else { return }
         scanQueue.append(node.id)
     }
@@ -774,7 +936,8 @@ extension WatchCore {
             let id = scanQueue[scanQueueHead]
             scanQueueHead += 1
             queuedScans.remove(id)
-            if let node = byID[id] { budget -= 1 + scan(node) }
+            let incremental = incrementalScans.remove(id) != nil
+            if let node = byID[id] { budget -= 1 + scan(node, incremental: incremental) }
         }
         if scanQueueHead == scanQueue.count {
             scanQueue.removeAll(keepingCapacity: false)
@@ -784,10 +947,16 @@ extension WatchCore {
 
     /// Lists one folder: new sub-folders are watched and queued, regular files become candidates, and
     /// state for names no longer present is dropped. Returns the number of entries seen.
-    private func scan(_ node: FolderNode) -> Int {
+    /// An incremental scan (a poll pass's) queues only new sub-folders; the pass stamps the others.
+    private func scan(_ node: FolderNode, incremental: Bool = false) -> Int {
         var seen = NameSet()
         var subfolders: [String] = []
         guard let anchor = anchor(of: node) else { return 0 }
+        if isPolled(node) {
+            // Stamped before listing: a change made while listing shows in the next pass.
+            node.stamp = FolderStamp.of(anchor.folder.isEmpty ? "." : anchor.folder.droppingLastBytes(1), in: anchor.fd)
+            counters.pollFoldersRead += incremental ? 1 : 0
+        }
         do {
             let undecodable = try FolderListing.read(anchor.folder.isEmpty ? "" : anchor.folder.droppingLastBytes(1), below: anchor.fd) { folder, name, type in
                 seen.insert(name)
@@ -823,6 +992,7 @@ extension WatchCore {
             return 0
         }
         for path in subfolders {
+            if incremental, byPath[path] != nil { continue }
             if let child = ensureNode(path) { enqueueScan(child) }
         }
         for name in node.subfolders where !seen.contains(name) {
@@ -861,6 +1031,10 @@ extension WatchCore {
 
     /// A file may have changed: start (or restart) its settle clock unless this version was reported.
     private func consider(_ name: String, in node: FolderNode, status known: FileStatus?, fromScan: Bool) {
+        // The common case of a re-listed folder (a poll pass, a reconciliation): a file already
+        // reported in this version. Only completed files are in `reported` (never markers or files
+        // no rule selects), so this answers before any pattern is matched.
+        if let known, node.reported[name] == known.version { return }
         let rule: Int
         switch route(name, in: node) {
         case .none:
@@ -879,7 +1053,16 @@ extension WatchCore {
             return
         }
         if node.reported[name] == status.version { return }
-        let settle = rules[rule].rule.settle
+        if fromScan, node.pending[name] == nil, isKnown(rules[rule].rule.id, node.childPath(name), status.version) {
+            // A version the journal already has, found by a scan (a restart's start-up scan, a poll
+            // pass): it would only be settled to be dropped as known. Skipping that saves a write
+            // check per file and keeps a large tree's start-up from holding a pending entry and a
+            // timer for every file at once. A later change is a new version and settles as usual.
+            node.reported[name] = status.version
+            counters.known += 1
+            return
+        }
+        let settle = settleWindow(rule)
         let now = clock.now
         if var pending = node.pending[name] {
             if fromScan, pending.version == status.version { return }
@@ -1012,6 +1195,8 @@ extension WatchCore {
 
     private func complete(_ name: String, in node: FolderNode, version: FileVersion, rule index: Int, relativePath relative: String) {
         if node.pending.removeValue(forKey: name) != nil { counters.pending -= 1 }
+        // A table keeps its capacity when emptied: after a burst, give it back (most folders are idle).
+        if node.pending.isEmpty { node.pending.removeAll() }
         guard node.reported[name] != version else { return }
         node.reported[name] = version
         let rule = rules[index].rule

@@ -18,10 +18,17 @@ public struct WatchRule: Sendable, Hashable {
     /// recursive `root`: the archive_dir, quarantine (`.ferry/failed/`) and in-doubt folders. Compared
     /// byte for byte, component-wise (`/srv/out/archive` does not exclude `/srv/out/archived`).
     public var excludedFolders: [String]
+    /// inotify, polling, or chosen from the root's file system type (`FileSystemKind`).
+    public var watchMode: WatchMode
+    /// How often a polled root is checked for changed folders.
+    public var pollInterval: Duration
 
     /// Creates a rule; `root` and every `excludedFolders` entry must be absolute.
     public init(id: String, root: String, recursive: Bool = false, include: [String] = [], exclude: [String] = [],
-                settle: Duration = .seconds(2), readyMarker: String? = nil, excludedFolders: [String] = []) {
+                settle: Duration = .seconds(2), readyMarker: String? = nil, excludedFolders: [String] = [],
+                watchMode: WatchMode = .auto, pollInterval: Duration = .seconds(5)) {
+        self.watchMode = watchMode
+        self.pollInterval = pollInterval
         self.id = id
         self.root = root
         self.recursive = recursive
@@ -111,6 +118,30 @@ public struct WatchStatistics: Sendable, Hashable {
     public var completedWithoutWriteCheck = 0
     /// Whether the open-for-writing check has been unavailable for some file (see `lastProblem`).
     public var writeCheckUnavailable = false
+    /// How each attached root is watched and why, keyed by root (its description reads like
+    /// "poll every 5s (auto: fuse is a network or FUSE file system)").
+    public var watchModes: [String: WatchModeChoice] = [:]
+    /// Incremental poll passes made over polled roots.
+    public var pollPasses = 0
+    /// Folders re-read by poll passes because their inode, mtime or ctime changed.
+    public var pollFoldersRead = 0
+    /// Reported files poll passes stat'ed again to find rewrites in place (`trackedFilesPerPass` a pass).
+    public var pollFilesChecked = 0
+    /// The last finished poll pass: wall time and this process's CPU time from its start until the
+    /// folders it found changed were listed again (settling the files found comes later).
+    public var lastPollPass: PollPassCost?
+
+    /// What one poll pass cost.
+    public struct PollPassCost: Sendable, Hashable {
+        /// Wall time.
+        public var wall: Duration
+        /// Process CPU time (user + system) over the same span.
+        public var cpu: Duration
+        /// Folders listed again because they changed.
+        public var foldersRead: Int
+        /// The pass's number (`pollPasses` when it started).
+        public var pass: Int
+    }
 
     /// Creates zeroed statistics.
     public init() {}

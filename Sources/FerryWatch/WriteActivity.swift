@@ -130,8 +130,9 @@ enum WriteCheck: Sendable {
             }
         }
         defer { close(fd) }
-        var info = stat()
-        guard (try? Syscall.retrying("fstat") { fstat(fd, &info) }) != nil else { return .gone }
+        // Fresh from the file system, not its attribute cache: on NFS and FUSE this is the look that
+        // must see a remote writer's latest size and mtime before the file counts as complete.
+        guard let info = try? FileStatus.freshInfo("", in: fd) else { return .gone }
         let status = FileStatus(info)
         guard status.kind == .regular else { return .gone }
         do {

@@ -1,5 +1,6 @@
 import ArgumentParser
 import FerryConfig
+import FerryEngine
 import Foundation
 
 /// `ferry validate`: loads the rules file and reports every problem, as a compiler would.
@@ -27,7 +28,7 @@ struct ValidateCommand: ParsableCommand {
 
     func run() throws {
         let file = path ?? config ?? ProcessInfo.processInfo.environment["FERRY_CONFIG"] ?? "/etc/ferry/rules.yaml"
-        let result = RulesLoader.load(path: file)
+        let result = RulesLoader.load(path: file, fileSystem: Daemon.fileSystem(of:))
         var standardError = ValidateErrorStream()
         for diagnostic in result.diagnostics {
             print(diagnostic, to: &standardError)

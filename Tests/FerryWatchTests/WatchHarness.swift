@@ -182,8 +182,9 @@ final class WatchHarness: Sendable {
 extension WatchRule {
     /// A rule for tests: fast settle, everything under `root`.
     static func test(_ id: String, _ root: String, recursive: Bool = true, include: [String] = [], exclude: [String] = [],
-                     settle: Duration = .milliseconds(300), readyMarker: String? = nil, excludedFolders: [String] = []) -> WatchRule {
+                     settle: Duration = .milliseconds(300), readyMarker: String? = nil, excludedFolders: [String] = [],
+                     watchMode: WatchMode = .auto, pollInterval: Duration = .seconds(5)) -> WatchRule {
         WatchRule(id: id, root: root, recursive: recursive, include: include, exclude: exclude, settle: settle,
-                  readyMarker: readyMarker, excludedFolders: excludedFolders)
+                  readyMarker: readyMarker, excludedFolders: excludedFolders, watchMode: watchMode, pollInterval: pollInterval)
     }
 }

@@ -7,6 +7,7 @@
 #include <stdint.h>
 #include <string.h>
 #include <sys/syscall.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #ifndef RENAME_NOREPLACE
@@ -82,3 +83,17 @@ static inline int ferry_sigio_is_ignored(void) {
     return (!(current.sa_flags & SA_SIGINFO) && current.sa_handler == SIG_IGN) ? 1 : 0;
 }
 #endif
+
+// statfs(2)'s f_type of an open descriptor (path NULL) or a path; -1 with errno on failure. Not
+// inline: <sys/vfs.h>'s struct statfs would otherwise clash with Glibc's module in Swift.
+long long ferry_statfs_type(int fd, const char *path);
+
+// fstatat(2) that asks the file system for fresh attributes (statx with AT_STATX_FORCE_SYNC): NFS and
+// FUSE otherwise answer from a client-side attribute cache, which can hide a remote writer's latest
+// bytes for up to its timeout (NFS acregmax, FUSE attr_timeout). Local file systems ignore the flag.
+// `flags` are AT_* (AT_SYMLINK_NOFOLLOW, AT_EMPTY_PATH with path "" for the descriptor itself). Fills
+// the fields of *out the watcher reads (dev, ino, mode, nlink, size, mtim, ctim). 0, or -1 with errno
+// (ENOSYS on kernels before 4.11: fall back to fstatat).
+int ferry_stat_synced(int dirfd, const char *path, int flags, struct stat *out);
+// AT_EMPTY_PATH, behind _GNU_SOURCE in glibc: with path "", ferry_stat_synced stats dirfd itself.
+static const int ferry_at_empty_path = 0x1000;
