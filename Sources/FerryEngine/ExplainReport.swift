@@ -70,16 +70,24 @@ public struct ExplainReport: Codable, Sendable, Equatable {
             return report
         }
         if !why.isEmpty { report.reasons.append("earlier rules pass it on: " + why.joined(separator: "; ")) }
-        report.explainOwned(by: rule, now: now)
+        report.explainOwned(by: rule, stateDir: rules.stateDir, now: now)
         return report
     }
 
     // MARK: - The owning rule
 
-    private mutating func explainOwned(by rule: OutboundRule, now: Date) {
+    /// ", watched by poll every 5.0 s (auto: fuse is a network or FUSE file system)": the running daemon's
+    /// choice for the rule's folder (`watch-modes.json`), or "" when no daemon has published one.
+    static func watchedBy(_ rule: OutboundRule, stateDir: String) -> String {
+        guard let mode = WatchModesFile.read(stateDir: stateDir).first(where: { $0.folder == rule.watch }) else { return "" }
+        let every = mode.pollIntervalSeconds.map { String(format: " every %.1f s", $0) } ?? ""
+        return ", watched by \(mode.mode)\(every) (\(mode.reason))"
+    }
+
+    private mutating func explainOwned(by rule: OutboundRule, stateDir: String, now: Date) {
         var info = stat()
         let exists = lstat(path, &info) == 0
-        let owner = "rule \(rule.name) owns it (watch \(rule.watch), connector \(rule.connector))"
+        let owner = "rule \(rule.name) owns it (watch \(rule.watch), connector \(rule.connector))" + Self.watchedBy(rule, stateDir: stateDir)
         guard exists else {
             if let row = journal {
                 // Gone because after_send archived or deleted it, most often: the journal tells its end.

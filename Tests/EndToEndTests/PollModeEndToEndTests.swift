@@ -47,6 +47,9 @@ import FerryTestSupport
         #expect(watching["poll_interval_seconds"] as? Double == 1)
         let text = try FerryBinary.run(["status", "--config", scenario.configPath]).stdout
         #expect(text.contains("invoices              poll every 1s (auto: fuse is a network or FUSE file system)"), "\(text)")
+        // And `ferry explain` for a file there names it too.
+        let explained = try FerryBinary.run(["explain", scenario.outbox + "/any.edi", "--config", scenario.configPath]).stdout
+        #expect(explained.contains("watched by poll every 1.0 s (auto: fuse is a network or FUSE file system)"), "\(explained)")
 
         let started = Date()
         var written: [String: Data] = [:]
