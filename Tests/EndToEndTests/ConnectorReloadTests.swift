@@ -30,18 +30,7 @@ struct ConnectorReloadTests {
     }
 
     static func rules(root: String, outbox: String, emulator: Emulator, connectorID: String, rate: Int, maxFiles: Int) -> String {
-        """
-        version: 1
-        state_dir: \(root)/state
-        aws:
-          region: \(emulator.region)
-          endpoint_url: \(emulator.endpoint)
-        connectors:
-          partner:
-            type: sftp
-            connector_id: \(connectorID)
-            staging: s3://\(emulator.stagingBucket)/outbound/
-            requests_per_second: \(rate)
+        emulator.rulesHeader(stateDir: root + "/state", connectorID: connectorID, connectorLines: ["requests_per_second: \(rate)"]) + """
         outbound:
           - name: invoices
             watch: \(outbox)
@@ -153,19 +142,7 @@ struct ConnectorBudgetTests {
         let inboundNames = (0..<40).map { "report-\($0).csv" }
         for name in inboundNames { try Data("report \(name)\n".utf8).write(to: URL(fileURLWithPath: emulator.partnerRoot + "/out/budget/" + name)) }
         func rules(settle: String) -> String {
-            """
-            version: 1
-            state_dir: \(root.path)/state
-            aws:
-              region: \(emulator.region)
-              endpoint_url: \(emulator.endpoint)
-            connectors:
-              partner:
-                type: sftp
-                connector_id: \(emulator.sftpConnectorId)
-                staging: s3://\(emulator.stagingBucket)/outbound/
-                requests_per_second: \(rate)
-                max_in_flight: \(maxInFlight)
+            emulator.rulesHeader(stateDir: root.path + "/state", connectorLines: ["requests_per_second: \(rate)", "max_in_flight: \(maxInFlight)"]) + """
             outbound:
               - name: invoices
                 watch: \(outbox)

@@ -22,18 +22,7 @@ struct RelayTests {
             files[name] = Data("ORDER \(index)\n".utf8 + (0..<(300 + index)).map { UInt8(truncatingIfNeeded: $0 &* 7 &+ index) })
             try files[name]!.write(to: URL(fileURLWithPath: source + "/" + name))
         }
-        try """
-            version: 1
-            state_dir: \(root.path)/state
-            aws:
-              region: \(emulator.region)
-              endpoint_url: \(emulator.endpoint)
-            connectors:
-              partner:
-                type: sftp
-                connector_id: \(emulator.sftpConnectorId)
-                staging: s3://\(emulator.stagingBucket)/outbound/
-                requests_per_second: 50
+        try (emulator.rulesHeader(stateDir: root.path + "/state", connectorLines: ["requests_per_second: 50"]) + """
             inbound:
               - name: orders-in
                 connector: partner
@@ -51,7 +40,7 @@ struct RelayTests {
                 settle: 500ms
                 after_send: archive
 
-            """.write(toFile: configPath, atomically: true, encoding: .utf8)
+            """).write(toFile: configPath, atomically: true, encoding: .utf8)
         let daemon = try FerryDaemon(config: configPath, environment: emulator.environment, logPath: root.path + "/ferry.log")
         func relayed() -> [String: Data] {
             var result: [String: Data] = [:]

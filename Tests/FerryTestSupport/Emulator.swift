@@ -333,3 +333,25 @@ private final class LineReader: @unchecked Sendable {
         return line
     }
 }
+
+extension Emulator {
+    /// The top of a rules file for this emulator: `version`, `state_dir`, `aws` (region and endpoint) and
+    /// one SFTP connector named `partner` with staging in the emulator's bucket. `connectorLines` are
+    /// more keys of the connector (`requests_per_second: 2`); rules follow the returned text.
+    public func rulesHeader(stateDir: String, connectorID: String? = nil, connectorLines: [String] = []) -> String {
+        """
+        version: 1
+        state_dir: \(stateDir)
+        aws:
+          region: \(region)
+          endpoint_url: \(endpoint)
+        connectors:
+          partner:
+            type: sftp
+            connector_id: \(connectorID ?? sftpConnectorId)
+            staging: s3://\(stagingBucket)/outbound/
+        \(connectorLines.map { "    " + $0 }.joined(separator: "\n"))
+
+        """
+    }
+}
