@@ -248,6 +248,20 @@ extension Journal {
         return (Set(rows.compactMap { $0 }), rows.contains { $0 == nil })
     }
 
+    /// Where another version of the same S3 object (any rule) was placed with exactly these bytes (same
+    /// size and ETag), if one was: the local path its row journaled. A retrieval reads the partner's file
+    /// when it runs, not when it was listed, so a version replaced between its listing and its retrieval
+    /// (same size) is placed with the next version's bytes; when that next version is retrieved in turn,
+    /// this finds its bytes already placed.
+    public func placedCopy(bucket: String, key: String, size: Int64, eTag: String, excluding id: Int64) throws -> String? {
+        try locked {
+            try connection.statement("""
+                SELECT local_path FROM inbound_files WHERE bucket = ? AND s3_key = ? AND id <> ? AND size = ? AND etag = ?
+                AND state IN ('downloaded', 'done') AND local_path IS NOT NULL ORDER BY id DESC LIMIT 1
+                """).query([.text(bucket), .text(key), .integer(id), .integer(size), .text(eTag)]) { $0.text(0) }.first ?? nil
+        }
+    }
+
     /// Records the TransferId StartFileTransfer returned for a batch.
     public func markRetrieving(batch batchID: Int64, transferID: String) throws {
         try locked {

@@ -190,7 +190,11 @@ enum ChaosInboundOracle {
 
         // Notes: not broken promises, but worth a look.
         if !o.leftoverTemporaryFiles.isEmpty { verdict.warnings.append("temporary files left in download_to at the end: \(o.leftoverTemporaryFiles.joined(separator: ", "))") }
-        if !o.drained { verdict.warnings.append("the drain did not finish: the journal still had unfinished rows, or an owed version was missing") }
+        if !o.drained {
+            let unfinished = o.journal.filter { ChaosInboundRun.unfinishedStates.contains($0.state) }
+            verdict.warnings.append("the drain did not finish: \(unfinished.count) unfinished journal row(s)\(unfinished.isEmpty ? "" : ": ")"
+                + unfinished.prefix(10).map { "\(lastComponent($0.remotePath)) \($0.state) size \($0.size)\($0.lastError.isEmpty ? "" : " (\($0.lastError.prefix(200)))")" }.joined(separator: "; "))
+        }
         if plan.afterRetrieve != "keep" {
             let skippedNames = Set(o.journal.filter { $0.lastError.hasPrefix("skipped:") }.map { lastComponent($0.remotePath) })
             let untaken = Set(forbidden.map(\.name))

@@ -199,6 +199,8 @@ final class ChaosInboundRun: @unchecked Sendable {
     static let ruleName = "chaos-in"
     static let remoteDirectory = "/outbound/chaos"
     static let archiveDirectory = "/outbound/chaos-archive"
+    /// Journal states of a version ferry has not finished with.
+    static let unfinishedStates: Set<String> = ["listed", "submitting", "retrieving", "in_s3", "downloading", "downloaded"]
 
     let plan: ChaosInboundPlan
     let root: String
@@ -615,7 +617,12 @@ final class ChaosInboundRun: @unchecked Sendable {
         guard !text.isEmpty else { return [] }
         let decoder = JSONDecoder()
         decoder.keyDecodingStrategy = .convertFromSnakeCase
-        return (try? decoder.decode([ChaosInboundJournalRow].self, from: Data(text.utf8))) ?? []
+        do {
+            return try decoder.decode([ChaosInboundJournalRow].self, from: Data(text.utf8))
+        } catch {
+            ledger.note("the journal's rows could not be decoded: \(error)")
+            return []
+        }
     }
 
     /// Waits until every owed version is placed or reported and the journal has nothing unfinished (twice
@@ -627,7 +634,7 @@ final class ChaosInboundRun: @unchecked Sendable {
             if let text = ferry.reviveIfDied() { ledger.note(text) }
             observer.scan()
             let rows = journalRows()
-            let unfinished = rows.filter { ["listed", "submitting", "retrieving", "in_s3", "downloading", "downloaded"].contains($0.state) }
+            let unfinished = rows.filter { Self.unfinishedStates.contains($0.state) }
             let accounted = ledger.versions.allSatisfy { version in
                 !version.owed || observer.placed(version.sha256) || ChaosInboundOracle.reported(version, rows: rows, onConflict: plan.onConflict)
             }
@@ -641,6 +648,12 @@ final class ChaosInboundRun: @unchecked Sendable {
             }
             try? await Task.sleep(for: .milliseconds(max(1000, plan.intervalSeconds * 1000)))
         }
+        let rows = journalRows()
+        let missing = ledger.versions.filter { version in
+            version.owed && !observer.placed(version.sha256) && !ChaosInboundOracle.reported(version, rows: rows, onConflict: plan.onConflict)
+        }
+        ledger.note("drain gave up after \(Int(timeout)) s: \(rows.count) journal rows read, \(missing.count) owed version(s) not yet placed or reported"
+                    + (missing.isEmpty ? "" : ": " + missing.prefix(8).map { "\($0.name) (\($0.producer))" }.joined(separator: ", ")))
         return false
     }
 

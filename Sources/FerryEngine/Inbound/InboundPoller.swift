@@ -631,6 +631,11 @@ public final class InboundPoller: Sendable {
                 if let expected = file.size, info.size != expected {
                     throw DownloadSizeMismatch(path: file.remotePath, expected: expected, written: info.size)
                 }
+                // Before the ETag is journaled for this row, else the lookup would find this row's own.
+                if let copy = try self.journal.placedCopy(bucket: bucket, key: key, size: info.size, eTag: info.eTag, excluding: file.id),
+                   Self.isRegularFile(copy, size: info.size) {
+                    throw BytesAlreadyPlaced(path: copy)
+                }
                 try self.journal.setInboundETag(file.id, info.eTag)
                 try self.checkpoint("download-written")
             }
@@ -644,6 +649,18 @@ public final class InboundPoller: Sendable {
             }
         } catch let crash as SimulatedCrash {
             throw crash
+        } catch let twin as BytesAlreadyPlaced {
+            // The earlier version of this name was replaced on the partner during its retrieval, so its row
+            // placed these bytes already; placing them again would be a second copy of one version (found
+            // by the inbound chaos test, seed 1). The partner's copy is this version and is placed, so
+            // after_retrieve may tidy it.
+            let note = "placed already: \(RemoteName.printable(twin.path)) holds these bytes (same size and ETag); the earlier version of \(RemoteName.printable(file.name)) was replaced on the partner while it was retrieved, and its retrieval fetched this version"
+            try journal.markDownloaded(file.id, localPath: twin.path, note: note)
+            try? FileManager.default.removeItem(atPath: placement.temporaryPath(for: file.id))
+            logger.info("retrieved bytes already placed by an earlier version's retrieval; not placed twice", metadata: metadata.merging(["file.path": "\(twin.path)"]) { $1 })
+            metrics.increment("ferry_inbound_already_placed_total", ["rule": rule.name], by: 1,
+                              help: "Versions whose bytes an earlier version's retrieval had already placed (the partner replaced that version during its retrieval).")
+            return outcome
         } catch let mismatch as DownloadSizeMismatch {
             // Journaled before the temporary file goes: a crash between the two leaves a failed version
             // and a stray temporary file, never a `downloading` row whose temporary file is gone.
@@ -661,6 +678,13 @@ public final class InboundPoller: Sendable {
         }
         try checkpoint("downloaded")
         return outcome
+    }
+
+    /// Whether `path` is a regular file (not followed if a link) of `size` bytes: the earlier placement
+    /// still holds the bytes, so this version need not be placed again.
+    static func isRegularFile(_ path: String, size: Int64) -> Bool {
+        var info = stat()
+        return lstat(path, &info) == 0 && info.st_mode & S_IFMT == S_IFREG && Int64(info.st_size) == size
     }
 
     /// after_retrieve for every placed version of the rule. keep ends the journey at once. delete and move

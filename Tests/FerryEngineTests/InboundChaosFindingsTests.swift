@@ -1,0 +1,49 @@
+import FerryAWS
+import FerryConfig
+@testable import FerryEngine
+import FerryStore
+import FerryTestSupport
+import Foundation
+import Testing
+
+/// Defects the inbound chaos test (Tests/EndToEndTests/ChaosInbound*.swift) found, each made
+/// deterministic against the emulator and its OpenSSH partner.
+@Suite(.serialized) struct InboundChaosFindingsTests {
+    /// Chaos seed 1 (`rewrite-in-flight(same size)`): the partner replaced v1 with a same-size v2 between
+    /// ferry's listing and the retrieval, which reads the file when it runs, so v1's row placed v2's
+    /// bytes. The next poll listed v2 (a new mtime) and placed the same bytes again as `a (1).csv`: one
+    /// version twice. ferry cannot tell from a listing which bytes a retrieval read, but when v2's bytes
+    /// arrive with the size and ETag of what v1's row placed, they are placed already.
+    @Test func aVersionReplacedDuringItsRetrievalIsNotPlacedTwice() async throws {
+        let h = try InboundHarness()
+        try h.partnerFolder("/out/race")
+        let v1 = randomData(1500), v2 = randomData(1500)
+        try h.putOnPartner("/out/race/a.csv", v1)
+        let old = Date().addingTimeInterval(-600)
+        try FileManager.default.setAttributes([.modificationDate: old], ofItemAtPath: h.emulator.partnerRoot + "/out/race/a.csv")
+        let journal = try h.openJournal()
+        let rule = try h.rule(name: "race", remote: "/out/race", extra: "min_age: 0s\non_conflict: rename\nafter_retrieve: delete")
+        let replaced = SharedCounter()
+        // Just before StartFileTransfer goes out (v1 was listed twice), the partner replaces the file:
+        // same size, a later mtime. The retrieval then reads v2.
+        let poller = h.poller([rule], journal: journal, crashHook: { point in
+            guard point == "retrieval-submitting", replaced.count == 0 else { return }
+            replaced.increment()
+            try v2.write(to: URL(fileURLWithPath: h.emulator.partnerRoot + "/out/race/a.csv"))
+            try FileManager.default.setAttributes([.modificationDate: old.addingTimeInterval(60)], ofItemAtPath: h.emulator.partnerRoot + "/out/race/a.csv")
+        })
+        _ = await poller.pollNow(rule: "race")
+        #expect(replaced.count == 1)
+        #expect(try h.inboxNames() == ["a.csv"])
+        #expect(try h.inboxFile("a.csv") == v2, "the retrieval read what the partner had when it ran")
+        // v2 is a new version (new mtime): retrieved, and found placed already.
+        for _ in 0..<3 { _ = await poller.pollNow(rule: "race") }
+        #expect(try h.inboxNames() == ["a.csv"], "v2's bytes are in download_to once, not again as `a (1).csv`")
+        #expect(h.metrics.value("ferry_inbound_already_placed_total") == 1)
+        let rows = try journal.inboundFiles(in: [.done], rule: "race")
+        #expect(rows.count == 2)
+        #expect(rows.contains { ($0.lastError ?? "").hasPrefix("placed already:") && $0.localPath == h.inbox.path + "/a.csv" })
+        // v2 is placed, so its partner copy may go.
+        try await h.eventuallyOnPartner { !h.partnerHas("/out/race/a.csv") }
+    }
+}
