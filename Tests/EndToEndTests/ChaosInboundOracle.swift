@@ -53,6 +53,19 @@ enum ChaosInboundOracle {
         return counter.allSatisfy { $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") }
     }
 
+    /// The versions after_retrieve removed with their name before any listing had shown them (see judge).
+    static func windowVictims(versions: [ChaosInboundLedger.Version], ops: [ChaosInboundFS.PartnerOp],
+                              placed: (ChaosInboundLedger.Version) -> Bool) -> [(version: ChaosInboundLedger.Version, op: ChaosInboundFS.PartnerOp)] {
+        var found: [(ChaosInboundLedger.Version, ChaosInboundFS.PartnerOp)] = []
+        for op in ops where (op.op == "delete" || op.op == "move") && op.ok {
+            let name = lastComponent(op.remotePath)
+            guard let sha = op.sha256, let version = versions.first(where: { $0.sha256 == sha && $0.name == name }), !placed(version) else { continue }
+            let listed = ops.contains { $0.op == "listed" && $0.ts < op.ts && $0.sha256 == sha && lastComponent($0.remotePath) == name }
+            if !listed { found.append((version, op)) }
+        }
+        return found
+    }
+
     static func judge(plan: ChaosInboundPlan, ledger: ChaosInboundLedger, observation o: ChaosInboundObservation) -> Verdict {
         var verdict = Verdict()
         let seed = plan.seed
@@ -108,14 +121,9 @@ enum ChaosInboundOracle {
         // writes between ferry's confirming listing and its StartRemoteDelete/StartRemoteMove is removed
         // with the name. Such a version was never in any listing before the call, so it was never
         // promised: counted and noted, not owed. One that a listing had shown is a broken promise (4.).
-        func listedBefore(_ version: ChaosInboundLedger.Version, _ instant: Double) -> Bool {
-            o.partnerOps.contains { $0.op == "listed" && $0.ts < instant && $0.sha256 == version.sha256 && lastComponent($0.remotePath) == version.name }
-        }
-        var windowVictims: Set<String> = []
-        for op in o.partnerOps where (op.op == "delete" || op.op == "move") && op.ok {
-            guard let sha = op.sha256, let version = versionsBySha[sha]?.first(where: { $0.name == lastComponent(op.remotePath) }),
-                  placementsByVersion[key(version)] == nil, !listedBefore(version, op.ts) else { continue }
-            windowVictims.insert(key(version))
+        let victims = windowVictims(versions: versions, ops: o.partnerOps) { placementsByVersion[key($0)] != nil }
+        let windowVictims = Set(victims.map { key($0.version) })
+        for (version, op) in victims {
             verdict.warnings.append("known window: \(version.name) (\(version.producer)) was written after ferry's confirming listing and \(op.op)d with the name by after_retrieve before any listing showed it (docs/inbound.md: no conditional delete over SFTP)")
         }
 

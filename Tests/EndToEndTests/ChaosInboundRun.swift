@@ -583,8 +583,17 @@ final class ChaosInboundRun: @unchecked Sendable {
             case .localCollision(let size):
                 let name = fileName(index, "collides", &rng)
                 let mine = content(&rng, label: "local file", size: max(24, size / 2))
-                try ChaosInboundFS.write(downloadTo + "/" + name, mine)
-                ledger.local(name: name, data: mine)
+                // Written beside download_to and renamed in, as ferry itself does: the scanner must never
+                // see it half written. download_to may be full right now; then there is no local file.
+                let staging = mount + "/collision-\(index)"
+                do {
+                    try ChaosInboundFS.write(staging, mine)
+                    ledger.local(name: name, data: mine)
+                    try ChaosFS.rename(staging, downloadTo + "/" + name)
+                } catch {
+                    unlink(staging)
+                    ledger.note("local-collision \(index): no local file (\(error)); the partner's file is an ordinary version")
+                }
                 try? await Task.sleep(for: .milliseconds(rng.int(0...500)))
                 let data = content(&rng, label: "collides", size: max(24, size))
                 try ChaosInboundFS.write(folder + "/" + name, data)
@@ -639,8 +648,11 @@ final class ChaosInboundRun: @unchecked Sendable {
             observer.scan()
             let rows = journalRows()
             let unfinished = rows.filter { Self.drainStates.contains($0.state) }
-            let accounted = ledger.versions.allSatisfy { version in
+            let versions = ledger.versions
+            let victims = ChaosInboundOracle.windowVictims(versions: versions, ops: ChaosInboundFS.partnerOps(emulator)) { observer.placed($0.sha256) }
+            let accounted = versions.allSatisfy { version in
                 !version.owed || observer.placed(version.sha256) || ChaosInboundOracle.reported(version, rows: rows, onConflict: plan.onConflict)
+                    || victims.contains { $0.version.name == version.name && $0.version.sha256 == version.sha256 }
             }
             // A rule that deletes or moves leaves only what ferry must not take (hostile and ignored names,
             // skipped versions) on the partner once it is done.
@@ -665,7 +677,7 @@ final class ChaosInboundRun: @unchecked Sendable {
     /// hold only `box`, and the run folder only what the test made.
     private func entriesOutsideDownloadTo() -> [String] {
         var found: [String] = []
-        for entry in ChaosInboundFS.entries(mount) where entry.string != "box" && entry.string != "filler" {
+        for entry in ChaosInboundFS.entries(mount) where entry.string != "box" && entry.string != "filler" && !entry.string.hasPrefix("collision-") {
             found.append("\(mount)/\(entry)")
         }
         let expected: Set<String> = ["in", "state", "rules.yaml"]

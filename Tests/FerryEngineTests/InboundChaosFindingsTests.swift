@@ -47,3 +47,37 @@ import Testing
         try await h.eventuallyOnPartner { !h.partnerHas("/out/race/a.csv") }
     }
 }
+
+extension InboundChaosFindingsTests {
+    /// Chaos seed 3 (`rewrite-in-flight`): v1 was journaled `listed` at its first look, the partner
+    /// replaced it before the second look, and the row stayed `listed` for ever: in progress in `ferry
+    /// status`, never pruned. A whole listing that no longer shows the version retires it, with a note.
+    @Test func aListedVersionThePartnerReplacedBeforeItsSecondLookDoesNotWaitForever() async throws {
+        let h = try InboundHarness()
+        try h.partnerFolder("/out/gone")
+        let v2 = randomData(900)
+        try h.putOnPartner("/out/gone/a.csv", v2)
+        let journal = try h.openJournal()
+        let rule = try h.rule(name: "gone", remote: "/out/gone", extra: "min_age: 0s")
+        let poller = h.poller([rule], journal: journal)
+        let listings = SharedCounter()
+        @Sendable func entry(_ size: Int, _ time: String) -> String { #"{"filePath":"/out/gone/a.csv","size":\#(size),"modifiedTimestamp":"\#(time)"}"# }
+        // The first look sees v1 (700 bytes); by the second look the partner has replaced it with v2.
+        let first = await poller.poll(ruleNamed: "gone", listing: { _ in
+            listings.increment()
+            let file = listings.count == 1 ? entry(700, "2026-01-01T00:00:00Z") : entry(900, "2026-01-01T00:00:09Z")
+            return try DirectoryListing.parse(Data(#"{"files":[\#(file)],"truncated":false}"#.utf8))
+        })
+        #expect(first.waitingForSecondLook == 1)
+        #expect(try journal.inboundFiles(in: [.listed], rule: "gone").map(\.size) == [700], "v1 had its first look only")
+        // The next poll's listing (the real partner) shows only v2: v1 is retired, v2 retrieved.
+        let second = try #require(await poller.pollNow(rule: "gone"))
+        #expect(second.superseded == 1)
+        for _ in 0..<2 { _ = await poller.pollNow(rule: "gone") }
+        #expect(try journal.inboundFiles(in: [.listed], rule: "gone").isEmpty, "no version waits for ever")
+        let done = try journal.inboundFiles(in: [.done], rule: "gone")
+        #expect(done.contains { $0.size == 700 && $0.lastError == InboundPoller.supersededNote })
+        #expect(try h.inboxNames() == ["a.csv"])
+        #expect(try h.inboxFile("a.csv") == v2)
+    }
+}

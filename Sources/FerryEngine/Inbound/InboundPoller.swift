@@ -93,6 +93,8 @@ public struct PollReport: Sendable, Equatable, Codable {
     public var skipped = 0
     /// Versions held back because an earlier version of the same name is not yet placed.
     public var waitingForEarlierVersion = 0
+    /// Versions listed by an earlier poll that the partner replaced or removed before they were retrieved.
+    public var superseded = 0
     public var truncated = false
     public var warnings: [String] = []
     /// Why the poll failed, nil if it did not.
@@ -110,6 +112,7 @@ public struct PollReport: Sendable, Equatable, Codable {
         if failed > 0 { parts.append("failed \(failed)") }
         if skipped > 0 { parts.append("skipped \(skipped)") }
         if waitingForEarlierVersion > 0 { parts.append("waiting for an earlier version \(waitingForEarlierVersion)") }
+        if superseded > 0 { parts.append("superseded before retrieval \(superseded)") }
         if truncated { parts.append("listing truncated") }
         return (error == nil ? "ok: " : "error: ") + parts.joined(separator: ", ")
     }
@@ -296,6 +299,7 @@ public final class InboundPoller: Sendable {
             logger.warning("inbound listing truncated", metadata: ["rule": "\(rule.name)", "hint": "\(warning)"])
             metrics.increment("ferry_inbound_listing_truncated_total", ["rule": rule.name], by: 1, help: "Directory listings cut off at max_items.")
         }
+        if !listing.truncated { try retireSuperseded(rule, listing: listing, report: &report) }
         let selection = InboundSelection.select(listing, remoteDirectory: rule.remoteDirectoryPath, downloadTo: rule.downloadTo,
                                                 filter: rule.filter, minAge: rule.minAge, now: clock.now(),
                                                 previousUnstableSizes: try journal.unstableSizes(rule: rule.name))
@@ -338,6 +342,26 @@ public final class InboundPoller: Sendable {
             return false
         }
     }
+
+    /// Versions journaled `listed` by an earlier poll (the first look) that a whole listing no longer
+    /// shows: the partner replaced or removed them before ferry asked for them, so nothing was fetched and
+    /// nothing ever will be. They end `done` with a note saying so; otherwise they would stay in progress
+    /// in `ferry status` forever and never be pruned (found by the inbound chaos test, seed 3). A version
+    /// already asked for is never retired here: its retrieval may hold its only copy.
+    private func retireSuperseded(_ rule: InboundRule, listing: DirectoryListing, report: inout PollReport) throws {
+        let waiting = try journal.inboundFiles(in: [.listed], rule: rule.name)
+        guard !waiting.isEmpty else { return }
+        let current = Dictionary(listing.files.map { (PathBytes($0.filePath), $0) }, uniquingKeysWith: { first, _ in first })
+        for file in waiting {
+            if let entry = current[PathBytes(file.remotePath)], InboundSelection.isSameVersion(entry, file) { continue }
+            try journal.markInboundDone(file.id, note: Self.supersededNote)
+            logger.debug("a listed version went from the partner before it was retrieved", metadata: [
+                "rule": "\(rule.name)", "file.remote_path": "\(RemoteName.printable(file.remotePath))"])
+            report.superseded += 1
+        }
+    }
+
+    static let supersededNote = "superseded: the partner replaced or removed this version before it was retrieved; nothing was fetched"
 
     /// StartDirectoryListing into the ferry-owned prefix, wait for the object, fetch, delete, parse.
     private func list(_ rule: InboundRule, remoteDirectory: String? = nil) async throws -> DirectoryListing {

@@ -230,6 +230,22 @@ class PartnerOpLog:
         except OSError:
             return None, None
 
+    @staticmethod
+    def digest_if(local: str, size: int | None, mtime: float | None) -> str | None:
+        """The sha256 of `local` if it is, before and after the read, the file a listing saw (same size and
+        whole-second mtime, same inode); None when it changed in between."""
+        try:
+            before = os.stat(local)
+            with open(local, "rb") as f:
+                data = f.read()
+            after = os.stat(local)
+        except OSError:
+            return None
+        same = (before.st_ino, before.st_size, before.st_mtime_ns) == (after.st_ino, after.st_size, after.st_mtime_ns)
+        if not same or len(data) != size or mtime is None or int(before.st_mtime) != int(mtime):
+            return None
+        return hashlib.sha256(data).hexdigest()
+
     def record(self, op: str, remote_path: str, size: int | None, sha256: str | None, ok: bool = True,
                target: str | None = None, **extra) -> None:
         entry = {"ts": time.time(), "op": op, "remote_path": remote_path, "size": size, "sha256": sha256, "ok": ok}

@@ -558,9 +558,11 @@ class TransferService:
                 if a.st_size is not None:
                     item["size"] = a.st_size
                 files.append(item)
-                size, digest = self.partner_ops.digest(self.partner_ops.local_path(posixpath.join(local, a.filename)))
-                self.partner_ops.record("listed", full, a.st_size, digest if size == a.st_size else None,
-                                        modified=item.get("modifiedTimestamp"))
+                # The bytes are read after listdir_attr: only when the file still has the listed size and
+                # mtime (second) are they the listed version's; otherwise the log says the bytes are unknown.
+                digest = self.partner_ops.digest_if(self.partner_ops.local_path(posixpath.join(local, a.filename)),
+                                                    a.st_size, a.st_mtime)
+                self.partner_ops.record("listed", full, a.st_size, digest, modified=item.get("modifiedTimestamp"))
         document = {"files": files, "paths": paths, "truncated": len(entries) > max_items}
         bucket, prefix = _split_s3(output)
         key = posixpath.join(prefix, name) if prefix else name
