@@ -327,6 +327,16 @@ extension Journal {
                      [localPath.map(SQLValue.text) ?? .null, note.map(SQLValue.text) ?? .null, eTag.map(SQLValue.text) ?? .null])
     }
 
+    /// Takes back the count of an after_retrieve call that definitely never reached AWS (throttled,
+    /// refused before any work): only calls the partner may have acted on count.
+    public func forgetAfterRetrieveAttempt(_ id: Int64) throws {
+        try locked {
+            try connection.statement("""
+                UPDATE inbound_files SET after_retrieve_attempts = max(after_retrieve_attempts - 1, 0), updated_at = ? WHERE id = ?
+                """).run([.real(timestamp), .integer(id)])
+        }
+    }
+
     /// Records that after_retrieve was done: the file's journey is over.
     public func markInboundDone(_ id: Int64, note: String? = nil) throws {
         try setState(id, "done", extra: "temp_path = NULL, last_error = coalesce(?, last_error)", [note.map(SQLValue.text) ?? .null])

@@ -186,6 +186,13 @@ enum ChaosInboundOracle {
                           String(format: "the partner's copy was %@d at %.3f, %.3f s before the version got its name in download_to", op.op, op.ts, first - op.ts))
             }
         }
+        // StartRemoteDelete/StartRemoteMove answer before the partner acts and have no status API, so a
+        // call the partner refused (a move onto a name the archive already holds) is invisible to ferry.
+        let refusedOps = o.partnerOps.filter { ($0.op == "delete" || $0.op == "move") && !$0.ok && $0.sha256 != nil }
+        if !refusedOps.isEmpty {
+            verdict.warnings.append("\(refusedOps.count) after_retrieve call(s) failed on the partner (the partner's copy stayed): "
+                + refusedOps.prefix(5).map { "\($0.op) \(lastComponent($0.remotePath))\($0.target.map { " → \($0)" } ?? ""): \($0.error ?? "")" }.joined(separator: "; "))
+        }
         let removals = o.partnerOps.filter { ($0.op == "delete" || $0.op == "move") && $0.ok }
         let repeatedRemovals = Dictionary(grouping: removals) { "\($0.sha256 ?? "")|\(Array($0.remotePath.utf8))" }.filter { $0.value.count > 1 }
         if !repeatedRemovals.isEmpty { verdict.warnings.append("\(repeatedRemovals.count) version(s) removed from the partner more than once (each later call found it gone or moved again)") }

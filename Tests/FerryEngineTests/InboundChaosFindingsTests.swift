@@ -42,7 +42,7 @@ import Testing
         #expect(h.metrics.value("ferry_inbound_already_placed_total") == 1)
         let rows = try journal.inboundFiles(in: [.done], rule: "race")
         #expect(rows.count == 2)
-        #expect(rows.contains { ($0.lastError ?? "").hasPrefix("placed already:") && $0.localPath == h.inbox.path + "/a.csv" })
+        #expect(rows.allSatisfy { $0.localPath == h.inbox.path + "/a.csv" }, "both rows name the one file that holds v2's bytes")
         // v2 is placed, so its partner copy may go.
         try await h.eventuallyOnPartner { !h.partnerHas("/out/race/a.csv") }
     }
@@ -79,5 +79,40 @@ extension InboundChaosFindingsTests {
         #expect(done.contains { $0.size == 700 && $0.lastError == InboundPoller.supersededNote })
         #expect(try h.inboxNames() == ["a.csv"])
         #expect(try h.inboxFile("a.csv") == v2)
+    }
+}
+
+extension InboundChaosFindingsTests {
+    /// Chaos runs with `after_retrieve: move` (the emulator's remote_ops.jsonl: `"op": "move", "ok":
+    /// false`): a second version of a name cannot be moved into an archive that holds the name (an SFTP
+    /// rename does not replace), StartRemoteMove is answered all the same, and ferry called the version
+    /// `done` while the partner's copy stayed. Now an answered call is confirmed by the next listing, and
+    /// a move the partner keeps refusing ends with a note saying so, after three calls.
+    @Test func aMoveThePartnerRefusesIsNotReportedDone() async throws {
+        let h = try InboundHarness()
+        let folder = try h.partnerFolder("/out/mv")
+        try h.partnerFolder("/out/mv/archive")
+        try h.putOnPartner("/out/mv/archive/a.csv", Data("an older a.csv, archived".utf8))
+        try h.putOnPartner("/out/mv/a.csv", randomData(300))
+        try h.putOnPartner("/out/mv/b.csv", randomData(200))
+        let journal = try h.openJournal()
+        let rule = try h.rule(name: "mv", remote: "/out/mv", extra: "min_age: 0s\nafter_retrieve: move:/out/mv/archive")
+        let poller = h.poller([rule], journal: journal)
+        var warnings: [String] = []
+        for _ in 0..<6 {
+            if let report = await poller.pollNow(rule: "mv") { warnings += report.warnings }
+            try await Task.sleep(for: .milliseconds(300))
+        }
+        #expect(!FileManager.default.fileExists(atPath: folder + "/b.csv") && FileManager.default.fileExists(atPath: folder + "/archive/b.csv"))
+        #expect(FileManager.default.fileExists(atPath: folder + "/a.csv"), "the partner refused to replace archive/a.csv")
+        let done = try journal.inboundFiles(in: [.done], rule: "mv")
+        #expect(done.count == 2)
+        let a = try #require(done.first { $0.remotePath == "/out/mv/a.csv" })
+        #expect((a.lastError ?? "").hasPrefix("after_retrieve failed:"), "not reported moved: \(a.lastError ?? "no note")")
+        let b = try #require(done.first { $0.remotePath == "/out/mv/b.csv" })
+        #expect((b.lastError ?? "").contains("moved"), "b.csv: \(b.lastError ?? "no note")")
+        #expect(try h.operations("StartRemoteMove").filter { $0.paths?.first == "/out/mv/a.csv" }.count == 3)
+        #expect(h.metrics.value("ferry_inbound_after_retrieve_refused_total") == 1)
+        #expect(warnings.contains { $0.contains("after_retrieve failed for /out/mv/a.csv") })
     }
 }

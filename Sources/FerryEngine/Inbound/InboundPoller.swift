@@ -773,6 +773,24 @@ public final class InboundPoller: Sendable {
                 report.finished += 1
                 continue
             }
+            if file.afterRetrieveAttempts >= Self.afterRetrieveCalls {
+                // Answered calls that the partner did not carry out (no status API tells): an SFTP rename
+                // does not replace an existing target, so `move:DIR` fails for ever once DIR holds the
+                // name. Calling again would change nothing; the partner's copy is kept and this says why.
+                let what: String
+                if case .move(let directory) = rule.afterRetrieve {
+                    what = "the partner still has this version after \(file.afterRetrieveAttempts) moves to \(RemoteName.printable(Self.moveTarget(directory, file.name))) (an SFTP rename does not replace a file: does \(RemoteName.printable(directory)) already hold that name?)"
+                } else {
+                    what = "the partner still has this version after \(file.afterRetrieveAttempts) deletes (is the file writable for the connector's user?)"
+                }
+                try journal.markInboundDone(file.id, note: "after_retrieve failed: \(what); its copy is kept")
+                logger.info("after_retrieve did not happen on the partner; the partner's copy is kept", metadata: metadata.merging(["hint": "\(what)"]) { $1 })
+                metrics.increment("ferry_inbound_after_retrieve_refused_total", ["rule": rule.name], by: 1,
+                                  help: "Versions whose delete or move the partner did not carry out after repeated calls.")
+                report.warnings.append("after_retrieve failed for \(RemoteName.printable(file.remotePath)): \(what)")
+                report.finished += 1
+                continue
+            }
             let before = try journal.beginAfterRetrieve(file.id)
             if before > 0 {
                 metrics.increment("ferry_inbound_after_retrieve_repeats_total", ["rule": rule.name], by: 1,
@@ -793,6 +811,7 @@ public final class InboundPoller: Sendable {
                 // The file is safe in S3 (and on disk); only the tidy-up is outstanding. The next poll's
                 // confirming listing tells whether this call did it.
                 let inDoubt = (error as? AWSError)?.outcome != .notStarted
+                if !inDoubt { try journal.forgetAfterRetrieveAttempt(file.id) }
                 if inDoubt {
                     metrics.increment("ferry_inbound_after_retrieve_in_doubt_total", ["rule": rule.name], by: 1,
                                       help: "after_retrieve calls whose outcome was unknown.")
@@ -802,10 +821,17 @@ public final class InboundPoller: Sendable {
                 continue
             }
             try checkpoint("after-retrieve-done")
-            try journal.markInboundDone(file.id)
-            report.finished += 1
+            // Answered is not done: StartRemoteDelete and StartRemoteMove answer before the partner acts
+            // and report nothing back, and the partner may refuse (a move onto a name the target folder
+            // holds). The next poll's confirming listing decides: gone is done, still there is called
+            // again, up to `afterRetrieveCalls` times (found by the inbound chaos test).
+            try journal.noteInbound(file.id, "after_retrieve requested; the next poll's listing confirms it")
         }
     }
+
+    /// How many answered after_retrieve calls a version gets before ferry stops calling and says the
+    /// partner did not act on them.
+    static let afterRetrieveCalls = 3
 
     static func moveTarget(_ directory: String, _ name: String) -> String {
         (directory.hasSuffix("/") ? directory : directory + "/") + name
