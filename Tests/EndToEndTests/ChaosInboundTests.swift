@@ -6,9 +6,12 @@ import FerryTestSupport
 /// `CHAOS_INBOUND_SEEDS=N` plays N seeds from `CHAOS_INBOUND_SEED_BASE` (default: from the clock, printed).
 enum ChaosInboundSeeds {
     /// Fixed, so CI is repeatable; chosen with `CHAOS_INBOUND_PRINT_PLANS` so that together they play
-    /// every producer, on_conflict and after_retrieve, and kills aimed at placements and at the
-    /// partner-side delete or move (see the plans test).
-    static let ci: [UInt64] = [11, 21, 23]
+    /// every producer, on_conflict rename and overwrite, after_retrieve move (11) and delete (23), kills
+    /// aimed at a placement, the partner-side move and GetObject, a full download_to and removed
+    /// temporary files (see the plans test), in about two minutes. on_conflict skip is played by the
+    /// regression tests and by `make chaos-inbound SEEDS=N` (seed 21 with the three took 179 s: too
+    /// close to CI's budget of three minutes).
+    static let ci: [UInt64] = [11, 23]
 
     static var selected: [UInt64] {
         let environment = ProcessInfo.processInfo.environment
