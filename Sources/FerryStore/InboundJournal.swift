@@ -253,12 +253,17 @@ extension Journal {
     /// when it runs, not when it was listed, so a version replaced between its listing and its retrieval
     /// (same size) is placed with the next version's bytes; when that next version is retrieved in turn,
     /// this finds its bytes already placed.
+    /// Only the last placement at a local path counts: with on_conflict overwrite, a later version placed
+    /// at the same path replaced those bytes, and the partner sending them again must place them again.
     public func placedCopy(bucket: String, key: String, size: Int64, eTag: String, excluding id: Int64) throws -> String? {
         try locked {
             try connection.statement("""
-                SELECT local_path FROM inbound_files WHERE bucket = ? AND s3_key = ? AND id <> ? AND size = ? AND etag = ?
-                AND state IN ('downloaded', 'done') AND local_path IS NOT NULL ORDER BY id DESC LIMIT 1
-                """).query([.text(bucket), .text(key), .integer(id), .integer(size), .text(eTag)]) { $0.text(0) }.first ?? nil
+                SELECT f.local_path FROM inbound_files f WHERE f.bucket = ? AND f.s3_key = ? AND f.id <> ? AND f.size = ? AND f.etag = ?
+                AND f.state IN ('downloaded', 'done') AND f.local_path IS NOT NULL
+                AND NOT EXISTS (SELECT 1 FROM inbound_files o WHERE o.local_path = f.local_path AND o.id > f.id AND o.id <> ?
+                                AND o.state IN ('downloaded', 'done') AND (o.etag IS NULL OR o.etag <> f.etag))
+                ORDER BY f.id DESC LIMIT 1
+                """).query([.text(bucket), .text(key), .integer(id), .integer(size), .text(eTag), .integer(id)]) { $0.text(0) }.first ?? nil
         }
     }
 

@@ -116,3 +116,26 @@ extension InboundChaosFindingsTests {
         #expect(warnings.contains { $0.contains("after_retrieve failed for /out/mv/a.csv") })
     }
 }
+
+extension InboundChaosFindingsTests {
+    /// The guard of `aVersionReplacedDuringItsRetrievalIsNotPlacedTwice` must not swallow a real re-send:
+    /// with on_conflict overwrite, A is placed, B (same size) replaces it, and the partner then sends A's
+    /// bytes again. The file holds B, so A is placed again.
+    @Test func bytesSentAgainAfterAnOverwriteArePlacedAgain() async throws {
+        let h = try InboundHarness()
+        let folder = try h.partnerFolder("/out/ow")
+        let a = randomData(800), b = randomData(800)
+        let journal = try h.openJournal()
+        let rule = try h.rule(name: "ow", remote: "/out/ow", extra: "min_age: 0s\non_conflict: overwrite")
+        let poller = h.poller([rule], journal: journal)
+        for (index, bytes) in [a, b, a].enumerated() {
+            try h.putOnPartner("/out/ow/r.csv", bytes)
+            // Versions a listing can tell apart: the mtime moves by a minute each time.
+            try FileManager.default.setAttributes([.modificationDate: Date(timeIntervalSince1970: 1_790_000_000 + Double(index) * 60)],
+                                                  ofItemAtPath: folder + "/r.csv")
+            for _ in 0..<2 { _ = await poller.pollNow(rule: "ow") }
+            #expect(try h.inboxFile("r.csv") == bytes, "version \(index + 1) is in download_to")
+        }
+        #expect(h.metrics.value("ferry_inbound_already_placed_total") == 0)
+    }
+}

@@ -29,6 +29,8 @@ public struct DownloadSizeMismatch: Error, Sendable, CustomStringConvertible {
 /// version's listing and its retrieval): not placed a second time.
 struct BytesAlreadyPlaced: Error, Sendable {
     var path: String
+    /// The object's ETag, journaled with the version so that the path's last placement is known by it.
+    var eTag: String
 }
 
 /// Places retrieved files into `download_to` so that a reader there never sees a partial file and a crash

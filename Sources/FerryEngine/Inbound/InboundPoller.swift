@@ -658,7 +658,7 @@ public final class InboundPoller: Sendable {
                 // Before the ETag is journaled for this row, else the lookup would find this row's own.
                 if let copy = try self.journal.placedCopy(bucket: bucket, key: key, size: info.size, eTag: info.eTag, excluding: file.id),
                    Self.isRegularFile(copy, size: info.size) {
-                    throw BytesAlreadyPlaced(path: copy)
+                    throw BytesAlreadyPlaced(path: copy, eTag: info.eTag)
                 }
                 try self.journal.setInboundETag(file.id, info.eTag)
                 try self.checkpoint("download-written")
@@ -679,7 +679,7 @@ public final class InboundPoller: Sendable {
             // by the inbound chaos test, seed 1). The partner's copy is this version and is placed, so
             // after_retrieve may tidy it.
             let note = "placed already: \(RemoteName.printable(twin.path)) holds these bytes (same size and ETag); the earlier version of \(RemoteName.printable(file.name)) was replaced on the partner while it was retrieved, and its retrieval fetched this version"
-            try journal.markDownloaded(file.id, localPath: twin.path, note: note)
+            try journal.markDownloaded(file.id, localPath: twin.path, note: note, eTag: twin.eTag)
             try? FileManager.default.removeItem(atPath: placement.temporaryPath(for: file.id))
             logger.info("retrieved bytes already placed by an earlier version's retrieval; not placed twice", metadata: metadata.merging(["file.path": "\(twin.path)"]) { $1 })
             metrics.increment("ferry_inbound_already_placed_total", ["rule": rule.name], by: 1,
@@ -773,15 +773,16 @@ public final class InboundPoller: Sendable {
                 report.finished += 1
                 continue
             }
-            if file.afterRetrieveAttempts >= Self.afterRetrieveCalls {
+            let answered = Self.answeredAfterRetrieveCalls(file.lastError)
+            if answered >= Self.afterRetrieveCalls {
                 // Answered calls that the partner did not carry out (no status API tells): an SFTP rename
                 // does not replace an existing target, so `move:DIR` fails for ever once DIR holds the
                 // name. Calling again would change nothing; the partner's copy is kept and this says why.
                 let what: String
                 if case .move(let directory) = rule.afterRetrieve {
-                    what = "the partner still has this version after \(file.afterRetrieveAttempts) moves to \(RemoteName.printable(Self.moveTarget(directory, file.name))) (an SFTP rename does not replace a file: does \(RemoteName.printable(directory)) already hold that name?)"
+                    what = "the partner still has this version after \(answered) answered moves to \(RemoteName.printable(Self.moveTarget(directory, file.name))) (an SFTP rename does not replace a file: does \(RemoteName.printable(directory)) already hold that name?)"
                 } else {
-                    what = "the partner still has this version after \(file.afterRetrieveAttempts) deletes (is the file writable for the connector's user?)"
+                    what = "the partner still has this version after \(answered) answered deletes (is the file writable for the connector's user?)"
                 }
                 try journal.markInboundDone(file.id, note: "after_retrieve failed: \(what); its copy is kept")
                 logger.info("after_retrieve did not happen on the partner; the partner's copy is kept", metadata: metadata.merging(["hint": "\(what)"]) { $1 })
@@ -825,13 +826,21 @@ public final class InboundPoller: Sendable {
             // and report nothing back, and the partner may refuse (a move onto a name the target folder
             // holds). The next poll's confirming listing decides: gone is done, still there is called
             // again, up to `afterRetrieveCalls` times (found by the inbound chaos test).
-            try journal.noteInbound(file.id, "after_retrieve requested; the next poll's listing confirms it")
+            try journal.noteInbound(file.id, "\(Self.requestedNote) \(answered + 1) time(s); the next poll's listing confirms it")
         }
     }
 
-    /// How many answered after_retrieve calls a version gets before ferry stops calling and says the
-    /// partner did not act on them.
+    /// How many answered after_retrieve calls in a row a version gets before ferry stops calling and says
+    /// the partner did not act on them. Calls in doubt (lost answers, dropped connections) do not count:
+    /// the partner may never have been asked.
     static let afterRetrieveCalls = 3
+    static let requestedNote = "after_retrieve requested, answered"
+
+    /// The answered calls in a row that the version's note records (an in-doubt call's note starts over).
+    static func answeredAfterRetrieveCalls(_ note: String?) -> Int {
+        guard let note, note.hasPrefix(requestedNote) else { return 0 }
+        return Int(note.dropFirst(requestedNote.count + 1).prefix { $0.isNumber }) ?? 0
+    }
 
     static func moveTarget(_ directory: String, _ name: String) -> String {
         (directory.hasSuffix("/") ? directory : directory + "/") + name
