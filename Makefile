@@ -113,3 +113,14 @@ chaos:
 	$(SWIFT) build $(SWIFT_FLAGS) --build-tests -Xswiftc -warnings-as-errors
 	CHAOS_SEEDS="$(SEEDS)" CHAOS_SEED="$(CHAOS_SEED)" CHAOS_SEED_BASE="$(CHAOS_SEED_BASE)" \
 		$(SWIFT) test $(SWIFT_FLAGS) --skip-build --filter ChaosTests
+
+# The inbound adversarial test (docs/chaos.md, "Inbound"): partners writing, rewriting and withdrawing
+# files, ferry killed during downloads, download_to filled, temporary files removed, the service failing.
+# `make chaos-inbound` plays the CI seeds; `SEEDS=20` plays 20 seeds from CHAOS_INBOUND_SEED_BASE;
+# `CHAOS_INBOUND_SEED=1234` replays one. Needs root (download_to is a tmpfs it fills). Runs alone.
+.PHONY: chaos-inbound
+chaos-inbound:
+	$(SWIFT) build $(SWIFT_FLAGS) -Xswiftc -warnings-as-errors
+	$(SWIFT) build $(SWIFT_FLAGS) --build-tests -Xswiftc -warnings-as-errors
+	CHAOS_INBOUND_SEEDS="$(SEEDS)" CHAOS_INBOUND_SEED="$(CHAOS_INBOUND_SEED)" CHAOS_INBOUND_SEED_BASE="$(CHAOS_INBOUND_SEED_BASE)" \
+		$(SWIFT) test $(SWIFT_FLAGS) --skip-build --filter ChaosInboundTests

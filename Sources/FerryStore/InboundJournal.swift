@@ -248,6 +248,25 @@ extension Journal {
         return (Set(rows.compactMap { $0 }), rows.contains { $0 == nil })
     }
 
+    /// Where another version of the same S3 object (any rule) was placed with exactly these bytes (same
+    /// size and ETag), if one was: the local path its row journaled. A retrieval reads the partner's file
+    /// when it runs, not when it was listed, so a version replaced between its listing and its retrieval
+    /// (same size) is placed with the next version's bytes; when that next version is retrieved in turn,
+    /// this finds its bytes already placed.
+    /// Only the last placement at a local path counts: with on_conflict overwrite, a later version placed
+    /// at the same path replaced those bytes, and the partner sending them again must place them again.
+    public func placedCopy(bucket: String, key: String, size: Int64, eTag: String, excluding id: Int64) throws -> String? {
+        try locked {
+            try connection.statement("""
+                SELECT f.local_path FROM inbound_files f WHERE f.bucket = ? AND f.s3_key = ? AND f.id <> ? AND f.size = ? AND f.etag = ?
+                AND f.state IN ('downloaded', 'done') AND f.local_path IS NOT NULL
+                AND NOT EXISTS (SELECT 1 FROM inbound_files o WHERE o.local_path = f.local_path AND o.id > f.id AND o.id <> ?
+                                AND o.state IN ('downloaded', 'done') AND (o.etag IS NULL OR o.etag <> f.etag))
+                ORDER BY f.id DESC LIMIT 1
+                """).query([.text(bucket), .text(key), .integer(id), .integer(size), .text(eTag), .integer(id)]) { $0.text(0) }.first ?? nil
+        }
+    }
+
     /// Records the TransferId StartFileTransfer returned for a batch.
     public func markRetrieving(batch batchID: Int64, transferID: String) throws {
         try locked {
@@ -311,6 +330,16 @@ extension Journal {
     public func markDownloaded(_ id: Int64, localPath: String?, note: String? = nil, eTag: String? = nil) throws {
         try setState(id, "downloaded", extra: "temp_path = NULL, temp_inode = NULL, local_path = ?, last_error = ?, etag = coalesce(?, etag)",
                      [localPath.map(SQLValue.text) ?? .null, note.map(SQLValue.text) ?? .null, eTag.map(SQLValue.text) ?? .null])
+    }
+
+    /// Takes back the count of an after_retrieve call that definitely never reached AWS (throttled,
+    /// refused before any work): only calls the partner may have acted on count.
+    public func forgetAfterRetrieveAttempt(_ id: Int64) throws {
+        try locked {
+            try connection.statement("""
+                UPDATE inbound_files SET after_retrieve_attempts = max(after_retrieve_attempts - 1, 0), updated_at = ? WHERE id = ?
+                """).run([.real(timestamp), .integer(id)])
+        }
     }
 
     /// Records that after_retrieve was done: the file's journey is over.

@@ -24,6 +24,15 @@ public struct DownloadSizeMismatch: Error, Sendable, CustomStringConvertible {
     }
 }
 
+/// The bytes fetched for a version are already in download_to at `path`, placed for an earlier version
+/// of the name whose retrieval read this version (the partner replaced the file, same size, between that
+/// version's listing and its retrieval): not placed a second time.
+struct BytesAlreadyPlaced: Error, Sendable {
+    var path: String
+    /// The object's ETag, journaled with the version so that the path's last placement is known by it.
+    var eTag: String
+}
+
 /// Places retrieved files into `download_to` so that a reader there never sees a partial file and a crash
 /// at any instant neither loses a file nor leaves two copies of it.
 ///

@@ -93,6 +93,8 @@ public struct PollReport: Sendable, Equatable, Codable {
     public var skipped = 0
     /// Versions held back because an earlier version of the same name is not yet placed.
     public var waitingForEarlierVersion = 0
+    /// Versions listed by an earlier poll that the partner replaced or removed before they were retrieved.
+    public var superseded = 0
     public var truncated = false
     public var warnings: [String] = []
     /// Why the poll failed, nil if it did not.
@@ -110,6 +112,7 @@ public struct PollReport: Sendable, Equatable, Codable {
         if failed > 0 { parts.append("failed \(failed)") }
         if skipped > 0 { parts.append("skipped \(skipped)") }
         if waitingForEarlierVersion > 0 { parts.append("waiting for an earlier version \(waitingForEarlierVersion)") }
+        if superseded > 0 { parts.append("superseded before retrieval \(superseded)") }
         if truncated { parts.append("listing truncated") }
         return (error == nil ? "ok: " : "error: ") + parts.joined(separator: ", ")
     }
@@ -296,6 +299,7 @@ public final class InboundPoller: Sendable {
             logger.warning("inbound listing truncated", metadata: ["rule": "\(rule.name)", "hint": "\(warning)"])
             metrics.increment("ferry_inbound_listing_truncated_total", ["rule": rule.name], by: 1, help: "Directory listings cut off at max_items.")
         }
+        if !listing.truncated { try retireSuperseded(rule, listing: listing, report: &report) }
         let selection = InboundSelection.select(listing, remoteDirectory: rule.remoteDirectoryPath, downloadTo: rule.downloadTo,
                                                 filter: rule.filter, minAge: rule.minAge, now: clock.now(),
                                                 previousUnstableSizes: try journal.unstableSizes(rule: rule.name))
@@ -338,6 +342,26 @@ public final class InboundPoller: Sendable {
             return false
         }
     }
+
+    /// Versions journaled `listed` by an earlier poll (the first look) that a whole listing no longer
+    /// shows: the partner replaced or removed them before ferry asked for them, so nothing was fetched and
+    /// nothing ever will be. They end `done` with a note saying so; otherwise they would stay in progress
+    /// in `ferry status` forever and never be pruned (found by the inbound chaos test, seed 3). A version
+    /// already asked for is never retired here: its retrieval may hold its only copy.
+    private func retireSuperseded(_ rule: InboundRule, listing: DirectoryListing, report: inout PollReport) throws {
+        let waiting = try journal.inboundFiles(in: [.listed], rule: rule.name)
+        guard !waiting.isEmpty else { return }
+        let current = Dictionary(listing.files.map { (PathBytes($0.filePath), $0) }, uniquingKeysWith: { first, _ in first })
+        for file in waiting {
+            if let entry = current[PathBytes(file.remotePath)], InboundSelection.isSameVersion(entry, file) { continue }
+            try journal.markInboundDone(file.id, note: Self.supersededNote)
+            logger.debug("a listed version went from the partner before it was retrieved", metadata: [
+                "rule": "\(rule.name)", "file.remote_path": "\(RemoteName.printable(file.remotePath))"])
+            report.superseded += 1
+        }
+    }
+
+    static let supersededNote = "superseded: the partner replaced or removed this version before it was retrieved; nothing was fetched"
 
     /// StartDirectoryListing into the ferry-owned prefix, wait for the object, fetch, delete, parse.
     private func list(_ rule: InboundRule, remoteDirectory: String? = nil) async throws -> DirectoryListing {
@@ -631,6 +655,11 @@ public final class InboundPoller: Sendable {
                 if let expected = file.size, info.size != expected {
                     throw DownloadSizeMismatch(path: file.remotePath, expected: expected, written: info.size)
                 }
+                // Before the ETag is journaled for this row, else the lookup would find this row's own.
+                if let copy = try self.journal.placedCopy(bucket: bucket, key: key, size: info.size, eTag: info.eTag, excluding: file.id),
+                   Self.isRegularFile(copy, size: info.size) {
+                    throw BytesAlreadyPlaced(path: copy, eTag: info.eTag)
+                }
                 try self.journal.setInboundETag(file.id, info.eTag)
                 try self.checkpoint("download-written")
             }
@@ -644,6 +673,18 @@ public final class InboundPoller: Sendable {
             }
         } catch let crash as SimulatedCrash {
             throw crash
+        } catch let twin as BytesAlreadyPlaced {
+            // The earlier version of this name was replaced on the partner during its retrieval, so its row
+            // placed these bytes already; placing them again would be a second copy of one version (found
+            // by the inbound chaos test, seed 1). The partner's copy is this version and is placed, so
+            // after_retrieve may tidy it.
+            let note = "placed already: \(RemoteName.printable(twin.path)) holds these bytes (same size and ETag); the earlier version of \(RemoteName.printable(file.name)) was replaced on the partner while it was retrieved, and its retrieval fetched this version"
+            try journal.markDownloaded(file.id, localPath: twin.path, note: note, eTag: twin.eTag)
+            try? FileManager.default.removeItem(atPath: placement.temporaryPath(for: file.id))
+            logger.info("retrieved bytes already placed by an earlier version's retrieval; not placed twice", metadata: metadata.merging(["file.path": "\(twin.path)"]) { $1 })
+            metrics.increment("ferry_inbound_already_placed_total", ["rule": rule.name], by: 1,
+                              help: "Versions whose bytes an earlier version's retrieval had already placed (the partner replaced that version during its retrieval).")
+            return outcome
         } catch let mismatch as DownloadSizeMismatch {
             // Journaled before the temporary file goes: a crash between the two leaves a failed version
             // and a stray temporary file, never a `downloading` row whose temporary file is gone.
@@ -661,6 +702,13 @@ public final class InboundPoller: Sendable {
         }
         try checkpoint("downloaded")
         return outcome
+    }
+
+    /// Whether `path` is a regular file (not followed if a link) of `size` bytes: the earlier placement
+    /// still holds the bytes, so this version need not be placed again.
+    static func isRegularFile(_ path: String, size: Int64) -> Bool {
+        var info = stat()
+        return lstat(path, &info) == 0 && info.st_mode & S_IFMT == S_IFREG && Int64(info.st_size) == size
     }
 
     /// after_retrieve for every placed version of the rule. keep ends the journey at once. delete and move
@@ -725,6 +773,25 @@ public final class InboundPoller: Sendable {
                 report.finished += 1
                 continue
             }
+            let answered = Self.answeredAfterRetrieveCalls(file.lastError)
+            if answered >= Self.afterRetrieveCalls {
+                // Answered calls that the partner did not carry out (no status API tells): an SFTP rename
+                // does not replace an existing target, so `move:DIR` fails for ever once DIR holds the
+                // name. Calling again would change nothing; the partner's copy is kept and this says why.
+                let what: String
+                if case .move(let directory) = rule.afterRetrieve {
+                    what = "the partner still has this version after \(answered) answered moves to \(RemoteName.printable(Self.moveTarget(directory, file.name))) (an SFTP rename does not replace a file: does \(RemoteName.printable(directory)) already hold that name?)"
+                } else {
+                    what = "the partner still has this version after \(answered) answered deletes (is the file writable for the connector's user?)"
+                }
+                try journal.markInboundDone(file.id, note: "after_retrieve failed: \(what); its copy is kept")
+                logger.info("after_retrieve did not happen on the partner; the partner's copy is kept", metadata: metadata.merging(["hint": "\(what)"]) { $1 })
+                metrics.increment("ferry_inbound_after_retrieve_refused_total", ["rule": rule.name], by: 1,
+                                  help: "Versions whose delete or move the partner did not carry out after repeated calls.")
+                report.warnings.append("after_retrieve failed for \(RemoteName.printable(file.remotePath)): \(what)")
+                report.finished += 1
+                continue
+            }
             let before = try journal.beginAfterRetrieve(file.id)
             if before > 0 {
                 metrics.increment("ferry_inbound_after_retrieve_repeats_total", ["rule": rule.name], by: 1,
@@ -745,6 +812,7 @@ public final class InboundPoller: Sendable {
                 // The file is safe in S3 (and on disk); only the tidy-up is outstanding. The next poll's
                 // confirming listing tells whether this call did it.
                 let inDoubt = (error as? AWSError)?.outcome != .notStarted
+                if !inDoubt { try journal.forgetAfterRetrieveAttempt(file.id) }
                 if inDoubt {
                     metrics.increment("ferry_inbound_after_retrieve_in_doubt_total", ["rule": rule.name], by: 1,
                                       help: "after_retrieve calls whose outcome was unknown.")
@@ -754,9 +822,24 @@ public final class InboundPoller: Sendable {
                 continue
             }
             try checkpoint("after-retrieve-done")
-            try journal.markInboundDone(file.id)
-            report.finished += 1
+            // Answered is not done: StartRemoteDelete and StartRemoteMove answer before the partner acts
+            // and report nothing back, and the partner may refuse (a move onto a name the target folder
+            // holds). The next poll's confirming listing decides: gone is done, still there is called
+            // again, up to `afterRetrieveCalls` times (found by the inbound chaos test).
+            try journal.noteInbound(file.id, "\(Self.requestedNote) \(answered + 1) time(s); the next poll's listing confirms it")
         }
+    }
+
+    /// How many answered after_retrieve calls in a row a version gets before ferry stops calling and says
+    /// the partner did not act on them. Calls in doubt (lost answers, dropped connections) do not count:
+    /// the partner may never have been asked.
+    static let afterRetrieveCalls = 3
+    static let requestedNote = "after_retrieve requested, answered"
+
+    /// The answered calls in a row that the version's note records (an in-doubt call's note starts over).
+    static func answeredAfterRetrieveCalls(_ note: String?) -> Int {
+        guard let note, note.hasPrefix(requestedNote) else { return 0 }
+        return Int(note.dropFirst(requestedNote.count + 1).prefix { $0.isNumber }) ?? 0
     }
 
     static func moveTarget(_ directory: String, _ name: String) -> String {

@@ -76,6 +76,9 @@ class SftpPartner:
         self.state_dir = state_dir
         # Append-only ground truth for tests: one line per file completed to a partner (see DeliveryLog).
         self.deliveries_path = os.path.join(state_dir, "deliveries.jsonl")
+        # The same for the inbound direction: every retrieval's bytes, and every remote delete or move
+        # with the bytes it removed (see PartnerOpLog).
+        self.partner_ops_path = os.path.join(state_dir, "remote_ops.jsonl")
         chroot = _chroot_root()
         self.chrooted = chroot is not None
         self.root = chroot or os.path.join(state_dir, "partner")
@@ -189,6 +192,67 @@ class DeliveryLog:
         line = json.dumps({"ts": time.time(), "connector_id": connector_id, "transfer_id": transfer_id,
                            "remote_path": remote_path, "size": len(data),
                            "sha256": hashlib.sha256(data).hexdigest()}, ensure_ascii=False) + "\n"
+        with self.lock:
+            if self.file.closed:
+                return
+            self.file.write(line)
+            self.file.flush()
+
+    def close(self) -> None:
+        with self.lock:
+            self.file.close()
+
+
+class PartnerOpLog:
+    """`remote_ops.jsonl`: one JSON line per retrieval (`op` "retrieve": the bytes read from the partner
+    and written to S3), per listing entry (`op` "listed": what a StartDirectoryListing saw, with the
+    sha256 of the file at that moment) and per remote delete or move done by a connector (`op` "delete" /
+    "move": the bytes that were removed from the path, `ok` false when the SFTP call failed). A test can
+    then tell which version of a name ferry fetched and which version it deleted or moved, and when."""
+
+    def __init__(self, path: str, partner_root: str, chrooted: bool):
+        self.path = path
+        self.partner_root = partner_root
+        self.chrooted = chrooted
+        self.lock = threading.Lock()
+        self.file = open(path, "a", encoding="utf-8")
+
+    def local_path(self, sftp_path: str) -> str:
+        """The file on this machine behind an SFTP path as `SftpPartner.sftp_path` gives it."""
+        return os.path.join(self.partner_root, sftp_path.lstrip("/")) if self.chrooted else sftp_path
+
+    @staticmethod
+    def digest(local: str) -> tuple[int | None, str | None]:
+        try:
+            with open(local, "rb") as f:
+                data = f.read()
+            return len(data), hashlib.sha256(data).hexdigest()
+        except OSError:
+            return None, None
+
+    @staticmethod
+    def digest_if(local: str, size: int | None, mtime: float | None) -> str | None:
+        """The sha256 of `local` if it is, before and after the read, the file a listing saw (same size and
+        whole-second mtime, same inode); None when it changed in between."""
+        try:
+            before = os.stat(local)
+            with open(local, "rb") as f:
+                data = f.read()
+            after = os.stat(local)
+        except OSError:
+            return None
+        same = (before.st_ino, before.st_size, before.st_mtime_ns) == (after.st_ino, after.st_size, after.st_mtime_ns)
+        if not same or len(data) != size or mtime is None or int(before.st_mtime) != int(mtime):
+            return None
+        return hashlib.sha256(data).hexdigest()
+
+    def record(self, op: str, remote_path: str, size: int | None, sha256: str | None, ok: bool = True,
+               target: str | None = None, **extra) -> None:
+        entry = {"ts": time.time(), "op": op, "remote_path": remote_path, "size": size, "sha256": sha256, "ok": ok}
+        if target is not None:
+            entry["target"] = target
+        entry.update(extra)
+        line = json.dumps(entry, ensure_ascii=False) + "\n"
         with self.lock:
             if self.file.closed:
                 return

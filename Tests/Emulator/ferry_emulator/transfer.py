@@ -7,6 +7,7 @@ per SFTP connection, `SftpConfig.MaxConcurrentConnections` of them (AWS's defaul
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import os
 import posixpath
@@ -21,7 +22,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
-from .partner import DeliveryLog, PartnerPathError, SftpPartner, SftpSession
+from .partner import DeliveryLog, PartnerOpLog, PartnerPathError, SftpPartner, SftpSession
 
 CONNECTOR_ID = re.compile(r"c-([0-9a-f]{17})")
 TRANSFER_ID = re.compile(r"[0-9a-zA-Z./-]+")
@@ -198,6 +199,7 @@ class TransferService:
         self.max_pending = max_pending
         self.as2_inbox = as2_inbox
         self.deliveries = DeliveryLog(partner.deliveries_path)
+        self.partner_ops = PartnerOpLog(partner.partner_ops_path, partner.root, partner.chrooted)
         self.connectors: dict[str, Connector] = {}
         self.transfers: dict[str, Transfer] = {}
         self.lock = threading.Lock()
@@ -211,6 +213,7 @@ class TransferService:
         for c in connectors:
             self._stop_connector(c)
         self.deliveries.close()
+        self.partner_ops.close()
 
     def _stop_connector(self, c: Connector) -> None:
         for _ in c.workers:
@@ -448,7 +451,7 @@ class TransferService:
                 elif job[0] == "delete":
                     self._sftp(c, session, lambda sftp: self._delete(sftp, job[1]))
                 elif job[0] == "move":
-                    self._sftp(c, session, lambda sftp: sftp.rename(self.partner.sftp_path(job[1]), self.partner.sftp_path(job[2])))
+                    self._sftp(c, session, lambda sftp: self._move(sftp, job[1], job[2]))
             except Exception as e:  # the worker must survive anything one job does
                 print(f"ferry-emulator: connector {c.connector_id}: {job[0]} failed: {e}", file=sys.stderr, flush=True)
 
@@ -556,6 +559,8 @@ class TransferService:
             self.s3.put_object(bucket, key, data)
         except Exception as e:
             raise _FileFailed("LOCAL_DIRECTORY_NOT_FOUND", f"Could not write s3://{bucket}/{key}: {type(e).__name__}")
+        self.partner_ops.record("retrieve", path, len(data), hashlib.sha256(data).hexdigest(), key=f"{bucket}/{key}",
+                                transfer_id=t.transfer_id)
 
     def _listing(self, sftp, remote: str, output: str, max_items: int, name: str) -> None:
         local = self.partner.sftp_path(remote)
@@ -573,6 +578,11 @@ class TransferService:
                 if a.st_size is not None:
                     item["size"] = a.st_size
                 files.append(item)
+                # The bytes are read after listdir_attr: only when the file still has the listed size and
+                # mtime (second) are they the listed version's; otherwise the log says the bytes are unknown.
+                digest = self.partner_ops.digest_if(self.partner_ops.local_path(posixpath.join(local, a.filename)),
+                                                    a.st_size, a.st_mtime)
+                self.partner_ops.record("listed", full, a.st_size, digest, modified=item.get("modifiedTimestamp"))
         document = {"files": files, "paths": paths, "truncated": len(entries) > max_items}
         bucket, prefix = _split_s3(output)
         key = posixpath.join(prefix, name) if prefix else name
@@ -580,7 +590,33 @@ class TransferService:
 
     def _delete(self, sftp, path: str) -> None:
         local = self.partner.sftp_path(path)
-        if stat.S_ISDIR(sftp.stat(local).st_mode):
+        try:
+            is_dir = stat.S_ISDIR(sftp.stat(local).st_mode)
+        except Exception as e:
+            self.partner_ops.record("delete", path, None, None, ok=False, error=f"{type(e).__name__}: {e}")
+            raise
+        if is_dir:
             sftp.rmdir(local)
-        else:
+            return
+        # The bytes are read just before the remove, through an open descriptor, so the log names the
+        # version that was there when the connector acted (a rename onto the name in between is the
+        # only thing that can make it wrong, and it would take microseconds).
+        size, digest = self.partner_ops.digest(self.partner_ops.local_path(local))
+        try:
             sftp.remove(local)
+        except Exception as e:
+            self.partner_ops.record("delete", path, size, digest, ok=False, error=f"{type(e).__name__}: {e}")
+            raise
+        self.partner_ops.record("delete", path, size, digest)
+
+    def _move(self, sftp, source: str, target: str) -> None:
+        source_local, target_local = self.partner.sftp_path(source), self.partner.sftp_path(target)
+        before = self.partner_ops.digest(self.partner_ops.local_path(source_local))
+        try:
+            sftp.rename(source_local, target_local)
+        except Exception as e:
+            self.partner_ops.record("move", source, before[0], before[1], ok=False, target=target, error=f"{type(e).__name__}: {e}")
+            raise
+        # After the rename the target holds exactly the bytes that left `source`.
+        size, digest = self.partner_ops.digest(self.partner_ops.local_path(target_local))
+        self.partner_ops.record("move", source, size, digest, target=target)

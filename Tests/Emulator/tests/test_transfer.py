@@ -507,3 +507,41 @@ def test_pending_transfer_quota():
         assert tf.start_file_transfer(ConnectorId=slow.sftp_id, SendFilePaths=[path])["TransferId"]
     finally:
         slow.stop()
+
+
+def test_remote_ops_log_names_the_bytes_retrieved_listed_deleted_and_moved(emu):
+    """`remote_ops.jsonl` is the inbound chaos test's ground truth: which bytes each retrieval fetched,
+    each listing saw, and each remote delete or move removed from the partner."""
+    import hashlib
+
+    tf = emu.client("transfer")
+    folder = partner_dir(emu, f"outbound/ops-{uuid.uuid4()}")
+    os.mkdir(os.path.join(folder, "archive"))
+    remote = "/" + os.path.relpath(folder, emu.partner_root)
+    bodies = {"a b.csv": os.urandom(300), "c.csv": os.urandom(200)}
+    for name, body in bodies.items():
+        with open(os.path.join(folder, name), "wb") as f:
+            f.write(body)
+    sha = {name: hashlib.sha256(body).hexdigest() for name, body in bodies.items()}
+    tf.start_directory_listing(ConnectorId=emu.sftp_id, RemoteDirectoryPath=remote, OutputDirectoryPath=f"/ferry-inbound/listings-{uuid.uuid4()}")
+    tid = tf.start_file_transfer(ConnectorId=emu.sftp_id, RetrieveFilePaths=[f"{remote}/a b.csv"],
+                                 LocalDirectoryPath=f"/ferry-inbound/ops-{uuid.uuid4()}")["TransferId"]
+    assert wait_transfer(tf, emu.sftp_id, tid)[0]["StatusCode"] == "COMPLETED"
+    tf.start_remote_delete(ConnectorId=emu.sftp_id, DeletePath=f"{remote}/a b.csv")
+    tf.start_remote_move(ConnectorId=emu.sftp_id, SourcePath=f"{remote}/c.csv", TargetPath=f"{remote}/archive/c.csv")
+    tf.start_remote_delete(ConnectorId=emu.sftp_id, DeletePath=f"{remote}/gone.csv")
+    log = os.path.join(emu.info["state_dir"], "remote_ops.jsonl")
+
+    def ops():
+        with open(log, encoding="utf-8") as f:
+            return [json.loads(line) for line in f if line.endswith("\n")]
+
+    wait_for(lambda: sum(1 for o in ops() if o["op"] in ("delete", "move") and o["remote_path"].startswith(remote + "/")) == 3)
+    mine = [o for o in ops() if o["remote_path"].startswith(remote + "/")]
+    listed = {o["remote_path"]: o["sha256"] for o in mine if o["op"] == "listed"}
+    assert listed == {f"{remote}/a b.csv": sha["a b.csv"], f"{remote}/c.csv": sha["c.csv"]}
+    assert [(o["remote_path"], o["sha256"], o["size"]) for o in mine if o["op"] == "retrieve"] == [(f"{remote}/a b.csv", sha["a b.csv"], 300)]
+    removed = [(o["op"], o["remote_path"], o["sha256"], o["ok"], o.get("target")) for o in mine if o["op"] in ("delete", "move")]
+    assert removed == [("delete", f"{remote}/a b.csv", sha["a b.csv"], True, None),
+                       ("move", f"{remote}/c.csv", sha["c.csv"], True, f"{remote}/archive/c.csv"),
+                       ("delete", f"{remote}/gone.csv", None, False, None)]
