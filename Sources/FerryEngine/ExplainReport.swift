@@ -92,7 +92,7 @@ public struct ExplainReport: Codable, Sendable, Equatable {
             if let row = journal {
                 // Gone because after_send archived or deleted it, most often: the journal tells its end.
                 reasons.append(owner + "; it is no longer in the folder")
-                explainJournaled(row, rule: rule, now: now)
+                explainJournaled(row, rule: rule, stateDir: stateDir, now: now)
             } else {
                 reasons.append(owner + ", but it does not exist, and the journal has nothing of it: ferry never saw a complete version")
             }
@@ -108,7 +108,7 @@ public struct ExplainReport: Codable, Sendable, Equatable {
         let size = Int64(info.st_size)
         // The journal's row is this version when nothing changed since it was seen complete.
         if let row = journal, row.size == size, mtime <= row.detectedAt {
-            explainJournaled(row, rule: rule, now: now)
+            explainJournaled(row, rule: rule, stateDir: stateDir, now: now)
             return
         }
         if let row = journal {
@@ -140,7 +140,16 @@ public struct ExplainReport: Codable, Sendable, Equatable {
         reasons.insert("it is complete and not yet journaled: the running daemon picks it up within moments (if it is not running, `ferry status` says so)", at: 0)
     }
 
-    private mutating func explainJournaled(_ row: HistoryReport.Outbound, rule: OutboundRule, now: Date) {
+    /// "; 12 files of the rule are queued ahead of it": journaled earlier and not yet submitted.
+    static func ahead(of row: HistoryReport.Outbound, stateDir: String) -> String {
+        let path = (stateDir as NSString).appendingPathComponent("journal.db")
+        guard let journal = try? Journal(readOnlyAt: path, logger: .init(label: "ferry.explain")),
+              let waiting = try? journal.outboundFiles(in: [.detected, .staged], rule: row.rule) else { return "" }
+        let ahead = waiting.filter { $0.id < row.id }.count
+        return ahead == 0 ? "; nothing of the rule is queued ahead of it" : "; \(ahead) file(s) of the rule are queued ahead of it"
+    }
+
+    private mutating func explainJournaled(_ row: HistoryReport.Outbound, rule: OutboundRule, stateDir: String, now: Date) {
         let transfer = row.transferId.map { " as TransferId \($0)" } ?? ""
         switch row.state {
         case "done":
@@ -150,10 +159,10 @@ public struct ExplainReport: Codable, Sendable, Equatable {
             reasons.insert(line, at: 0)
         case "detected":
             verdict = .sending
-            reasons.insert("journaled as complete \(Self.time(row.detectedAt)); waiting to be uploaded to staging", at: 0)
+            reasons.insert("journaled as complete \(Self.time(row.detectedAt)); waiting to be uploaded to staging\(Self.ahead(of: row, stateDir: stateDir))", at: 0)
         case "staged":
             verdict = .sending
-            reasons.insert("uploaded to s3://\(row.bucket ?? "")/\(row.s3Key ?? ""); waiting for its batch (StartFileTransfer)", at: 0)
+            reasons.insert("uploaded to s3://\(row.bucket ?? "")/\(row.s3Key ?? ""); waiting for its batch (StartFileTransfer)\(Self.ahead(of: row, stateDir: stateDir))", at: 0)
         case "submitting":
             verdict = .sending
             reasons.insert("in a StartFileTransfer whose answer has not been journaled yet", at: 0)

@@ -24,6 +24,16 @@ struct ConnectorStatusTests {
         let connectors = try scenario.status().json["connectors"] as? [[String: Any]] ?? []
         #expect(connectors.first?["status"] as? String == "PENDING", "status --json connectors: \(connectors)")
         #expect(connectors.first?["egress_ip_addresses"] as? [String] == ["127.0.0.1"])
+        // Held files are queued, each behind the ones journaled before it (`ferry explain`).
+        var ahead: [Int] = []
+        for name in written.keys {
+            let explained = try FerryBinary.run(["explain", scenario.outbox + "/" + name, "--config", scenario.configPath]).stdout
+            if explained.contains("nothing of the rule is queued ahead of it") { ahead.append(0) }
+            if let range = explained.range(of: #"(\d+) file\(s\) of the rule are queued ahead of it"#, options: .regularExpression) {
+                ahead.append(Int(explained[range].split(separator: " ")[0]) ?? -1)
+            }
+        }
+        #expect(ahead.sorted() == Array(0..<written.count), "places in the queue: \(ahead)")
 
         try scenario.emulator.setConnectorStatus(scenario.emulator.sftpConnectorId, "ERRORED", errorMessage: "The secret for the partner's credentials was not found")
         let showsError = await eventually(timeout: 30) { problems().contains("The secret for the partner's credentials was not found") }
