@@ -189,6 +189,9 @@ public struct OutboundRule: Sendable {
         case poll
     }
 
+    /// `path` relative to `watch` ("" for the folder itself), or nil when it is not below it.
+    public func relativePath(of path: String) -> String? { PathRules.relative(path, to: watch) }
+
     /// Whether this rule's folder and patterns select the file at absolute `path` (ignoring earlier rules).
     public func selects(path: String) -> Bool {
         guard let relative = PathRules.relative(path, to: watch), !relative.isEmpty else { return false }

@@ -34,20 +34,20 @@ public struct ExplainReport: Codable, Sendable, Equatable {
         report.journal = try latestJournalRow(rules: rules, path: path)
 
         // Where it stands against the rules, in file order (a file belongs to the first rule that takes it).
-        let candidates = rules.outbound.filter { Self.relative(path, to: $0.watch).map { !$0.isEmpty } ?? false }
+        let candidates = rules.outbound.filter { $0.relativePath(of: path).map { !$0.isEmpty } ?? false }
         guard !candidates.isEmpty else {
             report.reasons.append("it is outside every watched folder (\(rules.outbound.map(\.watch).joined(separator: ", ")))")
             report.addJournalHistory(now: now)
             return report
         }
-        if let link = Self.firstSymbolicLink(in: path) {
+        if let link = LinkFreeFile.firstSymbolicLink(in: path) {
             report.reasons.append("a component of its path is a symbolic link (\(link)): ferry never follows links and never sends through them")
             report.addJournalHistory(now: now)
             return report
         }
         var why: [String] = []
         for rule in candidates {
-            guard let relative = Self.relative(path, to: rule.watch) else { continue }
+            guard let relative = rule.relativePath(of: path) else { continue }
             if let ownFolder = ownFolder(relative) {
                 report.rule = rule.name
                 report.explainOwnFolder(ownFolder, relative: relative, rule: rule)
@@ -238,20 +238,20 @@ public struct ExplainReport: Codable, Sendable, Equatable {
         if let marker = rule.readyMarker, !marker.isEmpty, name.hasSuffix(marker), name.count > marker.count {
             return "it is the ready marker of \(String(relative.dropLast(marker.count))) (ready_marker: \(marker)), not a file to send"
         }
-        for pattern in FileFilter.defaultIgnores {
-            if let glob = try? Glob(pattern), glob.matches(relative) || relative.split(separator: "/").dropLast().contains(where: { glob.matchesBaseName && glob.matches(String($0)) }) {
-                return "a hidden or temporary name, ignored by default (pattern \(pattern)); rename it when it is complete"
-            }
-        }
-        for pattern in rule.exclude {
-            if let glob = try? Glob(pattern), glob.matches(relative) {
-                return "excluded by the rule's pattern \(pattern)"
-            }
-        }
-        if !rule.include.isEmpty, !rule.include.contains(where: { (try? Glob($0))?.matches(relative) ?? false }) {
+        switch rule.filter.refusal(of: relative) {
+        case nil:
+            return nil
+        case .excluded(let pattern)? where FileFilter.defaultIgnores.contains(pattern):
+            return "a hidden or temporary name, ignored by default (pattern \(pattern)); rename it when it is complete"
+        case .folderExcluded(let folder, let pattern)? where FileFilter.defaultIgnores.contains(pattern):
+            return "it is under \(folder)/, a hidden or temporary folder name ignored by default (pattern \(pattern))"
+        case .excluded(let pattern)?:
+            return "excluded by the rule's pattern \(pattern)"
+        case .folderExcluded(let folder, let pattern)?:
+            return "it is under \(folder)/, excluded by the rule's pattern \(pattern)"
+        case .notIncluded?:
             return "matches none of the rule's include patterns (\(rule.include.joined(separator: ", ")))"
         }
-        return rule.filter.accepts(relative) ? nil : "refused by the rule's patterns"
     }
 
     // MARK: - Helpers
@@ -278,25 +278,6 @@ public struct ExplainReport: Codable, Sendable, Equatable {
         guard let fd = try? LinkFreeFile.openForReading(path) else { return nil }
         defer { close(fd) }
         return try? WriteActivity.isOpenForWriting(fileDescriptor: fd)
-    }
-
-    /// `path` below `folder` ("" for the folder itself), or nil when it is not below it.
-    static func relative(_ path: String, to folder: String) -> String? {
-        if path == folder { return "" }
-        let prefix = folder.hasSuffix("/") ? folder : folder + "/"
-        return path.hasPrefix(prefix) ? String(path.dropFirst(prefix.count)) : nil
-    }
-
-    /// The first component of absolute `path` (the last one included) that is a symbolic link.
-    static func firstSymbolicLink(in path: String) -> String? {
-        var prefix = ""
-        for part in path.split(separator: "/") {
-            prefix += "/" + part
-            var info = stat()
-            guard lstat(prefix, &info) == 0 else { return nil }
-            if info.st_mode & S_IFMT == S_IFLNK { return prefix }
-        }
-        return nil
     }
 
     static func absolute(_ path: String) -> String {

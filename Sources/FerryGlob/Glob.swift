@@ -207,17 +207,31 @@ public struct FileFilter: Sendable, Hashable {
         self.exclude = excludes
     }
 
+    /// Why a relative path is not selected: the exclude pattern that matched it (or one of its folders),
+    /// or no include pattern matching it.
+    public enum Refusal: Sendable, Equatable {
+        case excluded(by: String)
+        case folderExcluded(folder: String, by: String)
+        case notIncluded
+    }
+
     /// Whether the relative path is selected. Any folder segment starting with `.` (such as ferry's own
     /// `.ferry/`) excludes everything under it when the default ignores are on.
-    public func accepts(_ relativePath: String) -> Bool {
-        if exclude.contains(where: { $0.matches(relativePath) }) { return false }
+    public func accepts(_ relativePath: String) -> Bool { refusal(of: relativePath) == nil }
+
+    /// Why `accepts` refuses the relative path (the first pattern that does, in the order it checks),
+    /// or nil when it is selected: what `ferry explain` names.
+    public func refusal(of relativePath: String) -> Refusal? {
+        if let glob = exclude.first(where: { $0.matches(relativePath) }) { return .excluded(by: glob.pattern) }
         if relativePath.contains("/") {
             let folders = relativePath.split(separator: "/").dropLast()
             for folder in folders {
                 let segment = String(folder)
-                if exclude.contains(where: { $0.matchesBaseName && $0.matches(segment) }) { return false }
+                if let glob = exclude.first(where: { $0.matchesBaseName && $0.matches(segment) }) {
+                    return .folderExcluded(folder: segment, by: glob.pattern)
+                }
             }
         }
-        return include.isEmpty || include.contains(where: { $0.matches(relativePath) })
+        return include.isEmpty || include.contains(where: { $0.matches(relativePath) }) ? nil : .notIncluded
     }
 }

@@ -28,6 +28,12 @@ public enum LinkFreeFile {
     }
 }
 
+extension LinkFreeFile {
+    /// The first component of absolute `path` (the last one included) that is a symbolic link, or nil:
+    /// what a refusal names (`ferry explain`, `ferry retry`).
+    public static func firstSymbolicLink(in path: String) -> String? { SafeOpen.firstSymbolicLink(in: path) }
+}
+
 extension FileVersion {
     /// The version of the file open as `fileDescriptor`, to compare with a report's version. The
     /// attributes are asked of the file system itself (statx with AT_STATX_FORCE_SYNC), not of an NFS

@@ -59,3 +59,23 @@ struct GlobTests {
         #expect(!everything.accepts("a/.git/c.bin"))
     }
 }
+
+/// `FileFilter.refusal(of:)` names what `accepts` refuses by, for `ferry explain`; the two always agree.
+struct FileFilterRefusalTests {
+    @Test func eachRefusalNamesItsPatternAndAgreesWithAccepts() throws {
+        let filter = try FileFilter(include: ["*.edi", "**/*.xml"], exclude: ["*.skip.edi"])
+        let cases: [(String, FileFilter.Refusal?)] = [
+            ("invoice.edi", nil),
+            ("deep/a.xml", nil),
+            (".hidden.edi", .excluded(by: ".*")),
+            ("upload.edi.part", .excluded(by: "*.part")),
+            ("report.skip.edi", .excluded(by: "*.skip.edi")),
+            ("notes.txt", .notIncluded),
+            (".cache/a.xml", .folderExcluded(folder: ".cache", by: ".*")),
+        ]
+        for (path, expected) in cases {
+            #expect(filter.refusal(of: path) == expected, "\(path)")
+            #expect(filter.accepts(path) == (expected == nil), "\(path)")
+        }
+    }
+}
