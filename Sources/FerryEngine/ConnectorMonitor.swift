@@ -85,11 +85,13 @@ final class ConnectorMonitor: Sendable {
         while !Task.isCancelled {
             let contexts = current()
             let now = ContinuousClock.now
+            var checked = false
             for (name, context) in contexts.sorted(by: { $0.key < $1.key }) {
                 let next = due.withLock { $0[name] }
                 if let next, next > now { continue }
                 let interval = await check(name: name, context: context)
                 due.withLock { $0[name] = ContinuousClock.now.advanced(by: interval) }
+                checked = true
             }
             // Connectors the rules no longer name are forgotten (their health, their row in status).
             let gone = states.withLock { states in
@@ -98,7 +100,8 @@ final class ConnectorMonitor: Sendable {
                 return names
             }
             for name in gone { health.clear("connector:\(name)") }
-            publish()
+            // Written only when something was asked or forgotten, not on every turn of the loop.
+            if checked || !gone.isEmpty { publish() }
             try await Task.sleep(for: .milliseconds(500))
         }
     }
@@ -160,15 +163,7 @@ final class ConnectorMonitor: Sendable {
     /// (a full disk) is ignored; health.json carries the problems.
     private func publish() {
         let list = states.withLock { $0.values.sorted { $0.name < $1.name } }
-        let encoder = JSONEncoder()
-        encoder.dateEncodingStrategy = .iso8601
-        encoder.outputFormatting = [.sortedKeys]
-        guard let data = try? encoder.encode(list) else { return }
-        let path = ConnectorState.path(stateDir: stateDir)
-        if let existing = FileManager.default.contents(atPath: path), existing == data { return }
-        let temporary = path + ".tmp"
-        guard FileManager.default.createFile(atPath: temporary, contents: data) else { return }
-        if rename(temporary, path) != 0 { unlink(temporary) }
+        StateFile.writeJSON(list, to: ConnectorState.path(stateDir: stateDir))
     }
 }
 

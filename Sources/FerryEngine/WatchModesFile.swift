@@ -42,17 +42,28 @@ enum WatchModesFile {
     static func path(stateDir: String) -> String { (stateDir as NSString).appendingPathComponent("watch-modes.json") }
 
     static func write(_ modes: [WatchModeStatus], stateDir: String) {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys]
-        guard let data = try? encoder.encode(modes) else { return }
-        let target = path(stateDir: stateDir)
-        let temporary = target + ".tmp"
-        guard FileManager.default.createFile(atPath: temporary, contents: data) else { return }
-        if rename(temporary, target) != 0 { unlink(temporary) }
+        StateFile.writeJSON(modes, to: path(stateDir: stateDir))
     }
 
     static func read(stateDir: String) -> [WatchModeStatus] {
         guard let data = FileManager.default.contents(atPath: path(stateDir: stateDir)) else { return [] }
         return (try? JSONDecoder().decode([WatchModeStatus].self, from: data)) ?? []
+    }
+}
+
+/// The small JSON files the daemon publishes in `state_dir` for `ferry status` (watch modes, connector
+/// states): written whole to a temporary name, then renamed, so a reader never sees half a file.
+/// Status information only: a failure (a full disk) leaves the previous file and is not an error;
+/// health.json, which must work on a full disk, has its own preallocated file.
+enum StateFile {
+    static func writeJSON<Value: Encodable>(_ value: Value, to path: String) {
+        let encoder = JSONEncoder()
+        encoder.dateEncodingStrategy = .iso8601
+        encoder.outputFormatting = [.sortedKeys]
+        guard let data = try? encoder.encode(value) else { return }
+        if let existing = FileManager.default.contents(atPath: path), existing == data { return }
+        let temporary = path + ".tmp"
+        guard FileManager.default.createFile(atPath: temporary, contents: data) else { return }
+        if rename(temporary, path) != 0 { unlink(temporary) }
     }
 }

@@ -379,11 +379,7 @@ final class ChaosInboundRun: @unchecked Sendable {
     }
 
     private func probeFaultKinds() async throws {
-        var supported: Set<String> = []
-        for kind in ChaosInboundPlan.faultKinds {
-            let answer = try await postEmulatorControl(emulator.controlURL, path: "/faults", body: ["rate": 0.0, "kinds": [kind], "latency_ms": 0])
-            if answer.status == 200 { supported.insert(kind) }
-        }
+        let supported = try await supportedFaultKinds(emulator.controlURL, of: ChaosInboundPlan.faultKinds)
         let missing = ChaosInboundPlan.faultKinds.filter { !supported.contains($0) }
         if !missing.isEmpty { ledger.note("this emulator has no fault kind \(missing.joined(separator: ", ")); the windows play without it") }
         lock.withLock { supportedKinds = supported }
@@ -391,8 +387,7 @@ final class ChaosInboundRun: @unchecked Sendable {
 
     private func applyFaults(_ window: ChaosInboundPlan.FaultWindow) async {
         let supported = lock.withLock { supportedKinds }
-        var kinds = window.kinds.filter(supported.contains)
-        if kinds.isEmpty { kinds = ["unavailable"] }
+        let kinds = playableFaultKinds(window.kinds, supported: supported)
         let body: [String: Any] = ["rate": window.rate, "kinds": kinds, "latency_ms": window.latencyMs,
                                    "operations": window.operations.map { $0 as Any } ?? NSNull()]
         do {

@@ -465,11 +465,7 @@ final class ChaosRun: @unchecked Sendable {
 
     /// Which of the plan's fault kinds this emulator knows (an unknown kind is refused with 400).
     private func probeFaultKinds() async throws {
-        var supported: Set<String> = []
-        for kind in ChaosPlan.faultKinds {
-            let answer = try await postEmulatorControl(emulator.controlURL, path: "/faults", body: ["rate": 0.0, "kinds": [kind], "latency_ms": 0])
-            if answer.status == 200 { supported.insert(kind) }
-        }
+        let supported = try await supportedFaultKinds(emulator.controlURL, of: ChaosPlan.faultKinds)
         let missing = ChaosPlan.faultKinds.filter { !supported.contains($0) }
         if !missing.isEmpty { ledger.note("this emulator has no fault kind \(missing.joined(separator: ", ")); the plan's windows play without it") }
         lock.withLock { supportedKinds = supported }
@@ -477,8 +473,7 @@ final class ChaosRun: @unchecked Sendable {
 
     private func applyFaults(_ window: ChaosPlan.FaultWindow) async {
         let supported = lock.withLock { supportedKinds }
-        var kinds = window.kinds.filter(supported.contains)
-        if kinds.isEmpty { kinds = ["unavailable"] }
+        let kinds = playableFaultKinds(window.kinds, supported: supported)
         var body: [String: Any] = ["rate": window.rate, "kinds": kinds, "latency_ms": window.latencyMs]
         if let operations = window.operations { body["operations"] = operations }
         do {

@@ -282,3 +282,20 @@ func postEmulatorControl(_ controlURL: String, path: String, body: [String: Any]
     let (data, response) = try await URLSession.shared.data(for: request)
     return ((response as? HTTPURLResponse)?.statusCode ?? 0, String(decoding: data, as: UTF8.self))
 }
+
+/// Which of `kinds` the emulator knows: it refuses an unknown fault kind with 400, so a plan's new kinds
+/// are played as soon as the emulator has them, and left out (with a note) until then.
+func supportedFaultKinds(_ controlURL: String, of kinds: [String]) async throws -> Set<String> {
+    var supported: Set<String> = []
+    for kind in kinds {
+        let answer = try await postEmulatorControl(controlURL, path: "/faults", body: ["rate": 0.0, "kinds": [kind], "latency_ms": 0])
+        if answer.status == 200 { supported.insert(kind) }
+    }
+    return supported
+}
+
+/// The kinds of a fault window the emulator can play; `unavailable` when it knows none of them.
+func playableFaultKinds(_ kinds: [String], supported: Set<String>) -> [String] {
+    let playable = kinds.filter(supported.contains)
+    return playable.isEmpty ? ["unavailable"] : playable
+}
