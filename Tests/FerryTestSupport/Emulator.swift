@@ -235,6 +235,18 @@ public final class Emulator: @unchecked Sendable {
         try control("/connectors/\(connectorId)", body: try JSONSerialization.data(withJSONObject: body))
     }
 
+    /// Runs the emulator's clock `seconds` ahead of this machine's (negative: behind): signatures are
+    /// judged by it (more than 15 minutes off is `RequestTimeTooSkewed`) and answers' `Date` shows it.
+    public func setClockOffset(seconds: Double) throws {
+        try control("/clock", body: try JSONSerialization.data(withJSONObject: ["offset_seconds": seconds]))
+    }
+
+    /// Makes S3 refuse writes (PutObject, DeleteObject, multipart) to `bucket` with 403 AccessDenied, as a
+    /// bucket policy denying them would; reads and listings still work. `false` allows them again.
+    public func denyWrites(bucket: String, _ deny: Bool = true) throws {
+        try control("/buckets/\(bucket)", body: try JSONSerialization.data(withJSONObject: ["deny_writes": deny]))
+    }
+
     /// Empties the request log.
     public func resetRequestLog() throws {
         try control("/reset-log", body: Data("{}".utf8))

@@ -12,6 +12,7 @@ import socket
 import threading
 import time
 import uuid
+from email.utils import formatdate
 from io import BytesIO
 from urllib.parse import unquote
 from xml.sax.saxutils import escape
@@ -59,6 +60,12 @@ AUTH_ERRORS = {
     "expired": ((403, "AccessDenied"), (400, "InvalidSignatureException")),
     "payload_mismatch": ((400, "XAmzContentSHA256Mismatch"), (400, "InvalidSignatureException")),
 }
+# S3 operations that change a bucket's objects: refused with 403 AccessDenied on a bucket whose writes are
+# denied through the control endpoint, as S3 answers when a bucket policy or IAM denies s3:PutObject and
+# s3:DeleteObject (reads and listings still work, which is how such a misconfiguration looks).
+S3_WRITE_OPERATIONS = frozenset({"PutObject", "CopyObject", "CreateMultipartUpload", "UploadPart", "UploadPartCopy",
+                                 "CompleteMultipartUpload", "AbortMultipartUpload", "DeleteObject", "DeleteObjects",
+                                 "PutObjectTagging", "PostObject"})
 # The integrity headers S3 checks against the body it received: name -> (label, checksum of the body).
 INTEGRITY_HEADERS = {
     "HTTP_CONTENT_MD5": ("Content-MD5", lambda body: hashlib.md5(body).digest()),
@@ -255,11 +262,28 @@ class EmulatorApp:
 
     def __init__(self, s3_app, verifier: Verifier, transfer: TransferService, faults: Faults, log: RequestLog):
         self.s3_app, self.verifier, self.transfer, self.faults, self.log = s3_app, verifier, transfer, faults, log
+        self.lock = threading.Lock()
+        # Seconds the emulator's clock runs ahead of this machine's (negative: behind), set through the
+        # control endpoint: signatures are judged and `Date` headers written with the shifted clock, so a
+        # client's clock-skew handling can be tested without changing the system clock.
+        self.clock_offset = 0.0
+        # Buckets whose writes answer 403 AccessDenied (see S3_WRITE_OPERATIONS).
+        self.write_denied: set[str] = set()
+
+    def now(self) -> float:
+        with self.lock:
+            return time.time() + self.clock_offset
 
     def __call__(self, environ, start_response):
         path = environ.get("PATH_INFO", "/")
         if path == CONTROL_PREFIX or path.startswith(CONTROL_PREFIX + "/"):
             return self._control(environ, start_response, path[len(CONTROL_PREFIX):])
+        plain_start_response = start_response
+
+        def start_response(status, headers, exc_info=None):
+            # Every answer carries the emulator's (possibly shifted) time, as AWS's do: clients learn skew from it.
+            dated = [(n, v) for n, v in headers if n.lower() != "date"] + [("Date", formatdate(self.now(), usegmt=True))]
+            return plain_start_response(status, dated, exc_info)
         body = _read_body(environ)
         target = environ.get("HTTP_X_AMZ_TARGET", "")
         service = "transfer" if target.startswith("TransferService.") else "s3"
@@ -336,9 +360,16 @@ class EmulatorApp:
         `write_log` receives the finished log record (default: the request log)."""
         write_log = write_log or self.log.write
         try:
-            self.verifier.verify(environ, body, service)
+            self.verifier.verify(environ, body, service, now=self.now())
         except AuthError as e:
             return self._finish(start_response, record, *self._auth_error(e, service), write_log=write_log)
+        if service == "s3" and record["operation"] in S3_WRITE_OPERATIONS:
+            bucket = environ.get("PATH_INFO", "/").lstrip("/").split("/", 1)[0]
+            with self.lock:
+                denied = bucket in self.write_denied
+            if denied:
+                return self._finish(start_response, record, _s3_error(403, "AccessDenied", "Access Denied"), "AccessDenied",
+                                    write_log=write_log)
 
         if service == "transfer":
             return self._finish(start_response, record, *self._transfer(record, body), write_log=write_log)
@@ -385,7 +416,7 @@ class EmulatorApp:
                 extra = {"AWSAccessKeyId": self.verifier.access_key_id, "StringToSign": e.string_to_sign,
                          "CanonicalRequest": e.canonical_request}
             elif e.code == "skewed":
-                extra = {"RequestTime": e.request_time, "ServerTime": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                extra = {"RequestTime": e.request_time, "ServerTime": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.now())),
                          "MaxAllowedSkewMilliseconds": "900000"}
             return _s3_error(s3_status, s3_code, e.message, **extra), s3_code
         message = e.message
@@ -393,7 +424,7 @@ class EmulatorApp:
             message += (f"\n\nThe Canonical String for this request should have been\n'{e.canonical_request}'\n\n"
                         f"The String-to-Sign should have been\n'{e.string_to_sign}'\n")
         elif e.code == "skewed":
-            now = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+            now = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(self.now()))
             message = f"Signature expired: {e.request_time} is now earlier or later than {now} by more than 15 min."
         elif e.code == "unknown_key":
             message = "The security token included in the request is invalid."
@@ -449,6 +480,26 @@ class EmulatorApp:
                 if not isinstance(data, dict):
                     raise ValueError("the /connectors/<id> body must be a JSON object")
                 payload = self.transfer.set_status(sub[len("/connectors/"):], data.get("Status", "ACTIVE"), data.get("ErrorMessage"))
+            elif sub == "/clock" and method == "POST":
+                data = json.loads(_read_body(environ) or b"{}")
+                offset = data.get("offset_seconds") if isinstance(data, dict) else None
+                if isinstance(offset, bool) or not isinstance(offset, (int, float)):
+                    raise ValueError('the /clock body must be {"offset_seconds": <number>}')
+                with self.lock:
+                    self.clock_offset = float(offset)
+                payload = {"offset_seconds": float(offset)}
+            elif sub == "/clock" and method == "GET":
+                with self.lock:
+                    payload = {"offset_seconds": self.clock_offset}
+            elif sub.startswith("/buckets/") and method == "POST":
+                bucket = sub[len("/buckets/"):]
+                data = json.loads(_read_body(environ) or b"{}")
+                deny = data.get("deny_writes") if isinstance(data, dict) else None
+                if not bucket or "/" in bucket or not isinstance(deny, bool):
+                    raise ValueError('POST /buckets/<bucket> takes {"deny_writes": true|false}')
+                with self.lock:
+                    (self.write_denied.add if deny else self.write_denied.discard)(bucket)
+                payload = {"bucket": bucket, "deny_writes": deny}
             else:
                 status, payload = 404, {"error": f"no control endpoint {method} {sub}"}
         except (ValueError, TypeError) as e:
