@@ -195,6 +195,30 @@ public struct AWSRequestRecord: Sendable {
 /// Receives a record of every finished call (the engine turns them into Prometheus metrics).
 public protocol AWSObserver: Sendable {
     func requestFinished(_ record: AWSRequestRecord)
+    /// Told of every credentials refresh, successful or not (the engine makes `ferry status` degraded
+    /// while refreshing keeps failing). The default does nothing.
+    func credentialRefreshFinished(_ refresh: CredentialRefresh)
+}
+
+extension AWSObserver {
+    public func credentialRefreshFinished(_ refresh: CredentialRefresh) {}
+}
+
+/// The outcome of one refresh of the credentials chain. Never holds secrets.
+public struct CredentialRefresh: Sendable {
+    /// The source that answered, or (after a failure) the one whose credentials are still in use or
+    /// that was last chosen; nil when no source ever answered.
+    public var source: String?
+    /// When the credentials now in use expire (nil: long-term keys, or none usable).
+    public var expiration: Date?
+    /// Why the refresh failed; nil when it succeeded.
+    public var error: AWSError?
+    /// Failed refreshes in a row, this one included (0 after a success).
+    public var consecutiveFailures: Int
+    /// Until when requests still have valid credentials despite the failure; nil when they have none.
+    public var usableUntil: Date?
+    /// Seconds until the next refresh is tried, after a failure.
+    public var nextAttemptIn: TimeInterval?
 }
 
 /// The standard retry mode's token bucket: retries spend tokens, successes refund them, so a long
@@ -281,7 +305,7 @@ public final class AWSClient: Sendable {
     let http: HTTPClient
     let credentials: CredentialChain
     let quota = RetryQuota()
-    private let skew = ClockSkew()
+    private let skew: ClockSkew
     /// `endpoint_url` taken apart once: "scheme://host[:port][/prefix]".
     private let customEndpoint: (base: String, host: String, prefix: String)?
 
@@ -312,8 +336,10 @@ public final class AWSClient: Sendable {
         settings.caBundle = configuration.caBundle ?? configuration.environment["AWS_CA_BUNDLE"]
         settings.proxyEnvironment = configuration.environment
         http = HTTPClient(settings: settings)
+        let skew = ClockSkew()
+        self.skew = skew
         credentials = CredentialChain(environment: configuration.environment, profile: configuration.profile,
-                                      region: configuration.region, http: http, logger: logger)
+                                      region: configuration.region, http: http, logger: logger, clock: skew, observer: observer)
     }
 
     /// Stops the connection pool's thread. Calls made afterwards fail.
@@ -332,6 +358,13 @@ public final class AWSClient: Sendable {
 
     /// The credentials calls are signed with now (refreshed as needed).
     public func resolveCredentials() async throws -> AWSCredentials { try await credentials.credentials() }
+
+    /// How far AWS's clock was from this machine's in the last answer that carried a `Date` header
+    /// (seconds, positive when AWS is ahead; `Date` has a resolution of one second); nil before any.
+    public var measuredClockOffset: TimeInterval? { skew.lastMeasured }
+
+    /// The offset requests are signed with and credential expiry is judged by.
+    public var clockOffset: TimeInterval { skew.offsetSeconds }
 
     func endpoint(service: String, bucket: String?) -> (base: String, host: String, pathPrefix: String) {
         if let custom = customEndpoint {
@@ -389,7 +422,8 @@ public final class AWSClient: Sendable {
                 let signer = SigV4Signer(service: op.service, region: configuration.region)
                 let signable = SignableRequest(method: op.method, path: path.isEmpty ? "/" : path, query: op.query,
                                                headers: [("Host", host)] + op.headers, payloadHash: op.payloadHash)
-                let signed = signer.signHeaders(signable, credentials: creds, date: skew.now())
+                let signingDate = skew.now()
+                let signed = signer.signHeaders(signable, credentials: creds, date: signingDate)
                 var url = base
                 url += signed.request.path
                 if !op.query.isEmpty {
@@ -400,6 +434,7 @@ public final class AWSClient: Sendable {
                 let response = try await http.execute(HTTPRequest(method: op.method, url: url, headers: signed.request.headers,
                                                                   body: op.body, sink: op.sink,
                                                                   mayBeResentByTransport: op.retryPolicy == .standard))
+                let serverDate = skew.observe(serverDate: response.header("date"))
                 if response.status < 300 || (op.method == "HEAD" && response.status == 404) || response.status == 304 {
                     if let error = embeddedError(response, op) {
                         failure = error  // S3 may answer 200 with an <Error> body (CompleteMultipartUpload)
@@ -412,7 +447,13 @@ public final class AWSClient: Sendable {
                     failure = decodeError(response, op)
                     // A HEAD's 403 has no body to name the cause, so any 4xx with a skewed Date qualifies there.
                     let maybeSkew = AWSError.clockSkewCodes.contains(failure.code) || (op.method == "HEAD" && failure.httpStatus == 403)
-                    if maybeSkew, !skewRetried, skew.correct(serverDate: response.header("date")) {
+                    // Signed more than 4 minutes away from the server's clock: `observe` has just adopted
+                    // the server's clock, so one more attempt is signed right. This holds for every retry
+                    // policy, the one-attempt rule of StartFileTransfer/StartRemoteMove/StartRemoteDelete
+                    // included: a RequestTimeTooSkewed (or signature-expired) answer is the signature
+                    // check refusing the request before any work, so the work cannot happen twice. Once
+                    // per call, as the AWS SDKs do, and not paid from the retry quota.
+                    if maybeSkew, !skewRetried, let serverDate, abs(serverDate.timeIntervalSince(signingDate)) > ClockSkew.retryThreshold {
                         skewRetried = true
                         log(.info, "corrected clock skew from the server's Date header", ["aws.clock_offset_s": "\(skew.offsetSeconds)"])
                         continue
@@ -512,33 +553,74 @@ public final class AWSClient: Sendable {
     }
 }
 
-/// The offset between our clock and AWS's, learnt from a skew error's Date header.
+/// The offset between our clock and AWS's, learnt from the `Date` header of every answer: requests
+/// are signed with it and credential expiry is judged by it (AWS rejects by its own clock).
 final class ClockSkew: @unchecked Sendable {
+    /// A signature this far from the server's clock is the reason a request was refused; AWS allows 15 minutes.
+    static let retryThreshold: TimeInterval = 240
+    /// `Date` has a resolution of one second and the answer took time to arrive: smaller differences are noise.
+    static let adoptThreshold: TimeInterval = 2
     private let lock = NSLock()
     private var offset: TimeInterval = 0
+    private var measured: TimeInterval?
+    /// The last `Date` text and its parsed value: most answers within a second carry the same one.
+    private var lastText = ""
+    private var lastDate: Date?
 
     var offsetSeconds: TimeInterval { lock.lock(); defer { lock.unlock() }; return offset }
+
+    var lastMeasured: TimeInterval? { lock.lock(); defer { lock.unlock() }; return measured }
 
     func set(_ seconds: TimeInterval) { lock.lock(); offset = seconds; lock.unlock() }
 
     func now() -> Date { Date().addingTimeInterval(offsetSeconds) }
 
-    /// Adopts the server's clock when it is more than 4 minutes from ours; false when it is not skewed.
-    func correct(serverDate: String?) -> Bool {
-        guard let serverDate, let date = Self.parseHTTPDate(serverDate) else { return false }
-        let difference = date.timeIntervalSince(Date())
+    /// Learns the server's clock from an answer's `Date`; returns that date (nil without a readable one).
+    @discardableResult
+    func observe(serverDate text: String?) -> Date? {
+        guard let text else { return nil }
         lock.lock()
         defer { lock.unlock() }
-        guard abs(difference - offset) > 240 else { return false }
-        offset = difference
-        return true
+        let date: Date
+        if text == lastText, let lastDate {
+            date = lastDate
+        } else {
+            guard let parsed = Self.parseHTTPDate(text) else { return nil }
+            lastText = text
+            lastDate = parsed
+            date = parsed
+        }
+        let difference = date.timeIntervalSinceNow
+        measured = difference
+        if abs(difference - offset) > Self.adoptThreshold { offset = difference }
+        return date
     }
 
+    /// Parses an IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`, RFC 9110), the only form AWS sends, by
+    /// position: it is read from every answer, and a DateFormatter costs more than the request's signing.
     static func parseHTTPDate(_ text: String) -> Date? {
-        let formatter = DateFormatter()
-        formatter.locale = Locale(identifier: "en_US_POSIX")
-        formatter.timeZone = TimeZone(identifier: "GMT")
-        formatter.dateFormat = "EEE, dd MMM yyyy HH:mm:ss zzz"
-        return formatter.date(from: text)
+        let b = Array(text.utf8)
+        guard b.count == 29, b[3] == UInt8(ascii: ","), b[28] == UInt8(ascii: "T") else { return nil }
+        func number(_ range: Range<Int>) -> Int? {
+            var value = 0
+            for i in range {
+                guard b[i] >= 48, b[i] <= 57 else { return nil }
+                value = value * 10 + Int(b[i] - 48)
+            }
+            return value
+        }
+        let months = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
+        guard let day = number(5..<7), let year = number(12..<16), let hour = number(17..<19), let minute = number(20..<22),
+              let second = number(23..<25), let monthIndex = months.firstIndex(of: String(decoding: b[8..<11], as: UTF8.self)),
+              (1...31).contains(day), hour < 24, minute < 60, second < 61 else { return nil }
+        // Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's days_from_civil).
+        let m = monthIndex + 1
+        let y = m <= 2 ? year - 1 : year
+        let era = (y >= 0 ? y : y - 399) / 400
+        let yearOfEra = y - era * 400
+        let dayOfYear = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + day - 1
+        let dayOfEra = yearOfEra * 365 + yearOfEra / 4 - yearOfEra / 100 + dayOfYear
+        let days = era * 146_097 + dayOfEra - 719_468
+        return Date(timeIntervalSince1970: TimeInterval(days * 86_400 + hour * 3_600 + minute * 60 + second))
     }
 }

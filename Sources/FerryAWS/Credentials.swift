@@ -11,18 +11,33 @@ protocol CredentialProvider: Sendable {
 /// The AWS SDK default chain: environment, shared config/credentials profile (static keys,
 /// credential_process, role_arn + source_profile, web identity), web identity from the environment,
 /// container endpoint, EC2 IMDSv2. The first source that answers is remembered; its temporary
-/// credentials are cached and refreshed 5 minutes before they expire.
+/// credentials are cached and refreshed 5 minutes before they expire, judged by AWS's clock (this
+/// machine's corrected by the skew learned from responses' `Date`), since that is the clock AWS
+/// rejects expired credentials by.
+///
+/// A refresh that fails is not tried again on every request: for months a daemon may be asking a
+/// source that is down (IMDS, STS, a credential_process whose certificate expired). Until the next
+/// attempt is due (1 s after the first failure, doubling up to `failureBackoffCap`) requests get the
+/// current credentials while they are still valid, else the remembered error at once.
 actor CredentialChain {
     static let refreshWindow: TimeInterval = 300
+    static let failureBackoffBase: TimeInterval = 1
+    /// Short enough that credentials still valid for a few minutes are replaced before they expire.
+    static let failureBackoffCap: TimeInterval = 60
     private let providers: [CredentialProvider]
     private let logger: Logger
+    private let clock: ClockSkew
+    private let observer: AWSObserver?
     private var cached: AWSCredentials?
     private var chosen: CredentialProvider?
     private var refreshing: Task<AWSCredentials, Error>?
+    /// The last failed refresh: its error, how many failed in a row, when the next may be tried.
+    private var failure: (error: AWSError, count: Int, retryAt: ContinuousClock.Instant)?
     /// How many times a source was asked (tests check caching with it).
     private(set) var loads = 0
 
-    init(environment: [String: String], profile: String?, region: String, http: HTTPClient, logger: Logger) {
+    init(environment: [String: String], profile: String?, region: String, http: HTTPClient, logger: Logger,
+         clock: ClockSkew = ClockSkew(), observer: AWSObserver? = nil) {
         let context = CredentialContext(environment: environment, region: region, http: http)
         var list: [CredentialProvider] = []
         // An explicitly configured profile wins over keys in the environment, as in the SDKs.
@@ -35,11 +50,15 @@ actor CredentialChain {
         list.append(InstanceMetadataCredentials(context: context))
         providers = list
         self.logger = logger
+        self.clock = clock
+        self.observer = observer
     }
 
-    init(providers: [CredentialProvider], logger: Logger) {
+    init(providers: [CredentialProvider], logger: Logger, clock: ClockSkew = ClockSkew(), observer: AWSObserver? = nil) {
         self.providers = providers
         self.logger = logger
+        self.clock = clock
+        self.observer = observer
     }
 
     var loadCount: Int { loads }
@@ -49,12 +68,16 @@ actor CredentialChain {
     private nonisolated let fastPath = CachedCredentials()
 
     nonisolated func credentials() async throws -> AWSCredentials {
-        if let current = fastPath.get(), !Self.needsRefresh(current) { return current }
+        if let current = fastPath.get(), !Self.needsRefresh(current, awsNow: clock.now()) { return current }
         return try await refreshIfNeeded()
     }
 
     private func refreshIfNeeded() async throws -> AWSCredentials {
-        if let cached, !Self.needsRefresh(cached) { return cached }
+        if let cached, !Self.needsRefresh(cached, awsNow: clock.now()) { return cached }
+        if let failure, ContinuousClock.now < failure.retryAt {
+            if let usable = cached, !Self.isExpired(usable, awsNow: clock.now()) { return usable }
+            throw failure.error
+        }
         if let refreshing { return try await refreshing.value }
         let task = Task { try await self.refresh() }
         refreshing = task
@@ -62,28 +85,65 @@ actor CredentialChain {
         return try await task.value
     }
 
-    private static func needsRefresh(_ c: AWSCredentials) -> Bool {
+    private static func needsRefresh(_ c: AWSCredentials, awsNow: Date) -> Bool {
         guard let expiration = c.expiration else { return false }
-        return Date() >= expiration.addingTimeInterval(-Self.refreshWindow)
+        return awsNow >= expiration.addingTimeInterval(-Self.refreshWindow)
+    }
+
+    private static func isExpired(_ c: AWSCredentials, awsNow: Date) -> Bool {
+        guard let expiration = c.expiration else { return false }
+        return awsNow >= expiration
     }
 
     private func refresh() async throws -> AWSCredentials {
+        let fresh: AWSCredentials
         do {
-            let fresh = try await resolve()
-            cached = fresh
-            fastPath.set(fresh)
-            logger.debug("credentials loaded", metadata: ["aws.credentials.source": "\(fresh.source)",
-                                                           "aws.credentials.access_key_id": "\(fresh.accessKeyId)"])
-            return fresh
-        } catch {
-            if let old = cached, let expiration = old.expiration, Date() < expiration {
-                logger.warning("refreshing credentials failed; using the current ones until they expire",
-                               metadata: ["aws.credentials.source": "\(old.source)", "aws.credentials.expires": "\(expiration)",
-                                          "error": "\(error)"])
-                return old
+            fresh = try await resolve()
+            // botocore's "refreshed credentials are still expired": signing with them would only earn
+            // ExpiredToken from AWS, a less helpful message than this one.
+            if let expiration = fresh.expiration, Self.isExpired(fresh, awsNow: clock.now()) {
+                throw AWSError(kind: .credentials, code: "ExpiredCredentials",
+                               message: "\(fresh.source) gave credentials that expired at \(Self.timestamp(expiration)) (AWS's time is now \(Self.timestamp(clock.now()))); "
+                                   + "renew them at their source (the credential process's certificate or session, the profile's session token) or fix the system clock")
             }
-            throw error
+        } catch is CancellationError {
+            throw CancellationError()
+        } catch {
+            let awsError = error as? AWSError
+                ?? AWSError(kind: .credentials, code: "CredentialsFailed", message: "\(error)")
+            return try failed(awsError)
         }
+        failure = nil
+        cached = fresh
+        fastPath.set(fresh)
+        logger.debug("credentials loaded", metadata: ["aws.credentials.source": "\(fresh.source)",
+                                                       "aws.credentials.access_key_id": "\(fresh.accessKeyId)"])
+        observer?.credentialRefreshFinished(CredentialRefresh(source: fresh.source, expiration: fresh.expiration, error: nil,
+                                                              consecutiveFailures: 0, usableUntil: fresh.expiration, nextAttemptIn: nil))
+        return fresh
+    }
+
+    /// Remembers a failed refresh and when to try again; returns the current credentials while they are valid.
+    private func failed(_ error: AWSError) throws -> AWSCredentials {
+        let count = (failure?.count ?? 0) + 1
+        let delay = min(Self.failureBackoffBase * pow(2, Double(count - 1)), Self.failureBackoffCap)
+        failure = (error, count, ContinuousClock.now.advanced(by: .milliseconds(Int(delay * 1000))))
+        let usable = cached.flatMap { Self.isExpired($0, awsNow: clock.now()) ? nil : $0 }
+        observer?.credentialRefreshFinished(CredentialRefresh(source: usable?.source ?? chosen?.name, expiration: usable?.expiration, error: error,
+                                                              consecutiveFailures: count, usableUntil: usable?.expiration, nextAttemptIn: delay))
+        var metadata: Logger.Metadata = ["error": "\(error)", "aws.credentials.failures": "\(count)", "aws.credentials.retry_in_s": "\(delay)"]
+        if let usable, let expiration = usable.expiration {
+            metadata["aws.credentials.source"] = "\(usable.source)"
+            metadata["aws.credentials.expires"] = "\(Self.timestamp(expiration))"
+            logger.warning("refreshing credentials failed; using the current ones until they expire", metadata: metadata)
+            return usable
+        }
+        logger.warning("no usable AWS credentials; requests fail until a refresh succeeds", metadata: metadata)
+        throw error
+    }
+
+    private static func timestamp(_ date: Date) -> String {
+        ISO8601DateFormatter().string(from: date)
     }
 
     private func resolve() async throws -> AWSCredentials {

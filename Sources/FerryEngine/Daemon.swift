@@ -51,7 +51,7 @@ public final class Daemon: Service, Sendable {
         self.clients = clients
         let budgets = Locked<[String: ConnectorBudget]>([:])
         self.budgets = budgets
-        let contexts = try Self.contexts(for: rules.connectors, clients: clients, budgets: budgets, metrics: metrics, logger: logger)
+        let contexts = try Self.contexts(for: rules.connectors, clients: clients, budgets: budgets, metrics: metrics, health: health, logger: logger)
         currentContexts = Locked(contexts)
         monitor = ConnectorMonitor(stateDir: rules.stateDir, health: health, logger: logger)
 
@@ -179,13 +179,13 @@ public final class Daemon: Service, Sendable {
     /// connector name keeps for the daemon's life (created at first sight; `reload` adjusts them to the
     /// new limits). Budgets of connectors the rules no longer name stay, for work still finishing.
     static func contexts(for connectors: [Connector], clients: Locked<[String: AWSClient]>, budgets: Locked<[String: ConnectorBudget]>,
-                         metrics: Metrics, logger: Logger) throws -> [String: ConnectorContext] {
+                         metrics: Metrics, health: DaemonHealth? = nil, logger: Logger) throws -> [String: ConnectorContext] {
         var contexts: [String: ConnectorContext] = [:]
         for connector in connectors {
             let settingsKey = "\(connector.aws)"
             let client = try clients.withLock { clients in
                 if let existing = clients[settingsKey] { return existing }
-                let made = try AWSClient(configuration: configuration(connector.aws), logger: logger, observer: MetricsObserver(metrics: metrics))
+                let made = try AWSClient(configuration: configuration(connector.aws), logger: logger, observer: MetricsObserver(metrics: metrics, health: health, credentialsKey: CredentialHealth.key(connector.aws)))
                 clients[settingsKey] = made
                 return made
             }
@@ -218,7 +218,7 @@ public final class Daemon: Service, Sendable {
         // No RELOADING=1/READY=1 here: the unit reloads through ExecReload (validate, then SIGHUP), and a
         // READY=1 arriving while that job runs makes systemd end the job as failed.
         let previous = currentRules.withLock { $0 }
-        let contexts = try Self.contexts(for: newRules.connectors, clients: clients, budgets: budgets, metrics: metrics, logger: logger)
+        let contexts = try Self.contexts(for: newRules.connectors, clients: clients, budgets: budgets, metrics: metrics, health: health, logger: logger)
         for connector in newRules.connectors {
             if let budget = budgets.withLock({ $0[connector.name] }) { await budget.adjust(to: connector) }
         }
@@ -324,9 +324,20 @@ public struct DaemonStartError: Error, CustomStringConvertible, Sendable {
     public var description: String { message }
 }
 
-/// Counts AWS requests, errors and retries per operation for the metrics file.
+/// Counts AWS requests, errors and retries per operation for the metrics file, and reports credentials
+/// that cannot be refreshed to `ferry status` (see `CredentialHealth`).
 struct MetricsObserver: AWSObserver {
     let metrics: Metrics
+    var health: DaemonHealth? = nil
+    var credentialsKey = "credentials"
+
+    func credentialRefreshFinished(_ refresh: CredentialRefresh) {
+        if refresh.error != nil {
+            metrics.increment("ferry_aws_credential_refresh_failures_total", [:], help: "Failed refreshes of the AWS credentials.")
+        }
+        guard let health else { return }
+        if let problem = CredentialHealth.problem(refresh) { health.set(credentialsKey, problem) } else { health.clear(credentialsKey) }
+    }
 
     func requestFinished(_ record: AWSRequestRecord) {
         metrics.increment("ferry_aws_requests_total", ["operation": record.operation], help: "AWS API calls, after retries.")
