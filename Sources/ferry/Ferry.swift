@@ -8,7 +8,7 @@ struct Ferry: AsyncParsableCommand {
         commandName: "ferry",
         abstract: "Moves business files to and from trading partners through AWS Transfer Family connectors.",
         version: FerryVersion.string,
-        subcommands: [RunCommand.self, ValidateCommand.self, StatusCommand.self, HistoryCommand.self, ExplainCommand.self, RetryCommand.self, PollCommand.self, TestConnectionCommand.self, VersionCommand.self]
+        subcommands: [RunCommand.self, ValidateCommand.self, StatusCommand.self, HistoryCommand.self, ExplainCommand.self, DoctorCommand.self, RetryCommand.self, PollCommand.self, TestConnectionCommand.self, VersionCommand.self]
     )
 }
 

@@ -73,33 +73,12 @@ struct TestConnectionCommand: AsyncParsableCommand {
         }
         let client = try AWSClient(configuration: Daemon.configuration(target.aws), logger: logger)
         defer { client.shutdown() }
-        do {
-            let transfer = TransferClient(client: client)
-            // DescribeConnector first: a PENDING, ERRORED or wrongly typed connector explains a failed
-            // test better than the test itself, and the egress addresses are what a partner allow-lists.
-            var usable = true
-            do {
-                let description = try await transfer.describeConnector(connectorId: target.connectorId)
-                print("\(connector) (\(target.connectorId)): \(description.type.uppercased()) connector, status \(description.status ?? "unknown")"
-                      + (description.errorMessage.map { " — \($0)" } ?? ""))
-                var egress = "  egress: \(description.egressType ?? "unknown")"
-                if !description.egressIPAddresses.isEmpty { egress += ", addresses \(description.egressIPAddresses.joined(separator: ", "))" }
-                if let connections = description.maxConcurrentConnections { egress += ", MaxConcurrentConnections \(connections)" }
-                print(egress)
-                if let reason = description.holdReason(name: connector, rulesType: target.type.rawValue) {
-                    print("  \(reason)")
-                    usable = false
-                }
-            } catch let error as AWSError {
-                print("  DescribeConnector failed: \(error)")
-            }
-            let result = try await transfer.testConnection(connectorId: target.connectorId)
-            print("\(connector) (\(target.connectorId)): \(result.status)\(result.statusMessage.map { " — \($0)" } ?? "")")
-            if let hostKey = result.hostKey { print("  partner host key: \(hostKey)") }
-            if result.status != "OK" || !usable { throw ExitCode(1) }
-        } catch let error as AWSError {
-            print("\(connector) (\(target.connectorId)): \(error)")
-            throw ExitCode(1)
-        }
+        let transfer = TransferClient(client: client)
+        // DescribeConnector first: a PENDING, ERRORED or wrongly typed connector explains a failed test
+        // better than the test itself, and the egress addresses are what a partner allow-lists.
+        // `ferry doctor` makes the same two checks.
+        let checks = [await ConnectorProbe.describe(target, transfer: transfer), await ConnectorProbe.testConnection(target, transfer: transfer)]
+        for check in checks { print(check.text) }
+        if checks.contains(where: { $0.level == .fail }) { throw ExitCode(1) }
     }
 }
