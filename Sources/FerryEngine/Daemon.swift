@@ -32,6 +32,10 @@ public final class Daemon: Service, Sendable {
     let health: DaemonHealth
     /// Counters and gauges for the metrics file and tests.
     public let metrics: Metrics
+    /// Which loops are on a piece of work longer than they should be: gates systemd's watchdog pings.
+    let liveness = Liveness()
+    /// Answers `ferry status` with the stuck loops, even when the journal's file system is frozen.
+    let livenessSocket: LivenessSocket?
     let logger: Logger
 
     /// Opens the journal and builds every component; nothing runs until `run()`.
@@ -46,6 +50,7 @@ public final class Daemon: Service, Sendable {
         notifier = try SystemdNotifier()
         let journal = try Journal(directory: rules.stateDir, logger: logger)
         self.journal = journal
+        journal.observeActivity(liveness.journalHook())
 
         let clients = Locked<[String: AWSClient]>([:])
         self.clients = clients
@@ -65,6 +70,30 @@ public final class Daemon: Service, Sendable {
         outbound = OutboundPipeline(rules: rules.outbound, connectors: contexts, journal: journal, watcher: watcher,
                                     metrics: metrics, logger: logger, health: health)
         inbound = InboundPoller(rules: rules.inbound, contexts: contexts, journal: journal, metrics: metrics, logger: logger)
+
+        let watcher = self.watcher
+        liveness.addProbe {
+            journal.heldSince.map { .init(loop: "journal", what: "a journal statement has not returned — is the file system of \(journal.path) frozen, hung or failing?", since: $0) }
+        }
+        liveness.addProbe {
+            watcher.handlingSince.map { .init(loop: "watcher", what: "handling one event, scan or pass", since: $0) }
+        }
+        let liveness = self.liveness
+        let limit = Self.livenessLimit(notifier)
+        do {
+            livenessSocket = try LivenessSocket(stateDir: rules.stateDir) {
+                LivenessAnswer(stuck: liveness.stuck(longerThan: limit), limitSeconds: Int(limit.components.seconds))
+            }
+        } catch {
+            logger.warning("ferry status cannot ask this daemon about stuck loops", metadata: ["error": "\(error)"])
+            livenessSocket = nil
+        }
+    }
+
+    /// How long a loop may be on one piece of work: half of WatchdogSec (what systemd recommends for the
+    /// ping interval), or 30 s without a watchdog.
+    static func livenessLimit(_ notifier: SystemdNotifier) -> Duration {
+        notifier.watchdogInterval ?? .seconds(30)
     }
 
     /// A state_dir ferry cannot write is a configuration problem that restarting cannot fix: under the
@@ -108,7 +137,8 @@ public final class Daemon: Service, Sendable {
         }
     }
 
-    /// READY=1 once the journal is open and the watches are set up, then STATUS= and WATCHDOG=1 pings.
+    /// READY=1 once the journal is open and the watches are set up, then WATCHDOG=1 pings while every
+    /// loop moves, and STATUS= lines.
     private func notifySystemd() async throws {
         guard notifier.isEnabled else {
             // Nothing to tell; stay in the group until shutdown like every other child (the first child
@@ -124,11 +154,18 @@ public final class Daemon: Service, Sendable {
             try await Task.sleep(for: .milliseconds(50))
         }
         try? notifier.ready()
-        let interval = notifier.watchdogInterval ?? .seconds(15)
+        // The pings come from a thread of their own: a journal on a frozen file system blocks its callers
+        // inside SQLite, and with them possibly every thread of the task pool (two on a 2-core machine),
+        // so a ping task might never run again to say what is stuck.
+        let pinger = WatchdogThread(notifier: notifier, liveness: liveness, logger: logger)
+        pinger.start()
+        defer { pinger.stop() }
         while !Task.isCancelled {
-            try? notifier.status(statusLine())
-            if notifier.watchdogInterval != nil { try? notifier.watchdog() }
-            try await Task.sleep(for: min(interval, .seconds(15)))
+            // The status line reads the journal, which may block; the pinger does not wait for it.
+            if liveness.stuck(longerThan: Self.livenessLimit(notifier)).isEmpty {
+                try? notifier.status(statusLine())
+            }
+            try await Task.sleep(for: .seconds(15))
         }
     }
 
@@ -279,6 +316,7 @@ public final class Daemon: Service, Sendable {
 
     /// Runs until the task is cancelled (SIGTERM/SIGINT); the journal keeps everything resumable.
     public func run() async throws {
+        livenessSocket?.start()
         logger.info("ferry started", metadata: ["rules.outbound": "\(rules.outbound.count)", "rules.inbound": "\(rules.inbound.count)",
                                                 "journal.path": "\(journal.path)"])
         // Graceful shutdown cancels the pipelines: each stops where it is, and the journal already holds
@@ -293,6 +331,7 @@ public final class Daemon: Service, Sendable {
         } catch is CancellationError {
             // A requested stop, not a failure.
         }
+        livenessSocket?.stop()
         for client in clients.withLock({ Array($0.values) }) { client.shutdown() }
         logger.info("ferry stopped")
     }
@@ -300,16 +339,26 @@ public final class Daemon: Service, Sendable {
     private func runUntilShutdown() async throws {
         try await cancelWhenGracefulShutdown {
             try await withThrowingTaskGroup(of: Void.self) { group in
-                group.addTask { try await self.watcher.run() }
-                group.addTask { try await self.outbound.run() }
-                group.addTask { await self.inbound.run() }
+                // Each loop's name, for the liveness check's journal hook (see Liveness).
+                group.addTask { try await Liveness.$loop.withValue("watcher") { try await self.watcher.run() } }
+                group.addTask { try await Liveness.$loop.withValue("outbound") { try await self.outbound.run() } }
+                group.addTask { await Liveness.$loop.withValue("inbound") { await self.inbound.run() } }
                 if let path = self.rules.metricsFile {
-                    group.addTask { await MetricsWriter(path: path, metrics: self.metrics, journal: self.journal, watcher: self.watcher, logger: self.logger).run() }
+                    group.addTask {
+                        await Liveness.$loop.withValue("metrics") {
+                            await MetricsWriter(path: path, metrics: self.metrics, journal: self.journal, watcher: self.watcher, logger: self.logger).run()
+                        }
+                    }
                 }
-                group.addTask { try await self.notifySystemd() }
+                group.addTask { try await Liveness.$loop.withValue("systemd status") { try await self.notifySystemd() } }
                 group.addTask { try await self.publishWatcherHealth() }
-                group.addTask { try await self.monitor.run { self.currentContexts.withLock { $0 } } }
-                group.addTask { await JournalPruner(journal: self.journal, rules: { self.currentRules.withLock { $0 } }, logger: self.logger).run() }
+                group.addTask { try await self.liveness.beatWhileRunning() }
+                group.addTask { try await Liveness.$loop.withValue("connector monitor") { try await self.monitor.run { self.currentContexts.withLock { $0 } } } }
+                group.addTask {
+                    await Liveness.$loop.withValue("journal pruner") {
+                        await JournalPruner(journal: self.journal, rules: { self.currentRules.withLock { $0 } }, logger: self.logger).run()
+                    }
+                }
                 try await group.next()
                 group.cancelAll()
             }

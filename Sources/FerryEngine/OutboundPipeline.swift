@@ -411,6 +411,10 @@ public final class OutboundPipeline: Sendable {
 
     private func submitLoop(connectorName: String, queue: AsyncQueue<PendingBatch>) async {
         guard let budget = connectors[connectorName] else { return }
+        await Liveness.$loop.withValue("connector \(connectorName)") { await submitLoop(budget: budget, connectorName: connectorName, queue: queue) }
+    }
+
+    private func submitLoop(budget: ConnectorContext, connectorName: String, queue: AsyncQueue<PendingBatch>) async {
         await withTaskGroup(of: Void.self) { group in
             while let batch = await queue.next() {
                 // A PENDING or ERRORED connector gets nothing: the batch waits here, whole, spending
@@ -597,6 +601,10 @@ public final class OutboundPipeline: Sendable {
     // MARK: Track
 
     private func trackLoop() async {
+        await Liveness.$loop.withValue("transfer tracker") { await trackDue() }
+    }
+
+    private func trackDue() async {
         while let due = await tracker.nextDue() {
             await withTaskGroup(of: Void.self) { group in
                 for batch in due {

@@ -81,6 +81,9 @@ public struct StatusReport: Codable, Sendable, Equatable {
     public var inbound: [InboundRuleStatus]
     /// Each connector as DescribeConnector last described it to the running daemon.
     public var connectors: [ConnectorState] = []
+    /// Loops of the running daemon on one piece of work for longer than half of WatchdogSec (while any
+    /// is, systemd's watchdog pings are withheld); empty when all move or the daemon did not answer.
+    public var stuck: [Liveness.Stuck] = []
     public var generatedAt: Date
 
     /// Reads the journal under `rules.stateDir`; rules order the output and name rules with no files yet.
@@ -92,7 +95,10 @@ public struct StatusReport: Codable, Sendable, Equatable {
             InboundRuleStatus(rule: $0.name, inProgress: 0, retrieved24h: 0, failed: 0, refused: 0)
         }
         var duplicates: Int64 = 0
-        if FileManager.default.fileExists(atPath: journalPath) {
+        // Asked first: when the journal's file system is frozen, opening the journal would hang here too.
+        let liveness = pid == nil ? nil : LivenessSocket.ask(stateDir: rules.stateDir)
+        let readJournal = !(liveness?.journalStuck ?? false)
+        if readJournal, FileManager.default.fileExists(atPath: journalPath) {
             let journal = try Journal(readOnlyAt: journalPath, logger: .init(label: "ferry.status"))
             let counts = try journal.outboundCounts()
             let completed = try journal.outboundCompleted(since: now.addingTimeInterval(-86_400))
@@ -141,7 +147,14 @@ public struct StatusReport: Codable, Sendable, Equatable {
                 OutboundRuleStatus(rule: $0.name, waiting: 0, staged: 0, inFlight: 0, completed24h: 0, failed: 0, quarantined: 0)
             }
         }
-        let problems = pid == nil ? [] : DaemonHealth.read(stateDir: rules.stateDir).map(\.message)
+        var problems = pid == nil ? [] : DaemonHealth.read(stateDir: rules.stateDir).map(\.message)
+        let stuck = liveness?.stuck ?? []
+        for loop in stuck {
+            problems.append("loop '\(loop.loop)' stuck for \(loop.seconds) s: \(loop.what); systemd's watchdog pings are withheld until it moves")
+        }
+        if !readJournal {
+            problems.append("the journal was not read (it does not answer); the counts below are not known")
+        }
         if pid != nil {
             let modes = WatchModesFile.read(stateDir: rules.stateDir)
             for index in outbound.indices {
@@ -160,7 +173,7 @@ public struct StatusReport: Codable, Sendable, Equatable {
         }
         let connectors = pid == nil ? [] : ConnectorState.read(stateDir: rules.stateDir)
         return StatusReport(health: health, daemonPID: pid, journal: journalPath, possibleDuplicates: duplicates, problems: problems,
-                            outbound: outbound, inbound: inbound, connectors: connectors, generatedAt: now)
+                            outbound: outbound, inbound: inbound, connectors: connectors, stuck: stuck, generatedAt: now)
     }
 
     /// JSON with snake_case keys and ISO 8601 dates, for scripts.

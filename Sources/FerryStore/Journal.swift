@@ -155,6 +155,9 @@ public final class Journal: @unchecked Sendable {
     /// The journal file.
     public let path: String
     private let lock = NSLock()
+    /// Who holds `lock` since when, and the liveness hook; its own lock, so that reading it never waits
+    /// for a stuck journal.
+    private let activity = ActivityState()
     let connection: SQLiteConnection
     /// Uploads recorded by `markStagedSoon` and not yet written (guarded by `lock`).
     private var pendingStaged: [StagedCopy] = []
@@ -372,10 +375,30 @@ public final class Journal: @unchecked Sendable {
     }
 
     func locked<T>(_ body: () throws -> T) rethrows -> T {
+        let done = activity.withLock { $0.hook }?()
+        defer { done?() }
         lock.lock()
-        defer { lock.unlock() }
+        activity.withLock { $0.heldSince = .now }
+        defer {
+            activity.withLock { $0.heldSince = nil }
+            lock.unlock()
+        }
         return try body()
     }
+
+    /// Called when a caller starts waiting for the journal; the closure it returns is called when that
+    /// caller is done with it. The daemon's liveness check uses it to name which loop waits on the
+    /// journal, and for how long (a journal on a frozen or hung file system blocks every writer).
+    public typealias ActivityHook = @Sendable () -> (@Sendable () -> Void)
+
+    /// Installs the hook (before the journal is used by more than one task).
+    public func observeActivity(_ hook: @escaping ActivityHook) {
+        activity.withLock { $0.hook = hook }
+    }
+
+    /// Since when the current holder of the journal has held it, or nil when nobody does: a statement
+    /// that does not return (its file system frozen) shows here, however the caller came to run it.
+    public var heldSince: ContinuousClock.Instant? { activity.withLock { $0.heldSince } }
 
     var timestamp: Double { now().timeIntervalSince1970 }
 
@@ -494,10 +517,10 @@ public final class Journal: @unchecked Sendable {
     /// (the caller then arranges a flush).
     @discardableResult
     public func markStagedSoon(_ copy: StagedCopy) -> Bool {
-        lock.lock()
-        defer { lock.unlock() }
-        pendingStaged.append(copy)
-        return pendingStaged.count == 1
+        locked {
+            pendingStaged.append(copy)
+            return pendingStaged.count == 1
+        }
     }
 
     /// Writes the uploads `markStagedSoon` recorded, in one transaction.
@@ -995,5 +1018,17 @@ public final class Journal: @unchecked Sendable {
             }
             return result
         }
+    }
+}
+
+/// The journal's activity: since when `lock` is held, and the liveness hook. Guarded by its own lock.
+private final class ActivityState: @unchecked Sendable {
+    private let lock = NSLock()
+    private var state = (heldSince: ContinuousClock.Instant?.none, hook: Journal.ActivityHook?.none)
+
+    func withLock<T>(_ body: (inout (heldSince: ContinuousClock.Instant?, hook: Journal.ActivityHook?)) -> T) -> T {
+        lock.lock()
+        defer { lock.unlock() }
+        return body(&state)
     }
 }

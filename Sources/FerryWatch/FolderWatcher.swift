@@ -66,6 +66,11 @@ public final class FolderWatcher: Sendable {
     /// A snapshot of the watcher's counters.
     public var statistics: WatchStatistics { shared.value }
 
+    /// Since when the watcher has been handling one event, scan or pass, or nil while it waits: a
+    /// folder on a hung file system (or a journal that does not answer `isKnown`) stops it there.
+    public var handlingSince: ContinuousClock.Instant? { handling.withLock { $0 } }
+    private let handling = Mutex<ContinuousClock.Instant?>(nil)
+
     /// `/proc/<pid>/task/<tid>` of the inotify reader thread while running.
     var readerThreadProcPath: String? { shared.readerThreadProcPath }
 
@@ -93,7 +98,11 @@ public final class FolderWatcher: Sendable {
         try inotify.startReader { batch in input.yield(.events(batch)) }
         core.start()
         await withTaskCancellationHandler {
-            for await item in inputs { core.handle(item) }
+            for await item in inputs {
+                handling.withLock { $0 = .now }
+                core.handle(item)
+                handling.withLock { $0 = nil }
+            }
         } onCancel: {
             input.finish()
         }
