@@ -1,4 +1,7 @@
 import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
 
 extension RulesBuilder {
     /// A `notify:` section (top level or a rule's override). Everything that would only fail when the
@@ -94,14 +97,31 @@ public enum NotifyHeaders {
 
     /// The headers in the file at `path`.
     public static func read(path: String) throws(Problem) -> [(name: String, value: String)] {
-        guard let data = FileManager.default.contents(atPath: path) else {
-            var isDirectory: ObjCBool = false
-            if !FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) {
-                throw Problem(message: "the file does not exist; create it with lines such as 'Authorization: Bearer <token>'")
+        let descriptor = open(path, O_RDONLY | O_CLOEXEC)
+        guard descriptor >= 0 else {
+            switch errno {
+            case ENOENT: throw Problem(message: "the file does not exist; create it with lines such as 'Authorization: Bearer <token>'")
+            case EACCES: throw Problem(message: "it cannot be read by this user; make it readable by the user ferry runs as (e.g. chgrp ferry, chmod 640)")
+            default: throw Problem(message: "it cannot be opened: \(String(cString: strerror(errno)))")
             }
-            throw Problem(message: isDirectory.boolValue ? "it is a directory, not a file of header lines"
-                                                         : "it cannot be read by this user; make it readable by the user ferry runs as (e.g. chgrp ferry, chmod 640)")
         }
+        defer { close(descriptor) }
+        var info = stat()
+        if fstat(descriptor, &info) == 0, info.st_mode & S_IFMT == S_IFDIR {
+            throw Problem(message: "it is a directory, not a file of header lines")
+        }
+        // Small by nature; a huge one is a mistake (a wrong path), not headers.
+        var bytes: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        while bytes.count <= 65_536 {
+            let count = Glibc.read(descriptor, &buffer, buffer.count)
+            if count < 0 && errno == EINTR { continue }
+            guard count >= 0 else { throw Problem(message: "it cannot be read: \(String(cString: strerror(errno)))") }
+            if count == 0 { break }
+            bytes += buffer[..<count]
+        }
+        guard bytes.count <= 65_536 else { throw Problem(message: "it is larger than 64 KiB, too large for a file of header lines") }
+        let data = Data(bytes)
         guard let text = String(data: data, encoding: .utf8) else {
             throw Problem(message: "it is not UTF-8 text; it must hold 'Name: value' lines")
         }

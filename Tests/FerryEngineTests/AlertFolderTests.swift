@@ -127,3 +127,25 @@ struct AlertCommandTests {
         }
     }
 }
+
+/// docs/alerts.md documents the event exactly: its fields and every event kind.
+struct AlertDocumentationTests {
+    static func tableFirstCells(after heading: String) throws -> [String] {
+        var url = URL(fileURLWithPath: #filePath)
+        while !FileManager.default.fileExists(atPath: url.appendingPathComponent("Package.swift").path) { url.deleteLastPathComponent() }
+        let text = try String(contentsOf: url.appendingPathComponent("docs/alerts.md"), encoding: .utf8)
+        let section = try #require(text.components(separatedBy: heading + "\n").dropFirst().first)
+        return section.split(separator: "\n").drop { !$0.hasPrefix("|") }.prefix { $0.hasPrefix("|") }
+            .compactMap { line in line.hasPrefix("| `") ? String(line.dropFirst(3).prefix { $0 != "`" }) : nil }
+    }
+
+    @Test func theDocumentedFieldsAreExactlyTheEventsKeys() throws {
+        let documented = try Self.tableFirstCells(after: "## The event")
+        let object = try #require(try JSONSerialization.jsonObject(with: Data(AlertEvent(.batchInDoubt, message: "m").json)) as? [String: Any])
+        #expect(documented.sorted() == object.keys.sorted())
+    }
+
+    @Test func theDocumentedKindsAreExactlyTheEventKinds() throws {
+        #expect(try Self.tableFirstCells(after: "### Event kinds") == AlertEvent.Kind.allCases.map(\.rawValue))
+    }
+}
