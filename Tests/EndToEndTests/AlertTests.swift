@@ -239,4 +239,33 @@ struct AlertTests {
         #expect(alerts.allSatisfy { $0["rule"] as? String == "broken" })
         #expect(await scenario.daemon?.stop() == 0)
     }
+
+    /// SIGHUP applies new notify settings to the next alert: here a rule gets its own webhook, which
+    /// replaces the top-level one for that rule's events.
+    @Test func aReloadSendsTheNextAlertWhereTheNewRulesSay() async throws {
+        let first = try WebhookReceiver()
+        let second = try WebhookReceiver()
+        let scenario = try OutboundScenario(topExtras: ["notify:", "  webhook: { url: \"\(first.url)\" }"])
+        let broken = try Self.addBrokenRule(scenario)
+        try Self.start(scenario, window: "1s")
+        func quarantines(_ receiver: WebhookReceiver) -> [String] {
+            Self.events(receiver).filter { $0["event"] as? String == "file_quarantined" }.flatMap { $0["paths"] as? [String] ?? [] }
+        }
+        try Data("before\n".utf8).write(to: URL(fileURLWithPath: broken + "/before.edi"))
+        #expect(await eventually(timeout: 90) { quarantines(first) == [broken + "/.ferry/failed/before.edi"] }, "log:\n\(scenario.daemon?.log.suffix(3000) ?? "")")
+
+        let text = try String(contentsOfFile: scenario.configPath, encoding: .utf8)
+        try (text + "    notify: { webhook: { url: \"\(second.url)\" } }\n").write(toFile: scenario.configPath, atomically: true, encoding: .utf8)
+        let validate = try FerryBinary.run(["validate", "--config", scenario.configPath])
+        #expect(validate.status == 0, "\(validate.stdout) \(validate.stderr)")
+        scenario.daemon?.signal(SIGHUP)
+        #expect(await eventually(timeout: 30) { scenario.daemon?.log.contains("rules reloaded") == true })
+        // Past the first alert's one-second window, so the next one is not folded into a summary.
+        try await Task.sleep(for: .seconds(2))
+        try Data("after\n".utf8).write(to: URL(fileURLWithPath: broken + "/after.edi"))
+        #expect(await eventually(timeout: 90) { quarantines(second) == [broken + "/.ferry/failed/after.edi"] }, "log:\n\(scenario.daemon?.log.suffix(3000) ?? "")")
+        try await Task.sleep(for: .seconds(2))
+        #expect(quarantines(first) == [broken + "/.ferry/failed/before.edi"], "the old destination got nothing more")
+        #expect(await scenario.daemon?.stop() == 0)
+    }
 }
