@@ -67,7 +67,9 @@ struct AlertFolderTests {
 /// `notify.command` runs as a real child process: no shell, the event on stdin, FERRY_* in its
 /// environment, a clean signal mask, killed after its timeout.
 struct AlertCommandTests {
-    @Test func theChildGetsTheEventItsEnvironmentAndAnEmptySignalMask() async throws {
+    /// Synchronous on purpose: the signal mask is per thread, so the child must be spawned on the very
+    /// thread that blocked the signals (as on a daemon thread), not on another thread of the pool.
+    @Test func theChildGetsTheEventItsEnvironmentAndAnEmptySignalMask() throws {
         let directory = try TempDirectory(prefix: "alert-command")
         let out = directory.path + "/out"
         let script = directory.path + "/record.sh"
@@ -75,10 +77,9 @@ struct AlertCommandTests {
             #!/bin/sh
             cat > "$1.stdin"
             printf '%s|%s|%s' "$FERRY_EVENT" "$FERRY_RULE" "$FERRY_PATH" > "$1.env"
-            grep -E '^(SigBlk|SigIgn)' /proc/self/status > "$1.signals"
             """.write(toFile: script, atomically: true, encoding: .utf8)
         chmod(script, 0o755)
-        // The daemon's threads block signals; a child must not inherit that.
+        // The daemon's threads block signals and the process ignores SIGPIPE; a child must inherit neither.
         var blocked = sigset_t()
         sigemptyset(&blocked)
         sigaddset(&blocked, SIGTERM)
@@ -86,11 +87,17 @@ struct AlertCommandTests {
         var previous = sigset_t()
         pthread_sigmask(SIG_BLOCK, &blocked, &previous)
         defer { pthread_sigmask(SIG_SETMASK, &previous, nil) }
+        let previousPipe = signal(SIGPIPE, SIG_IGN)
+        defer { signal(SIGPIPE, previousPipe) }
         let event = AlertEvent(.fileQuarantined, rule: "invoices", connector: "acme", paths: ["/srv/out/.ferry/failed/a b.edi"], message: "quarantined")
-        try await AlertCommand(argv: [script, out], timeout: .seconds(20)).run(event)
+        let outcome = AlertCommand.runBlocking(argv: [script, out], environment: AlertCommand.environment(for: event), input: event.json, timeout: .seconds(20))
+        #expect(throws: Never.self) { try outcome.get() }
         #expect(FileManager.default.contents(atPath: out + ".stdin") == Data(event.json))
         #expect(try String(contentsOfFile: out + ".env", encoding: .utf8) == "file_quarantined|invoices|/srv/out/.ferry/failed/a b.edi")
-        let signals = try String(contentsOfFile: out + ".signals", encoding: .utf8)
+        // No shell in between (a shell may reset its mask): cp copies its own /proc status.
+        let copy = AlertCommand.runBlocking(argv: ["/bin/cp", "/proc/self/status", out + ".signals"], environment: [], input: [], timeout: .seconds(20))
+        #expect(throws: Never.self) { try copy.get() }
+        let signals = try String(contentsOfFile: out + ".signals", encoding: .utf8).split(separator: "\n").filter { $0.hasPrefix("Sig") }.joined(separator: "\n")
         #expect(signals.contains("SigBlk:\t0000000000000000"), "\(signals)")
         // Signals 1–31 at their default action (SIGPIPE above all). 32 and 33 are glibc's own (thread
         // cancellation, setxid), reserved and out of any program's reach.

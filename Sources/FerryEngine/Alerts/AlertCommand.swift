@@ -43,7 +43,8 @@ struct AlertCommand: Sendable {
         return environment.map { "\($0.key)=\($0.value)" }.sorted()
     }
 
-    private static func runBlocking(argv: [String], environment: [String], input: [UInt8], timeout: Duration) -> Result<Void, Failure> {
+    /// One run on the calling thread (which it blocks until the child ends or is killed).
+    static func runBlocking(argv: [String], environment: [String], input: [UInt8], timeout: Duration) -> Result<Void, Failure> {
         var stdinPipe: [Int32] = [-1, -1], stderrPipe: [Int32] = [-1, -1]
         guard ferry_pipe_cloexec(&stdinPipe) == 0 else { return .failure(Failure(message: "cannot make a pipe: \(String(cString: strerror(errno)))")) }
         guard ferry_pipe_cloexec(&stderrPipe) == 0 else {
@@ -52,10 +53,17 @@ struct AlertCommand: Sendable {
         }
         let devNull = open("/dev/null", O_WRONLY | O_CLOEXEC)
         var pid: Int32 = 0
-        let rc = withCStrings(argv) { cArgv in
-            withCStrings(environment) { cEnv in
-                ferry_spawn_clean(argv[0], cArgv, cEnv, stdinPipe[0], devNull >= 0 ? devNull : stderrPipe[1], stderrPipe[1], &pid)
+        var rc: Int32 = 0
+        // ETXTBSY: the program was just written and a child forked meanwhile (by any thread) still holds
+        // its write descriptor until that child's exec; it clears within moments.
+        for attempt in 0..<10 {
+            rc = withCStrings(argv) { cArgv in
+                withCStrings(environment) { cEnv in
+                    ferry_spawn_clean(argv[0], cArgv, cEnv, stdinPipe[0], devNull >= 0 ? devNull : stderrPipe[1], stderrPipe[1], &pid)
+                }
             }
+            guard rc == ETXTBSY, attempt < 9 else { break }
+            usleep(50_000)
         }
         close(stdinPipe[0]); close(stderrPipe[1])
         if devNull >= 0 { close(devNull) }
