@@ -268,4 +268,37 @@ struct AlertTests {
         #expect(quarantines(first) == [broken + "/.ferry/failed/before.edi"], "the old destination got nothing more")
         #expect(await scenario.daemon?.stop() == 0)
     }
+
+    /// A batch a crash left `submitting` is in doubt at the next start and resent (on_in_doubt: resend):
+    /// one `batch_in_doubt`, then one `possible_duplicate` naming the file.
+    @Test func aResentBatchIsInDoubtThenAPossibleDuplicate() async throws {
+        let receiver = try WebhookReceiver()
+        let scenario = try OutboundScenario(topExtras: ["notify:", "  webhook: { url: \"\(receiver.url)\" }"])
+        let name = "crashed-mid-submit.edi"
+        let path = scenario.outbox + "/" + name
+        try Data("sent once, maybe twice\n".utf8).write(to: URL(fileURLWithPath: path))
+        let (journal, file, _) = try await scenario.journalStaged(name, upload: true)
+        _ = try journal.createBatch(rule: "invoices", connector: "partner", connectorID: scenario.emulator.sftpConnectorId,
+                                    remoteDirectory: scenario.remoteDirectory, fileIDs: [file.id])
+        try Self.start(scenario)
+        func event(_ kind: String) -> [String: Any]? { Self.events(receiver).first { $0["event"] as? String == kind } }
+        #expect(await eventually(timeout: 90) { event("possible_duplicate") != nil }, "log:\n\(scenario.daemon?.log.suffix(3000) ?? "")")
+        let version = try Self.version()
+        try Self.check(try #require(event("batch_in_doubt")), kind: "batch_in_doubt", rule: "invoices", paths: [path], connector: "partner",
+                       messageContains: ["ferry stopped before StartFileTransfer's answer was journaled", "on_in_doubt: resend"], version: version)
+        try Self.check(try #require(event("possible_duplicate")), kind: "possible_duplicate", rule: "invoices", paths: [path], connector: "partner",
+                       messageContains: ["may receive them twice"], version: version)
+        #expect(Self.events(receiver).map { $0["event"] as? String ?? "" } == ["batch_in_doubt", "possible_duplicate"])
+        #expect(await scenario.daemon?.stop() == 0)
+    }
+
+    /// `ferry validate` reports notify mistakes as `file:line:col: error:` and exits 78 (EX_CONFIG).
+    @Test func validateNamesNotifyMistakesWithTheirPosition() throws {
+        let scenario = try OutboundScenario(topExtras: ["notify:", "  command: ferry-alert", "  webhook: { url: \"file:///tmp/x\" }"])
+        let result = try FerryBinary.run(["validate", "--config", scenario.configPath])
+        #expect(result.status == 78)
+        let output = result.stdout + result.stderr
+        #expect(output.contains("\(scenario.configPath):4:12: error: 'command' must start with an absolute path"), "\(output)")
+        #expect(output.contains("\(scenario.configPath):5:19: error: 'url' must be an http:// or https:// URL with a host, got 'file:///tmp/x'"), "\(output)")
+    }
 }

@@ -156,3 +156,30 @@ struct AlertDocumentationTests {
         #expect(try Self.tableFirstCells(after: "### Event kinds") == AlertEvent.Kind.allCases.map(\.rawValue))
     }
 }
+
+/// Problems of `DaemonHealth` become alerts once when they begin or change and once when they end.
+struct HealthAlertTests {
+    @Test func eachProblemThatBeginsChangesOrEndsIsOneEvent() throws {
+        let directory = try TempDirectory(prefix: "health-alerts")
+        let health = DaemonHealth(stateDir: directory.path)
+        let seen = Locked<[AlertEvent]>([])
+        health.onChange.withLock { $0 = { key, message, previous in seen.withLock { $0.append(.health(key: key, message: message, previous: previous)) } } }
+        health.set("journal", "the journal's file system is full (/var/lib/ferry/journal.db)")
+        health.set("journal", "the journal's file system is full (/var/lib/ferry/journal.db)")   // unchanged: nothing
+        health.clear("journal")
+        health.clear("journal")   // already over: nothing
+        health.set("connector:acme", "connector acme (c-1) is ERRORED in AWS: bad key")
+        health.clear("connector:acme")
+        health.set("results:invoices", "transfer t-1 reported results for paths ferry did not send")
+        health.set("watch", "1 watched folder(s) missing or lost")
+        health.clear("watch")
+        let events = seen.withLock { $0 }
+        #expect(events.map(\.event) == [.journalDegraded, .journalRecovered, .connectorDegraded, .connectorRecovered, .ruleDegraded,
+                                        .daemonDegraded, .daemonRecovered])
+        #expect(events[1].message == "the journal can be written again; waiting files go on (was: the journal's file system is full (/var/lib/ferry/journal.db))")
+        #expect(events[2].connector == "acme" && events[2].rule == nil && events[2].message.contains("ERRORED"))
+        #expect(events[3].connector == "acme" && events[3].message.hasPrefix("connector acme is usable again"))
+        #expect(events[4].rule == "invoices" && events[4].connector == nil)
+        #expect(events[6].message == "resolved: 1 watched folder(s) missing or lost")
+    }
+}
