@@ -1,5 +1,8 @@
-// Most of CFerrySys is inline in include/CFerrySys.h. The two functions here need <sys/vfs.h> and
-// <linux/stat.h>, whose declarations would clash with Swift's Glibc module if the header included them.
+// Most of CFerrySys is inline in include/CFerrySys.h. The functions here need <sys/vfs.h>,
+// <linux/stat.h> or <spawn.h>'s GNU extensions, whose declarations would clash with Swift's Glibc
+// module if the header included them.
+// posix_spawn_file_actions_addclosefrom_np (glibc 2.34) is a GNU extension.
+#define _GNU_SOURCE
 #include "CFerrySys.h"
 
 #include <sys/vfs.h>
@@ -35,3 +38,32 @@ int ferry_stat_synced(int dirfd, const char *path, int flags, struct stat *out) 
     return -1;
 #endif
 }
+
+#include <spawn.h>
+int ferry_spawn_clean(const char *path, char *const argv[], char *const envp[], int stdin_fd, int stdout_fd, int stderr_fd, int *pid) {
+    posix_spawnattr_t attributes;
+    posix_spawn_file_actions_t actions;
+    int rc = posix_spawnattr_init(&attributes);
+    if (rc != 0) return rc;
+    rc = posix_spawn_file_actions_init(&actions);
+    if (rc != 0) { posix_spawnattr_destroy(&attributes); return rc; }
+    sigset_t none, all;
+    sigemptyset(&none);
+    sigfillset(&all);
+    posix_spawnattr_setsigmask(&attributes, &none);
+    // SIGKILL and SIGSTOP cannot be changed; glibc skips them in the default set.
+    posix_spawnattr_setsigdefault(&attributes, &all);
+    posix_spawnattr_setflags(&attributes, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+    posix_spawn_file_actions_adddup2(&actions, stdin_fd, 0);
+    posix_spawn_file_actions_adddup2(&actions, stdout_fd, 1);
+    posix_spawn_file_actions_adddup2(&actions, stderr_fd, 2);
+    posix_spawn_file_actions_addclosefrom_np(&actions, 3);
+    pid_t child = 0;
+    rc = posix_spawn(&child, path, &actions, &attributes, argv, envp);
+    posix_spawn_file_actions_destroy(&actions);
+    posix_spawnattr_destroy(&attributes);
+    if (rc == 0) *pid = (int)child;
+    return rc;
+}
+
+int ferry_pipe_cloexec(int fds[2]) { return pipe2(fds, O_CLOEXEC); }

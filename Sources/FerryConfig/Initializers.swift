@@ -7,9 +7,10 @@ extension Rules {
     /// Creates rules; `outbound` order is routing order.
     public init(stateDir: String = RulesDefaults.stateDir, metricsFile: String? = nil,
                 reconcileInterval: Duration = RulesDefaults.reconcileInterval, retention: Duration = RulesDefaults.retention,
-                aws: AWSSettings, connectors: [Connector], outbound: [OutboundRule] = [], inbound: [InboundRule] = []) {
+                aws: AWSSettings, connectors: [Connector], outbound: [OutboundRule] = [], inbound: [InboundRule] = [],
+                notify: NotifySettings? = nil) {
         self.init(version: 1, stateDir: stateDir, metricsFile: metricsFile, reconcileInterval: reconcileInterval, retention: retention, aws: aws,
-                  connectors: connectors, outbound: outbound, inbound: inbound)
+                  connectors: connectors, outbound: outbound, inbound: inbound, notify: notify)
     }
 }
 

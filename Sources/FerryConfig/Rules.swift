@@ -22,6 +22,18 @@ public struct Rules: Sendable {
     public var outbound: [OutboundRule]
     /// Inbound rules in file order.
     public var inbound: [InboundRule]
+    /// Where alerts go (`notify:`), unless the rule an alert is about has its own; nil sends none.
+    public var notify: NotifySettings? = nil
+
+    /// The alert settings for an event about `rule` (nil: an event about no rule): that rule's own
+    /// `notify` when it has one, else the top-level one.
+    public func notifySettings(forRule rule: String?) -> NotifySettings? {
+        if let rule {
+            if let own = outbound.first(where: { $0.name == rule })?.notify { return own }
+            if let own = inbound.first(where: { $0.name == rule })?.notify { return own }
+        }
+        return notify
+    }
 
     /// The connector called `name`, if the file defines one.
     public func connector(named name: String) -> Connector? {
@@ -32,6 +44,41 @@ public struct Rules: Sendable {
     /// patterns select it; nil when none does. Paths are absolute.
     public func outboundRule(forFile path: String) -> OutboundRule? {
         outbound.first { $0.selects(path: path) }
+    }
+}
+
+/// Where alerts go (`notify:`): a command run with the event on stdin, a webhook POSTed the event, or both.
+public struct NotifySettings: Sendable, Hashable {
+    /// The command's argv, its first element an absolute path; run without a shell. Nil: no command.
+    public var command: [String]?
+    /// How long the command may run before it is killed (SIGKILL) and counted as failed.
+    public var commandTimeout: Duration
+    /// Where the event is POSTed as JSON, if anywhere.
+    public var webhook: Webhook?
+
+    /// Creates settings; at least one of `command` and `webhook` should be given.
+    public init(command: [String]? = nil, commandTimeout: Duration = RulesDefaults.notifyCommandTimeout, webhook: Webhook? = nil) {
+        self.command = command
+        self.commandTimeout = commandTimeout
+        self.webhook = webhook
+    }
+
+    /// An HTTP(S) endpoint that receives each alert as a JSON POST.
+    public struct Webhook: Sendable, Hashable {
+        /// The http:// or https:// URL.
+        public var url: String
+        /// A file of `Name: value` header lines (e.g. `Authorization: Bearer …`), read at each POST so a
+        /// rotated token needs no reload; its contents are never logged.
+        public var headersFile: String?
+        /// How long one POST may take, connecting included.
+        public var timeout: Duration
+
+        /// Creates a webhook.
+        public init(url: String, headersFile: String? = nil, timeout: Duration = RulesDefaults.webhookTimeout) {
+            self.url = url
+            self.headersFile = headersFile
+            self.timeout = timeout
+        }
     }
 }
 
@@ -177,6 +224,8 @@ public struct OutboundRule: Sendable {
     public var watchMode: WatchMode = RulesDefaults.watchMode
     /// How often a polled folder is checked for changes.
     public var pollInterval: Duration = RulesDefaults.pollInterval
+    /// Where this rule's alerts go instead of the top-level `notify`; nil uses the top-level one.
+    public var notify: NotifySettings? = nil
 
     /// `watch_mode`: inotify sees only changes made through this host's kernel, so folders on NFS,
     /// SMB or FUSE mounts written by other hosts must be polled.
@@ -260,4 +309,6 @@ public struct InboundRule: Sendable {
     public var maxItems: Int
     /// The compiled include/exclude decision, default ignores included.
     public var filter: FileFilter
+    /// Where this rule's alerts go instead of the top-level `notify`; nil uses the top-level one.
+    public var notify: NotifySettings? = nil
 }

@@ -118,6 +118,8 @@ struct RulesBuilder {
             retention = RulesDefaults.retention
         }
 
+        let notify = notifySettings(top["notify"], in: "the rules file")
+
         var aws = AWSSettings(region: "", maxAttempts: RulesDefaults.maxAttempts)
         var regionWritten = false
         if let node = top["aws"], let fields = decoder.fields(node, "'aws'", known: RulesSchema.aws) {
@@ -161,7 +163,7 @@ struct RulesBuilder {
         checkSharedS3Locations(inbound)
 
         return Rules(version: 1, stateDir: stateDir, metricsFile: metricsFile, reconcileInterval: reconcile, retention: retention, aws: aws,
-                     connectors: connectors.map(\.value), outbound: outbound.map(\.value), inbound: inbound.map(\.value))
+                     connectors: connectors.map(\.value), outbound: outbound.map(\.value), inbound: inbound.map(\.value), notify: notify)
     }
 
     private mutating func list(_ node: YAMLNode, _ key: String) -> [YAMLNode] {
@@ -328,12 +330,14 @@ struct RulesBuilder {
         if afterSend == .archive { warnIfPrivateTmp(archiveDir, "archive_dir", at: fields["archive_dir"]) }
         let retries = decoder.integer(fields["retries"], "retries", range: 0...100, default: RulesDefaults.retries)
         let (watchMode, pollInterval) = watchModeFields(fields, watch: watch)
+        let notify = notifySettings(fields["notify"], in: what)
         guard let name, let watch, let (connector, _) = connector,
               let filter = try? FileFilter(include: include, exclude: exclude) else { return nil }
-        let rule = OutboundRule(name: name, watch: watch, recursive: recursive, include: include, exclude: exclude, connector: connector.name,
+        var rule = OutboundRule(name: name, watch: watch, recursive: recursive, include: include, exclude: exclude, connector: connector.name,
                                 remoteDirectoryPath: remote, settle: settle, readyMarker: readyMarker, batchMaxFiles: batchMaxFiles,
                                 batchMaxWait: batchMaxWait, afterSend: afterSend, archiveDir: archiveDir, retries: retries, filter: filter,
                                 watchMode: watchMode, pollInterval: pollInterval)
+        rule.notify = notify
         return (rule, Self.valuePositions(fields))
     }
 
@@ -373,11 +377,13 @@ struct RulesBuilder {
         let onConflict = decoder.choice(fields["on_conflict"], "on_conflict", default: RulesDefaults.onConflict)
         let afterRetrieve = decoder.afterRetrieve(fields["after_retrieve"])
         let maxItems = decoder.integer(fields["max_items"], "max_items", range: 1...10000, default: RulesDefaults.maxItems)
+        let notify = notifySettings(fields["notify"], in: what)
         guard let name, let (connector, _) = connector, connector.type == .sftp, let remote, let local,
               let filter = try? FileFilter(include: include, exclude: exclude) else { return nil }
-        let rule = InboundRule(name: name, connector: connector.name, remoteDirectoryPath: remote, schedule: schedule, include: include,
+        var rule = InboundRule(name: name, connector: connector.name, remoteDirectoryPath: remote, schedule: schedule, include: include,
                                exclude: exclude, minAge: minAge, localDirectoryPath: local, downloadTo: downloadTo, onConflict: onConflict,
                                afterRetrieve: afterRetrieve, maxItems: maxItems, filter: filter)
+        rule.notify = notify
         return (rule, Self.valuePositions(fields))
     }
 

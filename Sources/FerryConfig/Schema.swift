@@ -1,28 +1,38 @@
 /// The keys the rules file accepts, section by section. The decoder rejects anything else, and
 /// docs/rules.md documents exactly these (a test compares the two).
 public enum RulesSchema {
-    static let topLevel = ["version", "state_dir", "metrics_file", "reconcile_interval", "retention", "aws", "connectors", "outbound", "inbound"]
+    static let topLevel = ["version", "state_dir", "metrics_file", "reconcile_interval", "retention", "notify", "aws", "connectors", "outbound", "inbound"]
+    static let notify = ["command", "command_timeout", "webhook"]
+    static let webhook = ["url", "headers_file", "timeout"]
     static let aws = ["region", "profile", "endpoint_url", "ca_bundle", "max_attempts"]
     static let connector = ["type", "connector_id", "staging", "max_in_flight", "requests_per_second", "keep_staged", "on_in_doubt", "aws"]
     static let connectorAWS = ["region", "profile", "endpoint_url", "ca_bundle"]
     static let outbound = ["name", "watch", "recursive", "watch_mode", "poll_interval", "include", "exclude", "connector",
-                           "remote_directory_path", "settle", "ready_marker", "batch", "after_send", "archive_dir", "retries"]
+                           "remote_directory_path", "settle", "ready_marker", "batch", "after_send", "archive_dir", "retries", "notify"]
     static let batch = ["max_files", "max_wait"]
     static let inbound = ["name", "connector", "remote_directory_path", "schedule", "include", "exclude", "min_age",
-                          "local_directory_path", "download_to", "on_conflict", "after_retrieve", "max_items"]
+                          "local_directory_path", "download_to", "on_conflict", "after_retrieve", "max_items", "notify"]
 
     /// Every accepted key as a dotted path: `aws.region`, `connectors.<name>.staging`,
     /// `outbound[].batch.max_files`. Section keys themselves are included.
     public static var acceptedKeys: [String] {
         var keys = topLevel
+        keys += notifyKeys(under: "notify")
         keys += aws.map { "aws.\($0)" }
         keys.append("connectors.<name>")
         keys += connector.map { "connectors.<name>.\($0)" }
         keys += connectorAWS.map { "connectors.<name>.aws.\($0)" }
         keys += outbound.map { "outbound[].\($0)" }
         keys += batch.map { "outbound[].batch.\($0)" }
+        keys += notifyKeys(under: "outbound[].notify")
         keys += inbound.map { "inbound[].\($0)" }
+        keys += notifyKeys(under: "inbound[].notify")
         return keys
+    }
+
+    /// The keys inside a `notify` section (top level or a rule's override), the section itself excluded.
+    private static func notifyKeys(under section: String) -> [String] {
+        notify.map { "\(section).\($0)" } + webhook.map { "\(section).webhook.\($0)" }
     }
 
     /// The closest known key to a misspelt one, if it is close enough to be what the user meant.
@@ -80,4 +90,8 @@ public enum RulesDefaults {
     public static let onConflict = OnConflict.rename
     public static let afterRetrieve = AfterRetrieve.keep
     public static let maxItems = 1000
+    /// How long an alert command may run before it is killed.
+    public static let notifyCommandTimeout: Duration = .seconds(30)
+    /// How long one webhook POST may take, connecting included.
+    public static let webhookTimeout: Duration = .seconds(10)
 }

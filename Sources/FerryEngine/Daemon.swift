@@ -36,6 +36,8 @@ public final class Daemon: Service, Sendable {
     let liveness = Liveness()
     /// Answers `ferry status` with the stuck loops, even when the journal's file system is frozen.
     let livenessSocket: LivenessSocket?
+    /// Sends `notify:` alerts; reads the rules in force at each event, so a reload applies at once.
+    let alerts: Notifier
     let logger: Logger
 
     /// Opens the journal and builds every component; nothing runs until `run()`.
@@ -47,6 +49,9 @@ public final class Daemon: Service, Sendable {
         try Self.checkWritable(stateDir: rules.stateDir)
         lock = try DaemonLock(stateDir: rules.stateDir)
         health = DaemonHealth(stateDir: rules.stateDir)
+        let current = currentRules
+        alerts = Notifier(settings: { rule in current.withLock { $0.notifySettings(forRule: rule) } }, metrics: metrics, logger: logger)
+        health.onChange.withLock { [alerts] in $0 = alerts.healthChanged }
         notifier = try SystemdNotifier()
         let journal = try Journal(directory: rules.stateDir, logger: logger)
         self.journal = journal
@@ -60,7 +65,6 @@ public final class Daemon: Service, Sendable {
         currentContexts = Locked(contexts)
         monitor = ConnectorMonitor(stateDir: rules.stateDir, health: health, logger: logger)
 
-        let current = currentRules
         watcher = FolderWatcher(rules: Self.watchRules(rules), reconcileInterval: rules.reconcileInterval, logger: logger) { rule, path, version in
             // Where sent files are archived or deleted, a sent version found again was put back: send it again.
             let keepsSent = current.withLock { $0.outbound.first { $0.name == rule }?.afterSend == .keep }
@@ -68,7 +72,7 @@ public final class Daemon: Service, Sendable {
                                          mtimeNanoseconds: version.mtimeNanoseconds, disposedCounts: keepsSent)) ?? false
         }
         outbound = OutboundPipeline(rules: rules.outbound, connectors: contexts, journal: journal, watcher: watcher,
-                                    metrics: metrics, logger: logger, health: health)
+                                    metrics: metrics, logger: logger, health: health, alerts: alerts)
         inbound = InboundPoller(rules: rules.inbound, contexts: contexts, journal: journal, metrics: metrics, logger: logger)
 
         let watcher = self.watcher
@@ -351,6 +355,7 @@ public final class Daemon: Service, Sendable {
                     }
                 }
                 group.addTask { try await Liveness.$loop.withValue("systemd status") { try await self.notifySystemd() } }
+                group.addTask { await Liveness.$loop.withValue("alerts") { await self.alerts.run() }; try Task.checkCancellation() }
                 group.addTask { try await self.publishWatcherHealth() }
                 group.addTask { try await self.liveness.beatWhileRunning() }
                 group.addTask { try await Liveness.$loop.withValue("connector monitor") { try await self.monitor.run { self.currentContexts.withLock { $0 } } } }

@@ -21,6 +21,9 @@ public final class DaemonHealth: Sendable {
     static let capacity = 64 * 1024
     private let path: String
     private let state = Locked<(descriptor: Int32, problems: [String: Problem])>((-1, [:]))
+    /// Told of each problem that begins or changes (`message`) or ends (nil, with the `previous`
+    /// message): the alerts of `notify:`. Called outside the lock; it must not block.
+    let onChange = Locked<(@Sendable (_ key: String, _ message: String?, _ previous: String?) -> Void)?>(nil)
 
     /// The health file of a state_dir.
     public static func path(stateDir: String) -> String { (stateDir as NSString).appendingPathComponent("health.json") }
@@ -44,16 +47,22 @@ public final class DaemonHealth: Sendable {
             state.problems[key] = Problem(key: key, message: message, since: state.problems[key]?.since ?? Date())
             return state.problems
         }
-        if let changed { write(changed) }
+        if let changed {
+            write(changed)
+            onChange.withLock { $0 }?(key, message, nil)
+        }
     }
 
     /// The problem is over.
     func clear(_ key: String) {
-        let changed = state.withLock { state -> [String: Problem]? in
-            guard state.problems.removeValue(forKey: key) != nil else { return nil }
-            return state.problems
+        let ended = state.withLock { state -> (problems: [String: Problem], previous: String)? in
+            guard let removed = state.problems.removeValue(forKey: key) else { return nil }
+            return (state.problems, removed.message)
         }
-        if let changed { write(changed) }
+        if let ended {
+            write(ended.problems)
+            onChange.withLock { $0 }?(key, nil, ended.previous)
+        }
     }
 
     var problems: [Problem] { state.withLock { $0.problems.values.sorted { $0.key < $1.key } } }

@@ -78,6 +78,8 @@ public final class OutboundPipeline: Sendable {
     let retryBase: Duration
     /// Problems `ferry status` must show that the journal cannot (its own disk full, after_send failing).
     let health: DaemonHealth?
+    /// Where quarantines, in-doubt batches and possible duplicates are announced (`notify:`).
+    let alerts: Notifier?
 
     private let detectedQueue = AsyncQueue<CompletedFile>()
     private let uploadQueue = AsyncQueue<OutboundFile>()
@@ -93,8 +95,9 @@ public final class OutboundPipeline: Sendable {
 
     /// Creates the pipeline for `rules`, using one context per connector they name.
     init(rules: [OutboundRule], connectors: [String: ConnectorContext], journal: Journal, watcher: FolderWatcher,
-         metrics: Metrics, logger: Logger, retryBase: Duration = .seconds(1), health: DaemonHealth? = nil) {
+         metrics: Metrics, logger: Logger, retryBase: Duration = .seconds(1), health: DaemonHealth? = nil, alerts: Notifier? = nil) {
         self.health = health
+        self.alerts = alerts
         var queues: [String: AsyncQueue<PendingBatch>] = [:]
         for name in connectors.keys { queues[name] = AsyncQueue() }
         let configuration = Locked(Configuration(
@@ -522,6 +525,7 @@ public final class OutboundPipeline: Sendable {
         guard let batchID = pending.existingBatchID else { return }
         let paths = pending.files.map(\.path).joined(separator: ", ")
         let metadata: Logger.Metadata = ["rule": "\(pending.rule)", "batch.id": "\(batchID)", "error": "\(error)", "file.paths": "\(paths)"]
+        alerts?.post(AlertEvent(.batchInDoubt, rule: pending.rule, connector: pending.connector, paths: pending.files.map(\.path), message: AlertEvent.inDoubtMessage(files: pending.files.count, error: error, policy: context.connector.onInDoubt)))
         switch context.connector.onInDoubt {
         case .resend:
             logger.info("StartFileTransfer's outcome is unknown; the partner's folder is checked before the batch is resent (on_in_doubt: resend)",
@@ -561,6 +565,7 @@ public final class OutboundPipeline: Sendable {
                 logger.warning("StartFileTransfer's outcome is unknown; resending (on_in_doubt: resend), the partner may receive these files twice",
                                metadata: metadata.merging(["file.paths": "\(resend.files.map(\.path).joined(separator: ", "))"]) { $1 })
                 try? self.journal.recordPossibleDuplicates(resend.files.map(\.id))
+                self.alerts?.post(AlertEvent(.possibleDuplicate, rule: pending.rule, connector: pending.connector, paths: resend.files.map(\.path), message: "\(resend.files.count) file(s) are sent again after StartFileTransfer's outcome was unknown (\(error)): the partner may receive them twice; tell the partner or check with them"))
                 self.metrics.increment("ferry_possible_duplicates_total", ["rule": pending.rule], by: Double(resend.files.count),
                                        help: "Files sent again after StartFileTransfer's outcome was unknown; the partner may have them twice.")
                 await queue?.push(resend)
@@ -969,6 +974,7 @@ public final class OutboundPipeline: Sendable {
             return false
         }
         metrics.increment("ferry_files_quarantined_total", ["rule": file.rule], help: "Files moved to .ferry/failed/ after their last retry.")
+        alerts?.post(AlertEvent(.fileQuarantined, rule: file.rule, connector: rules[file.rule]?.connector, paths: [placed], message: "\(file.path) was quarantined after \(file.attempts) attempt(s) and is now \(placed): \(reason); fix the cause, then `ferry retry \(placed)` sends it again"))
         logger.error(message, metadata: metadata.merging(["file.quarantined": "\(placed)"]) { $1 })
         watcher.forget(path: file.path)
         return true

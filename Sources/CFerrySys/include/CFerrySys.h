@@ -95,5 +95,14 @@ long long ferry_statfs_type(int fd, const char *path);
 // the fields of *out the watcher reads (dev, ino, mode, nlink, size, mtim, ctim). 0, or -1 with errno
 // (ENOSYS on kernels before 4.11: fall back to fstatat).
 int ferry_stat_synced(int dirfd, const char *path, int flags, struct stat *out);
+// Starts `path` with `argv` and `envp` (no shell, no PATH lookup) with stdin, stdout and stderr on the
+// given descriptors and every other descriptor closed. The daemon's threads block signals and it
+// ignores SIGPIPE; both are inherited through exec, so the child starts with an empty signal mask and
+// every signal at its default action instead — otherwise a child's SIGTERM from its own timeout, or a
+// broken pipe, would be silently ignored. 0 and *pid set, or an errno value (posix_spawn's convention).
+// pipe2(fds, O_CLOEXEC), a GNU extension Swift's Glibc module hides: both ends close-on-exec from the
+// start, so a child spawned meanwhile by another thread never inherits them. 0, or -1 with errno.
+int ferry_pipe_cloexec(int fds[2]);
+int ferry_spawn_clean(const char *path, char *const argv[], char *const envp[], int stdin_fd, int stdout_fd, int stderr_fd, int *pid);
 // AT_EMPTY_PATH, behind _GNU_SOURCE in glibc: with path "", ferry_stat_synced stats dirfd itself.
 static const int ferry_at_empty_path = 0x1000;
