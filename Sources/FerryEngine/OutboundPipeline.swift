@@ -642,14 +642,19 @@ public final class OutboundPipeline: Sendable {
             return
         }
         var files: [Int64: OutboundFile] = [:]
+        // Results are matched against every file of the transfer: those recorded at an earlier look are
+        // still listed, and are theirs, not "paths ferry did not send".
+        var sent: [OutboundFile] = []
         do {
-            for file in try journal.outboundFiles(ids: batch.fileIDs) where file.state == .submitted { files[file.id] = file }
+            sent = try journal.outboundFiles(ids: batch.sentFileIDs)
+            let open = Set(batch.fileIDs)
+            for file in sent where file.state == .submitted && open.contains(file.id) { files[file.id] = file }
         } catch {
             logger.error("cannot read the batch's files from the journal; will ask again", metadata: metadata.merging(["error": "\(error)"]) { $1 })
             await tracker.add(batch.backedOff(), due: .now + batch.backedOff().backoff)
             return
         }
-        let matcher = ResultMatcher(files: Array(files.values))
+        let matcher = ResultMatcher(files: sent)
         var outcomes: [Int64: FileOutcome] = [:]
         var unmatched: [FileTransferResult] = []
         for result in results {
@@ -657,6 +662,8 @@ public final class OutboundPipeline: Sendable {
                 unmatched.append(result)
                 continue
             }
+            // Recorded at an earlier look (or no longer waiting for this transfer): nothing to learn.
+            guard files[id] != nil else { continue }
             switch result.statusCode {
             case .completed: outcomes[id] = .completed
             case .failed: outcomes[id] = .failed(code: result.failureCode ?? "FAILED", message: result.failureMessage ?? "no message from AWS")
@@ -673,7 +680,7 @@ public final class OutboundPipeline: Sendable {
         // Every result is final, yet some files have none: AWS will not say more about them.
         let everyResultFinal = results.allSatisfy { $0.statusCode == .completed || $0.statusCode == .failed }
         let waiting = files.keys.filter { outcomes[$0] == nil }
-        if !results.isEmpty, everyResultFinal, !waiting.isEmpty, !unmatched.isEmpty || results.count >= batch.fileIDs.count {
+        if !results.isEmpty, everyResultFinal, !waiting.isEmpty, !unmatched.isEmpty || results.count >= batch.sentFileIDs.count {
             for id in waiting.sorted() {
                 if let file = files[id] {
                     await quarantineUnknownOutcome(file, why: "transfer \(batch.transferID) finished without a result naming this file")
