@@ -44,7 +44,7 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ]),
         .target(name: "FerryEngine", dependencies: [
-            "CFerrySys", "FerryConfig", "FerryWatch", "FerryAWS", "FerryStore",
+            "CFerrySys", "FerryConfig", "FerryGlob", "FerryWatch", "FerryAWS", "FerryStore",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ]),
@@ -52,6 +52,7 @@ let package = Package(
             "CFerryStart", "FerryEngine", "FerryConfig",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ]),
 
         // bench/watch: FolderWatcher over a big tree, measured against inotifywait by bench/watch/run.py.
@@ -78,12 +79,13 @@ let package = Package(
         .testTarget(name: "FerryConfigTests", dependencies: ["FerryConfig", "FerryTestSupport"],
                     resources: [.copy("Fixtures")]),
         .testTarget(name: "FerryGlobTests", dependencies: ["FerryGlob"]),
-        .testTarget(name: "FerryWatchTests", dependencies: ["FerryWatch", "FerryTestSupport"]),
-        .testTarget(name: "FerryAWSTests", dependencies: ["FerryAWS", "CCrypto", "FerryTestSupport"],
+        .testTarget(name: "FerryWatchTests", dependencies: ["FerryWatch", "FerryGlob", "FerryTestSupport", .product(name: "Logging", package: "swift-log")]),
+        .testTarget(name: "FerryAWSTests", dependencies: ["FerryAWS", "CCrypto", "FerryTestSupport", .product(name: "Logging", package: "swift-log")],
                     exclude: ["Scripts"]),
-        .testTarget(name: "FerryStoreTests", dependencies: ["FerryStore", "FerryTestSupport"]),
-        .testTarget(name: "FerryEngineTests", dependencies: ["FerryEngine", "FerryTestSupport"]),
-        .testTarget(name: "EndToEndTests", dependencies: ["FerryTestSupport", "FerryStore", "FerryAWS"]),
+        .testTarget(name: "FerryStoreTests", dependencies: ["FerryStore", "FerryTestSupport", .product(name: "Logging", package: "swift-log")]),
+        .testTarget(name: "FerryEngineTests", dependencies: ["FerryEngine", "FerryAWS", "FerryConfig", "FerryGlob", "FerryStore", "FerryTestSupport",
+                                                            .product(name: "Logging", package: "swift-log")]),
+        .testTarget(name: "EndToEndTests", dependencies: ["FerryTestSupport", "FerryStore", "FerryAWS", .product(name: "Logging", package: "swift-log")]),
     ],
     swiftLanguageModes: [.v6]
 )
