@@ -359,7 +359,7 @@ public final class OutboundPipeline: Sendable {
             }
             // Written with the batch that sends it, or within 200 ms (flushStagedLoop), in one transaction
             // for many uploads; a crash before that costs this upload again, nothing else.
-            if journal.markStagedSoon(Journal.StagedCopy(id: file.id, bucket: staging.bucket, key: key, checksum: result.eTag)) {
+            if journal.markStagedSoon(Journal.StagedCopy(id: file.id, bucket: staging.bucket, key: key, checksum: result.checksumCRC32C)) {
                 await stagedFlush.push(())
             }
             metrics.increment("ferry_bytes_uploaded_total", ["rule": file.rule], by: Double(file.size), help: "Bytes uploaded to S3 staging.")
