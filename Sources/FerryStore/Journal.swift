@@ -156,13 +156,6 @@ public final class Journal: @unchecked Sendable {
     public let path: String
     private let lock = NSLock()
     let connection: SQLiteConnection
-    /// The daemon's checkpoints run here, outside `lock` (see `checkpointIfDue`); opened on first use.
-    private var checkpointer: SQLiteConnection?
-    /// Held while a checkpoint runs; a second caller skips instead of waiting.
-    private let checkpointLock = NSLock()
-    /// A checkpoint is due once the log holds this many pages (SQLite's own auto-checkpoint size).
-    static let checkpointPages: Int32 = 1000
-    private let writable: Bool
     /// Uploads recorded by `markStagedSoon` and not yet written (guarded by `lock`).
     private var pendingStaged: [StagedCopy] = []
     private let logger: Logger
@@ -191,8 +184,6 @@ public final class Journal: @unchecked Sendable {
         }
         try connection.execute("PRAGMA journal_mode=WAL")
         try connection.execute("PRAGMA synchronous=FULL")
-        try connection.takeOverCheckpoints()
-        writable = true
         try connection.execute("PRAGMA foreign_keys=ON")
         let check = try connection.statement("PRAGMA quick_check").query { $0.text(0) ?? "" }
         guard check == ["ok"] else {
@@ -210,7 +201,6 @@ public final class Journal: @unchecked Sendable {
         self.logger = logger
         self.now = { Date() }
         connection = try SQLiteConnection(path: path, readOnly: true)
-        writable = false
     }
 
     private func migrate() throws {
@@ -382,28 +372,9 @@ public final class Journal: @unchecked Sendable {
     }
 
     func locked<T>(_ body: () throws -> T) rethrows -> T {
-        // Runs after the unlock below (defers run in reverse): a due checkpoint never holds the lock.
-        defer { checkpointIfDue() }
         lock.lock()
         defer { lock.unlock() }
         return try body()
-    }
-
-    /// Checkpoints the write-ahead log once it holds `checkpointPages`, from a second connection and
-    /// outside the journal lock: SQLite's PASSIVE checkpoint copies committed pages into the database
-    /// while this connection goes on committing, so no journal writer waits for the copy and its fsync
-    /// (the auto-checkpoint SQLite ran inside the crossing commit held the lock for all of it: 117 ms
-    /// in a pruning step on a million-row journal). The caller that finds it due pays the time; a
-    /// failure is logged and tried again at the next commit.
-    private func checkpointIfDue() {
-        guard writable, connection.walPages.load(ordering: .relaxed) >= Self.checkpointPages, checkpointLock.try() else { return }
-        defer { checkpointLock.unlock() }
-        do {
-            if checkpointer == nil { checkpointer = try SQLiteConnection(path: path, readOnly: false) }
-            if try checkpointer?.checkpointPassive() == true { connection.walPages.store(0, ordering: .relaxed) }
-        } catch {
-            logger.warning("journal checkpoint failed; tried again after the next commit", metadata: ["journal.path": "\(path)", "error": "\(error)"])
-        }
     }
 
     var timestamp: Double { now().timeIntervalSince1970 }

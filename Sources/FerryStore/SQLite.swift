@@ -1,6 +1,5 @@
 internal import CSQLite
 import Foundation
-import Synchronization
 
 /// An error from SQLite, with its result code and the message SQLite gave.
 public struct JournalError: Error, CustomStringConvertible, Sendable {
@@ -21,7 +20,7 @@ public struct JournalError: Error, CustomStringConvertible, Sendable {
 }
 
 /// One open SQLite connection; frees the handle in deinit. Not thread-safe by itself: `Journal` serialises use.
-final class SQLiteConnection: @unchecked Sendable {
+final class SQLiteConnection {
     let handle: OpaquePointer
     let path: String
 
@@ -74,33 +73,6 @@ final class SQLiteConnection: @unchecked Sendable {
         let statement = try Statement(connection: self, sql: sql)
         cache[sql] = statement
         return statement
-    }
-
-    /// Pages in the write-ahead log after the last commit on this connection, as SQLite's WAL hook
-    /// reports them (read from any thread: `Journal` checks it after releasing its lock).
-    let walPages = Atomic<Int32>(0)
-
-    /// Stops SQLite checkpointing inside this connection's commits — a commit that crossed the
-    /// auto-checkpoint size (1,000 pages) copied the log into the database and fsynced it before
-    /// returning, under the journal's lock (seen: 117 ms in a pruning step) — and counts the log's pages
-    /// instead, so that `Journal` can checkpoint from another connection, outside its lock.
-    func takeOverCheckpoints() throws {
-        try execute("PRAGMA wal_autocheckpoint=0")
-        sqlite3_wal_hook(handle, { context, _, _, pages in
-            guard let context else { return SQLITE_OK }
-            Unmanaged<SQLiteConnection>.fromOpaque(context).takeUnretainedValue().walPages.store(pages, ordering: .relaxed)
-            return SQLITE_OK
-        }, Unmanaged.passUnretained(self).toOpaque())
-    }
-
-    /// Copies what it can of the write-ahead log into the database without waiting for readers or
-    /// writers (PASSIVE), which go on meanwhile; returns whether the whole log was copied.
-    func checkpointPassive() throws -> Bool {
-        var logPages: Int32 = 0
-        var copied: Int32 = 0
-        let rc = sqlite3_wal_checkpoint_v2(handle, nil, SQLITE_CHECKPOINT_PASSIVE, &logPages, &copied)
-        guard rc == SQLITE_OK else { throw error(rc, "checkpoint") }
-        return copied >= logPages
     }
 
     var lastInsertRowID: Int64 { sqlite3_last_insert_rowid(handle) }
