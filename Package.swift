@@ -73,6 +73,12 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ], path: "bench/upload/Sources"),
 
+        // bench/journal: the pipeline's journal writes, timed while status queries or pruning share the journal (bench/journal/run.py).
+        .executableTarget(name: "ferry-journal-bench", dependencies: [
+            "FerryStore", "FerryEngine", "FerryConfig",
+            .product(name: "Logging", package: "swift-log"),
+        ], path: "bench/journal/Sources"),
+
         // Shared by the test targets: starting the emulator and sshd, temp folders, running the binary.
         .target(name: "FerryTestSupport", path: "Tests/FerryTestSupport"),
 

@@ -285,7 +285,8 @@ private struct JSONShape: Encodable {
 }
 
 /// Encodes a value through Mirror so that nil properties become `null` under their (snake_cased) key.
-private struct NullEncoding<Value: Encodable>: Encodable {
+/// Shared with `ExplainReport`, whose `journal` is the same record and must have the same keys.
+struct NullEncoding<Value: Encodable>: Encodable {
     let value: Value
     init(_ value: Value) { self.value = value }
 

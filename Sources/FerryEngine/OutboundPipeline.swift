@@ -362,9 +362,10 @@ public final class OutboundPipeline: Sendable {
             }
             // Written with the batch that sends it, or within 200 ms (flushStagedLoop), in one transaction
             // for many uploads; a crash before that costs this upload again, nothing else.
-            if journal.markStagedSoon(Journal.StagedCopy(id: file.id, bucket: staging.bucket, key: key, checksum: result.eTag)) {
+            if journal.markStagedSoon(Journal.StagedCopy(id: file.id, bucket: staging.bucket, key: key, checksum: result.checksumCRC32C)) {
                 await stagedFlush.push(())
             }
+            health?.clear("staging:\(staging.bucket)")
             metrics.increment("ferry_bytes_uploaded_total", ["rule": file.rule], by: Double(file.size), help: "Bytes uploaded to S3 staging.")
             var staged = file
             staged.state = .staged
@@ -373,6 +374,11 @@ public final class OutboundPipeline: Sendable {
             return .staged(staged)
         } catch {
             logger.warning("upload to staging failed; will retry", metadata: metadata.merging(["error": "\(error)"]) { $1 })
+            // Every upload fails alike when the bucket refuses the credentials (or is gone): the files
+            // wait, spending no attempt, and status says why until an upload goes through.
+            if let aws = error as? AWSError, aws.isAccessProblem || aws.code == "NoSuchBucket" {
+                health?.set("staging:\(staging.bucket)", "uploads to s3://\(staging.bucket)/ fail (\(aws.code): \(aws.message)); files wait, none is quarantined for it — check the credentials and the bucket's and IAM policy's s3:PutObject")
+            }
             metrics.increment("ferry_upload_errors_total", ["rule": file.rule], help: "Uploads to S3 staging that failed after the client's retries.")
             return .retry(.seconds(10))
         }
@@ -473,6 +479,7 @@ public final class OutboundPipeline: Sendable {
                                                                           sendFilePaths: paths,
                                                                           remoteDirectoryPath: pending.remoteDirectory)
             try journal.markSubmitted(batch: batchID, transferID: transferID)
+            health?.clear("access:\(pending.connector)")
             logger.info("batch submitted", metadata: metadata.merging(["transfer.id": "\(transferID)"]) { $1 })
             await tracker.submitted(TrackedBatch(id: batchID, rule: pending.rule, connector: pending.connector, connectorID: connectorID,
                                                  transferID: transferID, fileIDs: pending.files.map(\.id), submittedAt: Date(),
@@ -489,8 +496,18 @@ public final class OutboundPipeline: Sendable {
                 let files = (try? journal.abandonBatch(batchID, retryAfter: Date(timeIntervalSinceNow: seconds(wait)), error: "\(error)")) ?? pending.files
                 await context.inFlight.signal()
                 requeueLater(files, after: wait)
+            case .denied:
+                // The credentials may not call StartFileTransfer (now): held without spending an attempt,
+                // status degraded until a call goes through, as for a PENDING connector.
+                let message = aws.map { "\($0.code): \($0.message)" } ?? "\(error)"
+                logger.warning("StartFileTransfer denied: the batch is held, no attempt spent", metadata: metadata.merging(["error": "\(error)"]) { $1 })
+                health?.set("access:\(pending.connector)", "connector \(pending.connector): StartFileTransfer is denied (\(message)); files are held, not quarantined, and sent once the credentials or their policy allow it")
+                let wait = Self.deniedRetry
+                let files = (try? journal.abandonBatch(batchID, retryAfter: Date(timeIntervalSinceNow: seconds(wait)), error: message)) ?? pending.files
+                await context.inFlight.signal()
+                requeueLater(files, after: wait)
             case .refused:
-                // AWS answered with a refusal (access, validation): not started. It counts toward `retries`.
+                // AWS refused the batch itself (validation, unknown connector): not started. It counts toward `retries`.
                 logger.warning("StartFileTransfer refused", metadata: metadata.merging(["error": "\(error)"]) { $1 })
                 let message = aws.map { "\($0.code): \($0.message)" } ?? "\(error)"
                 let files: [OutboundFile]
@@ -618,6 +635,9 @@ public final class OutboundPipeline: Sendable {
             }
         }
     }
+
+    /// How long a batch whose StartFileTransfer was denied waits before it is tried again.
+    static let deniedRetry: Duration = .seconds(15)
 
     /// AWS keeps ListFileTransferResults for 7 days; a transfer older than that can no longer be learned.
     static let resultHorizon: TimeInterval = 7 * 86_400
