@@ -709,12 +709,12 @@ public final class OutboundPipeline: Sendable {
             }
         }
         // after_send first, then one transaction records every outcome (completed files whose after_send
-        // is done go straight to disposed). A crash in between tracks the batch again; after_send then
+        // is done go straight to done). A crash in between tracks the batch again; after_send then
         // finds each file already handled.
         let completedFiles = outcomes.compactMap { id, outcome in outcome == .completed ? files[id] : nil }.sorted { $0.id < $1.id }
         let disposed = await performAfterSend(completedFiles)
         do {
-            try journal.recordOutcomes(batch: batch.id, outcomes, disposed: Set(disposed.map(\.id)))
+            try journal.recordOutcomes(batch: batch.id, outcomes, done: Set(disposed.map(\.id)))
         } catch {
             logger.error("cannot journal transfer results; will ask again", metadata: metadata.merging(["error": "\(error)"]) { $1 })
             await tracker.add(batch.backedOff(), due: .now + batch.backedOff().backoff)
@@ -789,7 +789,7 @@ public final class OutboundPipeline: Sendable {
     private func dispose(_ files: [OutboundFile], attempt: Int = 0) async {
         let done = await performAfterSend(files, attempt: attempt)
         do {
-            try journal.markDisposed(done.map(\.id))
+            try journal.markDone(done.map(\.id))
         } catch {
             logger.error("cannot journal after_send; it is done again (harmlessly) on the next start", metadata: ["error": "\(error)"])
         }

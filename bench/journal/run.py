@@ -117,7 +117,7 @@ def populate(db_path, rows, now):
             batch_rows.append((batch_id, rule, "acme", "c-0123456789abcdef0", "/inbound", "finished",
                                f"t-{batch_id:016x}", t + 1, t + 30))
         roll = rnd.random()
-        state = "disposed" if roll < 0.97 else ("dropped" if roll < 0.99 else "retried")
+        state = "done" if roll < 0.97 else ("dropped" if roll < 0.99 else "retried")
         name = f"/srv/ferry/outbox/{rule}/2026/file-{index:07d}.edi"
         file_rows.append((rule, name, name.split(f"/{rule}/", 1)[1], 2049, 1_000_000 + index, 4096 + index % 5000,
                           int(t * 1e9), state, "/inbound", "acme-staging", f"outbound/{index:07d}.edi", "AAAAAA==",
@@ -231,9 +231,9 @@ def main():
     cutoff = now - 1 * DAY
     peer_status_old = sqlite_time(db_path, "SELECT rule, state, count(*) FROM outbound_files GROUP BY rule, state;")
     peer_status_new = sqlite_time(db_path, f"""SELECT rule, state, n FROM state_counts WHERE n > 0;
-        SELECT rule, count(*) FROM outbound_files WHERE state IN ('disposed', 'dropped', 'retried') AND state = 'disposed'
+        SELECT rule, count(*) FROM outbound_files WHERE state IN ('done', 'dropped', 'retried') AND state = 'done'
         AND updated_at >= {cutoff} GROUP BY rule;""")
-    peer_history = sqlite_time(db_path, f"""SELECT * FROM outbound_files WHERE state IN ('disposed', 'dropped', 'retried')
+    peer_history = sqlite_time(db_path, f"""SELECT * FROM outbound_files WHERE state IN ('done', 'dropped', 'retried')
         AND updated_at >= {cutoff};""")
     peer_scan_history = sqlite_time(db_path, f"SELECT * FROM outbound_files WHERE updated_at >= {cutoff};")
 
@@ -241,7 +241,7 @@ def main():
     copy = f"{root}/peer-copy.db"
     shutil.copyfile(db_path, copy)
     prune_cutoff = now - args.retention_days * DAY
-    peer_prune = sqlite_time(copy, f"""DELETE FROM outbound_files WHERE state IN ('disposed', 'dropped', 'retried')
+    peer_prune = sqlite_time(copy, f"""DELETE FROM outbound_files WHERE state IN ('done', 'dropped', 'retried')
         AND updated_at < {prune_cutoff};""", runs=1)
     os.remove(copy)
     for suffix in ("-wal", "-shm"):

@@ -134,7 +134,7 @@ while Date().timeIntervalSince(started) < options.seconds {
     }
     try timed(&write) { try journal.markSubmitted(batch: batch, transferID: "t-bench\(batch)") }
     let outcomes = Dictionary(uniqueKeysWithValues: files.map { ($0.id, FileOutcome.completed) })
-    try timed(&write) { try journal.recordOutcomes(batch: batch, outcomes, disposed: Set(files.map(\.id))) }
+    try timed(&write) { try journal.recordOutcomes(batch: batch, outcomes, done: Set(files.map(\.id))) }
     batches += 1
 }
 stop.store(true, ordering: .relaxed)
