@@ -10,8 +10,8 @@ import Synchronization
 /// AWS access and limits shared by every rule that uses one connector.
 struct ConnectorContext: Sendable {
     let connector: Connector
-    let s3: S3Client
-    let transfer: TransferClient
+    let s3: any StagingStore
+    let transfer: any TransferService
     /// StartFileTransfer / StartDirectoryListing calls per second.
     let limiter: RateLimiter
     /// Transfers submitted and not finished.
@@ -148,7 +148,7 @@ public final class OutboundPipeline: Sendable {
                 group.addTask { await self.forwardWatcherEvents() }
                 // Uploaders run on the connection pool's thread (AWSClient.executor): a small file's
                 // upload then costs no thread wake-ups besides the network's.
-                let uploadExecutor = connectors.values.first?.s3.executor
+                let uploadExecutor = connectors.values.first?.s3.preferredExecutor
                 for _ in 0..<16 {
                     group.addTask(executorPreference: uploadExecutor) { await self.uploadWorker() }
                 }
@@ -285,7 +285,7 @@ public final class OutboundPipeline: Sendable {
                 continue
             }
             await context.uploadSlots.wait()
-            let outcome = await withTaskExecutorPreference(context.s3.executor) {
+            let outcome = await withTaskExecutorPreference(context.s3.preferredExecutor) {
                 await upload(file, rule: rule, context: context, staging: staging)
             }
             await context.uploadSlots.signal()

@@ -9,15 +9,15 @@ import Synchronization
 public struct InboundConnection: Sendable {
     /// The AWS connector id (`c-…`).
     public var connectorId: String
-    public var s3: S3Client
-    public var transfer: TransferClient
+    public var s3: any StagingStore
+    public var transfer: any TransferService
     /// Waits for the connector's StartFileTransfer/StartDirectoryListing budget: the rate limiter the
     /// connector shares with outbound, so that inbound and outbound together stay within its quota.
     public var pace: @Sendable () async throws -> Void
     /// The connector's transfers-in-flight budget (`max_in_flight`), shared with outbound.
     public var inFlight: InFlightGate
 
-    public init(connectorId: String, s3: S3Client, transfer: TransferClient, pace: @escaping @Sendable () async throws -> Void,
+    public init(connectorId: String, s3: any StagingStore, transfer: any TransferService, pace: @escaping @Sendable () async throws -> Void,
                 inFlight: InFlightGate = .unlimited) {
         self.connectorId = connectorId
         self.s3 = s3
