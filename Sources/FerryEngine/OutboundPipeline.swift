@@ -87,6 +87,9 @@ public final class OutboundPipeline: Sendable {
     private let tracker: Tracker
     /// Kicked when an upload waits in the journal's memory for `flushStagedLoop` to write it.
     private let stagedFlush = AsyncQueue<Void>()
+    /// Every retry and wait of the pipeline (upload, batch and after_send retries, max_wait, the pause
+    /// before an in-doubt batch's partner check), run by the pipeline's own loop.
+    private let delays: DelayQueue
 
     var rules: [String: OutboundRule] { configuration.withLock { $0.rules } }
     var connectors: [String: ConnectorContext] { configuration.withLock { $0.connectors } }
@@ -106,9 +109,12 @@ public final class OutboundPipeline: Sendable {
         self.metrics = metrics
         self.logger = logger
         self.retryBase = retryBase
+        let delays = DelayQueue()
+        self.delays = delays
         batcher = Batcher(
             rule: { name in configuration.withLock { $0.rules[name] } },
-            queue: { connector in configuration.withLock { $0.batchQueues[connector] } })
+            queue: { connector in configuration.withLock { $0.batchQueues[connector] } },
+            later: { delay, action in delays.schedule(after: delay, action) })
         tracker = Tracker()
     }
 
@@ -154,6 +160,7 @@ public final class OutboundPipeline: Sendable {
                 }
                 group.addTask { await self.trackLoop() }
                 group.addTask { await self.flushStagedLoop() }
+                group.addTask { await self.delays.run() }
                 while let name = await newConnectors.next() {
                     guard let queue = configuration.withLock({ $0.batchQueues[name] }) else { continue }
                     group.addTask { await self.submitLoop(connectorName: name, queue: queue) }
@@ -296,10 +303,7 @@ public final class OutboundPipeline: Sendable {
                 watcher.forget(path: file.path)
                 watcher.recheck(path: file.path)
             case .retry(let delay):
-                Task {
-                    try? await Task.sleep(for: delay)
-                    await self.uploadQueue.push(file)
-                }
+                delays.schedule(after: delay) { await self.uploadQueue.push(file) }
             }
         }
     }
@@ -397,11 +401,7 @@ public final class OutboundPipeline: Sendable {
 
     private func scheduleStaged(_ file: OutboundFile) async {
         if let next = file.nextAttemptAt, next > Date() {
-            let delay = next.timeIntervalSinceNow
-            Task {
-                try? await Task.sleep(for: .milliseconds(Int(delay * 1000)))
-                await self.batcher.add(file)
-            }
+            delays.schedule(after: .milliseconds(Int(next.timeIntervalSinceNow * 1000))) { await self.batcher.add(file) }
         } else {
             await batcher.add(file)
         }
@@ -452,8 +452,7 @@ public final class OutboundPipeline: Sendable {
         } catch {
             logger.error("cannot journal a batch; retrying in 10 s", metadata: ["rule": "\(pending.rule)", "error": "\(error)"])
             await context.inFlight.signal()
-            Task {
-                try? await Task.sleep(for: .seconds(10))
+            delays.schedule(after: .seconds(10)) {
                 for file in pending.files { await self.batcher.add(file) }
             }
             return
@@ -524,9 +523,8 @@ public final class OutboundPipeline: Sendable {
                         metadata: metadata)
             let since = (try? journal.batches(in: .submitting).first { $0.id == batchID })??.createdAt
             let queue = configuration.withLock { $0.batchQueues[pending.connector] }
-            Task {
-                // A moment for a transfer that did start to deliver, so that the listing can see it.
-                try? await Task.sleep(for: .seconds(5))
+            // A moment for a transfer that did start to deliver, so that the listing can see it.
+            delays.schedule(after: .seconds(5)) { [self] in
                 var resend = pending
                 if let since {
                     let check = InDoubtListing(context: context, journal: journal, logger: logger)
@@ -588,8 +586,7 @@ public final class OutboundPipeline: Sendable {
     }
 
     private func requeueLater(_ files: [OutboundFile], after delay: Duration) {
-        Task {
-            try? await Task.sleep(for: delay)
+        delays.schedule(after: delay) {
             for file in files { await self.batcher.add(file) }
         }
     }
@@ -788,10 +785,8 @@ public final class OutboundPipeline: Sendable {
             let delay = min(retryBase * (1 << min(attempt, 8)), .seconds(300))
             logger.warning("after_send could not be done; retrying", metadata: [
                 "file.paths": "\(retry.map(\.path).joined(separator: ", "))", "retry.delay": "\(delay)"])
-            Task {
-                try? await Task.sleep(for: delay)
-                await self.dispose(retry, attempt: attempt + 1)
-            }
+            let again = retry
+            delays.schedule(after: delay) { await self.dispose(again, attempt: attempt + 1) }
         }
         return done
     }
