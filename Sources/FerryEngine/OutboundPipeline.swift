@@ -330,19 +330,19 @@ public final class OutboundPipeline: Sendable {
             opened = try LocalFiles.OpenFile(path: file.path)
             let (version, isRegular) = try opened.version()
             guard isRegular, version == expected else {
-                try journal.markDropped(file.id, reason: "changed before upload")
+                try await offPoolThread { try self.journal.markDropped(file.id, reason: "changed before upload") }
                 logger.info("file changed before upload; its new version will be sent once complete", metadata: metadata)
                 return .dropped
             }
             // Unchanged is not finished: a writer that paused longer than `settle` still holds it open.
             // When it closes the file the watcher reports it again (IN_CLOSE_WRITE), as a new arrival.
             if LocalFiles.isOpenForWriting(opened.descriptor) == true {
-                try journal.markDropped(file.id, reason: "still open for writing")
+                try await offPoolThread { try self.journal.markDropped(file.id, reason: "still open for writing") }
                 logger.info("file is still open for writing by another process; it is sent once closed", metadata: metadata)
                 return .dropped
             }
         } catch let error as LocalFileError where error.errno == ENOENT || error.errno == ELOOP {
-            try? journal.markDropped(file.id, reason: error.message)
+            try? await offPoolThread { try self.journal.markDropped(file.id, reason: error.message) }
             logger.info("file vanished or was replaced by a link before upload; not sent", metadata: metadata)
             return .dropped
         } catch {
@@ -357,7 +357,7 @@ public final class OutboundPipeline: Sendable {
             let (after, _) = try opened.version()
             guard after == expected, LocalFiles.currentVersion(file.path) == expected, LocalFiles.isOpenForWriting(opened.descriptor) != true else {
                 try? await context.s3.deleteObject(bucket: staging.bucket, key: key)
-                try journal.markDropped(file.id, reason: "changed during upload")
+                try await offPoolThread { try self.journal.markDropped(file.id, reason: "changed during upload") }
                 logger.info("file changed during upload; the upload is discarded and the new version will be sent", metadata: metadata)
                 return .dropped
             }
@@ -377,6 +377,13 @@ public final class OutboundPipeline: Sendable {
             metrics.increment("ferry_upload_errors_total", ["rule": file.rule], help: "Uploads to S3 staging that failed after the client's retries.")
             return .retry(.seconds(10))
         }
+    }
+
+    /// Runs a journal write away from FerryAWS's HTTP thread, where the upload workers run: a transaction
+    /// waits for the journal's lock and may fsync, and on that thread every request in the process would
+    /// wait with it. (`markStagedSoon`, on every upload's path, takes no journal lock and stays there.)
+    private func offPoolThread<T: Sendable>(_ write: @Sendable () throws -> T) async throws -> T {
+        try await withTaskExecutorPreference(globalConcurrentExecutor) { try write() }
     }
 
     /// Writes uploads waiting in the journal's memory 200 ms after the first of them, so a burst of

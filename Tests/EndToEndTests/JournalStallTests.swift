@@ -1,0 +1,60 @@
+import Foundation
+import FerryTestSupport
+import Testing
+
+/// Issue 15: "the engine runs journal writes on FerryAWS's private HTTP thread, so one fsync stalls
+/// every request". A real slow journal: another process holds SQLite's write lock on journal.db (as an
+/// operator's `sqlite3` session, or a disk that takes seconds to fsync, would), so ferry's journal
+/// writes wait in SQLite's busy handler with the journal held. Uploads must go on meanwhile.
+struct JournalStallTests {
+    @Test func uploadsGoOnWhileAJournalWriteWaits() async throws {
+        let scenario = try OutboundScenario(settle: "100ms")
+        try scenario.drop(1500, size: 4096)
+        try scenario.start()
+        let putObjects = { (try? scenario.emulator.requestLog().filter { $0.operation == "PutObject" }) ?? [] }
+
+        #expect(await eventually(timeout: 30) { FileManager.default.fileExists(atPath: scenario.stateDir + "/journal.db") })
+        // Once every file is journaled (so that uploads have work left whatever the journal does next),
+        // holds the journal's write lock for 5 s and prints when it had it and when it let go.
+        let holder = Process()
+        holder.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        holder.arguments = ["python3", "-c", """
+            import json, sqlite3, sys, time
+            c = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=30)
+            deadline = time.time() + 120
+            def journaled():
+                try:
+                    return c.execute("SELECT count(*) FROM outbound_files").fetchone()[0]
+                except sqlite3.OperationalError:
+                    return 0  # the schema is still being created
+            while journaled() < 1500:
+                if time.time() > deadline:
+                    sys.exit("the 1500 files were not journaled within 120 s")
+                time.sleep(0.05)
+            c.execute("BEGIN IMMEDIATE")
+            print(json.dumps({"held": time.time()}), flush=True)
+            time.sleep(5)
+            c.execute("COMMIT")
+            print(json.dumps({"released": time.time()}), flush=True)
+            """, scenario.stateDir + "/journal.db"]
+        let output = Pipe()
+        holder.standardOutput = output
+        try holder.run()
+        holder.waitUntilExit()
+        #expect(holder.terminationStatus == 0, "python3 could not hold the journal's lock (python3 comes with `make deps`); log:\n\(scenario.daemon?.log.suffix(2000) ?? "")")
+        let lines = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self).split(separator: "\n")
+        let times = lines.compactMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Double] }
+        let held = try #require(times.first?["held"])
+        let released = try #require(times.last?["released"])
+
+        // Within about 200 ms of the hold, ferry's next journal write (the staged uploads' flush) waits
+        // for the lock while holding the journal. After the first second of the hold, only uploads that
+        // could start while that write waited can have been answered: had the HTTP thread waited for the
+        // journal, no new request would start, and at most the 16 upload workers' requests already in
+        // flight would be answered then.
+        let later = putObjects().filter { $0.ts >= held + 1 && $0.ts < released }.count
+        print("journal stall: \(later) PutObject answered in the last 4 s of a 5 s hold of the journal's write lock")
+        #expect(later > 16, "uploads stalled while a journal write waited: \(later) PutObject in the last 4 s of the hold")
+        #expect(await scenario.daemon?.stop() == 0)
+    }
+}
