@@ -82,7 +82,8 @@ let package = Package(
         .testTarget(name: "FerryAWSTests", dependencies: ["FerryAWS", "CCrypto", "FerryTestSupport"],
                     exclude: ["Scripts"]),
         .testTarget(name: "FerryStoreTests", dependencies: ["FerryStore", "FerryTestSupport"]),
-        .testTarget(name: "FerryEngineTests", dependencies: ["FerryEngine", "FerryTestSupport"]),
+        .testTarget(name: "FerryEngineTests", dependencies: ["FerryEngine", "FerryTestSupport",
+                                                        .product(name: "ServiceLifecycle", package: "swift-service-lifecycle")]),
         .testTarget(name: "EndToEndTests", dependencies: ["FerryTestSupport", "FerryStore", "FerryAWS"]),
     ],
     swiftLanguageModes: [.v6]
