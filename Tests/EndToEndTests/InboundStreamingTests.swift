@@ -18,17 +18,7 @@ struct InboundStreamingTests {
         try FileManager.default.createDirectory(atPath: remote, withIntermediateDirectories: true)
         let names = (0..<40).map { String(format: "f%02d.csv", $0) }
         for name in names { try Data("content of \(name)\n".utf8).write(to: URL(fileURLWithPath: remote + "/" + name)) }
-        try """
-            version: 1
-            state_dir: \(root.path)/state
-            aws:
-              region: \(emulator.region)
-              endpoint_url: \(emulator.endpoint)
-            connectors:
-              partner:
-                type: sftp
-                connector_id: \(emulator.sftpConnectorId)
-                requests_per_second: 20
+        try (emulator.rulesHeader(stateDir: root.path + "/state", connectorLines: ["requests_per_second: 20"]) + """
             inbound:
               - name: stream
                 connector: partner
@@ -38,7 +28,7 @@ struct InboundStreamingTests {
                 local_directory_path: s3://\(emulator.inboundBucket)/stream/
                 download_to: \(inbox)
 
-            """.write(toFile: configPath, atomically: true, encoding: .utf8)
+            """).write(toFile: configPath, atomically: true, encoding: .utf8)
 
         let result = try FerryBinary.run(["poll", "stream", "--config", configPath], environment: emulator.environment)
         #expect(result.status == 0, "\(result.stdout)\(result.stderr)")

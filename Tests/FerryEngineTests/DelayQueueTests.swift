@@ -1,4 +1,5 @@
 @testable import FerryEngine
+import FerryTestSupport
 import Foundation
 import Testing
 
@@ -12,14 +13,7 @@ struct DelayQueueTests {
                 await queue.run()
                 return false
             }
-            group.addTask {
-                let deadline = ContinuousClock.now + .seconds(20)
-                while ContinuousClock.now < deadline {
-                    if done() { return true }
-                    try? await Task.sleep(for: .milliseconds(5))
-                }
-                return false
-            }
+            group.addTask { await eventually(timeout: 20, interval: 0.005) { done() } }
             let reached = await group.next() ?? false
             group.cancelAll()
             await group.waitForAll()

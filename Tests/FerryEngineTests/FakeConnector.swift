@@ -65,6 +65,25 @@ final class FakeConnector: TransferService, StagingStore, @unchecked Sendable {
         self.looksUntilDone = looksUntilDone
     }
 
+    /// The connector id the fake's rules name.
+    static let connectorID = "c-0123456789abcdef0"
+
+    /// The top of a rules file for tests against the fake: one SFTP connector named `partner` with
+    /// `connectorLines` as more of its keys; rules follow the returned text.
+    static func rulesHeader(stateDir: String, connectorLines: [String] = []) -> String {
+        """
+        version: 1
+        state_dir: \(stateDir)
+        aws:
+          region: us-east-1
+        connectors:
+          partner:
+            type: sftp
+            connector_id: \(connectorID)
+        \(connectorLines.map { "    " + $0 + "\n" }.joined())
+        """
+    }
+
     // MARK: What tests set and read
 
     func script(_ answers: [Answer]) { state.withLock { $0.answers = answers } }

@@ -25,15 +25,7 @@ import Testing
             inbox = try TempDirectory(prefix: "ferry-fake-inbox")
             var logger = Logger(label: "inbound-fake")
             logger.logLevel = .critical
-            let yaml = """
-                version: 1
-                state_dir: \(state.path)
-                aws:
-                  region: us-east-1
-                connectors:
-                  partner:
-                    type: sftp
-                    connector_id: c-0123456789abcdef0
+            let yaml = FakeConnector.rulesHeader(stateDir: state.path) + """
                 inbound:
                   - name: reports
                     connector: partner
@@ -50,7 +42,7 @@ import Testing
             journal = try Journal(directory: state.path, logger: logger)
             var settings = InboundSettings(stateDirectory: state.path)
             settings.trackTimeout = trackTimeout
-            let connection = InboundConnection(connectorId: "c-0123456789abcdef0", s3: fake, transfer: fake, pace: {}, inFlight: inFlight)
+            let connection = InboundConnection(connectorId: FakeConnector.connectorID, s3: fake, transfer: fake, pace: {}, inFlight: inFlight)
             poller = InboundPoller(rules: rules.inbound, connections: ["partner": connection], journal: journal, metrics: metrics,
                                    logger: logger, clock: SystemInboundClock(), timeZone: .current, settings: settings, crashHook: nil)
         }

@@ -19,8 +19,6 @@ final class OutboundFakeHarness: @unchecked Sendable {
     let rules: Rules
     let logger: Logger
 
-    static let connectorID = "c-0123456789abcdef0"
-
     init(fake: FakeConnector = FakeConnector(), maxInFlight: Int = 100, retries: Int = 2, maxFiles: Int = 10, maxWait: String = "50ms",
          onInDoubt: String = "hold") throws {
         self.fake = fake
@@ -29,19 +27,8 @@ final class OutboundFakeHarness: @unchecked Sendable {
         var logger = Logger(label: "outbound-fake")
         logger.logLevel = .critical
         self.logger = logger
-        let yaml = """
-            version: 1
-            state_dir: \(state.path)
-            aws:
-              region: us-east-1
-            connectors:
-              partner:
-                type: sftp
-                connector_id: \(Self.connectorID)
-                staging: s3://staging/out/
-                max_in_flight: \(maxInFlight)
-                requests_per_second: 1000
-                on_in_doubt: \(onInDoubt)
+        let yaml = FakeConnector.rulesHeader(stateDir: state.path, connectorLines: [
+            "staging: s3://staging/out/", "max_in_flight: \(maxInFlight)", "requests_per_second: 1000", "on_in_doubt: \(onInDoubt)"]) + """
             outbound:
               - name: docs
                 watch: \(watch.path)
@@ -82,14 +69,7 @@ final class OutboundFakeHarness: @unchecked Sendable {
         return await withTaskGroup(of: Bool.self) { group in
             group.addTask { (try? await watcher.run()) != nil }
             group.addTask { (try? await pipeline.run()) != nil }
-            group.addTask {
-                let deadline = ContinuousClock.now + .seconds(30)
-                while ContinuousClock.now < deadline {
-                    if done() { return true }
-                    try? await Task.sleep(for: .milliseconds(10))
-                }
-                return false
-            }
+            group.addTask { await eventually(timeout: 30, interval: 0.01) { done() } }
             let reached = await group.next() ?? false
             group.cancelAll()
             await group.waitForAll()
