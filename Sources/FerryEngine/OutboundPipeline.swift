@@ -287,11 +287,18 @@ public final class OutboundPipeline: Sendable {
     // MARK: Upload
 
     private func uploadWorker() async {
-        while let file = await uploadQueue.next() {
+        // A stop leaves the files still queued `detected` in the journal for the next start: trying each
+        // (every attempt fails at once, cancelled) took longer than the 30 s a stop may take when
+        // hundreds were queued on a busy machine (found by JournalStallTests under load).
+        while !Task.isCancelled, let file = await uploadQueue.next() {
             guard let rule = rules[file.rule], let context = connectors[rule.connector], let staging = context.connector.staging else {
                 continue
             }
-            await context.uploadSlots.wait()
+            do {
+                try await context.uploadSlots.wait()
+            } catch {
+                break  // stopping: the file stays `detected` for the next start
+            }
             let outcome = await withTaskExecutorPreference(context.s3.preferredExecutor) {
                 await upload(file, rule: rule, context: context, staging: staging)
             }
@@ -429,7 +436,11 @@ public final class OutboundPipeline: Sendable {
                 }
                 // The budgets outlive reloads (one object per connector name), so waiting on them is
                 // the same whichever generation of the rules is in force.
-                await budget.inFlight.wait()
+                do {
+                    try await budget.inFlight.wait()
+                } catch {
+                    break  // stopping: the batch's files stay staged for the next start
+                }
                 do {
                     try await budget.limiter.acquire()
                 } catch {

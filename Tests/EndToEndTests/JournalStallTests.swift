@@ -8,7 +8,9 @@ import Testing
 /// writes wait in SQLite's busy handler with the journal held. Uploads must go on meanwhile.
 struct JournalStallTests {
     @Test func uploadsGoOnWhileAJournalWriteWaits() async throws {
-        let scenario = try OutboundScenario(settle: "100ms")
+        // 100 ms per request: uploads (16 at a time) then stay well behind the detection of the burst on
+        // a busy machine, so that plenty are left when the hold begins.
+        let scenario = try OutboundScenario(latencyMs: 100, settle: "100ms")
         try scenario.drop(1500, size: 4096)
         try scenario.start()
         let putObjects = { (try? scenario.emulator.requestLog().filter { $0.operation == "PutObject" }) ?? [] }
@@ -52,9 +54,13 @@ struct JournalStallTests {
         // could start while that write waited can have been answered: had the HTTP thread waited for the
         // journal, no new request would start, and at most the 16 upload workers' requests already in
         // flight would be answered then.
-        let later = putObjects().filter { $0.ts >= held + 1 && $0.ts < released }.count
-        print("journal stall: \(later) PutObject answered in the last 4 s of a 5 s hold of the journal's write lock")
+        let uploads = putObjects()
+        let remaining = 1500 - uploads.filter { $0.ts < held }.count
+        #expect(remaining > 300, "only \(remaining) uploads were left when the hold began: this run cannot tell whether they stall")
+        let later = uploads.filter { $0.ts >= held + 1 && $0.ts < released }.count
+        print("journal stall: \(later) PutObject answered in the last 4 s of a 5 s hold of the journal's write lock (\(remaining) uploads left at its start)")
         #expect(later > 16, "uploads stalled while a journal write waited: \(later) PutObject in the last 4 s of the hold")
-        #expect(await scenario.daemon?.stop() == 0)
+        let status = await scenario.daemon?.stop()
+        #expect(status == 0, "ferry did not stop cleanly (\(status.map(String.init) ?? "killed after 35 s")); log:\n\(scenario.daemon?.log.suffix(3000) ?? "")")
     }
 }

@@ -51,8 +51,6 @@ final class FakeConnector: TransferService, StagingStore, @unchecked Sendable {
         var failNextRetrieval: Set<String> = []
         /// Staged keys (by file name) whose sends fail, every time.
         var failSends: [String: String] = [:]
-        var deletedRemote: [String] = []
-        var puts = 0
         /// Transfers (by id) answered QUEUED, without counting a look, while this says so.
         var holdWhile: (@Sendable (String) -> Bool)?
     }
@@ -94,6 +92,9 @@ final class FakeConnector: TransferService, StagingStore, @unchecked Sendable {
         state.withLock { $0.partner[path] = (data, mtime) }
     }
     func partnerFile(_ path: String) -> Data? { state.withLock { $0.partner[path]?.data } }
+    func listObjectsCount(bucket: String, prefix: String) -> Int {
+        state.withLock { $0.objects.keys.filter { $0.hasPrefix("\(bucket)/\(prefix)") }.count }
+    }
 
     // MARK: TransferService
 
@@ -202,10 +203,7 @@ final class FakeConnector: TransferService, StagingStore, @unchecked Sendable {
     }
 
     func startRemoteDelete(connectorId: String, deletePath: String) async throws -> String {
-        state.withLock {
-            $0.partner[deletePath] = nil
-            $0.deletedRemote.append(deletePath)
-        }
+        state.withLock { $0.partner[deletePath] = nil }
         return "d-1"
     }
 
@@ -230,10 +228,7 @@ final class FakeConnector: TransferService, StagingStore, @unchecked Sendable {
         guard read == Int(size) else {
             throw AWSError(kind: .localFile, code: "ReadFailed", message: "read \(read) of \(size) bytes of \(path)")
         }
-        state.withLock {
-            $0.objects["\(bucket)/\(key)"] = data
-            $0.puts += 1
-        }
+        state.withLock { $0.objects["\(bucket)/\(key)"] = data }
         return PutObjectResult(eTag: Self.eTag(data), size: size)
     }
 

@@ -18,8 +18,7 @@ import Testing
         let poller: InboundPoller
         let metrics = CountingMetrics()
 
-        init(fake: FakeConnector = FakeConnector(), extra: String = "", inFlight: InFlightGate = .unlimited,
-             trackTimeout: Duration = .seconds(1800)) throws {
+        init(fake: FakeConnector = FakeConnector(), trackTimeout: Duration = .seconds(1800)) throws {
             self.fake = fake
             state = try TempDirectory(prefix: "ferry-fake-in-state")
             inbox = try TempDirectory(prefix: "ferry-fake-inbox")
@@ -35,14 +34,13 @@ import Testing
                     include: ["*.csv"]
                     local_directory_path: s3://inbound/reports/
                     download_to: \(inbox.path)
-                \(extra.split(separator: "\n").map { "    " + $0 }.joined(separator: "\n"))
                 """
             let loaded = RulesLoader.load(yaml: yaml, path: "test.yaml")
             let rules = try #require(loaded.rules, "rules did not load: \(loaded.errors.map(\.description))")
             journal = try Journal(directory: state.path, logger: logger)
             var settings = InboundSettings(stateDirectory: state.path)
             settings.trackTimeout = trackTimeout
-            let connection = InboundConnection(connectorId: FakeConnector.connectorID, s3: fake, transfer: fake, pace: {}, inFlight: inFlight)
+            let connection = InboundConnection(connectorId: FakeConnector.connectorID, s3: fake, transfer: fake, pace: {})
             poller = InboundPoller(rules: rules.inbound, connections: ["partner": connection], journal: journal, metrics: metrics,
                                    logger: logger, clock: SystemInboundClock(), timeZone: .current, settings: settings, crashHook: nil)
         }

@@ -59,13 +59,7 @@ final class OutboundFakeHarness: @unchecked Sendable {
     /// Runs the watcher and the pipeline until `done` holds (checked every 10 ms; a deadline, not a
     /// measurement), then stops them as SIGTERM does.
     func run(until done: @escaping @Sendable () -> Bool) async throws -> Bool {
-        let connector = try #require(rules.connectors.first)
-        let budget = ConnectorBudget(connector)
-        let context = ConnectorContext(connector: connector, s3: fake, transfer: fake, limiter: budget.limiter, inFlight: budget.inFlight,
-                                       uploadSlots: budget.uploadSlots, gate: budget.gate)
-        let watcher = FolderWatcher(rules: Daemon.watchRules(rules), logger: logger)
-        let pipeline = OutboundPipeline(rules: rules.outbound, connectors: ["partner": context], journal: journal, watcher: watcher,
-                                        metrics: Metrics(), logger: logger, retryBase: .milliseconds(10))
+        let (watcher, pipeline) = try makePipeline()
         return await withTaskGroup(of: Bool.self) { group in
             group.addTask { (try? await watcher.run()) != nil }
             group.addTask { (try? await pipeline.run()) != nil }
@@ -75,6 +69,18 @@ final class OutboundFakeHarness: @unchecked Sendable {
             await group.waitForAll()
             return reached
         }
+    }
+
+    /// A watcher on the folder and the pipeline over the fake, not yet running.
+    func makePipeline() throws -> (FolderWatcher, OutboundPipeline) {
+        let connector = try #require(rules.connectors.first)
+        let budget = ConnectorBudget(connector)
+        let context = ConnectorContext(connector: connector, s3: fake, transfer: fake, limiter: budget.limiter, inFlight: budget.inFlight,
+                                       uploadSlots: budget.uploadSlots, gate: budget.gate)
+        let watcher = FolderWatcher(rules: Daemon.watchRules(rules), logger: logger)
+        let pipeline = OutboundPipeline(rules: rules.outbound, connectors: ["partner": context], journal: journal, watcher: watcher,
+                                        metrics: Metrics(), logger: logger, retryBase: .milliseconds(10))
+        return (watcher, pipeline)
     }
 
     func exists(_ relative: String) -> Bool { FileManager.default.fileExists(atPath: watch.path + "/" + relative) }
@@ -160,6 +166,33 @@ final class OutboundFakeHarness: @unchecked Sendable {
         #expect(fake.startCalls.count == 1, "sent once; the lost answer is not retried below the journal")
         #expect(h.exists(".ferry/in-doubt/f00.edi") && h.exists(".ferry/in-doubt/f01.edi"))
         #expect(h.count(.disposed) == 0)
+    }
+
+    /// A stop must end every loop of the pipeline, also one waiting for a max_in_flight slot that no
+    /// transfer will free (the tracker stops too). Found by JournalStallTests under load: the submit
+    /// loop waited for ever, and the daemon's stop ran into the ServiceGroup's 30 s bound.
+    @Test func aStopWhileABatchWaitsForAnInFlightSlotEndsThePipeline() async throws {
+        let fake = FakeConnector()
+        fake.state.withLock { $0.holdWhile = { _ in true } }  // no transfer ever finishes
+        let h = try OutboundFakeHarness(fake: fake, maxInFlight: 1, maxFiles: 1, maxWait: "10ms")
+        try h.drop(3)
+        let (watcher, pipeline) = try h.makePipeline()
+        let ended = Locked(false)
+        let running = Task {
+            await withTaskGroup(of: Void.self) { group in
+                group.addTask { try? await watcher.run() }
+                group.addTask { try? await pipeline.run() }
+            }
+            ended.withLock { $0 = true }
+        }
+        // One transfer holds the only slot; the other two files are uploaded and wait for it.
+        #expect(await eventually(timeout: 20, interval: 0.01) {
+            fake.startCalls.count == 1 && fake.listObjectsCount(bucket: "staging", prefix: "out/") == 3
+        })
+        try await Task.sleep(for: .milliseconds(100))
+        running.cancel()
+        #expect(await eventually(timeout: 20, interval: 0.01) { ended.withLock { $0 } }, "the pipeline did not stop")
+        #expect(fake.startCalls.count == 1, "nothing more was sent while stopping")
     }
 
     @Test func transfersInFlightNeverExceedMaxInFlight() async throws {

@@ -30,14 +30,14 @@ public struct InboundConnection: Sendable {
 /// A connector's budget of transfers submitted and not finished: AWS queues at most 1,000 per connector,
 /// for both directions together.
 public struct InFlightGate: Sendable {
-    /// Waits for a free slot and takes it.
-    public var enter: @Sendable () async -> Void
+    /// Waits for a free slot and takes it; throws if the task is cancelled first (then holding none).
+    public var enter: @Sendable () async throws -> Void
     /// Takes a slot without waiting, even beyond the limit: for transfers that already exist at AWS.
     public var take: @Sendable () async -> Void
     /// Gives a slot back.
     public var leave: @Sendable () async -> Void
 
-    public init(enter: @escaping @Sendable () async -> Void, take: @escaping @Sendable () async -> Void,
+    public init(enter: @escaping @Sendable () async throws -> Void, take: @escaping @Sendable () async -> Void,
                 leave: @escaping @Sendable () async -> Void) {
         self.enter = enter
         self.take = take
@@ -447,7 +447,7 @@ public final class InboundPoller: Sendable {
                 group.addTask {
                     do {
                         for start in stride(from: 0, to: toSubmit.count, by: 10) {
-                            await connection.inFlight.enter()
+                            try await connection.inFlight.enter()
                             do {
                                 try await self.submit(Array(toSubmit[start..<min(start + 10, toSubmit.count)]), rule: rule,
                                                       connection: connection, progress: progress)
