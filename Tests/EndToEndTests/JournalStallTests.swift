@@ -8,22 +8,25 @@ import Testing
 /// writes wait in SQLite's busy handler with the journal held. Uploads must go on meanwhile.
 struct JournalStallTests {
     @Test func uploadsGoOnWhileAJournalWriteWaits() async throws {
-        // 100 ms per request: uploads (16 at a time) then stay well behind the detection of the burst on
+        // 200 ms per request: uploads (16 at a time) then stay well behind the detection of the burst on
         // a busy machine, so that plenty are left when the hold begins.
-        let scenario = try OutboundScenario(latencyMs: 100, settle: "100ms")
+        let scenario = try OutboundScenario(latencyMs: 200, settle: "100ms")
         try scenario.drop(1500, size: 4096)
         try scenario.start()
         let putObjects = { (try? scenario.emulator.requestLog().filter { $0.operation == "PutObject" }) ?? [] }
 
-        #expect(await eventually(timeout: 30) { FileManager.default.fileExists(atPath: scenario.stateDir + "/journal.db") })
         // Once every file is journaled (so that uploads have work left whatever the journal does next),
         // holds the journal's write lock for 5 s and prints when it had it and when it let go.
         let holder = Process()
         holder.executableURL = URL(fileURLWithPath: "/usr/bin/env")
         holder.arguments = ["python3", "-c", """
-            import json, sqlite3, sys, time
-            c = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=30)
+            import json, os, sqlite3, sys, time
             deadline = time.time() + 120
+            while not os.path.exists(sys.argv[1]):  # ferry creates it as it starts
+                if time.time() > deadline:
+                    sys.exit("ferry did not create its journal within 120 s")
+                time.sleep(0.01)
+            c = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=30)
             def journaled():
                 try:
                     return c.execute("SELECT count(*) FROM outbound_files").fetchone()[0]
@@ -33,7 +36,17 @@ struct JournalStallTests {
                 if time.time() > deadline:
                     sys.exit("the 1500 files were not journaled within 120 s")
                 time.sleep(0.05)
-            c.execute("BEGIN IMMEDIATE")
+            # Without a wait of SQLite's own: ferry's short transactions follow each other closely, and a
+            # waiting connection (which sleeps between tries) would get the lock only once they stop.
+            c.execute("PRAGMA busy_timeout = 0")
+            while True:
+                try:
+                    c.execute("BEGIN IMMEDIATE")
+                    break
+                except sqlite3.OperationalError:
+                    if time.time() > deadline:
+                        sys.exit("could not take the journal's write lock within 120 s")
+                    time.sleep(0.001)
             print(json.dumps({"held": time.time()}), flush=True)
             time.sleep(5)
             c.execute("COMMIT")
@@ -42,7 +55,8 @@ struct JournalStallTests {
         let output = Pipe()
         holder.standardOutput = output
         try holder.run()
-        holder.waitUntilExit()
+        // Waited for without blocking a thread: the end-to-end tests run side by side on few threads.
+        #expect(await eventually(timeout: 180, interval: 0.05) { !holder.isRunning })
         #expect(holder.terminationStatus == 0, "python3 could not hold the journal's lock (python3 comes with `make deps`); log:\n\(scenario.daemon?.log.suffix(2000) ?? "")")
         let lines = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self).split(separator: "\n")
         let times = lines.compactMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Double] }
