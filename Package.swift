@@ -36,7 +36,7 @@ let package = Package(
             .product(name: "SystemPackage", package: "swift-system"),
         ]),
         .target(name: "FerryAWS", dependencies: [
-            "CCurl", "CCrypto",
+            "CCurl", "CCrypto", "CFerrySys",
             .product(name: "Logging", package: "swift-log"),
         ]),
         .target(name: "FerryStore", dependencies: [
@@ -89,8 +89,9 @@ let package = Package(
         .testTarget(name: "FerryAWSTests", dependencies: ["FerryAWS", "CCrypto", "FerryTestSupport", .product(name: "Logging", package: "swift-log")],
                     exclude: ["Scripts"]),
         .testTarget(name: "FerryStoreTests", dependencies: ["FerryStore", "FerryTestSupport", .product(name: "Logging", package: "swift-log")]),
-        .testTarget(name: "FerryEngineTests", dependencies: ["FerryEngine", "FerryAWS", "FerryConfig", "FerryGlob", "FerryStore", "FerryTestSupport",
-                                                            .product(name: "Logging", package: "swift-log")]),
+        .testTarget(name: "FerryEngineTests", dependencies: ["FerryEngine", "CFerrySys", "FerryAWS", "FerryConfig", "FerryGlob", "FerryStore", "FerryTestSupport",
+                                                            .product(name: "Logging", package: "swift-log"),
+                                                            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle")]),
         .testTarget(name: "EndToEndTests", dependencies: ["FerryTestSupport", "FerryStore", "FerryAWS", .product(name: "Logging", package: "swift-log")]),
     ],
     swiftLanguageModes: [.v6]

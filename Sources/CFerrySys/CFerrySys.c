@@ -67,3 +67,25 @@ int ferry_spawn_clean(const char *path, char *const argv[], char *const envp[], 
 }
 
 int ferry_pipe_cloexec(int fds[2]) { return pipe2(fds, O_CLOEXEC); }
+
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <time.h>
+#include <unistd.h>
+long ferry_write_nosigpipe(int fd, const void *buffer, unsigned long count) {
+    sigset_t pipe_only, previous;
+    sigemptyset(&pipe_only);
+    sigaddset(&pipe_only, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &pipe_only, &previous);
+    ssize_t written = write(fd, buffer, count);
+    int saved = errno;
+    if (written < 0 && saved == EPIPE && !sigismember(&previous, SIGPIPE)) {
+        // The SIGPIPE raised for this write is pending on this thread: take it before unblocking.
+        struct timespec now = {0, 0};
+        while (sigtimedwait(&pipe_only, NULL, &now) < 0 && errno == EINTR) {}
+    }
+    pthread_sigmask(SIG_SETMASK, &previous, NULL);
+    errno = saved;
+    return (long)written;
+}

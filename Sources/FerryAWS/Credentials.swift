@@ -1,4 +1,5 @@
 import Foundation
+internal import CFerrySys
 import Logging
 
 /// One source of credentials in the chain.
@@ -352,21 +353,29 @@ struct CredentialProcess: Sendable {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/bin/sh")
         process.arguments = ["-c", command]
-        let out = Pipe(), err = Pipe()
-        process.standardOutput = out
-        process.standardError = err
-        process.standardInput = FileHandle.nullDevice
         let source = "credential_process of profile \(profile)"
+        // Close-on-exec pipes, not Foundation's Pipe(): a child that another thread spawns meanwhile (an
+        // alert command, another credential_process) would otherwise inherit the write ends, and the
+        // reads below would wait for that child to exit, not this one.
+        guard let out = CloexecPipe(), let err = CloexecPipe() else {
+            throw AWSError(kind: .credentials, code: "CredentialProcessFailed", message: "\(source) could not start: no pipe (\(String(cString: strerror(errno))))")
+        }
+        process.standardOutput = out.writing
+        process.standardError = err.writing
+        process.standardInput = FileHandle.nullDevice
         do { try process.run() } catch {
             throw AWSError(kind: .credentials, code: "CredentialProcessFailed", message: "\(source) could not start: \(error)")
         }
+        // The child has its copies; ours must go, or the reads below never see the end.
+        try? out.writing.close()
+        try? err.writing.close()
         // Read both pipes off the cooperative pool: the child may write a lot to either.
         let (stdout, stderr) = await withCheckedContinuation { (c: CheckedContinuation<(Data, Data), Never>) in
             Thread {
                 nonisolated(unsafe) var errData = Data()
-                let reader = Thread { errData = err.fileHandleForReading.readDataToEndOfFile() }
+                let reader = Thread { errData = err.reading.readDataToEndOfFile() }
                 reader.start()
-                let outData = out.fileHandleForReading.readDataToEndOfFile()
+                let outData = out.reading.readDataToEndOfFile()
                 while !reader.isFinished { usleep(1000) }
                 process.waitUntilExit()
                 c.resume(returning: (outData, errData))
@@ -489,5 +498,19 @@ struct InstanceMetadataCredentials: CredentialProvider {
                            message: "EC2 instance metadata has no IAM role (HTTP \(roles.status)); attach an instance profile")
         }
         return try await context.fetchJSONCredentials(url: roleURL + role, headers: headers, source: "imds")
+    }
+}
+
+/// A pipe whose two ends are close-on-exec (pipe2 O_CLOEXEC): handed to a child as its stdout or stderr
+/// (Process dup2s it onto fd 1 or 2, which clears the flag there), and inherited by no other child.
+struct CloexecPipe {
+    let reading: FileHandle
+    let writing: FileHandle
+
+    init?() {
+        var fds: [Int32] = [-1, -1]
+        guard ferry_pipe_cloexec(&fds) == 0 else { return nil }
+        reading = FileHandle(fileDescriptor: fds[0], closeOnDealloc: true)
+        writing = FileHandle(fileDescriptor: fds[1], closeOnDealloc: true)
     }
 }

@@ -11,6 +11,14 @@ public struct PutObjectResult: Sendable, Equatable {
     /// 0 for a single PUT, else the number of parts.
     public var parts: Int
     public var size: Int64
+
+    public init(eTag: String, checksumCRC32C: String = "", versionId: String? = nil, parts: Int = 0, size: Int64) {
+        self.eTag = eTag
+        self.checksumCRC32C = checksumCRC32C
+        self.versionId = versionId
+        self.parts = parts
+        self.size = size
+    }
 }
 
 /// What HeadObject/GetObject tell about an object.
@@ -20,6 +28,14 @@ public struct ObjectInfo: Sendable, Equatable {
     public var lastModified: Date?
     public var contentType: String?
     public var versionId: String?
+
+    public init(size: Int64, eTag: String, lastModified: Date? = nil, contentType: String? = nil, versionId: String? = nil) {
+        self.size = size
+        self.eTag = eTag
+        self.lastModified = lastModified
+        self.contentType = contentType
+        self.versionId = versionId
+    }
 }
 
 /// One entry of a listing.
@@ -28,6 +44,13 @@ public struct ObjectSummary: Sendable, Equatable {
     public var size: Int64
     public var eTag: String
     public var lastModified: Date?
+
+    public init(key: String, size: Int64, eTag: String, lastModified: Date? = nil) {
+        self.key = key
+        self.size = size
+        self.eTag = eTag
+        self.lastModified = lastModified
+    }
 }
 
 /// Syscalls with EINTR retried and failures turned into `AWSError(kind: .localFile)`.

@@ -10,6 +10,13 @@ public struct FileTransferResult: Sendable, Equatable {
     public var statusCode: Status
     public var failureCode: String?
     public var failureMessage: String?
+
+    public init(filePath: String, statusCode: Status, failureCode: String? = nil, failureMessage: String? = nil) {
+        self.filePath = filePath
+        self.statusCode = statusCode
+        self.failureCode = failureCode
+        self.failureMessage = failureMessage
+    }
 }
 
 /// DescribeConnector, reduced to what ferry uses.

@@ -1,3 +1,5 @@
+import Synchronization
+
 /// A FIFO that many tasks may push to and pop from; `next()` waits for an item and returns nil once the
 /// queue is closed and empty. Used between pipeline stages so each stage can have several workers.
 actor AsyncQueue<Element: Sendable> {
@@ -121,48 +123,85 @@ actor RateLimiter {
 ///
 /// One per connector for the daemon's whole life: a reload changes its capacity in place (`resize`),
 /// so the slots held by transfers already submitted still count against the new limit.
-actor AsyncSemaphore {
-    private var available: Int
-    private var capacity: Int
-    private var waiters: [CheckedContinuation<Void, Never>] = []
+///
+/// A waiter that is cancelled stops waiting at once (`wait` throws `CancellationError`): at a stop the
+/// tracker that would free slots stops too, and a waiter left behind would keep the pipeline, and ferry,
+/// from ever ending. A class over a mutex rather than an actor, so that cancellation can take the
+/// waiter out synchronously.
+final class AsyncSemaphore: Sendable {
+    private struct State {
+        var available: Int
+        var capacity: Int
+        var waiters: [(id: UInt64, continuation: CheckedContinuation<Void, any Error>)] = []
+        var nextID: UInt64 = 0
+    }
+
+    private let state: Mutex<State>
 
     init(_ count: Int) {
-        available = count
-        capacity = count
+        state = Mutex(State(available: count, capacity: count))
     }
 
     /// A new capacity (a reload). Slots in use stay in use: lowering the limit below them makes new
     /// work wait until enough finish; raising it lets waiters in at once.
-    func resize(to newCapacity: Int) {
-        available += newCapacity - capacity
-        capacity = newCapacity
-        while available > 0, !waiters.isEmpty {
-            available -= 1
-            waiters.removeFirst().resume()
+    func resize(to newCapacity: Int) async {
+        let admitted = state.withLock { state -> [CheckedContinuation<Void, any Error>] in
+            state.available += newCapacity - state.capacity
+            state.capacity = newCapacity
+            var admitted: [CheckedContinuation<Void, any Error>] = []
+            while state.available > 0, !state.waiters.isEmpty {
+                state.available -= 1
+                admitted.append(state.waiters.removeFirst().continuation)
+            }
+            return admitted
         }
+        for waiter in admitted { waiter.resume() }
     }
 
-    func wait() async {
-        if available > 0 {
-            available -= 1
-            return
+    /// Waits for a free slot and takes it; throws `CancellationError` (holding no slot) if the task is
+    /// cancelled first.
+    func wait() async throws {
+        let id = state.withLock { state -> UInt64? in
+            if state.available > 0 {
+                state.available -= 1
+                return nil
+            }
+            state.nextID += 1
+            return state.nextID
         }
-        await withCheckedContinuation { waiters.append($0) }
+        guard let id else { return }
+        try await withTaskCancellationHandler {
+            try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+                let cancelled = state.withLock { state -> Bool in
+                    if Task.isCancelled { return true }
+                    state.waiters.append((id, continuation))
+                    return false
+                }
+                if cancelled { continuation.resume(throwing: CancellationError()) }
+            }
+        } onCancel: {
+            let waiter = state.withLock { state -> CheckedContinuation<Void, any Error>? in
+                guard let index = state.waiters.firstIndex(where: { $0.id == id }) else { return nil }
+                return state.waiters.remove(at: index).continuation
+            }
+            waiter?.resume(throwing: CancellationError())
+        }
     }
 
     /// Takes a slot without waiting, even beyond the limit (recovered transfers already exist at AWS).
-    func take() { available -= 1 }
+    func take() async {
+        state.withLock { $0.available -= 1 }
+    }
 
-    func signal() {
-        if !waiters.isEmpty {
-            waiters.removeFirst().resume()
-        } else {
-            available += 1
+    func signal() async {
+        let next = state.withLock { state -> CheckedContinuation<Void, any Error>? in
+            if !state.waiters.isEmpty { return state.waiters.removeFirst().continuation }
+            state.available += 1
+            return nil
         }
+        next?.resume()
     }
 }
-
-import Synchronization
 
 /// A mutex-guarded value that closures can share (a `Mutex` itself cannot be captured).
 final class Locked<Value: Sendable>: Sendable {

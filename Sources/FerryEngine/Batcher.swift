@@ -12,15 +12,20 @@ actor Batcher {
 
     private let rule: @Sendable (String) -> OutboundRule?
     private let queue: @Sendable (String) -> AsyncQueue<PendingBatch>?
+    /// Runs an action after a delay (the pipeline's `DelayQueue`): max_wait, without a task per group.
+    private let later: @Sendable (Duration, @escaping @Sendable () async -> Void) -> Void
     private var groups: [GroupKey: [OutboundFile]] = [:]
     private var generation: [GroupKey: Int] = [:]
     private var queued: Set<Int64> = []
     private var closed = false
 
-    /// `rule` looks up a rule by name and `queue` a connector's submit queue, both as currently configured.
-    init(rule: @escaping @Sendable (String) -> OutboundRule?, queue: @escaping @Sendable (String) -> AsyncQueue<PendingBatch>?) {
+    /// `rule` looks up a rule by name and `queue` a connector's submit queue, both as currently configured;
+    /// `later` runs an action after a delay.
+    init(rule: @escaping @Sendable (String) -> OutboundRule?, queue: @escaping @Sendable (String) -> AsyncQueue<PendingBatch>?,
+         later: @escaping @Sendable (Duration, @escaping @Sendable () async -> Void) -> Void) {
         self.rule = rule
         self.queue = queue
+        self.later = later
     }
 
     func add(_ file: OutboundFile) async {
@@ -38,11 +43,7 @@ actor Batcher {
             await flush(key)
         } else if count == 1 {
             let current = generation[key, default: 0]
-            let wait = rule.batchMaxWait
-            Task {
-                try? await Task.sleep(for: wait)
-                await self.flushIfStill(key, generation: current)
-            }
+            later(rule.batchMaxWait) { await self.flushIfStill(key, generation: current) }
         }
     }
 

@@ -8,7 +8,7 @@ import ServiceLifecycle
 
 /// What `ferry run` starts: the journal, one AWS client per distinct AWS setting, the folder watcher and
 /// the pipelines, for one validated rules file.
-public final class Daemon: Service, Sendable {
+public final class Daemon: Sendable {
     /// The rules this daemon started with.
     public let rules: Rules
     /// The rules in force now (after any reload).
@@ -318,56 +318,100 @@ public final class Daemon: Service, Sendable {
         return await inbound.pollNow(rule: rule)
     }
 
-    /// Runs until the task is cancelled (SIGTERM/SIGINT); the journal keeps everything resumable.
-    public func run() async throws {
-        livenessSocket?.start()
-        logger.info("ferry started", metadata: ["rules.outbound": "\(rules.outbound.count)", "rules.inbound": "\(rules.inbound.count)",
-                                                "journal.path": "\(journal.path)"])
-        // Graceful shutdown cancels the pipelines: each stops where it is, and the journal already holds
-        // every file's last committed state for the next start.
+    /// How long a graceful shutdown may take before the group cancels what still runs, and how long
+    /// that cancellation may take before ferry aborts: together the 30 s that DESIGN.md promises for a
+    /// SIGTERM (the unit's TimeoutStopSec is 35 s). Every part stops at once when asked (the journal holds
+    /// each file's last state), so these bound only a part that hangs.
+    public static let gracefulShutdownLimit: Duration = .seconds(25)
+    public static let cancellationLimit: Duration = .seconds(5)
+
+    /// The daemon's long-lived parts as the services of one ServiceGroup, with `more` (the command
+    /// line's SIGHUP reloader) after them, in the group's configuration (no signals of its own: the
+    /// caller's stop handler triggers its graceful shutdown). The group starts them in this order and,
+    /// on a stop, shuts them down in the reverse order, each after the one behind it has ended: systemd
+    /// hears STOPPING=1 first; the pipelines stop before the watcher that feeds them; the first part
+    /// logs "ferry stopped" and shuts the AWS clients down once every other part has ended. The first
+    /// part to end or fail shuts the whole group down the same way (a failure is rethrown at the end).
+    public func serviceGroupConfiguration(more: [any Service] = []) -> ServiceGroupConfiguration {
+        var parts: [any Service] = [
+            DaemonLifecycle(daemon: self),
+            DaemonPart("watcher") { try await self.watcher.run() },
+            DaemonPart("outbound") { try await self.outbound.run() },
+            DaemonPart("inbound") { await self.inbound.run() },
+            DaemonPart("connector-monitor") { try await self.monitor.run { self.currentContexts.withLock { $0 } } },
+            DaemonPart("journal-pruner") { await JournalPruner(journal: self.journal, rules: { self.currentRules.withLock { $0 } }, logger: self.logger).run() },
+            DaemonPart("alerts") { await self.alerts.run() },
+            // Not a loop that does work: it only shows that a task of the pool can still run (see Liveness).
+            DaemonPart("task-pool-heartbeat") { try await self.liveness.beatWhileRunning() },
+        ]
+        if let path = rules.metricsFile {
+            parts.append(DaemonPart("metrics") { await MetricsWriter(path: path, metrics: self.metrics, journal: self.journal, watcher: self.watcher, logger: self.logger).run() })
+        }
+        parts.append(DaemonPart("watcher-health") { try await self.publishWatcherHealth() })
+        parts += more
+        // Last, so the first to hear of a stop: systemd learns at once that it has begun.
+        parts.append(DaemonPart("systemd-notifier", onStop: { try? self.notifier.stopping() }) { try await self.notifySystemd() })
+        return Self.serviceGroupConfiguration(parts: parts, logger: logger)
+    }
+
+    /// The group's configuration for `parts`, in start order: any part that ends, or fails, shuts the
+    /// group down gracefully (a failure is rethrown by the group once all have stopped), and the stop is
+    /// bounded by `gracefulShutdownLimit` and `cancellationLimit`.
+    static func serviceGroupConfiguration(parts: [any Service], logger: Logger) -> ServiceGroupConfiguration {
+        var configuration = ServiceGroupConfiguration(
+            services: parts.map { .init(service: $0, successTerminationBehavior: .gracefullyShutdownGroup,
+                                        failureTerminationBehavior: .gracefullyShutdownGroup) },
+            gracefulShutdownSignals: [], logger: logger)
+        configuration.maximumGracefulShutdownDuration = gracefulShutdownLimit
+        configuration.maximumCancellationDuration = cancellationLimit
+        return configuration
+    }
+}
+
+/// One long-lived part of the daemon as a service of its ServiceGroup. It stops at once when the group
+/// shuts down gracefully (its task is cancelled): the journal already holds every file's last committed
+/// state, so a part stopped mid-step loses nothing and the next start resumes it.
+struct DaemonPart: Service, CustomStringConvertible {
+    let description: String
+    /// Called the moment the group asks this part to stop, before it is cancelled.
+    let onStop: @Sendable () -> Void
+    let body: @Sendable () async throws -> Void
+
+    init(_ name: String, onStop: @escaping @Sendable () -> Void = {}, body: @escaping @Sendable () async throws -> Void) {
+        description = name
+        self.onStop = onStop
+        self.body = body
+    }
+
+    func run() async throws {
         do {
             try await withGracefulShutdownHandler {
-                try await runUntilShutdown()
+                // The part's name, for the liveness check's journal hook: whatever of it waits for the
+                // journal is named after it (see Liveness).
+                try await cancelWhenGracefulShutdown { try await Liveness.$loop.withValue(description) { try await body() } }
             } onGracefulShutdown: {
-                // systemd learns at once that the stop has begun, before the pipelines drain.
-                try? self.notifier.stopping()
+                onStop()
             }
         } catch is CancellationError {
             // A requested stop, not a failure.
         }
-        livenessSocket?.stop()
-        for client in clients.withLock({ Array($0.values) }) { client.shutdown() }
-        logger.info("ferry stopped")
     }
+}
 
-    private func runUntilShutdown() async throws {
-        try await cancelWhenGracefulShutdown {
-            try await withThrowingTaskGroup(of: Void.self) { group in
-                // Each loop's name, for the liveness check's journal hook (see Liveness).
-                group.addTask { try await Liveness.$loop.withValue("watcher") { try await self.watcher.run() } }
-                group.addTask { try await Liveness.$loop.withValue("outbound") { try await self.outbound.run() } }
-                group.addTask { await Liveness.$loop.withValue("inbound") { await self.inbound.run() } }
-                if let path = self.rules.metricsFile {
-                    group.addTask {
-                        await Liveness.$loop.withValue("metrics") {
-                            await MetricsWriter(path: path, metrics: self.metrics, journal: self.journal, watcher: self.watcher, logger: self.logger).run()
-                        }
-                    }
-                }
-                group.addTask { try await Liveness.$loop.withValue("systemd status") { try await self.notifySystemd() } }
-                group.addTask { await Liveness.$loop.withValue("alerts") { await self.alerts.run() }; try Task.checkCancellation() }
-                group.addTask { try await self.publishWatcherHealth() }
-                group.addTask { try await self.liveness.beatWhileRunning() }
-                group.addTask { try await Liveness.$loop.withValue("connector monitor") { try await self.monitor.run { self.currentContexts.withLock { $0 } } } }
-                group.addTask {
-                    await Liveness.$loop.withValue("journal pruner") {
-                        await JournalPruner(journal: self.journal, rules: { self.currentRules.withLock { $0 } }, logger: self.logger).run()
-                    }
-                }
-                try await group.next()
-                group.cancelAll()
-            }
-        }
+/// The first service of the daemon's group: says when ferry started, and, once every other part has
+/// ended (the group shuts services down in reverse order), shuts the AWS clients down and says it stopped.
+struct DaemonLifecycle: Service, CustomStringConvertible {
+    let daemon: Daemon
+    var description: String { "daemon" }
+
+    func run() async throws {
+        daemon.livenessSocket?.start()
+        daemon.logger.info("ferry started", metadata: ["rules.outbound": "\(daemon.rules.outbound.count)", "rules.inbound": "\(daemon.rules.inbound.count)",
+                                                       "journal.path": "\(daemon.journal.path)"])
+        try? await gracefulShutdown()
+        daemon.livenessSocket?.stop()
+        for client in daemon.clients.withLock({ Array($0.values) }) { client.shutdown() }
+        daemon.logger.info("ferry stopped")
     }
 }
 

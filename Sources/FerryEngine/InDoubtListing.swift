@@ -92,7 +92,7 @@ struct InDoubtListing {
         let prefix = staging.prefix + ".ferry-listings/in-doubt/"
         try await context.limiter.acquire()
         let started = try await context.transfer.startDirectoryListing(connectorId: context.connector.connectorId, remoteDirectoryPath: directory,
-                                                                       outputDirectoryPath: "/\(staging.bucket)/\(prefix)")
+                                                                       outputDirectoryPath: "/\(staging.bucket)/\(prefix)", maxItems: nil)
         let key = prefix + started.outputFileName
         let deadline = ContinuousClock.now.advanced(by: listingTimeout)
         var delay = Duration.milliseconds(100)

@@ -10,8 +10,8 @@ import Synchronization
 /// AWS access and limits shared by every rule that uses one connector.
 struct ConnectorContext: Sendable {
     let connector: Connector
-    let s3: S3Client
-    let transfer: TransferClient
+    let s3: any StagingStore
+    let transfer: any TransferService
     /// StartFileTransfer / StartDirectoryListing calls per second.
     let limiter: RateLimiter
     /// Transfers submitted and not finished.
@@ -89,6 +89,9 @@ public final class OutboundPipeline: Sendable {
     private let tracker: Tracker
     /// Kicked when an upload waits in the journal's memory for `flushStagedLoop` to write it.
     private let stagedFlush = AsyncQueue<Void>()
+    /// Every retry and wait of the pipeline (upload, batch and after_send retries, max_wait, the pause
+    /// before an in-doubt batch's partner check), run by the pipeline's own loop.
+    private let delays: DelayQueue
 
     var rules: [String: OutboundRule] { configuration.withLock { $0.rules } }
     var connectors: [String: ConnectorContext] { configuration.withLock { $0.connectors } }
@@ -109,9 +112,12 @@ public final class OutboundPipeline: Sendable {
         self.metrics = metrics
         self.logger = logger
         self.retryBase = retryBase
+        let delays = DelayQueue()
+        self.delays = delays
         batcher = Batcher(
             rule: { name in configuration.withLock { $0.rules[name] } },
-            queue: { connector in configuration.withLock { $0.batchQueues[connector] } })
+            queue: { connector in configuration.withLock { $0.batchQueues[connector] } },
+            later: { delay, action in delays.schedule(after: delay, action) })
         tracker = Tracker()
     }
 
@@ -151,12 +157,13 @@ public final class OutboundPipeline: Sendable {
                 group.addTask { await self.forwardWatcherEvents() }
                 // Uploaders run on the connection pool's thread (AWSClient.executor): a small file's
                 // upload then costs no thread wake-ups besides the network's.
-                let uploadExecutor = connectors.values.first?.s3.executor
+                let uploadExecutor = connectors.values.first?.s3.preferredExecutor
                 for _ in 0..<16 {
                     group.addTask(executorPreference: uploadExecutor) { await self.uploadWorker() }
                 }
                 group.addTask { await self.trackLoop() }
                 group.addTask { await self.flushStagedLoop() }
+                group.addTask { await self.delays.run() }
                 while let name = await newConnectors.next() {
                     guard let queue = configuration.withLock({ $0.batchQueues[name] }) else { continue }
                     group.addTask { await self.submitLoop(connectorName: name, queue: queue) }
@@ -283,12 +290,19 @@ public final class OutboundPipeline: Sendable {
     // MARK: Upload
 
     private func uploadWorker() async {
-        while let file = await uploadQueue.next() {
+        // A stop leaves the files still queued `detected` in the journal for the next start: trying each
+        // (every attempt fails at once, cancelled) took longer than the 30 s a stop may take when
+        // hundreds were queued on a busy machine (found by JournalStallTests under load).
+        while !Task.isCancelled, let file = await uploadQueue.next() {
             guard let rule = rules[file.rule], let context = connectors[rule.connector], let staging = context.connector.staging else {
                 continue
             }
-            await context.uploadSlots.wait()
-            let outcome = await withTaskExecutorPreference(context.s3.executor) {
+            do {
+                try await context.uploadSlots.wait()
+            } catch {
+                break  // stopping: the file stays `detected` for the next start
+            }
+            let outcome = await withTaskExecutorPreference(context.s3.preferredExecutor) {
                 await upload(file, rule: rule, context: context, staging: staging)
             }
             await context.uploadSlots.signal()
@@ -299,10 +313,7 @@ public final class OutboundPipeline: Sendable {
                 watcher.forget(path: file.path)
                 watcher.recheck(path: file.path)
             case .retry(let delay):
-                Task {
-                    try? await Task.sleep(for: delay)
-                    await self.uploadQueue.push(file)
-                }
+                delays.schedule(after: delay) { await self.uploadQueue.push(file) }
             }
         }
     }
@@ -329,19 +340,19 @@ public final class OutboundPipeline: Sendable {
             opened = try LocalFiles.OpenFile(path: file.path)
             let (version, isRegular) = try opened.version()
             guard isRegular, version == expected else {
-                try journal.markDropped(file.id, reason: "changed before upload")
+                try await offPoolThread { try self.journal.markDropped(file.id, reason: "changed before upload") }
                 logger.info("file changed before upload; its new version will be sent once complete", metadata: metadata)
                 return .dropped
             }
             // Unchanged is not finished: a writer that paused longer than `settle` still holds it open.
             // When it closes the file the watcher reports it again (IN_CLOSE_WRITE), as a new arrival.
             if LocalFiles.isOpenForWriting(opened.descriptor) == true {
-                try journal.markDropped(file.id, reason: "still open for writing")
+                try await offPoolThread { try self.journal.markDropped(file.id, reason: "still open for writing") }
                 logger.info("file is still open for writing by another process; it is sent once closed", metadata: metadata)
                 return .dropped
             }
         } catch let error as LocalFileError where error.errno == ENOENT || error.errno == ELOOP {
-            try? journal.markDropped(file.id, reason: error.message)
+            try? await offPoolThread { try self.journal.markDropped(file.id, reason: error.message) }
             logger.info("file vanished or was replaced by a link before upload; not sent", metadata: metadata)
             return .dropped
         } catch {
@@ -356,7 +367,7 @@ public final class OutboundPipeline: Sendable {
             let (after, _) = try opened.version()
             guard after == expected, LocalFiles.currentVersion(file.path) == expected, LocalFiles.isOpenForWriting(opened.descriptor) != true else {
                 try? await context.s3.deleteObject(bucket: staging.bucket, key: key)
-                try journal.markDropped(file.id, reason: "changed during upload")
+                try await offPoolThread { try self.journal.markDropped(file.id, reason: "changed during upload") }
                 logger.info("file changed during upload; the upload is discarded and the new version will be sent", metadata: metadata)
                 return .dropped
             }
@@ -384,6 +395,13 @@ public final class OutboundPipeline: Sendable {
         }
     }
 
+    /// Runs a journal write away from FerryAWS's HTTP thread, where the upload workers run: a transaction
+    /// waits for the journal's lock and may fsync, and on that thread every request in the process would
+    /// wait with it. (`markStagedSoon`, on every upload's path, takes no journal lock and stays there.)
+    private func offPoolThread<T: Sendable>(_ write: @Sendable () throws -> T) async throws -> T {
+        try await withTaskExecutorPreference(globalConcurrentExecutor) { try write() }
+    }
+
     /// Writes uploads waiting in the journal's memory 200 ms after the first of them, so a burst of
     /// uploads costs one transaction, and once more when the pipeline stops.
     private func flushStagedLoop() async {
@@ -406,11 +424,7 @@ public final class OutboundPipeline: Sendable {
 
     private func scheduleStaged(_ file: OutboundFile) async {
         if let next = file.nextAttemptAt, next > Date() {
-            let delay = next.timeIntervalSinceNow
-            Task {
-                try? await Task.sleep(for: .milliseconds(Int(delay * 1000)))
-                await self.batcher.add(file)
-            }
+            delays.schedule(after: .milliseconds(Int(next.timeIntervalSinceNow * 1000))) { await self.batcher.add(file) }
         } else {
             await batcher.add(file)
         }
@@ -435,7 +449,11 @@ public final class OutboundPipeline: Sendable {
                 }
                 // The budgets outlive reloads (one object per connector name), so waiting on them is
                 // the same whichever generation of the rules is in force.
-                await budget.inFlight.wait()
+                do {
+                    try await budget.inFlight.wait()
+                } catch {
+                    break  // stopping: the batch's files stay staged for the next start
+                }
                 do {
                     try await budget.limiter.acquire()
                 } catch {
@@ -465,8 +483,7 @@ public final class OutboundPipeline: Sendable {
         } catch {
             logger.error("cannot journal a batch; retrying in 10 s", metadata: ["rule": "\(pending.rule)", "error": "\(error)"])
             await context.inFlight.signal()
-            Task {
-                try? await Task.sleep(for: .seconds(10))
+            delays.schedule(after: .seconds(10)) {
                 for file in pending.files { await self.batcher.add(file) }
             }
             return
@@ -549,9 +566,8 @@ public final class OutboundPipeline: Sendable {
                         metadata: metadata)
             let since = (try? journal.batches(in: .submitting).first { $0.id == batchID })??.createdAt
             let queue = configuration.withLock { $0.batchQueues[pending.connector] }
-            Task {
-                // A moment for a transfer that did start to deliver, so that the listing can see it.
-                try? await Task.sleep(for: .seconds(5))
+            // A moment for a transfer that did start to deliver, so that the listing can see it.
+            delays.schedule(after: .seconds(5)) { [self] in
                 var resend = pending
                 if let since {
                     let check = InDoubtListing(context: context, journal: journal, logger: logger)
@@ -614,8 +630,7 @@ public final class OutboundPipeline: Sendable {
     }
 
     private func requeueLater(_ files: [OutboundFile], after delay: Duration) {
-        Task {
-            try? await Task.sleep(for: delay)
+        delays.schedule(after: delay) {
             for file in files { await self.batcher.add(file) }
         }
     }
@@ -828,10 +843,8 @@ public final class OutboundPipeline: Sendable {
             let delay = min(retryBase * (1 << min(attempt, 8)), .seconds(300))
             logger.warning("after_send could not be done; retrying", metadata: [
                 "file.paths": "\(retry.map(\.path).joined(separator: ", "))", "retry.delay": "\(delay)"])
-            Task {
-                try? await Task.sleep(for: delay)
-                await self.dispose(retry, attempt: attempt + 1)
-            }
+            let again = retry
+            delays.schedule(after: delay) { await self.dispose(again, attempt: attempt + 1) }
         }
         return done
     }

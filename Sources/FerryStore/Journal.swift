@@ -159,8 +159,13 @@ public final class Journal: @unchecked Sendable {
     /// for a stuck journal.
     private let activity = ActivityState()
     let connection: SQLiteConnection
-    /// Uploads recorded by `markStagedSoon` and not yet written (guarded by `lock`).
-    private var pendingStaged: [StagedCopy] = []
+    /// Uploads recorded by `markStagedSoon` and not yet written. Its own lock, never held across SQLite
+    /// work: `markStagedSoon` runs in upload completions on FerryAWS's HTTP thread, and waiting there
+    /// for `lock` (held through a transaction's fsync) would stall every request of the process.
+    /// Entries are appended under `pendingLock` alone and removed only with `lock` held as well, so a
+    /// writer that snapshots them under `lock` removes exactly the ones it wrote.
+    private let pendingLock = NSLock()
+    private var pendingStagedStorage: [StagedCopy] = []
     private let logger: Logger
     private let now: @Sendable () -> Date
 
@@ -525,27 +530,35 @@ public final class Journal: @unchecked Sendable {
     /// (the caller then arranges a flush).
     @discardableResult
     public func markStagedSoon(_ copy: StagedCopy) -> Bool {
-        locked {
-            pendingStaged.append(copy)
-            return pendingStaged.count == 1
-        }
+        pendingLock.lock()
+        defer { pendingLock.unlock() }
+        pendingStagedStorage.append(copy)
+        return pendingStagedStorage.count == 1
+    }
+
+    /// The uploads waiting in memory, as of now (callers hold `lock`).
+    private var pendingStaged: [StagedCopy] {
+        pendingLock.lock()
+        defer { pendingLock.unlock() }
+        return pendingStagedStorage
+    }
+
+    /// Forgets the first `count` waiting uploads, once a committed transaction wrote them (callers hold
+    /// `lock`; uploads recorded meanwhile were appended after them and stay).
+    private func forgetPendingStaged(_ count: Int) {
+        pendingLock.lock()
+        defer { pendingLock.unlock() }
+        pendingStagedStorage.removeFirst(min(count, pendingStagedStorage.count))
     }
 
     /// Writes the uploads `markStagedSoon` recorded, in one transaction.
     public func flushStaged() throws {
         try locked {
-            guard !pendingStaged.isEmpty else { return }
-            let written = try connection.transaction(durable: false) { try writePendingStaged() }
-            pendingStaged.removeFirst(written)
+            let pending = pendingStaged
+            guard !pending.isEmpty else { return }
+            try connection.transaction(durable: false) { try writeStaged(pending) }
+            forgetPendingStaged(pending.count)
         }
-    }
-
-    /// Inside a transaction, with `lock` held: writes the uploads waiting in memory and returns how
-    /// many. The caller forgets them once the transaction has committed (a failed one keeps them).
-    private func writePendingStaged() throws -> Int {
-        guard !pendingStaged.isEmpty else { return 0 }
-        try writeStaged(pendingStaged)
-        return pendingStaged.count
     }
 
     private func writeStaged(_ copies: [StagedCopy]) throws {
@@ -585,7 +598,7 @@ public final class Journal: @unchecked Sendable {
     }
 
     /// Records what after_send did (and where a file was archived to), in one transaction for many files.
-    /// The outbound pipeline calls it when after_send is done, before or with `markDisposed`; until it
+    /// The outbound pipeline calls it when after_send is done, before or with `markDone`; until it
     /// does, `ferry history` shows the rule's configured after_send instead.
     public func recordAfterSend(_ records: [AfterSendRecord]) throws {
         guard !records.isEmpty else { return }
@@ -765,7 +778,8 @@ public final class Journal: @unchecked Sendable {
             // straight to `submitting` with their S3 key: one row update each instead of two.
             var uploads: [Int64: StagedCopy] = [:]
             var others: [StagedCopy] = []
-            for copy in pendingStaged {
+            let pending = pendingStaged
+            for copy in pending {
                 if batchFiles.contains(copy.id) { uploads[copy.id] = copy } else { others.append(copy) }
             }
             let batchID = try connection.transaction {
@@ -793,7 +807,7 @@ public final class Journal: @unchecked Sendable {
                 }
                 return batchID
             }
-            pendingStaged.removeAll()  // all written in the transaction that just committed
+            forgetPendingStaged(pending.count)  // all written in the transaction that just committed
             return batchID
         }
     }

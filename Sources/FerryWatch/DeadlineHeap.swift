@@ -4,19 +4,25 @@
 ///
 /// Entries are never removed early; an owner that moves its deadline later leaves the old entry in
 /// place and re-inserts when it pops (lazy deletion), so each file has at most one entry.
-struct DeadlineHeap<Payload> {
-    struct Entry {
-        var deadline: ContinuousClock.Instant
-        var payload: Payload
+///
+/// Public for the engine's delay queue (FerryEngine's `DelayQueue`), which keeps its retries and
+/// waits in one heap the same way.
+public struct DeadlineHeap<Payload> {
+    /// One deadline and what is due then.
+    public struct Entry {
+        public var deadline: ContinuousClock.Instant
+        public var payload: Payload
     }
 
-    private(set) var entries: [Entry] = []
+    public private(set) var entries: [Entry] = []
 
-    var isEmpty: Bool { entries.isEmpty }
-    var count: Int { entries.count }
-    var earliest: ContinuousClock.Instant? { entries.first?.deadline }
+    public init() {}
 
-    mutating func insert(_ payload: Payload, at deadline: ContinuousClock.Instant) {
+    public var isEmpty: Bool { entries.isEmpty }
+    public var count: Int { entries.count }
+    public var earliest: ContinuousClock.Instant? { entries.first?.deadline }
+
+    public mutating func insert(_ payload: Payload, at deadline: ContinuousClock.Instant) {
         entries.append(Entry(deadline: deadline, payload: payload))
         var child = entries.count - 1
         while child > 0 {
@@ -28,7 +34,7 @@ struct DeadlineHeap<Payload> {
     }
 
     /// Removes and returns the earliest entry if it is due at `now`.
-    mutating func popDue(at now: ContinuousClock.Instant) -> Entry? {
+    public mutating func popDue(at now: ContinuousClock.Instant) -> Entry? {
         guard let first = entries.first, first.deadline <= now else { return nil }
         let last = entries.removeLast()
         if entries.isEmpty { return first }
@@ -48,7 +54,7 @@ struct DeadlineHeap<Payload> {
     }
 
     /// Drops entries the predicate selects; used when rules change and whole kinds of entries go stale.
-    mutating func removeAll(where shouldRemove: (Payload) -> Bool) {
+    public mutating func removeAll(where shouldRemove: (Payload) -> Bool) {
         let kept = entries.filter { !shouldRemove($0.payload) }
         entries = []
         for entry in kept { insert(entry.payload, at: entry.deadline) }

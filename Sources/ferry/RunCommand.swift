@@ -26,16 +26,14 @@ struct RunCommand: AsyncParsableCommand {
             FileHandle.standardError.write(Data("ferry: \(error.message)\n".utf8))
             throw ExitCode(78)
         }
+        // SIGHUP is ignored from here on (its default action ends the process); the reloader, one of
+        // the group's services, applies each one.
+        let reloader = ReloadSignal(options: options, daemon: daemon, logger: logger)
         // No signals for the group itself: StopSignals reads SIGTERM/SIGINT (blocked since the first
-        // instruction) and asks the group to shut down gracefully.
-        let group = ServiceGroup(configuration: .init(
-            services: [.init(service: daemon)],
-            gracefulShutdownSignals: [],
-            logger: logger))
+        // instruction) and asks the group to shut down gracefully, within the daemon's bounds.
+        let group = ServiceGroup(configuration: daemon.serviceGroupConfiguration(more: [reloader]))
         let stop = StopSignals(group: group, logger: logger)
         stop.install()
-        let reloader = ReloadSignal(options: options, daemon: daemon, logger: logger)
-        reloader.install()
         try await group.run()
     }
 }
@@ -123,44 +121,52 @@ final class StopSignals: @unchecked Sendable {
 }
 
 /// SIGHUP: validate the rules file again and, only if it is valid, apply it; otherwise log every error
-/// (file:line:col) and keep running with the rules in force.
-final class ReloadSignal: @unchecked Sendable {
+/// (file:line:col) and keep running with the rules in force. A service of the daemon's group: reloads
+/// are applied one at a time, in its own task, and end with the group.
+final class ReloadSignal: Service, CustomStringConvertible, @unchecked Sendable {
     private let options: CommonOptions
     private let daemon: Daemon
     private let logger: Logger
-    private var source: DispatchSourceSignal?
+    private let source: DispatchSourceSignal
+    private let signals: AsyncStream<Void>
+    var description: String { "reload" }
 
+    /// Ignores SIGHUP from now on (its default action would end the process before `run` starts).
     init(options: CommonOptions, daemon: Daemon, logger: Logger) {
         self.options = options
         self.daemon = daemon
         self.logger = logger
+        signal(SIGHUP, SIG_IGN)
+        let (signals, arrived) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
+        self.signals = signals
+        source = DispatchSource.makeSignalSource(signal: SIGHUP, queue: DispatchQueue(label: "ferry.reload"))
+        // Several SIGHUPs while a reload runs make one more reload: it reads the file as it is then.
+        source.setEventHandler { arrived.yield() }
+        source.resume()
     }
 
-    func install() {
-        signal(SIGHUP, SIG_IGN)
-        let source = DispatchSource.makeSignalSource(signal: SIGHUP, queue: DispatchQueue(label: "ferry.reload"))
-        source.setEventHandler { [self] in
-            let result = RulesLoader.load(path: options.configPath)
-            for diagnostic in result.diagnostics {
-                let level: Logger.Level = diagnostic.severity == .error ? .error : .warning
-                logger.log(level: level, "\(diagnostic)", metadata: ["config.path": "\(options.configPath)"])
-            }
-            guard let rules = result.rules else {
-                logger.error("reload refused: the rules file has errors; the running rules stay in force",
-                             metadata: ["config.path": "\(options.configPath)", "config.errors": "\(result.errors.count)"])
-                return
-            }
-            let daemon = self.daemon
-            let logger = self.logger
-            Task {
-                do {
-                    try await daemon.reload(rules)
-                } catch {
-                    logger.error("reload failed; the running rules stay in force", metadata: ["error": "\(error)"])
-                }
-            }
+    func run() async throws {
+        for await _ in signals.cancelOnGracefulShutdown() {
+            await reload()
         }
-        source.resume()
-        self.source = source
+        source.cancel()
+    }
+
+    private func reload() async {
+        let result = RulesLoader.load(path: options.configPath)
+        for diagnostic in result.diagnostics {
+            let level: Logger.Level = diagnostic.severity == .error ? .error : .warning
+            logger.log(level: level, "\(diagnostic)", metadata: ["config.path": "\(options.configPath)"])
+        }
+        guard let rules = result.rules else {
+            logger.error("reload refused: the rules file has errors; the running rules stay in force",
+                         metadata: ["config.path": "\(options.configPath)", "config.errors": "\(result.errors.count)"])
+            return
+        }
+        do {
+            try await daemon.reload(rules)
+        } catch {
+            logger.error("reload failed; the running rules stay in force", metadata: ["error": "\(error)"])
+        }
     }
 }

@@ -40,8 +40,10 @@ import FerryTestSupport
         let client = try process.scenario.client(profile: "counted")
         defer { client.shutdown() }
         let started = ContinuousClock.now
+        // A number of requests, not a time window: under load the first spawn alone may take seconds,
+        // and what matters is how many of the requests ran the process.
         var requests = 0
-        while ContinuousClock.now - started < .milliseconds(2500) {
+        while requests < 100 || ContinuousClock.now - started < .milliseconds(1500) {
             do {
                 _ = try await client.resolveCredentials()
                 Issue.record("a failing credential_process gave credentials")
@@ -54,7 +56,6 @@ import FerryTestSupport
         let elapsed = Double((ContinuousClock.now - started).components.seconds) + 1
         // Tries at 0, 1, 3, 7… s after the first failure: at most log2(elapsed + 1) + 1 of them.
         let allowed = Int(log2(elapsed + 1)) + 1
-        #expect(requests >= 10)
         #expect(process.runs >= 1 && process.runs <= allowed, "\(process.runs) runs of the credential_process for \(requests) requests")
         print("credential_process runs: \(process.runs) for \(requests) requests in \(elapsed - 1) s")
 

@@ -361,7 +361,7 @@ struct InboundInFlightTests {
         let counts = Mutex((held: 0, most: 0))
         let gate = InFlightGate(
             enter: {
-                await semaphore.wait()
+                try await semaphore.wait()
                 counts.withLock { $0.held += 1; $0.most = max($0.most, $0.held) }
             },
             take: {

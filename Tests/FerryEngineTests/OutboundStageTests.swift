@@ -49,7 +49,9 @@ struct OutboundStageTests {
         var throttled = AWSError(kind: .service, code: "ThrottlingException", message: "Rate exceeded", httpStatus: 400)
         throttled.retryAfterSeconds = 4
         #expect(SubmissionFailure(throttled) == .throttled(.seconds(4)))
-        #expect(SubmissionFailure(AWSError(kind: .service, code: "AccessDeniedException", message: "no", httpStatus: 403)) == .refused)
+        #expect(SubmissionFailure(AWSError(kind: .service, code: "ValidationException", message: "no", httpStatus: 400)) == .refused)
+        // The credentials' problem, not the batch's: held without spending the files' retries.
+        #expect(SubmissionFailure(AWSError(kind: .service, code: "AccessDeniedException", message: "no", httpStatus: 403)) == .denied)
         #expect(SubmissionFailure(AWSError(kind: .service, code: "InternalServiceError", message: "x", httpStatus: 500)) == .inDoubt)
         #expect(SubmissionFailure(AWSError(kind: .service, code: "HTTP504", message: "x", httpStatus: 504)) == .inDoubt)
         #expect(SubmissionFailure(AWSError(kind: .timeout, code: "Timeout", message: "x")) == .inDoubt)

@@ -103,6 +103,10 @@ int ferry_stat_synced(int dirfd, const char *path, int flags, struct stat *out);
 // pipe2(fds, O_CLOEXEC), a GNU extension Swift's Glibc module hides: both ends close-on-exec from the
 // start, so a child spawned meanwhile by another thread never inherits them. 0, or -1 with errno.
 int ferry_pipe_cloexec(int fds[2]);
+// write(2) to a pipe whose reader may be gone, without SIGPIPE: blocked in this thread for the call and
+// a pending one taken back before the old mask returns, so the write fails with EPIPE whether or not the
+// process ignores SIGPIPE (a library cannot know; a test runner does not). Returns write's result, errno set.
+long ferry_write_nosigpipe(int fd, const void *buffer, unsigned long count);
 int ferry_spawn_clean(const char *path, char *const argv[], char *const envp[], int stdin_fd, int stdout_fd, int stderr_fd, int *pid);
 // AT_EMPTY_PATH, behind _GNU_SOURCE in glibc: with path "", ferry_stat_synced stats dirfd itself.
 static const int ferry_at_empty_path = 0x1000;

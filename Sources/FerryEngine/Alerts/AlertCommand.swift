@@ -73,7 +73,8 @@ struct AlertCommand: Sendable {
         }
         // The event is small; a child that never reads stdin must not hold us, so write what fits.
         _ = fcntl(stdinPipe[1], F_SETFL, fcntl(stdinPipe[1], F_GETFL) | O_NONBLOCK)
-        _ = input.withUnsafeBytes { write(stdinPipe[1], $0.baseAddress, $0.count) }
+        // A child that exits without reading makes this write fail (EPIPE), never kill the process.
+        _ = input.withUnsafeBytes { ferry_write_nosigpipe(stdinPipe[1], $0.baseAddress, UInt($0.count)) }
         close(stdinPipe[1])
 
         let deadline = ContinuousClock.now.advanced(by: timeout)

@@ -9,15 +9,15 @@ import Synchronization
 public struct InboundConnection: Sendable {
     /// The AWS connector id (`c-…`).
     public var connectorId: String
-    public var s3: S3Client
-    public var transfer: TransferClient
+    public var s3: any StagingStore
+    public var transfer: any TransferService
     /// Waits for the connector's StartFileTransfer/StartDirectoryListing budget: the rate limiter the
     /// connector shares with outbound, so that inbound and outbound together stay within its quota.
     public var pace: @Sendable () async throws -> Void
     /// The connector's transfers-in-flight budget (`max_in_flight`), shared with outbound.
     public var inFlight: InFlightGate
 
-    public init(connectorId: String, s3: S3Client, transfer: TransferClient, pace: @escaping @Sendable () async throws -> Void,
+    public init(connectorId: String, s3: any StagingStore, transfer: any TransferService, pace: @escaping @Sendable () async throws -> Void,
                 inFlight: InFlightGate = .unlimited) {
         self.connectorId = connectorId
         self.s3 = s3
@@ -30,14 +30,14 @@ public struct InboundConnection: Sendable {
 /// A connector's budget of transfers submitted and not finished: AWS queues at most 1,000 per connector,
 /// for both directions together.
 public struct InFlightGate: Sendable {
-    /// Waits for a free slot and takes it.
-    public var enter: @Sendable () async -> Void
+    /// Waits for a free slot and takes it; throws if the task is cancelled first (then holding none).
+    public var enter: @Sendable () async throws -> Void
     /// Takes a slot without waiting, even beyond the limit: for transfers that already exist at AWS.
     public var take: @Sendable () async -> Void
     /// Gives a slot back.
     public var leave: @Sendable () async -> Void
 
-    public init(enter: @escaping @Sendable () async -> Void, take: @escaping @Sendable () async -> Void,
+    public init(enter: @escaping @Sendable () async throws -> Void, take: @escaping @Sendable () async -> Void,
                 leave: @escaping @Sendable () async -> Void) {
         self.enter = enter
         self.take = take
@@ -434,14 +434,20 @@ public final class InboundPoller: Sendable {
         let resumed = Set(try journal.inboundFiles(in: [.retrieving], rule: rule.name).compactMap(\.transferID)).count
         for _ in 0..<resumed { await connection.inFlight.take() }
         let progress = RetrievalProgress(held: resumed)
-        // Submitting and tracking run side by side: a batch waiting for a max_in_flight slot gets it when
-        // the tracker sees an earlier transfer finish.
+        // Each file the tracker sees COMPLETED is placed at once, while later transfers of the poll are
+        // still queued at the connector (issue 15: with one file at a time per connection, a poll of many
+        // files would otherwise hold every file back until the last one arrived).
+        let (arrivals, arrived) = AsyncStream.makeStream(of: InboundFile.self)
+        let placing = PlacementTally()
         do {
             try await withThrowingTaskGroup(of: Void.self) { group in
                 group.addTask {
+                    try await self.placeAll(arrivals, rule: rule, connection: connection, tally: placing, stop: { arrived.finish() })
+                }
+                group.addTask {
                     do {
                         for start in stride(from: 0, to: toSubmit.count, by: 10) {
-                            await connection.inFlight.enter()
+                            try await connection.inFlight.enter()
                             do {
                                 try await self.submit(Array(toSubmit[start..<min(start + 10, toSubmit.count)]), rule: rule,
                                                       connection: connection, progress: progress)
@@ -458,15 +464,20 @@ public final class InboundPoller: Sendable {
                     }
                     progress.state.withLock { $0.submitting = false }
                 }
-                group.addTask { try await self.track(rule, connection: connection, progress: progress) }
+                group.addTask {
+                    defer { arrived.finish() }
+                    try await self.track(rule, connection: connection, progress: progress, arrived: arrived)
+                }
                 try await group.waitForAll()
             }
         } catch {
+            placing.tally(into: &report)
             await progress.settle(into: &report, gate: connection.inFlight)
             throw error
         }
+        placing.tally(into: &report)
         await progress.settle(into: &report, gate: connection.inFlight)
-        try await finish(rule, connection: connection, report: &report)
+        try await finish(rule, connection: connection, skipping: placing.attempted, report: &report)
     }
 
     /// Versions whose retrieval is in doubt, checked against S3: one whose object exists with the listed
@@ -534,7 +545,8 @@ public final class InboundPoller: Sendable {
 
     /// Tracks the rule's transfers until none is running (or the track timeout), giving back an in-flight
     /// slot for each transfer that finishes; `held` is how many this poll still holds.
-    private func track(_ rule: InboundRule, connection: InboundConnection, progress: RetrievalProgress) async throws {
+    private func track(_ rule: InboundRule, connection: InboundConnection, progress: RetrievalProgress,
+                       arrived: AsyncStream<InboundFile>.Continuation) async throws {
         let deadline = ContinuousClock.now.advanced(by: settings.trackTimeout)
         var delay = Duration.milliseconds(200)
         while true {
@@ -581,6 +593,8 @@ public final class InboundPoller: Sendable {
                     } else {
                         progress.state.withLock { $0.retrieved += 1 }
                         metrics.increment("ferry_inbound_files_retrieved_total", ["rule": rule.name], by: 1, help: "Files retrieved into S3.")
+                        // Journaled in_s3 above, so a crash from here on finds it there and places it.
+                        if let file = try journal.inboundFile(id), file.state == .inS3 { arrived.yield(file) }
                     }
                 }
             }
@@ -593,35 +607,49 @@ public final class InboundPoller: Sendable {
         }
     }
 
-    private func finish(_ rule: InboundRule, connection: InboundConnection, report: inout PollReport) async throws {
-        let files = try journal.inboundFiles(in: [.inS3, .downloading], rule: rule.name)
-        var outcomes: [FinishOutcome] = []
-        try await withThrowingTaskGroup(of: FinishOutcome.self) { group in
-            var next = 0
-            func addNext() {
-                guard next < files.count else { return }
-                let file = files[next]
-                next += 1
-                group.addTask { try await self.place(file, rule: rule, connection: connection) }
-            }
-            for _ in 0..<max(1, settings.downloadConcurrency) { addNext() }
-            while let outcome = try await group.next() {
-                outcomes.append(outcome)
-                addNext()
-            }
-        }
-        for outcome in outcomes {
-            if outcome.downloaded { report.downloaded += 1 }
-            if outcome.failed { report.failed += 1 }
-            if let skipped = outcome.skippedNote {
-                report.skipped += 1
-                report.warnings.append(skipped)
-            }
-        }
+    /// Places what earlier polls left in S3 or half-downloaded (a failed download, a restart), except the
+    /// versions this poll already tried to place as their transfers completed (a failed download is
+    /// tried again by the next poll, as before), then runs after_retrieve for every placed version.
+    private func finish(_ rule: InboundRule, connection: InboundConnection, skipping attempted: Set<Int64>,
+                        report: inout PollReport) async throws {
+        let files = try journal.inboundFiles(in: [.inS3, .downloading], rule: rule.name).filter { !attempted.contains($0.id) }
+        let (stream, continuation) = AsyncStream.makeStream(of: InboundFile.self)
+        for file in files { continuation.yield(file) }
+        continuation.finish()
+        let tally = PlacementTally()
+        try await placeAll(stream, rule: rule, connection: connection, tally: tally)
+        tally.tally(into: &report)
         try await afterRetrieve(rule, connection: connection, report: &report)
     }
 
-    private struct FinishOutcome: Sendable {
+    /// Places every version `files` yields, `downloadConcurrency` at a time, as they come. A placement
+    /// that throws (the journal cannot be written, a test's simulated crash) calls `stop`, which must end
+    /// `files`, so that the failure stops the poll now rather than after the last transfer.
+    private func placeAll(_ files: AsyncStream<InboundFile>, rule: InboundRule, connection: InboundConnection,
+                          tally: PlacementTally, stop: @escaping @Sendable () -> Void = {}) async throws {
+        try await withThrowingTaskGroup(of: FinishOutcome.self) { group in
+            var running = 0
+            for await file in files {
+                if running >= max(1, settings.downloadConcurrency), let outcome = try await group.next() {
+                    tally.add(outcome)
+                    running -= 1
+                }
+                tally.attempting(file.id)
+                group.addTask {
+                    do {
+                        return try await self.place(file, rule: rule, connection: connection)
+                    } catch {
+                        stop()
+                        throw error
+                    }
+                }
+                running += 1
+            }
+            while let outcome = try await group.next() { tally.add(outcome) }
+        }
+    }
+
+    struct FinishOutcome: Sendable {
         var downloaded = false
         var failed = false
         var skippedNote: String?
@@ -874,6 +902,43 @@ final class RetrievalProgress: Sendable {
         report.retrieved += final.retrieved
         report.failed += final.failed
         report.warnings += final.warnings
+    }
+}
+
+/// What the placements of one poll did, gathered while the poll's transfers are still being tracked.
+final class PlacementTally: Sendable {
+    private struct State {
+        var attempted: Set<Int64> = []
+        var outcomes: [InboundPoller.FinishOutcome] = []
+    }
+
+    private let state = Mutex(State())
+
+    /// Versions whose placement was started (whatever came of it).
+    var attempted: Set<Int64> { state.withLock { $0.attempted } }
+
+    func attempting(_ id: Int64) {
+        state.withLock { _ = $0.attempted.insert(id) }
+    }
+
+    func add(_ outcome: InboundPoller.FinishOutcome) {
+        state.withLock { $0.outcomes.append(outcome) }
+    }
+
+    /// Adds the outcomes gathered so far to the poll's report, once.
+    func tally(into report: inout PollReport) {
+        let outcomes = state.withLock { state -> [InboundPoller.FinishOutcome] in
+            defer { state.outcomes.removeAll() }
+            return state.outcomes
+        }
+        for outcome in outcomes {
+            if outcome.downloaded { report.downloaded += 1 }
+            if outcome.failed { report.failed += 1 }
+            if let skipped = outcome.skippedNote {
+                report.skipped += 1
+                report.warnings.append(skipped)
+            }
+        }
     }
 }
 

@@ -21,7 +21,7 @@ extension InboundConnection {
                       try await gate.waitUntilOpen()
                       try await limiter.acquire()
                   },
-                  inFlight: InFlightGate(enter: { await inFlight.wait() }, take: { await inFlight.take() }, leave: { await inFlight.signal() }))
+                  inFlight: InFlightGate(enter: { try await inFlight.wait() }, take: { await inFlight.take() }, leave: { await inFlight.signal() }))
     }
 }
 

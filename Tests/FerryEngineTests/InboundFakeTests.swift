@@ -1,0 +1,134 @@
+import FerryAWS
+import FerryConfig
+@testable import FerryEngine
+import FerryStore
+import FerryTestSupport
+import Foundation
+import Logging
+import Testing
+
+/// Issue 15, must-show 6 (inbound): listing → selection → retrieval → placement per transfer, a failed
+/// retrieval retried, hostile names refused — the poller against `FakeConnector`, no emulator or sshd.
+@Suite struct InboundFakeTests {
+    struct Setup {
+        let fake: FakeConnector
+        let state: TempDirectory
+        let inbox: TempDirectory
+        let journal: Journal
+        let poller: InboundPoller
+        let metrics = CountingMetrics()
+
+        init(fake: FakeConnector = FakeConnector(), trackTimeout: Duration = .seconds(1800)) throws {
+            self.fake = fake
+            state = try TempDirectory(prefix: "ferry-fake-in-state")
+            inbox = try TempDirectory(prefix: "ferry-fake-inbox")
+            var logger = Logger(label: "inbound-fake")
+            logger.logLevel = .critical
+            let yaml = FakeConnector.rulesHeader(stateDir: state.path) + """
+                inbound:
+                  - name: reports
+                    connector: partner
+                    remote_directory_path: /out
+                    schedule: "0 3 1 1 *"
+                    min_age: 0s
+                    include: ["*.csv"]
+                    local_directory_path: s3://inbound/reports/
+                    download_to: \(inbox.path)
+                """
+            let loaded = RulesLoader.load(yaml: yaml, path: "test.yaml")
+            let rules = try #require(loaded.rules, "rules did not load: \(loaded.errors.map(\.description))")
+            journal = try Journal(directory: state.path, logger: logger)
+            var settings = InboundSettings(stateDirectory: state.path)
+            settings.trackTimeout = trackTimeout
+            let connection = InboundConnection(connectorId: FakeConnector.connectorID, s3: fake, transfer: fake, pace: {})
+            poller = InboundPoller(rules: rules.inbound, connections: ["partner": connection], journal: journal, metrics: metrics,
+                                   logger: logger, clock: SystemInboundClock(), timeZone: .current, settings: settings, crashHook: nil)
+        }
+
+        func inboxFile(_ name: String) -> Data? { FileManager.default.contents(atPath: inbox.path + "/" + name) }
+        func inboxNames() throws -> [String] { try FileManager.default.contentsOfDirectory(atPath: inbox.path).sorted() }
+    }
+
+    static func name(_ index: Int) -> String { String(format: "r%02d.csv", index) }
+
+    @Test func aPollListsSelectsRetrievesAndPlacesEachFileOnce() async throws {
+        let s = try Setup()
+        for index in 0..<25 { s.fake.putOnPartner("/out/\(Self.name(index))", Data("report \(index)".utf8)) }
+        s.fake.putOnPartner("/out/notes.txt", Data("not a csv".utf8))
+        let report = try #require(await s.poller.pollNow(rule: "reports"))
+        #expect(report.error == nil)
+        #expect(report.listed == 26)
+        #expect(report.filteredOut == 1, "notes.txt does not match include")
+        #expect(report.requested == 25)
+        #expect(report.retrieved == 25)
+        #expect(report.downloaded == 25)
+        #expect(report.finished == 25)
+        #expect(s.fake.startCalls.map(\.count).sorted() == [5, 10, 10], "retrievals of at most 10 paths")
+        for index in 0..<25 {
+            #expect(s.inboxFile(Self.name(index)) == Data("report \(index)".utf8))
+            #expect(s.fake.object("inbound", "reports/\(Self.name(index))") == Data("report \(index)".utf8))
+        }
+        #expect(try s.inboxNames().count == 25)
+
+        let again = try #require(await s.poller.pollNow(rule: "reports"))
+        #expect(again.requested == 0, "a version is retrieved once")
+        #expect(s.fake.startCalls.count == 3)
+    }
+
+    /// The first transfer's files are placed while the poll's last transfer is still running: the fake
+    /// keeps the last transfer QUEUED until a file of the first one is in download_to. Before issue 15's
+    /// streaming, placement waited for every transfer, so the last one never finished within the poll.
+    @Test func eachTransfersFilesArePlacedWhileLaterTransfersRun() async throws {
+        let fake = FakeConnector()
+        let s = try Setup(fake: fake, trackTimeout: .seconds(20))
+        for index in 0..<30 { fake.putOnPartner("/out/\(Self.name(index))", Data("report \(index)".utf8)) }
+        let inbox = s.inbox.path
+        let firstTransfer = (0..<10).map { Self.name($0) }
+        fake.state.withLock {
+            $0.holdWhile = { transferID in
+                transferID == "t-3" && !firstTransfer.contains { FileManager.default.fileExists(atPath: inbox + "/" + $0) }
+            }
+        }
+        let report = try #require(await s.poller.pollNow(rule: "reports"))
+        #expect(report.error == nil)
+        #expect(report.retrieved == 30, "\(report.summary)")
+        #expect(report.downloaded == 30, "\(report.summary)")
+        #expect(report.warnings.isEmpty, "\(report.warnings)")
+    }
+
+    @Test func aFailedRetrievalIsRetriedByTheNextPoll() async throws {
+        let s = try Setup()
+        for index in 0..<3 { s.fake.putOnPartner("/out/\(Self.name(index))", Data("report \(index)".utf8)) }
+        _ = s.fake.state.withLock { $0.failNextRetrieval.insert("/out/\(Self.name(1))") }
+        let first = try #require(await s.poller.pollNow(rule: "reports"))
+        #expect(first.retrieved == 2)
+        #expect(first.failed == 1)
+        #expect(s.inboxFile(Self.name(1)) == nil)
+        #expect(s.metrics.value("ferry_inbound_retrieve_failures_total") == 1)
+        let second = try #require(await s.poller.pollNow(rule: "reports"))
+        #expect(second.requested == 1, "only the failed file is asked for again")
+        #expect(second.retrieved == 1)
+        #expect(s.inboxFile(Self.name(1)) == Data("report 1".utf8))
+        #expect(try s.inboxNames() == (0..<3).map { Self.name($0) })
+    }
+
+    @Test func hostileNamesAreRefusedAndNeverRequestedOrWritten() async throws {
+        let s = try Setup()
+        s.fake.putOnPartner("/out/ok.csv", Data("fine".utf8))
+        let stamp = "2026-01-01T00:00:00Z"
+        let date = ISO8601DateFormatter().date(from: stamp)
+        let hostile = ["/out/../etc.csv", "/out/a\u{0}b.csv", "/out/sub/x.csv", "/out/\u{202E}vsc.exe.csv", "/other/y.csv"]
+        let listing = DirectoryListing(files: (hostile + ["/out/ok.csv"]).map {
+            DirectoryListing.Entry(filePath: $0, size: $0 == "/out/ok.csv" ? 4 : 1, modifiedText: stamp, modified: date)
+        })
+        s.fake.state.withLock { $0.partner["/out/ok.csv"]?.mtime = date ?? Date() }
+        let report = await s.poller.poll(ruleNamed: "reports", listing: { _ in listing })
+        #expect(report.error == nil)
+        #expect(report.refused == hostile.count, "\(report.summary)")
+        #expect(report.retrieved == 1)
+        #expect(s.fake.startCalls.flatMap { $0 } == ["/out/ok.csv"], "no hostile name is ever asked for")
+        #expect(try s.inboxNames() == ["ok.csv"])
+        #expect(!FileManager.default.fileExists(atPath: (s.inbox.path as NSString).deletingLastPathComponent + "/etc.csv"))
+        #expect(s.metrics.value("ferry_inbound_refused_total") == Double(hostile.count))
+    }
+}
