@@ -75,6 +75,16 @@ public final class Daemon: Sendable {
                                     metrics: metrics, logger: logger, health: health, alerts: alerts)
         inbound = InboundPoller(rules: rules.inbound, contexts: contexts, journal: journal, metrics: metrics, logger: logger)
 
+        let health = self.health
+        inbound.pollFinished.withLock {
+            $0 = { rule, error in
+                if let error {
+                    health.set("rule:\(rule)", "inbound rule \(rule): the last poll failed (\(error)); the next poll retries")
+                } else {
+                    health.clear("rule:\(rule)")
+                }
+            }
+        }
         let watcher = self.watcher
         liveness.addProbe {
             journal.heldSince.map { .init(loop: "journal", what: "a journal statement has not returned — is the file system of \(journal.path) frozen, hung or failing?", since: $0) }
@@ -158,6 +168,8 @@ public final class Daemon: Sendable {
             try await Task.sleep(for: .milliseconds(50))
         }
         try? notifier.ready()
+        // The first status line before the first ping, so `systemctl status` shows it from the start.
+        try? notifier.status(statusLine())
         // The pings come from a thread of their own: a journal on a frozen file system blocks its callers
         // inside SQLite, and with them possibly every thread of the task pool (two on a 2-core machine),
         // so a ping task might never run again to say what is stuck.
@@ -165,11 +177,11 @@ public final class Daemon: Sendable {
         pinger.start()
         defer { pinger.stop() }
         while !Task.isCancelled {
+            try await Task.sleep(for: .seconds(15))
             // The status line reads the journal, which may block; the pinger does not wait for it.
             if liveness.stuck(longerThan: Self.livenessLimit(notifier)).isEmpty {
                 try? notifier.status(statusLine())
             }
-            try await Task.sleep(for: .seconds(15))
         }
     }
 

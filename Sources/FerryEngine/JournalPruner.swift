@@ -44,8 +44,10 @@ public struct JournalPruner: Sendable {
     var batchSize = 500
     /// Between steps: long enough for waiting journal writers to take the lock.
     var pause: Duration = .milliseconds(5)
-    /// Pages returned per incremental-vacuum step (4 KiB each).
+    /// Pages returned per incremental-vacuum step (4 KiB each), at most.
     var vacuumPages = 512
+    /// How long one step should hold the journal: steps are resized to stay near it.
+    var targetHold: Duration = .milliseconds(20)
 
     public init(journal: Journal, rules: @escaping @Sendable () -> Rules, logger: Logger,
                 now: @escaping @Sendable () -> Date = { Date() }, interval: Duration = .seconds(3600),
@@ -91,17 +93,24 @@ public struct JournalPruner: Sendable {
         let tidying = Set(rules.inbound.filter { $0.afterRetrieve != .keep }.map(\.name))
         let keepingRules = Set(try journal.inboundRuleNames()).subtracting(tidying)
         var report = PruneReport()
+        // Steps shrink when one held the journal longer than `targetHold` (a cold page cache, a
+        // checkpoint, a slow disk) and grow back when they are quick, so a writer waits at most about
+        // one short step whatever the machine.
+        var size = StepSize(maximum: batchSize, target: targetHold)
+        var pages = StepSize(maximum: vacuumPages, target: targetHold, minimum: 16)
         func note(_ step: PruneStep) {
             report.steps += 1
             report.longestLockHold = max(report.longestLockHold, step.lockHeld)
             report.batches += step.batches
+            size.adjust(after: step.lockHeld)
         }
 
         for state in [OutboundState.done, .dropped, .retried] {
             var cursor = PruneCursor.start
             while true {
                 try Task.checkCancellation()
-                let candidates = try journal.outboundPruneCandidates(state: state, finishedBefore: cutoff, after: cursor, limit: batchSize)
+                let limit = size.current
+                let candidates = try journal.outboundPruneCandidates(state: state, finishedBefore: cutoff, after: cursor, limit: limit)
                 guard let last = candidates.last else { break }
                 cursor = PruneCursor(finishedAt: last.finishedAt, id: last.id)
                 let doomed = candidates.filter { state != .done || !Self.versionExists($0) }
@@ -109,7 +118,7 @@ public struct JournalPruner: Sendable {
                 let step = try journal.pruneOutbound(doomed.map(\.id), finishedBefore: cutoff)
                 note(step)
                 report.outboundFiles += step.files
-                if candidates.count < batchSize { break }
+                if candidates.count < limit { break }
                 try await Task.sleep(for: pause)
             }
         }
@@ -117,7 +126,7 @@ public struct JournalPruner: Sendable {
         var batchCursor: Int64? = 0
         while let after = batchCursor {
             try Task.checkCancellation()
-            let (step, next) = try journal.pruneEmptyBatches(finishedBefore: cutoff, afterID: after, limit: batchSize)
+            let (step, next) = try journal.pruneEmptyBatches(finishedBefore: cutoff, afterID: after, limit: size.current)
             note(step)
             batchCursor = next
             if next != nil { try await Task.sleep(for: pause) }
@@ -126,7 +135,7 @@ public struct JournalPruner: Sendable {
         var inboundCursor: PruneCursor? = .start
         while let cursor = inboundCursor {
             try Task.checkCancellation()
-            let (step, next) = try journal.pruneInbound(finishedBefore: cutoff, keepingRules: keepingRules, after: cursor, limit: batchSize)
+            let (step, next) = try journal.pruneInbound(finishedBefore: cutoff, keepingRules: keepingRules, after: cursor, limit: size.current)
             note(step)
             report.inboundFiles += step.files
             inboundCursor = next
@@ -138,9 +147,10 @@ public struct JournalPruner: Sendable {
                 try Task.checkCancellation()
                 let before = try journal.freePages()
                 guard before > 0 else { break }
-                let (remaining, held) = try journal.returnFreePages(vacuumPages)
+                let (remaining, held) = try journal.returnFreePages(pages.current)
                 report.steps += 1
                 report.longestLockHold = max(report.longestLockHold, held)
+                pages.adjust(after: held)
                 report.pagesReturned += before - remaining
                 if remaining == 0 || remaining >= before { break }
                 try await Task.sleep(for: pause)
@@ -157,5 +167,29 @@ public struct JournalPruner: Sendable {
         return UInt64(info.st_dev) == candidate.device && UInt64(info.st_ino) == candidate.inode
             && Int64(info.st_size) == candidate.size
             && Int64(info.st_mtim.tv_sec) * 1_000_000_000 + Int64(info.st_mtim.tv_nsec) == candidate.mtimeNanoseconds
+    }
+}
+
+/// The size of the next pruning step: halved after a step that held the journal longer than `target`,
+/// grown by half after one that took less than a quarter of it, between `minimum` and `maximum`.
+struct StepSize {
+    let maximum: Int
+    let target: Duration
+    var minimum = 25
+    private(set) var current: Int
+
+    init(maximum: Int, target: Duration, minimum: Int = 25) {
+        self.maximum = max(1, maximum)
+        self.target = target
+        self.minimum = min(minimum, self.maximum)
+        current = self.maximum
+    }
+
+    mutating func adjust(after held: Duration) {
+        if held > target {
+            current = max(minimum, current / 2)
+        } else if held < target / 4 {
+            current = min(maximum, current + max(1, current / 2))
+        }
     }
 }

@@ -8,11 +8,11 @@ struct InboundKillTests {
     @Test func sigkillDuringPollsLosesNothingAndDownloadsNothingTwice() async throws {
         let help = try FerryBinary.run(["poll", "--help"])
         try #require(help.stdout.contains("USAGE: ferry poll"), "this ferry binary has no `poll` command: InboundPoller is not wired into Daemon and the CLI yet (the inbound report has the wiring)")
-        // Every request waits 100 ms and every file 250 ms at the connector (the 60 retrievals take 15 s),
+        // Every request waits 100 ms and every file 500 ms at the connector (the 60 retrievals take 30 s),
         // so each stage lasts long enough for a kill to land inside it even on a loaded machine (with
-        // 60 ms a file, the first kill was seen to land after the retrieval had ended, under a parallel
-        // build).
-        let emulator = try Emulator.start(latencyMs: 100, transferDelayMs: 250)
+        // 60 ms a file, and later with 250 ms once files were placed as each transfer completed, the
+        // first kill was seen to land after the retrieval had ended, under parallel builds).
+        let emulator = try Emulator.start(latencyMs: 100, transferDelayMs: 500)
         let root = try TempDirectory(prefix: "ferry-e2e-inbound")
         let inbox = root.path + "/inbox"
         let configPath = root.path + "/rules.yaml"

@@ -62,3 +62,21 @@ struct LivenessUnitTests {
         #expect(liveness.stuck(longerThan: .seconds(2)).isEmpty)
     }
 }
+
+/// The pruner's step size: it follows how long steps hold the journal.
+struct PruneStepSizeTests {
+    @Test func slowStepsShrinkTheNextAndQuickOnesGrowItBack() {
+        var size = StepSize(maximum: 500, target: .milliseconds(20))
+        #expect(size.current == 500)
+        size.adjust(after: .milliseconds(80))
+        #expect(size.current == 250)
+        for _ in 0..<10 { size.adjust(after: .milliseconds(80)) }
+        #expect(size.current == 25, "never below the minimum")
+        size.adjust(after: .milliseconds(10))
+        #expect(size.current == 25, "between a quarter of the target and the target: unchanged")
+        size.adjust(after: .milliseconds(2))
+        #expect(size.current == 37)
+        for _ in 0..<20 { size.adjust(after: .milliseconds(1)) }
+        #expect(size.current == 500, "never above the maximum")
+    }
+}

@@ -229,6 +229,10 @@ public final class InboundPoller: Sendable {
         try crashHook?(point)
     }
 
+    /// Told after every poll: the rule and the poll's error (nil when it succeeded). The daemon makes a
+    /// failing rule a health problem, which `notify:` turns into rule_degraded / rule_recovered alerts.
+    let pollFinished = Locked<(@Sendable (_ rule: String, _ error: String?) -> Void)?>(nil)
+
     // MARK: One poll
 
     /// One poll. `listing` replaces StartDirectoryListing for tests that need a listing no real server
@@ -263,6 +267,7 @@ public final class InboundPoller: Sendable {
         metrics.increment("ferry_inbound_polls_total", ["rule": name, "result": report.error == nil ? "ok" : "error"], by: 1,
                           help: "Inbound polls, by outcome.")
         try? journal.recordPollFinished(rule: name, at: clock.now(), result: report.summary, error: report.error, nextAt: nil)
+        pollFinished.withLock { $0 }?(name, report.error)
         if let error = report.error {
             logger.info("inbound poll failed; the next poll retries", metadata: metadata.merging(["error": "\(error)"]) { $1 })
         } else {
