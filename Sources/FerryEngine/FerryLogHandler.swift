@@ -348,7 +348,7 @@ extension FerryLogHandler {
     }
 
     /// UTC timestamps without a formatter object, which would cost more than the rest of the line.
-    fileprivate enum Timestamp {
+    enum Timestamp {
         static func iso8601(_ date: Date, fractional: Bool) -> String {
             let interval = date.timeIntervalSince1970
             var seconds = time_t(interval.rounded(.down))
@@ -369,7 +369,7 @@ extension FerryLogHandler {
     }
 
     /// Minimal JSON string encoding; ferry's log objects are flat, so no encoder is needed.
-    fileprivate enum JSON {
+    enum JSON {
         static func string(_ text: String) -> String {
             var result = "\""
             for scalar in text.unicodeScalars {

@@ -1,7 +1,4 @@
 import Foundation
-#if canImport(Glibc)
-import Glibc
-#endif
 
 /// Writes JSON text directly, for outputs with thousands of records (`ferry history --json` on a busy
 /// day): JSONEncoder with snake_case keys, sorted keys and ISO 8601 dates spent ~100 µs per record
@@ -72,29 +69,9 @@ struct JSONText {
         text += String(repeating: "  ", count: indent)
     }
 
-    /// `value` as a JSON string: quotes, backslashes and control characters escaped.
-    static func quoted(_ value: String) -> String {
-        var out = "\""
-        for scalar in value.unicodeScalars {
-            switch scalar {
-            case "\"": out += "\\\""
-            case "\\": out += "\\\\"
-            case "\n": out += "\\n"
-            case "\r": out += "\\r"
-            case "\t": out += "\\t"
-            case _ where scalar.value < 0x20: out += String(format: "\\u%04x", scalar.value)
-            default: out.unicodeScalars.append(scalar)
-            }
-        }
-        return out + "\""
-    }
+    /// `value` as a JSON string (the log handler's encoding: quotes, backslashes, control characters).
+    static func quoted(_ value: String) -> String { FerryLogHandler.JSON.string(value) }
 
     /// `2026-12-07T04:20:03Z`, as JSONEncoder's `.iso8601` writes it (whole seconds, UTC).
-    static func iso8601(_ date: Date) -> String {
-        var seconds = time_t(date.timeIntervalSince1970.rounded(.down))
-        var parts = tm()
-        gmtime_r(&seconds, &parts)
-        func two(_ value: Int32) -> String { value < 10 ? "0\(value)" : "\(value)" }
-        return "\(parts.tm_year + 1900)-\(two(parts.tm_mon + 1))-\(two(parts.tm_mday))T\(two(parts.tm_hour)):\(two(parts.tm_min)):\(two(parts.tm_sec))Z"
-    }
+    static func iso8601(_ date: Date) -> String { FerryLogHandler.Timestamp.iso8601(date, fractional: false) }
 }
