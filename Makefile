@@ -33,13 +33,19 @@ build:
 release:
 	$(SWIFT) build $(RELEASE_FLAGS) $(SWIFT_FLAGS)
 
+QUIET_E2E := InboundKillTests|ExplainCommandTests
+
 # The whole suite: Swift tests (unit + end-to-end against the emulator) and the emulator's own boto3 suite.
 test: build
 	$(SWIFT) build $(SWIFT_FLAGS) --build-tests -Xswiftc -warnings-as-errors
 	# Three runs: module tests; end-to-end tests (many processes: ferry, emulators, sshd); and the
 	# kernel-limit tests, which lower inotify sysctls for a moment and so run alone.
 	$(SWIFT) test $(SWIFT_FLAGS) --skip-build --skip 'KernelLimitTests|EndToEndTests'
-	$(SWIFT) test $(SWIFT_FLAGS) --skip-build --filter EndToEndTests
+	$(SWIFT) test $(SWIFT_FLAGS) --skip-build --filter EndToEndTests --skip '$(QUIET_E2E)'
+	# Tests whose point is a moment inside a slow step (a SIGKILL during retrievals; a file seen while
+	# its transfer is in flight): beside 80 other end-to-end tests on 2 cores the moment was seen to pass
+	# unobserved, so they run after the parallel run, by themselves.
+	$(SWIFT) test $(SWIFT_FLAGS) --skip-build --filter '$(QUIET_E2E)'
 	$(SWIFT) test $(SWIFT_FLAGS) --skip-build --filter KernelLimitTests
 	$(MAKE) test-emulator
 
