@@ -83,7 +83,7 @@ let package = Package(
                     exclude: ["Scripts"]),
         .testTarget(name: "FerryStoreTests", dependencies: ["FerryStore", "FerryTestSupport"]),
         .testTarget(name: "FerryEngineTests", dependencies: ["FerryEngine", "FerryTestSupport"]),
-        .testTarget(name: "EndToEndTests", dependencies: ["FerryTestSupport", "FerryStore", "FerryAWS"]),
+        .testTarget(name: "EndToEndTests", dependencies: ["FerryTestSupport", "FerryStore", "FerryAWS", "CCrypto"]),
     ],
     swiftLanguageModes: [.v6]
 )

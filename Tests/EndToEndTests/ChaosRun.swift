@@ -83,18 +83,28 @@ final class ChaosFerry: @unchecked Sendable {
     private(set) var unexpectedExits: [String] = []
     private let startedAt: Date
 
-    init(configPath: String, environment: [String: String], logFolder: String, startedAt: Date) {
+    /// `--log-level`: debug for the chaos test; the soak runs at info, as a deployment would, since a
+    /// debug log of 100,000 files would be gigabytes.
+    let logLevel: String
+
+    init(configPath: String, environment: [String: String], logFolder: String, startedAt: Date, logLevel: String = "debug") {
         self.configPath = configPath
         self.environment = environment
         self.logFolder = logFolder
         self.startedAt = startedAt
+        self.logLevel = logLevel
+    }
+
+    /// The current process's id, while it runs (the soak reads its /proc entries).
+    var pid: Int32? {
+        lock.withLock { daemon.flatMap { $0.process.isRunning ? $0.process.processIdentifier : nil } }
     }
 
     private var elapsed: String { String(format: "%.1fs", Date().timeIntervalSince(startedAt)) }
 
     func start() throws {
         try lock.withLock {
-            daemon = try FerryDaemon(config: configPath, environment: environment, logPath: logPath(starts + 1), extraArguments: ["--log-level", "debug"])
+            daemon = try FerryDaemon(config: configPath, environment: environment, logPath: logPath(starts + 1), extraArguments: ["--log-level", logLevel])
             starts += 1
             down = false
         }
@@ -119,7 +129,7 @@ final class ChaosFerry: @unchecked Sendable {
                 : "status \(daemon.process.terminationStatus)"
             let text = "ferry exited on its own (\(how)) at \(elapsed); restarted"
             unexpectedExits.append(text)
-            self.daemon = try? FerryDaemon(config: configPath, environment: environment, logPath: logPath(starts + 1), extraArguments: ["--log-level", "debug"])
+            self.daemon = try? FerryDaemon(config: configPath, environment: environment, logPath: logPath(starts + 1), extraArguments: ["--log-level", logLevel])
             starts += 1
             return text
         }
