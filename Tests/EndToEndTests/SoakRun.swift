@@ -4,7 +4,9 @@ import FerryTestSupport
 /// The shape of a soak (issue #16, must show 7: "a compressed month"), from the environment so that one
 /// driver serves CI's short run and `make soak`'s long one (docs/benchmarks.md, "make soak").
 struct SoakPlan: Sendable, CustomStringConvertible {
-    var files = 3000
+    /// The defaults are the short run CI plays: 20 files a second, which a debug build sends with the
+    /// other end-to-end tests running beside it (about 30/s alone), so that each wave is sent before the next.
+    var files = 1200
     var waves = 6
     /// Seconds over which the waves are spread: wave i is dropped at i × duration / waves.
     var duration = 60.0
@@ -214,17 +216,10 @@ final class SoakRun: @unchecked Sendable {
         }
     }
 
-    /// `ferry status --json`: the unfinished files of every rule (waiting, staged, in flight, failed) and the
-    /// possible-duplicate counter.
+    /// `ferry status --json` over the rules in force.
     func ferryStatus() -> (pending: Int?, possibleDuplicates: Int?) {
-        // `ferry status` reads the rules file too, so it needs the lowered minimum retention as the daemon does.
-        let environment = ProcessInfo.processInfo.environment.merging(ferry.environment) { _, daemon in daemon }
-        guard let result = try? FerryBinary.run(["status", "--json", "--config", rulesPath], environment: environment),
-              let json = try? JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [String: Any] else { return (nil, nil) }
-        let rules = json["outbound"] as? [[String: Any]] ?? []
-        let pending = rules.isEmpty ? nil
-            : rules.reduce(0) { sum, r in ["waiting", "staged", "in_flight", "failed"].reduce(sum) { $0 + ((r[$1] as? Int) ?? 0) } }
-        return (pending, json["possible_duplicates"] as? Int)
+        ChaosObserve.ferryStatus(rulesPath: rulesPath, rules: ["soak-archive", "soak-delete", "soak-as2"] + (reloads >= 2 ? ["soak-late"] : []),
+                                 environment: ferry.environment)
     }
 
     /// Waits until the outboxes are empty and ferry has nothing pending (twice, a second apart), or until
@@ -315,8 +310,10 @@ final class SoakRun: @unchecked Sendable {
                 if !(await ferry.waitStarted(timeout: 30)) { notes.append("ferry start \(ferry.starts) did not log `ferry started` within 30 s") }
             }
             let next = waveStart.addingTimeInterval(Double(wave + 1) * plan.period)
-            // The last wave may take as long as the drain allows: its sample is the one compared.
-            let drained = await waitDrained(until: wave == plan.waves - 1 ? next.addingTimeInterval(plan.drainTimeout) : next)
+            // The two waves whose samples are compared may take as long as the drain allows (the next wave
+            // then comes late), so that both are measured with nothing queued: like with like.
+            let compared = wave == plan.firstComparedWave || wave == plan.waves - 1
+            let drained = await waitDrained(until: compared ? next.addingTimeInterval(plan.drainTimeout) : next)
             guard let pid = ferry.pid else { throw ChaosSetupError(message: "ferry is not running after wave \(wave); see \(ferry.logPath(ferry.starts))") }
             let sample = SoakSample(wave: wave, files: count, droppedAt: droppedAt, drainedAfter: drained ? Date().timeIntervalSince(waveStart) - droppedAt : nil,
                                     backlog: backlog(), pid: pid, lifetime: ferry.starts, rssKiB: Self.rssKiB(pid), fds: Self.openDescriptors(pid),
@@ -332,35 +329,19 @@ final class SoakRun: @unchecked Sendable {
         let status = ferryStatus()
         let stopStatus = await ferry.stop()
         let deliveries = (try? emulator.deliveries()) ?? []
-        let archived = ["a", "late"].flatMap { ChaosFS.regularFiles(under: outboxes[$0]! + "/.ferry/sent") }
-            .map { path in (path: path, sha256: FileManager.default.contents(atPath: path).map(SHA256.hex) ?? "") }
+        let archived = ChaosObserve.archived(under: ["a", "late"].map { outboxes[$0]! + "/.ferry/sent" })
         let requests = (try? emulator.requestLog()) ?? []
         faultsPlayed = Dictionary(grouping: requests.compactMap(\.fault), by: { $0 }).mapValues(\.count)
         requestCount = requests.count
-        let noWork = Set(requests.filter { request in
-            request.operation == "StartFileTransfer" && request.fault.map { !["throttle", "lost_answer", "late_504"].contains($0) } == true
-        }.flatMap { $0.paths ?? [] }.map(lastComponent))
         return ChaosObservation(
-            deliveries: deliveries, reported: reportedFiles(), log: ferry.logBytes, possibleDuplicates: status.possibleDuplicates,
+            deliveries: deliveries, reported: ChaosObserve.reportedFiles(in: Array(outboxes.values)), log: ferry.logBytes, possibleDuplicates: status.possibleDuplicates,
             pending: status.pending, drained: drained, stopStatus: stopStatus, producedSeconds: produced, totalSeconds: elapsed,
-            starts: ferry.starts, unexpectedExits: ferry.unexpectedExits, archived: archived, markersLeft: [], noWorkSubmissions: noWork,
+            starts: ferry.starts, unexpectedExits: ferry.unexpectedExits, archived: archived, markersLeft: [], noWorkSubmissions: ChaosObserve.noWorkSubmissions(requests),
             as2ConnectorID: emulator.as2ConnectorId)
     }
 
     private(set) var faultsPlayed: [String: Int] = [:]
     private(set) var requestCount = 0
-
-    /// sha256 of the files ferry reports quarantined or in doubt (with a `.reason` beside them).
-    func reportedFiles() -> Set<String> {
-        var shas: Set<String> = []
-        for folder in outboxes.values.flatMap({ [$0 + "/.ferry/failed", $0 + "/.ferry/in-doubt"] }) {
-            for path in ChaosFS.regularFiles(under: folder) where !path.hasSuffix(".reason") {
-                guard FileManager.default.fileExists(atPath: path + ".reason"), let data = FileManager.default.contents(atPath: path) else { continue }
-                shas.insert(SHA256.hex(data))
-            }
-        }
-        return shas
-    }
 
     static func describe(_ s: SoakSample) -> String {
         String(format: "soak wave %3d: %6d files dropped at %6.1f s, %@, ferry #%d pid %d: RSS %.1f MB, %d fds, journal %.2f MB, %d rows",
@@ -370,12 +351,7 @@ final class SoakRun: @unchecked Sendable {
 
     /// Stops the emulator; removes the run's folder unless `keep` (then the emulator's logs are copied in).
     func finish(keep: Bool) {
-        if keep {
-            for (source, name) in [(emulator.deliveriesPath, "deliveries.jsonl"), (emulator.requestLogPath, "requests.jsonl"),
-                                   (emulator.stderrLogPath, "emulator.stderr.log")] {
-                try? FileManager.default.copyItem(atPath: source, toPath: root + "/" + name)
-            }
-        }
+        if keep { ChaosObserve.keepLogs(of: emulator, in: root) }
         emulator.stop()
         if !keep { try? FileManager.default.removeItem(atPath: root) }
     }
