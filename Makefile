@@ -104,6 +104,15 @@ bench-connector:
 	$(SWIFT) build $(RELEASE_FLAGS) --product ferry $(SWIFT_FLAGS)
 	bench/connector/run --ferry .build/release/ferry $(BENCH_ARGS)
 
+# bench/journal: a synthetic journal of 1,000,000 finished rows: `ferry status`, `ferry history --since 1d`,
+# one pruning pass (longest lock hold), and the pipeline's journal writes alone and beside status queries
+# and pruning; the sqlite3 CLI is the peer. BENCH_ARGS passes options (e.g. --rows 200000 --keep DIR).
+.PHONY: bench-journal
+bench-journal:
+	$(SWIFT) build $(RELEASE_FLAGS) --product ferry $(SWIFT_FLAGS)
+	$(SWIFT) build $(RELEASE_FLAGS) --product ferry-journal-bench $(SWIFT_FLAGS)
+	$(PYTHON) bench/journal/run.py --binary .build/release/ferry --writer .build/release/ferry-journal-bench $(BENCH_ARGS)
+
 # The adversarial test (docs/chaos.md): a deployment's bad day against the real ferry and the emulator,
 # checked by an oracle. `make chaos` plays the CI seeds; `make chaos SEEDS=20` plays 20 seeds from
 # CHAOS_SEED_BASE (default: from the clock, printed); `make chaos CHAOS_SEED=1234` replays one seed.

@@ -44,7 +44,7 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ]),
         .target(name: "FerryEngine", dependencies: [
-            "CFerrySys", "FerryConfig", "FerryWatch", "FerryAWS", "FerryStore",
+            "CFerrySys", "FerryConfig", "FerryGlob", "FerryWatch", "FerryAWS", "FerryStore",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ]),
@@ -52,6 +52,7 @@ let package = Package(
             "CFerryStart", "FerryEngine", "FerryConfig",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ]),
 
         // bench/watch: FolderWatcher over a big tree, measured against inotifywait by bench/watch/run.py.
@@ -72,18 +73,25 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ], path: "bench/upload/Sources"),
 
+        // bench/journal: the pipeline's journal writes, timed while status queries or pruning share the journal (bench/journal/run.py).
+        .executableTarget(name: "ferry-journal-bench", dependencies: [
+            "FerryStore", "FerryEngine", "FerryConfig",
+            .product(name: "Logging", package: "swift-log"),
+        ], path: "bench/journal/Sources"),
+
         // Shared by the test targets: starting the emulator and sshd, temp folders, running the binary.
         .target(name: "FerryTestSupport", path: "Tests/FerryTestSupport"),
 
         .testTarget(name: "FerryConfigTests", dependencies: ["FerryConfig", "FerryTestSupport"],
                     resources: [.copy("Fixtures")]),
         .testTarget(name: "FerryGlobTests", dependencies: ["FerryGlob"]),
-        .testTarget(name: "FerryWatchTests", dependencies: ["FerryWatch", "FerryTestSupport"]),
-        .testTarget(name: "FerryAWSTests", dependencies: ["FerryAWS", "CCrypto", "FerryTestSupport"],
+        .testTarget(name: "FerryWatchTests", dependencies: ["FerryWatch", "FerryGlob", "FerryTestSupport", .product(name: "Logging", package: "swift-log")]),
+        .testTarget(name: "FerryAWSTests", dependencies: ["FerryAWS", "CCrypto", "FerryTestSupport", .product(name: "Logging", package: "swift-log")],
                     exclude: ["Scripts"]),
-        .testTarget(name: "FerryStoreTests", dependencies: ["FerryStore", "FerryTestSupport"]),
-        .testTarget(name: "FerryEngineTests", dependencies: ["FerryEngine", "FerryTestSupport"]),
-        .testTarget(name: "EndToEndTests", dependencies: ["FerryTestSupport", "FerryStore", "FerryAWS", "CCrypto"]),
+        .testTarget(name: "FerryStoreTests", dependencies: ["FerryStore", "FerryTestSupport", .product(name: "Logging", package: "swift-log")]),
+        .testTarget(name: "FerryEngineTests", dependencies: ["FerryEngine", "FerryAWS", "FerryConfig", "FerryGlob", "FerryStore", "FerryTestSupport",
+                                                            .product(name: "Logging", package: "swift-log")]),
+        .testTarget(name: "EndToEndTests", dependencies: ["FerryTestSupport", "FerryStore", "FerryAWS", "CCrypto", .product(name: "Logging", package: "swift-log")]),
     ],
     swiftLanguageModes: [.v6]
 )

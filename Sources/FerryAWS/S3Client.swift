@@ -3,6 +3,10 @@ import Foundation
 /// Result of an upload.
 public struct PutObjectResult: Sendable, Equatable {
     public var eTag: String
+    /// The CRC-32C S3 checked and keeps with the object (`x-amz-checksum-crc32c`, base64): the whole
+    /// file's for a single PUT; for a multipart upload S3's composite form, the CRC-32C of the parts'
+    /// CRC-32Cs followed by `-<parts>`, which is what `head-object --checksum-mode ENABLED` shows.
+    public var checksumCRC32C: String
     public var versionId: String?
     /// 0 for a single PUT, else the number of parts.
     public var parts: Int
@@ -152,7 +156,8 @@ public struct S3Client: Sendable {
             service: "s3", operation: "PutObject", method: "PUT", bucket: bucket, path: Self.keyPath(key),
             headers: [("x-amz-checksum-crc32c", crc), ("Content-Type", contentType)] + conditions,
             body: body, payloadHash: sha))
-        return PutObjectResult(eTag: response.header("etag") ?? "", versionId: response.header("x-amz-version-id"), parts: 0, size: size)
+        return PutObjectResult(eTag: response.header("etag") ?? "", checksumCRC32C: crc, versionId: response.header("x-amz-version-id"),
+                               parts: 0, size: size)
     }
 
     private func multipartUpload(bucket: String, key: String, fd: Int32, size: Int64, path: String,
@@ -201,8 +206,10 @@ public struct S3Client: Sendable {
                 query: [("uploadId", uploadId)], headers: [("Content-Type", "application/xml")] + conditions,
                 body: .bytes(body), payloadHash: Crypto.hex(Crypto.sha256(body))))
             let root = XMLElement.parse(done.body)
-            return PutObjectResult(eTag: root?.string("ETag") ?? done.header("etag") ?? "", versionId: done.header("x-amz-version-id"),
-                                   parts: count, size: size)
+            let partCRCs = checksums.flatMap { Array(Data(base64Encoded: $0) ?? Data()) }
+            let composite = root?.string("ChecksumCRC32C") ?? (Crypto.crc32cBase64(Crypto.crc32c(partCRCs)) + "-\(count)")
+            return PutObjectResult(eTag: root?.string("ETag") ?? done.header("etag") ?? "", checksumCRC32C: composite,
+                                   versionId: done.header("x-amz-version-id"), parts: count, size: size)
         } catch {
             // Parts already stored cost money until aborted; the original error is what the caller needs.
             _ = try? await client.send(AWSOperationRequest(service: "s3", operation: "AbortMultipartUpload", method: "DELETE",

@@ -75,7 +75,23 @@ struct TrackedBatch: Sendable {
     /// changed the connector's id.
     var connectorID: String
     var transferID: String
+    /// The files whose outcome is still to be learned (fewer than were sent once a look found some done).
     var fileIDs: [Int64]
+    /// Every file sent in the transfer: ListFileTransferResults keeps listing those already recorded.
+    let sentFileIDs: [Int64]
+
+    init(id: Int64, rule: String, connector: String, connectorID: String, transferID: String, fileIDs: [Int64],
+         submittedAt: Date, backoff: Duration) {
+        self.id = id
+        self.rule = rule
+        self.connector = connector
+        self.connectorID = connectorID
+        self.transferID = transferID
+        self.fileIDs = fileIDs
+        sentFileIDs = fileIDs
+        self.submittedAt = submittedAt
+        self.backoff = backoff
+    }
     /// When StartFileTransfer was called: AWS keeps results for 7 days, after which the outcome is lost.
     var submittedAt: Date
     /// The wait before the next look: 1 s doubling up to 30 s while files are QUEUED or IN_PROGRESS.

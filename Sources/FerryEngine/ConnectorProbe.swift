@@ -1,3 +1,4 @@
+import Logging
 import FerryAWS
 import FerryConfig
 import Foundation
@@ -37,6 +38,17 @@ public struct DoctorCheck: Codable, Sendable, Equatable {
 /// The connector checks `ferry doctor` and `ferry test-connection` share: DescribeConnector (status,
 /// type, egress) and TestConnection (the partner reached, its host key).
 public enum ConnectorProbe {
+    /// `ferry test-connection`: DescribeConnector then TestConnection for one connector of the rules,
+    /// through a client of its own (the command line reaches AWS only through the engine).
+    public static func testConnection(_ connector: Connector, logger: Logger) async throws -> [DoctorCheck] {
+        let client = try AWSClient(configuration: Daemon.configuration(connector.aws), logger: logger)
+        defer { client.shutdown() }
+        let transfer = TransferClient(client: client)
+        // DescribeConnector first: a PENDING, ERRORED or wrongly typed connector explains a failed test
+        // better than the test itself, and the egress addresses are what a partner allow-lists.
+        return [await describe(connector, transfer: transfer), await testConnection(connector, transfer: transfer)]
+    }
+
     /// DescribeConnector: fail when the connector is PENDING, ERRORED or of another type than the rules
     /// say (work would be held); warn when it cannot be described (sending works without it).
     public static func describe(_ connector: Connector, transfer: TransferClient) async -> DoctorCheck {

@@ -69,7 +69,7 @@ public final class Daemon: Service, Sendable {
             // Where sent files are archived or deleted, a sent version found again was put back: send it again.
             let keepsSent = current.withLock { $0.outbound.first { $0.name == rule }?.afterSend == .keep }
             return (try? journal.isKnown(path: path, device: version.device, inode: version.inode, size: version.size,
-                                         mtimeNanoseconds: version.mtimeNanoseconds, disposedCounts: keepsSent)) ?? false
+                                         mtimeNanoseconds: version.mtimeNanoseconds, doneCounts: keepsSent)) ?? false
         }
         outbound = OutboundPipeline(rules: rules.outbound, connectors: contexts, journal: journal, watcher: watcher,
                                     metrics: metrics, logger: logger, health: health, alerts: alerts)
@@ -180,7 +180,7 @@ public final class Daemon: Service, Sendable {
         for states in counts.values {
             waiting += (states[.detected] ?? 0) + (states[.staged] ?? 0) + (states[.failed] ?? 0)
             inFlight += (states[.submitting] ?? 0) + (states[.submitted] ?? 0) + (states[.completed] ?? 0)
-            sent += states[.disposed] ?? 0
+            sent += states[.done] ?? 0
             quarantined += states[.quarantined] ?? 0
         }
         let rules = currentRules.withLock { $0 }

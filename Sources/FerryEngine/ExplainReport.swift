@@ -311,6 +311,19 @@ public struct ExplainReport: Codable, Sendable, Equatable {
         return lines.joined(separator: "\n")
     }
 
+    private enum CodingKeys: String, CodingKey { case path, rule, verdict, reasons, journal }
+
+    /// Absent values are `null`, never left out, and `journal` has every key `ferry history --json`
+    /// gives the same record: a script can rely on each key being there.
+    public func encode(to encoder: Encoder) throws {
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encode(path, forKey: .path)
+        try container.encode(rule, forKey: .rule)
+        try container.encode(verdict, forKey: .verdict)
+        try container.encode(reasons, forKey: .reasons)
+        try container.encode(journal.map(NullEncoding.init), forKey: .journal)
+    }
+
     /// JSON with snake_case keys and ISO 8601 dates, for scripts.
     public func json() throws -> String {
         let encoder = JSONEncoder()

@@ -91,7 +91,7 @@ public struct HistoryReport: Codable, Sendable, Equatable {
 
     /// The states `--state` accepts: outbound and inbound state names; `done` is either direction's end.
     public static var stateNames: [String] {
-        var names = ["done"] + OutboundState.allCases.filter { $0 != .disposed }.map(\.rawValue)
+        var names = ["done"] + OutboundState.allCases.filter { $0 != .done }.map(\.rawValue)
         names += InboundState.allCases.map(\.rawValue).filter { !names.contains($0) }
         return names
     }
@@ -102,16 +102,12 @@ public struct HistoryReport: Codable, Sendable, Equatable {
         for raw in states {
             let name = raw.lowercased().replacingOccurrences(of: "-", with: "_")
             var matched = false
-            if name == "done" {
-                filter.outboundStates.append(.disposed)
-                filter.inboundStates.append(.done)
-                matched = true
-            }
-            if let state = OutboundState(rawValue: name), state != .disposed {
+            // `disposed`: what journals before schema 5 called the outbound `done`, for scripts written then.
+            if let state = OutboundState(rawValue: name == "disposed" ? "done" : name) {
                 filter.outboundStates.append(state)
                 matched = true
             }
-            if let state = InboundState(rawValue: name), state != .done {
+            if let state = InboundState(rawValue: name) {
                 filter.inboundStates.append(state)
                 matched = true
             }
@@ -144,7 +140,7 @@ public struct HistoryReport: Codable, Sendable, Equatable {
         let afterSend = Dictionary(rules.outbound.map { ($0.name, $0.afterSend) }, uniquingKeysWith: { first, _ in first })
         let afterRetrieve = Dictionary(rules.inbound.map { ($0.name, $0.afterRetrieve) }, uniquingKeysWith: { first, _ in first })
         let outbound = try journal.outboundHistory(filter).map { entry in
-            let done = entry.state == .disposed
+            let done = entry.state == .done
             let configured: String? = switch afterSend[entry.rule] {
             case .archive: "archived"
             case .delete: "deleted"
@@ -285,7 +281,8 @@ private struct JSONShape: Encodable {
 }
 
 /// Encodes a value through Mirror so that nil properties become `null` under their (snake_cased) key.
-private struct NullEncoding<Value: Encodable>: Encodable {
+/// Shared with `ExplainReport`, whose `journal` is the same record and must have the same keys.
+struct NullEncoding<Value: Encodable>: Encodable {
     let value: Value
     init(_ value: Value) { self.value = value }
 

@@ -104,14 +104,14 @@ public struct JournalPruner: Sendable {
             report.batches += step.batches
         }
 
-        for state in [OutboundState.disposed, .dropped, .retried] {
+        for state in [OutboundState.done, .dropped, .retried] {
             var cursor = PruneCursor.start
             while true {
                 try Task.checkCancellation()
                 let candidates = try journal.outboundPruneCandidates(state: state, finishedBefore: cutoff, after: cursor, limit: batchSize)
                 guard let last = candidates.last else { break }
                 cursor = PruneCursor(finishedAt: last.finishedAt, id: last.id)
-                let doomed = candidates.filter { state != .disposed || !Self.versionExists($0) }
+                let doomed = candidates.filter { state != .done || !Self.versionExists($0) }
                 report.outboundKept += candidates.count - doomed.count
                 let step = try journal.pruneOutbound(doomed.map(\.id), finishedBefore: cutoff)
                 note(step)

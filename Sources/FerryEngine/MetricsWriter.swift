@@ -41,7 +41,7 @@ func refreshQueueGauges(metrics: Metrics, journal: Journal, now: Date = Date()) 
     guard let counts = try? journal.outboundCounts(), let oldest = try? journal.oldestWaiting() else { return }
     metrics.clear("ferry_queue_files")
     for (rule, states) in counts {
-        for state in OutboundState.allCases where ![.disposed, .dropped, .retried].contains(state) {
+        for state in OutboundState.allCases where ![.done, .dropped, .retried].contains(state) {
             metrics.set("ferry_queue_files", ["rule": rule, "state": state.rawValue], to: Double(states[state] ?? 0),
                         help: "Outbound files per journal state.")
         }

@@ -362,9 +362,10 @@ public final class OutboundPipeline: Sendable {
             }
             // Written with the batch that sends it, or within 200 ms (flushStagedLoop), in one transaction
             // for many uploads; a crash before that costs this upload again, nothing else.
-            if journal.markStagedSoon(Journal.StagedCopy(id: file.id, bucket: staging.bucket, key: key, checksum: result.eTag)) {
+            if journal.markStagedSoon(Journal.StagedCopy(id: file.id, bucket: staging.bucket, key: key, checksum: result.checksumCRC32C)) {
                 await stagedFlush.push(())
             }
+            health?.clear("staging:\(staging.bucket)")
             metrics.increment("ferry_bytes_uploaded_total", ["rule": file.rule], by: Double(file.size), help: "Bytes uploaded to S3 staging.")
             var staged = file
             staged.state = .staged
@@ -373,6 +374,11 @@ public final class OutboundPipeline: Sendable {
             return .staged(staged)
         } catch {
             logger.warning("upload to staging failed; will retry", metadata: metadata.merging(["error": "\(error)"]) { $1 })
+            // Every upload fails alike when the bucket refuses the credentials (or is gone): the files
+            // wait, spending no attempt, and status says why until an upload goes through.
+            if let aws = error as? AWSError, aws.isAccessProblem || aws.code == "NoSuchBucket" {
+                health?.set("staging:\(staging.bucket)", "uploads to s3://\(staging.bucket)/ fail (\(aws.code): \(aws.message)); files wait, none is quarantined for it — check the credentials and the bucket's and IAM policy's s3:PutObject")
+            }
             metrics.increment("ferry_upload_errors_total", ["rule": file.rule], help: "Uploads to S3 staging that failed after the client's retries.")
             return .retry(.seconds(10))
         }
@@ -473,6 +479,7 @@ public final class OutboundPipeline: Sendable {
                                                                           sendFilePaths: paths,
                                                                           remoteDirectoryPath: pending.remoteDirectory)
             try journal.markSubmitted(batch: batchID, transferID: transferID)
+            health?.clear("access:\(pending.connector)")
             logger.info("batch submitted", metadata: metadata.merging(["transfer.id": "\(transferID)"]) { $1 })
             await tracker.submitted(TrackedBatch(id: batchID, rule: pending.rule, connector: pending.connector, connectorID: connectorID,
                                                  transferID: transferID, fileIDs: pending.files.map(\.id), submittedAt: Date(),
@@ -489,8 +496,18 @@ public final class OutboundPipeline: Sendable {
                 let files = (try? journal.abandonBatch(batchID, retryAfter: Date(timeIntervalSinceNow: seconds(wait)), error: "\(error)")) ?? pending.files
                 await context.inFlight.signal()
                 requeueLater(files, after: wait)
+            case .denied:
+                // The credentials may not call StartFileTransfer (now): held without spending an attempt,
+                // status degraded until a call goes through, as for a PENDING connector.
+                let message = aws.map { "\($0.code): \($0.message)" } ?? "\(error)"
+                logger.warning("StartFileTransfer denied: the batch is held, no attempt spent", metadata: metadata.merging(["error": "\(error)"]) { $1 })
+                health?.set("access:\(pending.connector)", "connector \(pending.connector): StartFileTransfer is denied (\(message)); files are held, not quarantined, and sent once the credentials or their policy allow it")
+                let wait = Self.deniedRetry
+                let files = (try? journal.abandonBatch(batchID, retryAfter: Date(timeIntervalSinceNow: seconds(wait)), error: message)) ?? pending.files
+                await context.inFlight.signal()
+                requeueLater(files, after: wait)
             case .refused:
-                // AWS answered with a refusal (access, validation): not started. It counts toward `retries`.
+                // AWS refused the batch itself (validation, unknown connector): not started. It counts toward `retries`.
                 logger.warning("StartFileTransfer refused", metadata: metadata.merging(["error": "\(error)"]) { $1 })
                 let message = aws.map { "\($0.code): \($0.message)" } ?? "\(error)"
                 let files: [OutboundFile]
@@ -619,6 +636,9 @@ public final class OutboundPipeline: Sendable {
         }
     }
 
+    /// How long a batch whose StartFileTransfer was denied waits before it is tried again.
+    static let deniedRetry: Duration = .seconds(15)
+
     /// AWS keeps ListFileTransferResults for 7 days; a transfer older than that can no longer be learned.
     static let resultHorizon: TimeInterval = 7 * 86_400
 
@@ -642,14 +662,19 @@ public final class OutboundPipeline: Sendable {
             return
         }
         var files: [Int64: OutboundFile] = [:]
+        // Results are matched against every file of the transfer: those recorded at an earlier look are
+        // still listed, and are theirs, not "paths ferry did not send".
+        var sent: [OutboundFile] = []
         do {
-            for file in try journal.outboundFiles(ids: batch.fileIDs) where file.state == .submitted { files[file.id] = file }
+            sent = try journal.outboundFiles(ids: batch.sentFileIDs)
+            let open = Set(batch.fileIDs)
+            for file in sent where file.state == .submitted && open.contains(file.id) { files[file.id] = file }
         } catch {
             logger.error("cannot read the batch's files from the journal; will ask again", metadata: metadata.merging(["error": "\(error)"]) { $1 })
             await tracker.add(batch.backedOff(), due: .now + batch.backedOff().backoff)
             return
         }
-        let matcher = ResultMatcher(files: Array(files.values))
+        let matcher = ResultMatcher(files: sent)
         var outcomes: [Int64: FileOutcome] = [:]
         var unmatched: [FileTransferResult] = []
         for result in results {
@@ -657,6 +682,8 @@ public final class OutboundPipeline: Sendable {
                 unmatched.append(result)
                 continue
             }
+            // Recorded at an earlier look (or no longer waiting for this transfer): nothing to learn.
+            guard files[id] != nil else { continue }
             switch result.statusCode {
             case .completed: outcomes[id] = .completed
             case .failed: outcomes[id] = .failed(code: result.failureCode ?? "FAILED", message: result.failureMessage ?? "no message from AWS")
@@ -673,7 +700,7 @@ public final class OutboundPipeline: Sendable {
         // Every result is final, yet some files have none: AWS will not say more about them.
         let everyResultFinal = results.allSatisfy { $0.statusCode == .completed || $0.statusCode == .failed }
         let waiting = files.keys.filter { outcomes[$0] == nil }
-        if !results.isEmpty, everyResultFinal, !waiting.isEmpty, !unmatched.isEmpty || results.count >= batch.fileIDs.count {
+        if !results.isEmpty, everyResultFinal, !waiting.isEmpty, !unmatched.isEmpty || results.count >= batch.sentFileIDs.count {
             for id in waiting.sorted() {
                 if let file = files[id] {
                     await quarantineUnknownOutcome(file, why: "transfer \(batch.transferID) finished without a result naming this file")
@@ -682,12 +709,12 @@ public final class OutboundPipeline: Sendable {
             }
         }
         // after_send first, then one transaction records every outcome (completed files whose after_send
-        // is done go straight to disposed). A crash in between tracks the batch again; after_send then
+        // is done go straight to done). A crash in between tracks the batch again; after_send then
         // finds each file already handled.
         let completedFiles = outcomes.compactMap { id, outcome in outcome == .completed ? files[id] : nil }.sorted { $0.id < $1.id }
         let disposed = await performAfterSend(completedFiles)
         do {
-            try journal.recordOutcomes(batch: batch.id, outcomes, disposed: Set(disposed.map(\.id)))
+            try journal.recordOutcomes(batch: batch.id, outcomes, done: Set(disposed.map(\.id)))
         } catch {
             logger.error("cannot journal transfer results; will ask again", metadata: metadata.merging(["error": "\(error)"]) { $1 })
             await tracker.add(batch.backedOff(), due: .now + batch.backedOff().backoff)
@@ -762,7 +789,7 @@ public final class OutboundPipeline: Sendable {
     private func dispose(_ files: [OutboundFile], attempt: Int = 0) async {
         let done = await performAfterSend(files, attempt: attempt)
         do {
-            try journal.markDisposed(done.map(\.id))
+            try journal.markDone(done.map(\.id))
         } catch {
             logger.error("cannot journal after_send; it is done again (harmlessly) on the next start", metadata: ["error": "\(error)"])
         }

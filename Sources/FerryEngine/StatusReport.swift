@@ -13,7 +13,7 @@ public struct StatusReport: Codable, Sendable, Equatable {
         public var staged: Int
         /// Submitted to AWS and not finished.
         public var inFlight: Int
-        /// Sent and disposed in the last 24 hours.
+        /// Sent and done (after_send included) in the last 24 hours.
         public var completed24h: Int
         /// Failed and waiting for their retry.
         public var failed: Int

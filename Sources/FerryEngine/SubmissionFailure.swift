@@ -8,7 +8,12 @@ enum SubmissionFailure: Equatable {
     /// Not started: the service asked us to slow down, or could not be reached at all (connection
     /// refused, DNS, TLS). Resend after the wait, spending no attempt.
     case throttled(Duration)
-    /// Not started: the service refused the call (access, validation). Counts toward `retries`.
+    /// Not started: the credentials were refused or do not allow the call (expired or unknown keys, a
+    /// policy that denies it). The connector's problem, not the batch's: every batch would fail alike,
+    /// and spending their `retries` would quarantine every file for it. Held, like a PENDING connector.
+    case denied
+    /// Not started: the service refused the call for the batch itself (validation, a connector it does
+    /// not know). Counts toward `retries`.
     case refused
     /// Maybe started: no answer, a timeout, a 5xx, or an answer we could not read.
     case inDoubt
@@ -24,10 +29,25 @@ enum SubmissionFailure: Equatable {
             self = .throttled(.milliseconds(Int((error.retryAfterSeconds ?? 10) * 1000)))
         } else if error.httpStatus == nil {
             self = .throttled(.seconds(10))  // unreachable: the file is not at fault
+        } else if error.isAccessProblem {
+            self = .denied
         } else {
             self = .refused
         }
     }
+}
+
+extension AWSError {
+    /// AWS's answers meaning "these credentials may not do this", whatever is asked: unknown, expired or
+    /// badly signed keys, and a policy denying the action. Not about the file or the batch at hand.
+    static let accessProblemCodes: Set<String> = [
+        "AccessDenied", "AccessDeniedException", "ExpiredToken", "ExpiredTokenException", "InvalidAccessKeyId",
+        "InvalidClientTokenId", "UnrecognizedClientException", "InvalidSignatureException", "SignatureDoesNotMatch",
+        "MissingAuthenticationTokenException", "IncompleteSignatureException", "AuthFailure", "RequestExpired",
+    ]
+
+    /// The credentials could not be had, or AWS refused them or what they may do.
+    var isAccessProblem: Bool { kind == .credentials || Self.accessProblemCodes.contains(code) }
 }
 
 /// Matches ListFileTransferResults entries to the files of one transfer. AWS documents `FilePath` as

@@ -118,7 +118,7 @@ extension Journal {
     public func outboundHistory(_ filter: HistoryFilter) throws -> [OutboundHistoryEntry] {
         if filter.outboundStates.isEmpty && !filter.inboundStates.isEmpty { return [] }
         let states = filter.outboundStates.isEmpty ? OutboundState.allCases : filter.outboundStates
-        let finished: Set<OutboundState> = [.disposed, .dropped, .retried]
+        let finished: Set<OutboundState> = [.done, .dropped, .retried]
         var entries: [OutboundHistoryEntry] = []
         for state in states {
             var (conditions, values) = Self.windowConditions(filter, column: "f.", state: state.rawValue,

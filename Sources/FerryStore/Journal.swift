@@ -13,8 +13,8 @@ public enum OutboundState: String, Sendable, CaseIterable {
     case submitted
     /// The partner has it; after_send not yet done.
     case completed
-    /// after_send done: the end of a successful journey.
-    case disposed
+    /// after_send done: the end of a successful journey. (Journals before schema 5 called it `disposed`.)
+    case done
     /// The last transfer failed; waiting for its retry.
     case failed
     /// Out of retries, or its outcome can no longer be learned; moved to `.ferry/failed/` with a reason file.
@@ -144,7 +144,7 @@ public enum FileOutcome: Sendable, Equatable {
 /// alone would be safe with NORMAL; a power cut would not.
 ///
 /// Changes that are safe to lose in a power cut commit without waiting for the disk (`durable: false`,
-/// NORMAL for that commit): detected, staged, completed, failed, disposed, dropped, quarantined and
+/// NORMAL for that commit): detected, staged, completed, failed, done, dropped, quarantined and
 /// requeued. Losing one puts the file back in its previous state, and the pipeline repeats the step
 /// harmlessly: a detected file is found again by the start-up scan, a staged one is uploaded again to
 /// the same key, a completed batch is tracked again by its TransferId and its after_send finds the file
@@ -165,7 +165,7 @@ public final class Journal: @unchecked Sendable {
     private let now: @Sendable () -> Date
 
     /// The schema this build writes; older journals are migrated forward on open.
-    public static let schemaVersion = 4
+    public static let schemaVersion = 5
 
     /// Opens (creating if needed) the journal in `directory`, checks its integrity and migrates it.
     public init(directory: String, logger: Logger, now: @escaping @Sendable () -> Date = { Date() }) throws {
@@ -305,7 +305,7 @@ public final class Journal: @unchecked Sendable {
         // them); per-state counts are kept by triggers so that status costs the same on a year of history
         // as on a day; the history's times and after_send result get columns of their own.
         [
-            "CREATE INDEX outbound_files_finished ON outbound_files(state, updated_at) WHERE state IN \(finishedOutboundSQL)",
+            "CREATE INDEX outbound_files_finished ON outbound_files(state, updated_at) WHERE state IN ('disposed', 'dropped', 'retried')",
             "CREATE INDEX inbound_files_finished ON inbound_files(state, updated_at) WHERE state IN \(finishedInboundSQL)",
             // Pruning a file asks whether its batch still has files; history joins a file to its batch.
             "CREATE INDEX outbound_files_batch ON outbound_files(batch_id) WHERE batch_id IS NOT NULL",
@@ -346,11 +346,19 @@ public final class Journal: @unchecked Sendable {
             WHERE modified <> '' AND modified NOT GLOB '*[^0-9.]*' AND CAST(modified AS REAL) > 0
             """,
         ],
+        // 5: the outbound end state is called `done`, as DESIGN.md and the inbound direction call it (it
+        // was `disposed`). The partial index of finished rows names the states, so it is made again; the
+        // count triggers move each row's count from one state to the other.
+        [
+            "DROP INDEX outbound_files_finished",
+            "UPDATE outbound_files SET state = 'done' WHERE state = 'disposed'",
+            "CREATE INDEX outbound_files_finished ON outbound_files(state, updated_at) WHERE state IN ('done', 'dropped', 'retried')",
+        ],
     ]
 
     /// The outbound states whose rows retention prunes, as an SQL list; written literally in queries so
     /// SQLite sees they match the partial index `outbound_files_finished`.
-    static let finishedOutboundSQL = "('disposed', 'dropped', 'retried')"
+    static let finishedOutboundSQL = "('done', 'dropped', 'retried')"
     /// The inbound states whose rows retention prunes.
     static let finishedInboundSQL = "('done')"
 
@@ -434,7 +442,7 @@ public final class Journal: @unchecked Sendable {
                     """)
                 let retire = try connection.statement("""
                     UPDATE outbound_files SET state = 'retried', updated_at = ? WHERE rule = ? AND path = ? AND device = ? AND inode = ?
-                    AND size = ? AND mtime_ns = ? AND state = 'disposed'
+                    AND size = ? AND mtime_ns = ? AND state = 'done'
                     """)
                 var inserted: [OutboundFile] = []
                 let time = timestamp
@@ -466,19 +474,19 @@ public final class Journal: @unchecked Sendable {
 
     /// Whether this exact version of the file (path, device, inode, size, mtime) is already journaled, by
     /// any rule: a file's identity does not include the rule's name, so renaming or reordering rules sends
-    /// nothing again. Dropped and retried rows are history. A `done` (disposed) row counts only when
-    /// `disposedCounts` is true — the rule keeps sent files in place (`after_send: keep`); where sent files
+    /// nothing again. Dropped and retried rows are history. A `done` row counts only when
+    /// `doneCounts` is true — the rule keeps sent files in place (`after_send: keep`); where sent files
     /// are archived or deleted, the same version appearing again was put back by someone (e.g. moved back
     /// from the archive) and is a new arrival.
     public func isKnown(path: String, device: UInt64, inode: UInt64, size: Int64, mtimeNanoseconds: Int64,
-                        disposedCounts: Bool = true) throws -> Bool {
+                        doneCounts: Bool = true) throws -> Bool {
         try locked {
             try connection.statement("""
                 SELECT count(*) FROM outbound_files WHERE path = ? AND inode = ? AND device = ?
                 AND size = ? AND mtime_ns = ? AND state NOT IN ('dropped', 'retried')
-                AND (? OR state != 'disposed')
+                AND (? OR state != 'done')
                 """).query([.text(path), .integer(Int64(bitPattern: inode)), .integer(Int64(bitPattern: device)),
-                            .integer(size), .integer(mtimeNanoseconds), .integer(disposedCounts ? 1 : 0)]) { $0.int(0) }.first ?? 0 > 0
+                            .integer(size), .integer(mtimeNanoseconds), .integer(doneCounts ? 1 : 0)]) { $0.int(0) }.first ?? 0 > 0
         }
     }
 
@@ -557,8 +565,8 @@ public final class Journal: @unchecked Sendable {
     }
 
     /// Records after_send as done.
-    public func markDisposed(_ ids: [Int64]) throws {
-        try setState(ids, .disposed, error: nil)
+    public func markDone(_ ids: [Int64]) throws {
+        try setState(ids, .done, error: nil)
     }
 
     /// What after_send did with one sent file, for `ferry history`.
@@ -892,10 +900,10 @@ public final class Journal: @unchecked Sendable {
     /// Records the final outcome of files of a tracked batch in one transaction; failed files get one
     /// more attempt counted. The batch is finished once none of its files is still `submitted`.
     ///
-    /// Completed files in `disposed` (their after_send already done) go straight to `disposed`: one
+    /// Completed files in `done` (their after_send already done) go straight to `done`: one
     /// transaction per look at a transfer instead of two. Should it be lost, the batch is tracked again
     /// and after_send finds each file already handled.
-    public func recordOutcomes(batch batchID: Int64, _ outcomes: [Int64: FileOutcome], disposed: Set<Int64> = []) throws {
+    public func recordOutcomes(batch batchID: Int64, _ outcomes: [Int64: FileOutcome], done: Set<Int64> = []) throws {
         guard !outcomes.isEmpty else { return }
         try locked {
             try connection.transaction(durable: false) {
@@ -908,7 +916,7 @@ public final class Journal: @unchecked Sendable {
                 for (id, outcome) in outcomes {
                     switch outcome {
                     case .completed:
-                        let state: OutboundState = disposed.contains(id) ? .disposed : .completed
+                        let state: OutboundState = done.contains(id) ? .done : .completed
                         try completed.run([.text(state.rawValue), .real(time), .real(time), .integer(id)])
                     case .failed(let code, let message): try failed.run([.text("\(code): \(message)"), .real(time), .integer(id)])
                     }
@@ -1001,9 +1009,9 @@ public final class Journal: @unchecked Sendable {
         }
     }
 
-    /// Per rule, files disposed since `since`.
+    /// Per rule, files done since `since`.
     public func outboundCompleted(since: Date) throws -> [String: Int] {
-        try countsReaching(OutboundState.disposed.rawValue, in: "outbound_files", since: since)
+        try countsReaching(OutboundState.done.rawValue, in: "outbound_files", since: since)
     }
 
     /// Per rule, the oldest file not yet completed, with when it was detected.

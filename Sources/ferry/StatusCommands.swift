@@ -1,5 +1,4 @@
 import ArgumentParser
-import FerryAWS
 import FerryConfig
 import FerryEngine
 import Foundation
@@ -71,13 +70,8 @@ struct TestConnectionCommand: AsyncParsableCommand {
         guard let target = rules.connector(named: connector) else {
             throw ValidationError("no connector named '\(connector)' in \(options.configPath); defined: \(rules.connectors.map(\.name).joined(separator: ", "))")
         }
-        let client = try AWSClient(configuration: Daemon.configuration(target.aws), logger: logger)
-        defer { client.shutdown() }
-        let transfer = TransferClient(client: client)
-        // DescribeConnector first: a PENDING, ERRORED or wrongly typed connector explains a failed test
-        // better than the test itself, and the egress addresses are what a partner allow-lists.
         // `ferry doctor` makes the same two checks.
-        let checks = [await ConnectorProbe.describe(target, transfer: transfer), await ConnectorProbe.testConnection(target, transfer: transfer)]
+        let checks = try await ConnectorProbe.testConnection(target, logger: logger)
         for check in checks { print(check.text) }
         if checks.contains(where: { $0.level == .fail }) { throw ExitCode(1) }
     }

@@ -86,12 +86,12 @@ struct HistoryCommandTests {
         try journal.recordPossibleDuplicates(sent.map(\.id))
         try journal.recordOutcomes(batch: sentBatch, [sent[0].id: .completed])
         try journal.recordAfterSend([.init(id: sent[0].id, result: "archived", archivePath: "\(watch)/.ferry/sent/2026-11-29/invoice-4711.edi")])
-        try journal.markDisposed(sent.map(\.id))
+        try journal.markDone(sent.map(\.id))
         // Old: a kept rule's file whose after_send the pipeline did not record (the rule's setting is shown).
         let keptRows = try journal.recordDetected([file("kept", kept, "price-list.csv", inode: 2)])
         try staged(keptRows)
         let keptBatch = try batch(keptRows, transfer: "t-0000000000000002")
-        try journal.recordOutcomes(batch: keptBatch, [keptRows[0].id: .completed], disposed: Set(keptRows.map(\.id)))
+        try journal.recordOutcomes(batch: keptBatch, [keptRows[0].id: .completed], done: Set(keptRows.map(\.id)))
         // Old: vanished before upload; quarantined and then put back by `ferry retry`.
         let dropped = try journal.recordDetected([file("invoices", watch, "gone.edi", inode: 3)])
         try journal.markDropped(dropped[0].id, reason: "vanished before upload")

@@ -18,6 +18,8 @@ import Testing
         #expect(put.parts == 19 && put.size == Int64(size))
         // A multipart ETag is "<md5 of the parts' md5s>-<part count>".
         #expect(put.eTag.hasSuffix("-19\""))
+        // Its CRC-32C in S3's composite form, as history shows it.
+        #expect(put.checksumCRC32C.hasSuffix("-19") && put.checksumCRC32C.count == 11, "\(put.checksumCRC32C)")
         let info = try await s3.getObject(bucket: emulator.stagingBucket, key: "big/300 MiB.bin", toFileAt: dir.path + "/back")
         #expect(info.size == Int64(size) && info.eTag == put.eTag)
         #expect(try sha256OfFile(dir.path + "/back") == sha256OfFile(dir.path + "/big"))

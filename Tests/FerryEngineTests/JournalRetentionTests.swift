@@ -47,7 +47,7 @@ struct JournalRetentionTests {
             let batch = try journal.createBatch(rule: rule, connector: "acme", connectorID: "c-1", remoteDirectory: "/in", fileIDs: rows.map(\.id))
             try journal.markSubmitted(batch: batch, transferID: "t-\(rule)-\(wave)-\(index)")
             try journal.recordOutcomes(batch: batch, Dictionary(uniqueKeysWithValues: rows.map { ($0.id, FileOutcome.completed) }))
-            try journal.markDisposed(rows.map(\.id))
+            try journal.markDone(rows.map(\.id))
         }
     }
 
@@ -96,7 +96,7 @@ struct JournalRetentionTests {
             // Every kept file still on disk — the oldest included — is still known: the watcher sends none again.
             for version in forever + keptOnDisk.flatMap({ $0 }) {
                 #expect(try journal.isKnown(path: version.path, device: version.device, inode: version.inode, size: version.size,
-                                            mtimeNanoseconds: version.mtime, disposedCounts: true),
+                                            mtimeNanoseconds: version.mtime, doneCounts: true),
                         "wave \(wave): \(version.path) would be sent again")
             }
         }

@@ -18,7 +18,7 @@ struct HistoryJournalTests {
         try driver.send([driver.newFile("early.edi")], transferID: "t-early")            // detected and done at start
         let longRunning = try journal.recordDetected([driver.newFile("slow.edi")])         // detected at start, done at +3h
         clock.advance(3 * 3600)
-        try journal.markDisposed(longRunning.map(\.id))
+        try journal.markDone(longRunning.map(\.id))
         _ = try journal.recordDetected([driver.newFile("waiting.edi")])                   // detected at +3h, still waiting
         clock.advance(3600)
         try driver.send([driver.newFile("late.edi")], transferID: "t-late")              // at +4h
@@ -54,7 +54,7 @@ struct HistoryJournalTests {
                 try journal.connection.statement("EXPLAIN QUERY PLAN " + sql).query([]) { $0.text(3) ?? "" }.joined(separator: " | ")
             }
         }
-        let finishedSince = try plan("SELECT rule, count(*) FROM outbound_files WHERE state IN \(Journal.finishedOutboundSQL) AND state = 'disposed' AND updated_at >= 0 GROUP BY rule")
+        let finishedSince = try plan("SELECT rule, count(*) FROM outbound_files WHERE state IN \(Journal.finishedOutboundSQL) AND state = 'done' AND updated_at >= 0 GROUP BY rule")
         #expect(finishedSince.contains("outbound_files_finished"), "\(finishedSince)")
         let inboundSince = try plan("SELECT rule, count(*) FROM inbound_files WHERE state IN \(Journal.finishedInboundSQL) AND state = 'done' AND updated_at >= 0 GROUP BY rule")
         #expect(inboundSince.contains("inbound_files_finished"), "\(inboundSince)")
@@ -83,14 +83,14 @@ struct HistoryJournalTests {
             for index in 0..<300 {
                 try connection.execute("""
                     INSERT INTO outbound_files (rule, path, relative_path, device, inode, size, mtime_ns, state, created_at, updated_at)
-                    VALUES ('old', '/srv/out/\(index)', '\(index)', 1, \(index), 1, 1, '\(index < 200 ? "disposed" : "failed")', 1, 1)
+                    VALUES ('old', '/srv/out/\(index)', '\(index)', 1, \(index), 1, 1, '\(index < 200 ? "done" : "failed")', 1, 1)
                     """)
             }
             #expect(try connection.statement("PRAGMA auto_vacuum").query([]) { $0.int(0) }.first == 0)
         }
         let journal = try Journal(directory: dir.path, logger: logger)
         #expect(journal.returnsFreePages)
-        #expect(try journal.outboundCounts() == ["old": [.disposed: 200, .failed: 100]])
-        #expect(try journal.outboundHistory(HistoryFilter(names: ["7"])).first?.state == .disposed)
+        #expect(try journal.outboundCounts() == ["old": [.done: 200, .failed: 100]])
+        #expect(try journal.outboundHistory(HistoryFilter(names: ["7"])).first?.state == .done)
     }
 }

@@ -30,7 +30,7 @@ struct JournalDriver {
         let batch = try journal.createBatch(rule: files[0].rule, connector: "acme", connectorID: "c-1", remoteDirectory: "/in", fileIDs: rows.map(\.id))
         try journal.markSubmitted(batch: batch, transferID: transferID)
         try journal.recordOutcomes(batch: batch, Dictionary(uniqueKeysWithValues: rows.map { ($0.id, FileOutcome.completed) }))
-        if dispose { try journal.markDisposed(rows.map(\.id)) }
+        if dispose { try journal.markDone(rows.map(\.id)) }
         return (rows.map(\.id), batch)
     }
 }
@@ -53,15 +53,15 @@ struct RetentionJournalTests {
         let waiting = try journal.recordDetected([driver.newFile("w1"), driver.newFile("w2")])
         try journal.markDropped(waiting[0].id, reason: "vanished")
         _ = try journal.recordDetected([driver.newFile("a0")])  // the same version again: ignored, not counted
-        #expect(try journal.outboundCounts() == ["invoices": [.disposed: 3, .detected: 1, .dropped: 1]])
+        #expect(try journal.outboundCounts() == ["invoices": [.done: 3, .detected: 1, .dropped: 1]])
         clock.advance(7200)
-        let candidates = try journal.outboundPruneCandidates(state: .disposed, finishedBefore: clock.now.addingTimeInterval(-3600),
+        let candidates = try journal.outboundPruneCandidates(state: .done, finishedBefore: clock.now.addingTimeInterval(-3600),
                                                               after: .start, limit: 2)
         #expect(candidates.count == 2, "the limit bounds one step")
         let step = try journal.pruneOutbound(candidates.map(\.id), finishedBefore: clock.now.addingTimeInterval(-3600))
         #expect(step.files == 2)
         #expect(step.batches == 0, "the batch still has a file")
-        #expect(try journal.outboundCounts() == ["invoices": [.disposed: 1, .detected: 1, .dropped: 1]])
+        #expect(try journal.outboundCounts() == ["invoices": [.done: 1, .detected: 1, .dropped: 1]])
     }
 
     @Test func onlyOldFinishedRowsArePrunedAndTheirBatchGoesWithTheLastOne() throws {
@@ -77,7 +77,7 @@ struct RetentionJournalTests {
         let young = try driver.send([driver.newFile("young")], transferID: "t-young")
         let cutoff = clock.now.addingTimeInterval(-3600)
 
-        let candidates = try journal.outboundPruneCandidates(state: .disposed, finishedBefore: cutoff, after: .start, limit: 500)
+        let candidates = try journal.outboundPruneCandidates(state: .done, finishedBefore: cutoff, after: .start, limit: 500)
         #expect(candidates.map(\.id) == old.ids)
         #expect(candidates.first?.path == "/srv/out/old1")
         // A candidate put back meanwhile (journaled afresh as a new version) is no longer finished: it stays.
@@ -86,7 +86,7 @@ struct RetentionJournalTests {
         #expect(step.batches == 1, "the old batch has no file left")
         #expect(try journal.outboundFile(stuck[0].id)?.state == .detected)
         #expect(try journal.outboundFile(quarantined[0].id)?.state == .quarantined)
-        #expect(try journal.outboundFile(young.ids[0])?.state == .disposed)
+        #expect(try journal.outboundFile(young.ids[0])?.state == .done)
         #expect(try journal.batches(in: .finished).map(\.id) == [young.batch])
     }
 
@@ -153,7 +153,7 @@ struct RetentionJournalTests {
         let cutoff = clock.now.addingTimeInterval(-3600)
         var cursor = PruneCursor.start
         while true {
-            let candidates = try journal.outboundPruneCandidates(state: .disposed, finishedBefore: cutoff, after: cursor, limit: 50)
+            let candidates = try journal.outboundPruneCandidates(state: .done, finishedBefore: cutoff, after: cursor, limit: 50)
             guard let last = candidates.last else { break }
             cursor = PruneCursor(finishedAt: last.finishedAt, id: last.id)
             _ = try journal.pruneOutbound(candidates.map(\.id), finishedBefore: cutoff)

@@ -7,11 +7,18 @@ The peer is the `sqlite3` CLI on the same file in the same run: the queries ferr
 GROUP BY over the whole table for status), the ones it runs now, and pruning as one plain DELETE —
 whose duration is how long a one-statement prune would hold the journal's write lock.
 
+The pipeline's journal writes under load: `ferry-journal-bench` (bench/journal/Sources) makes the
+pipeline's writes through FerryStore's `Journal`, as OutboundPipeline makes them, at 200 files/s on the
+million-row journal, and reports its longest single write. It runs alone; while `ferry status --json`
+runs back to back in another process; while the daemon's own status queries (status line, metrics)
+run in a loop on its `Journal` (they share its lock); and while a pruning pass runs on its `Journal`
+(on a copy of the journal, so the daemon's own pass below still finds the same rows).
+
 The journal's schema is made by ferry itself (the daemon is started once on an empty state_dir and
 stopped), then filled with Python's sqlite3 module, so the rows go through the same triggers and indexes.
 
-Usage: bench/journal/run.py [--rows N] [--retention-days N] [--binary PATH] [--keep DIR]
-(build first: `swift build -c release`, then pass --binary .build/release/ferry)
+Usage: bench/journal/run.py [--rows N] [--retention-days N] [--binary PATH] [--writer PATH] [--writer-seconds S] [--keep DIR]
+(`make bench-journal` builds both binaries as released and runs this)
 """
 import argparse
 import json
@@ -110,7 +117,7 @@ def populate(db_path, rows, now):
             batch_rows.append((batch_id, rule, "acme", "c-0123456789abcdef0", "/inbound", "finished",
                                f"t-{batch_id:016x}", t + 1, t + 30))
         roll = rnd.random()
-        state = "disposed" if roll < 0.97 else ("dropped" if roll < 0.99 else "retried")
+        state = "done" if roll < 0.97 else ("dropped" if roll < 0.99 else "retried")
         name = f"/srv/ferry/outbox/{rule}/2026/file-{index:07d}.edi"
         file_rows.append((rule, name, name.split(f"/{rule}/", 1)[1], 2049, 1_000_000 + index, 4096 + index % 5000,
                           int(t * 1e9), state, "/inbound", "acme-staging", f"outbound/{index:07d}.edi", "AAAAAA==",
@@ -163,11 +170,38 @@ def sqlite_time(db_path, sql, runs=5):
     return statistics.median(times)
 
 
+def run_writer(writer, state_dir, seconds, extra=()):
+    """Runs the pipeline-like writer on `state_dir`; returns its JSON report."""
+    result = subprocess.run([writer, "--state-dir", state_dir, "--seconds", str(seconds), *extra],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    if result.returncode != 0:
+        raise SystemExit(f"ferry-journal-bench failed ({result.returncode}): {result.stderr.decode()[-800:]}")
+    return json.loads(result.stdout)
+
+
+def writer_with_status_loop(writer, binary, config, state_dir, seconds):
+    """The writer while `ferry status --json` runs back to back; returns (writer report, status calls, longest status)."""
+    proc = subprocess.Popen([writer, "--state-dir", state_dir, "--seconds", str(seconds)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    calls, longest = 0, 0.0
+    while proc.poll() is None:
+        started = time.perf_counter()
+        subprocess.run([binary, "status", "--json", "--config", config], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        longest = max(longest, time.perf_counter() - started)
+        calls += 1
+    out, err = proc.communicate()
+    if proc.returncode != 0:
+        raise SystemExit(f"ferry-journal-bench failed ({proc.returncode}): {err.decode()[-800:]}")
+    return json.loads(out), calls, longest
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--retention-days", type=int, default=300, help="the pruning pass removes what is older")
     parser.add_argument("--binary", default=".build/debug/ferry")
+    parser.add_argument("--writer", default=".build/debug/ferry-journal-bench")
+    parser.add_argument("--writer-seconds", type=int, default=15)
     parser.add_argument("--keep", help="build the journal in this folder and leave it there")
     args = parser.parse_args()
     if shutil.which("sqlite3") is None:
@@ -197,9 +231,9 @@ def main():
     cutoff = now - 1 * DAY
     peer_status_old = sqlite_time(db_path, "SELECT rule, state, count(*) FROM outbound_files GROUP BY rule, state;")
     peer_status_new = sqlite_time(db_path, f"""SELECT rule, state, n FROM state_counts WHERE n > 0;
-        SELECT rule, count(*) FROM outbound_files WHERE state IN ('disposed', 'dropped', 'retried') AND state = 'disposed'
+        SELECT rule, count(*) FROM outbound_files WHERE state IN ('done', 'dropped', 'retried') AND state = 'done'
         AND updated_at >= {cutoff} GROUP BY rule;""")
-    peer_history = sqlite_time(db_path, f"""SELECT * FROM outbound_files WHERE state IN ('disposed', 'dropped', 'retried')
+    peer_history = sqlite_time(db_path, f"""SELECT * FROM outbound_files WHERE state IN ('done', 'dropped', 'retried')
         AND updated_at >= {cutoff};""")
     peer_scan_history = sqlite_time(db_path, f"SELECT * FROM outbound_files WHERE updated_at >= {cutoff};")
 
@@ -207,12 +241,23 @@ def main():
     copy = f"{root}/peer-copy.db"
     shutil.copyfile(db_path, copy)
     prune_cutoff = now - args.retention_days * DAY
-    peer_prune = sqlite_time(copy, f"""DELETE FROM outbound_files WHERE state IN ('disposed', 'dropped', 'retried')
+    peer_prune = sqlite_time(copy, f"""DELETE FROM outbound_files WHERE state IN ('done', 'dropped', 'retried')
         AND updated_at < {prune_cutoff};""", runs=1)
     os.remove(copy)
     for suffix in ("-wal", "-shm"):
         if os.path.exists(copy + suffix):
             os.remove(copy + suffix)
+
+    # The pipeline's writes: alone, beside a `ferry status` loop, beside the daemon's own status
+    # queries, and beside a pruning pass (on a copy, so the daemon's pass below has the same work).
+    state_dir = f"{root}/state"
+    prune_copy = f"{root}/prune-copy"
+    shutil.copytree(state_dir, prune_copy)
+    alone = run_writer(args.writer, state_dir, args.writer_seconds)
+    beside_cli, status_calls, status_longest = writer_with_status_loop(args.writer, args.binary, config, state_dir, args.writer_seconds)
+    beside_queries = run_writer(args.writer, state_dir, args.writer_seconds, ["--status-in-process"])
+    beside_prune = run_writer(args.writer, prune_copy, args.writer_seconds, ["--prune-rules", config])
+    shutil.rmtree(prune_copy)
 
     size_before = os.path.getsize(db_path)
     daemon = start_daemon(args.binary, config)
@@ -235,6 +280,19 @@ def main():
     print(f"{'longest journal lock hold while pruning (peer: the DELETE)':58} {pruned.get('prune.longest_lock_hold', '?'):>12} {ms(peer_prune):>14}")
     print(f"{'pruning steps / pages returned':58} {pruned.get('prune.steps', '?'):>12} {pruned.get('prune.pages_returned', '?'):>14}")
     print(f"{'journal file before / after pruning (MB)':58} {size_before / 1e6:12.0f} {size_after / 1e6:14.0f}")
+
+    def writes(report):
+        w = report["writes"]
+        return f"{w['max_ms']:9.1f} ms {w['p99_ms']:7.2f} ms {w['median_ms']:7.2f} ms {int(w['count']):>7,}"
+
+    print(f"\n{'pipeline journal writes (200 files/s, 10 a batch)':58} {'longest':>12} {'p99':>10} {'median':>10} {'writes':>7}")
+    print(f"{'alone':58} {writes(alone)}")
+    print(f"{f'beside `ferry status` back to back ({status_calls} calls, longest {status_longest * 1000:.0f} ms)':58} {writes(beside_cli)}")
+    queries_longest = beside_queries["status_queries"]["max_ms"]
+    print(f"{f'beside the daemon status queries in-process (longest {queries_longest:.1f} ms)':58} {writes(beside_queries)}")
+    prune = beside_prune.get("prune", {})
+    prune_rows, prune_hold = prune.get("rows", 0), prune.get("longest_lock_hold_ms", 0)
+    print(f"{f'beside a pruning pass ({prune_rows:,} rows, longest hold {prune_hold:.1f} ms)':58} {writes(beside_prune)}")
     if not args.keep:
         shutil.rmtree(root)
 

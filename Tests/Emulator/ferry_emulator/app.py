@@ -27,7 +27,7 @@ from .sigv4 import AuthError, Verifier
 from .transfer import TransferError, TransferService
 
 CONTROL_PREFIX = "/_emulator"
-FAULT_KINDS = ("throttle", "unavailable", "internal", "slowdown", "drop", "lost_answer", "late_504")
+FAULT_KINDS = ("throttle", "unavailable", "internal", "slowdown", "drop", "lost_answer", "late_504", "access_denied")
 # Faults that strike after the operation was performed, as a real lost answer does: the work is done
 # (a transfer queued, an object written) and only the answer goes missing or turns into a 504.
 AFTER_WORK_KINDS = ("lost_answer", "late_504")
@@ -41,12 +41,15 @@ S3_FAULTS = {
     "slowdown": (503, "SlowDown", "Please reduce your request rate."),
     "unavailable": (503, "ServiceUnavailable", "Service is unable to handle request."),
     "internal": (500, "InternalError", "We encountered an internal error. Please try again."),
+    # An IAM or bucket policy that denies the call (credentials valid, permission missing or revoked).
+    "access_denied": (403, "AccessDenied", "Access Denied"),
 }
 TRANSFER_FAULTS = {
     "throttle": (400, "ThrottlingException", "Rate exceeded"),
     "slowdown": (400, "ThrottlingException", "Rate exceeded"),
     "unavailable": (503, "ServiceUnavailableException", "The request has failed because the AWS Transfer Family service is unavailable."),
     "internal": (500, "InternalServiceError", "This exception is thrown when an error occurs in the AWS Transfer Family service."),
+    "access_denied": (400, "AccessDeniedException", "User: arn:aws:sts::123456789012:assumed-role/ferry/i-0 is not authorized to perform: transfer:StartFileTransfer"),
 }
 # How each signature failure is answered: (S3 status, S3 code), (Transfer status, Transfer type).
 AUTH_ERRORS = {
