@@ -957,13 +957,18 @@ enum ChaosObserve {
     /// unless every one is listed) and the possible-duplicate counter; nil values when it could not be
     /// read. `environment` is the daemon's: `ferry status` reads the same rules file.
     static func ferryStatus(rulesPath: String, rules names: [String], environment: [String: String] = [:]) -> (pending: Int?, possibleDuplicates: Int?) {
-        let merged = environment.isEmpty ? nil : ProcessInfo.processInfo.environment.merging(environment) { _, daemon in daemon }
-        guard let result = try? FerryBinary.run(["status", "--json", "--config", rulesPath], environment: merged),
-              let json = try? JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [String: Any] else { return (nil, nil) }
+        guard let json = statusJSON(rulesPath: rulesPath, environment: environment) else { return (nil, nil) }
         let rules = (json["outbound"] as? [[String: Any]] ?? []).filter { names.contains($0["rule"] as? String ?? "") }
         let pending = rules.count == names.count
             ? rules.reduce(0) { sum, r in ["waiting", "staged", "in_flight", "failed"].reduce(sum) { $0 + ((r[$1] as? Int) ?? 0) } } : nil
         return (pending, json["possible_duplicates"] as? Int)
+    }
+
+    /// `ferry status --json` as an object, nil when it could not be read.
+    static func statusJSON(rulesPath: String, environment: [String: String] = [:]) -> [String: Any]? {
+        let merged = environment.isEmpty ? nil : ProcessInfo.processInfo.environment.merging(environment) { _, daemon in daemon }
+        guard let result = try? FerryBinary.run(["status", "--json", "--config", rulesPath], environment: merged) else { return nil }
+        return try? JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [String: Any]
     }
 
     /// Every regular file under `folders` with its sha256: the archives, checked for partial copies.

@@ -327,6 +327,11 @@ final class SoakRun: @unchecked Sendable {
         let drained = await waitDrained(until: Date().addingTimeInterval(plan.drainTimeout))
         try? await Task.sleep(for: .seconds(2))
         let status = ferryStatus()
+        // After the run, with the service healthy again, what an operator sees first.
+        let json = ChaosObserve.statusJSON(rulesPath: rulesPath, environment: ferry.environment)
+        finalHealth = json?["health"] as? String
+        finalProblems = (json?["problems"] as? [Any] ?? []).map { "\($0)" }
+        errorLines = ferry.logBytes.split(separator: UInt8(ascii: "\n")).filter { occurrences(of: "Z error ", in: Array($0)) > 0 }.count
         let stopStatus = await ferry.stop()
         let deliveries = (try? emulator.deliveries()) ?? []
         let archived = ChaosObserve.archived(under: ["a", "late"].map { outboxes[$0]! + "/.ferry/sent" })
@@ -340,6 +345,11 @@ final class SoakRun: @unchecked Sendable {
             as2ConnectorID: emulator.as2ConnectorId)
     }
 
+    /// `ferry status --json`'s `health` and `problems` once the run has drained.
+    private(set) var finalHealth: String?
+    private(set) var finalProblems: [String] = []
+    /// Lines ferry logged at level error, over all its starts.
+    private(set) var errorLines = 0
     private(set) var faultsPlayed: [String: Int] = [:]
     private(set) var requestCount = 0
 

@@ -71,6 +71,12 @@ import FerryTestSupport
                             + "(the files of the waves still unfinished \(Int(window)) s before); all files: \(plan.files)")
         }
 
+        // After a month, and with the service healthy again, `ferry status` must say so: a problem left
+        // standing (a false alarm that never clears) is what an operator would be paged for.
+        if run.finalHealth != "healthy" || !run.finalProblems.isEmpty {
+            findings.append("`ferry status` after the run: health \(run.finalHealth ?? "unreadable"), problems \(run.finalProblems)")
+        }
+
         let faults = run.faultsPlayed.values.reduce(0, +)
         print("soak result: \(verdict.summary)")
         print(String(format: "soak figures: %d files, %d waves, %.0f s of waves (%.0f s in all), %d requests, %d faults (%.1f %%: %@), %d reloads, %d SIGKILLs, %d ferry starts",
@@ -78,6 +84,7 @@ import FerryTestSupport
                      Double(faults) * 100 / Double(max(run.requestCount, 1)),
                      run.faultsPlayed.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", "),
                      plan.reloadWaves.count, plan.killWaves.count, observation.starts))
+        print("soak figures: \(run.errorLines) lines logged at level error; status at the end: \(run.finalHealth ?? "unreadable"), problems \(run.finalProblems)")
         print(String(format: "soak figures: RSS after wave %d %.1f MB, after wave %d %.1f MB (%+.1f %%); fds per wave %@; journal MB per wave %@; rows per wave %@",
                      first.wave, Double(first.rssKiB) / 1024, last.wave, Double(last.rssKiB) / 1024, (rssRatio - 1) * 100,
                      samples.map { "\($0.fds)" }.joined(separator: " "),
