@@ -38,8 +38,9 @@ QUIET_E2E := InboundKillTests|ExplainCommandTests
 # The whole suite: Swift tests (unit + end-to-end against the emulator) and the emulator's own boto3 suite.
 test: build
 	$(SWIFT) build $(SWIFT_FLAGS) --build-tests -Xswiftc -warnings-as-errors
-	# Three runs: module tests; end-to-end tests (many processes: ferry, emulators, sshd); and the
-	# kernel-limit tests, which lower inotify sysctls for a moment and so run alone.
+	# Three runs: module tests; end-to-end tests (many processes: ferry, emulators, sshd; they include
+	# the chaos seeds and the short soak, SoakTests); and the kernel-limit tests, which lower inotify
+	# sysctls for a moment and so run alone.
 	$(SWIFT) test $(SWIFT_FLAGS) --skip-build --skip 'KernelLimitTests|EndToEndTests'
 	$(SWIFT) test $(SWIFT_FLAGS) --skip-build --filter EndToEndTests --skip '$(QUIET_E2E)'
 	# Tests whose point is a moment inside a slow step (a SIGKILL during retrievals; a file seen while
@@ -128,6 +129,27 @@ chaos:
 	$(SWIFT) build $(SWIFT_FLAGS) --build-tests -Xswiftc -warnings-as-errors
 	CHAOS_SEEDS="$(SEEDS)" CHAOS_SEED="$(CHAOS_SEED)" CHAOS_SEED_BASE="$(CHAOS_SEED_BASE)" \
 		$(SWIFT) test $(SWIFT_FLAGS) --skip-build --filter ChaosTests
+
+# The soak, "a compressed month" (issue #16; docs/benchmarks.md, "make soak"): FILES small files in WAVES
+# waves over DURATION seconds through the release binary and the emulator, 10 % of requests faulted, three
+# reloads, two SIGKILLs; nothing lost, duplicates only as reported, RSS, open fds and journal size per wave.
+# RETENTION (seconds) is the rules' retention, lowered below the 1h minimum by FERRY_TEST_MIN_RETENTION.
+# `make test` plays the short version (3,000 files, 6 waves, 60 s, debug binary) in its end-to-end run.
+FILES ?= 60000
+WAVES ?= 20
+DURATION ?= 900
+RETENTION ?= 60
+.PHONY: soak soak-short
+soak:
+	$(SWIFT) build $(RELEASE_FLAGS) --product ferry $(SWIFT_FLAGS)
+	$(SWIFT) build $(SWIFT_FLAGS) --build-tests -Xswiftc -warnings-as-errors
+	FERRY_BINARY="$$(pwd)/.build/release/ferry" SOAK_FILES=$(FILES) SOAK_WAVES=$(WAVES) SOAK_DURATION=$(DURATION) \
+		SOAK_RETENTION=$(RETENTION) SOAK_DRAIN_TIMEOUT=600 $(SWIFT) test $(SWIFT_FLAGS) --skip-build --filter SoakTests
+
+# The short soak alone, as CI plays it (debug binary, SoakPlan's defaults).
+soak-short:
+	$(SWIFT) build $(SWIFT_FLAGS) --build-tests -Xswiftc -warnings-as-errors
+	$(SWIFT) test $(SWIFT_FLAGS) --skip-build --filter SoakTests
 
 # The inbound adversarial test (docs/chaos.md, "Inbound"): partners writing, rewriting and withdrawing
 # files, ferry killed during downloads, download_to filled, temporary files removed, the service failing.

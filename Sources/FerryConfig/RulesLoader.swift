@@ -113,8 +113,10 @@ struct RulesBuilder {
         let reconcile = decoder.duration(top["reconcile_interval"], "reconcile_interval", default: RulesDefaults.reconcileInterval)
         if top["state_dir"] != nil { warnIfPrivateTmp(stateDir, "state_dir", at: top["state_dir"]) }
         var retention = decoder.duration(top["retention"], "retention", default: RulesDefaults.retention, allowZero: true)
-        if let node = top["retention"], retention < RulesDefaults.minimumRetention {
-            decoder.sink.error(node.position, "'retention' must be at least 1h (finished journal rows are kept this long for 'ferry history' and 'ferry explain'), got \(node.scalar ?? "")")
+        let minimumRetention = RulesDefaults.minimumRetention(environment: ProcessInfo.processInfo.environment)
+        if let node = top["retention"], retention < minimumRetention {
+            let shortest = minimumRetention == RulesDefaults.minimumRetention ? "1h" : "\(minimumRetention.components.seconds)s"
+            decoder.sink.error(node.position, "'retention' must be at least \(shortest) (finished journal rows are kept this long for 'ferry history' and 'ferry explain'), got \(node.scalar ?? "")")
             retention = RulesDefaults.retention
         }
 

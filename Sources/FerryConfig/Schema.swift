@@ -70,6 +70,18 @@ public enum RulesDefaults {
     public static let retention: Duration = .seconds(90 * 86_400)
     /// The shortest `retention` accepted.
     public static let minimumRetention: Duration = .seconds(3600)
+    /// The variable that lowers `minimumRetention`, for tests only (docs/operations.md, "History and
+    /// retention"): a soak of minutes cannot show pruning with rows kept for an hour.
+    public static let minimumRetentionVariable = "FERRY_TEST_MIN_RETENTION"
+
+    /// The shortest `retention` accepted: `minimumRetention`, or a shorter duration from
+    /// `FERRY_TEST_MIN_RETENTION` in `environment` (never a longer one: the variable only exists to let
+    /// tests prune within minutes, and must not make a valid production file invalid).
+    public static func minimumRetention(environment: [String: String]) -> Duration {
+        guard let text = environment[minimumRetentionVariable], case .success(let duration) = ValueSyntax.duration(text),
+              duration > .zero else { return minimumRetention }
+        return min(duration, minimumRetention)
+    }
     public static let maxAttempts = 3
     public static let maxInFlight = 100
     public static let requestsPerSecond = 3.0

@@ -3,7 +3,10 @@ import Synchronization
 /// A FIFO that many tasks may push to and pop from; `next()` waits for an item and returns nil once the
 /// queue is closed and empty. Used between pipeline stages so each stage can have several workers.
 actor AsyncQueue<Element: Sendable> {
-    private var items: [Element] = []
+    /// A taken item's slot is set to nil at once: the queue lives as long as the daemon, and a taken item
+    /// (a batch of ten files with their paths and staging keys) must not stay referenced until the array
+    /// is compacted. Before, it did, until 1,024 had been taken: the soak saw RSS grow ~1.5 KB a file.
+    private var items: [Element?] = []
     private var head = 0
     private var waiters: [CheckedContinuation<Element?, Never>] = []
     private var closed = false
@@ -26,8 +29,12 @@ actor AsyncQueue<Element: Sendable> {
     func next() async -> Element? {
         if head < items.count {
             let item = items[head]
+            items[head] = nil
             head += 1
-            if head > 1024, head * 2 > items.count {
+            if head == items.count {
+                items.removeAll(keepingCapacity: true)
+                head = 0
+            } else if head > 1024, head * 2 > items.count {
                 items.removeFirst(head)
                 head = 0
             }
@@ -40,7 +47,8 @@ actor AsyncQueue<Element: Sendable> {
     /// Takes up to `max` items that are already queued, without waiting.
     func drain(max: Int) -> [Element] {
         let end = head + min(max, items.count - head)
-        let taken = Array(items[head..<end])
+        let taken = items[head..<end].compactMap { $0 }
+        for index in head..<end { items[index] = nil }
         head = end
         if head == items.count {
             items.removeAll(keepingCapacity: true)

@@ -28,9 +28,11 @@ struct ChaosViolation: Sendable, CustomStringConvertible {
     let producer: String
     let detail: String
     let seed: UInt64
+    /// How to play the run again; the chaos test's seed replay unless another run (the soak) says otherwise.
+    var replay: String?
 
     var description: String {
-        "[chaos seed \(seed)] \(property.rawValue): \(file) (\(producer)): \(detail)\n    replay: CHAOS_SEED=\(seed) swift test --filter ChaosTests"
+        "[chaos seed \(seed)] \(property.rawValue): \(file) (\(producer)): \(detail)\n    replay: \(replay ?? "CHAOS_SEED=\(seed) swift test --filter ChaosTests")"
     }
 }
 
@@ -47,8 +49,19 @@ enum ChaosOracle {
     /// Checks the promise: every complete version delivered byte-identical once (more only if reported as
     /// a possible duplicate), or reported quarantined/in doubt; nothing partial; nothing outside the rule.
     static func judge(plan: ChaosPlan, ledger: ChaosLedger, observation o: ChaosObservation) -> ChaosVerdict {
+        judge(seed: plan.seed, ledger: ledger, observation: o)
+    }
+
+    /// The same judgement for any run that fills a ledger and observes the partner the way the chaos run
+    /// does (the soak, SoakRun.swift); `replay` replaces the chaos seed's replay line in each violation.
+    static func judge(seed: UInt64, ledger: ChaosLedger, observation o: ChaosObservation, replay: String? = nil) -> ChaosVerdict {
+        var verdict = judgeRun(seed: seed, ledger: ledger, observation: o)
+        if let replay { verdict.violations = verdict.violations.map { var v = $0; v.replay = replay; return v } }
+        return verdict
+    }
+
+    private static func judgeRun(seed: UInt64, ledger: ChaosLedger, observation o: ChaosObservation) -> ChaosVerdict {
         var verdict = ChaosVerdict()
-        let seed = plan.seed
         let versions = ledger.versions
         let forbidden = ledger.forbidden
         let versionsByName = Dictionary(grouping: versions, by: \.name)

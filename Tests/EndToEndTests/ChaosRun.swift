@@ -83,18 +83,28 @@ final class ChaosFerry: @unchecked Sendable {
     private(set) var unexpectedExits: [String] = []
     private let startedAt: Date
 
-    init(configPath: String, environment: [String: String], logFolder: String, startedAt: Date) {
+    /// `--log-level`: debug for the chaos test; the soak runs at info, as a deployment would, since a
+    /// debug log of 100,000 files would be gigabytes.
+    let logLevel: String
+
+    init(configPath: String, environment: [String: String], logFolder: String, startedAt: Date, logLevel: String = "debug") {
         self.configPath = configPath
         self.environment = environment
         self.logFolder = logFolder
         self.startedAt = startedAt
+        self.logLevel = logLevel
+    }
+
+    /// The current process's id, while it runs (the soak reads its /proc entries).
+    var pid: Int32? {
+        lock.withLock { daemon.flatMap { $0.process.isRunning ? $0.process.processIdentifier : nil } }
     }
 
     private var elapsed: String { String(format: "%.1fs", Date().timeIntervalSince(startedAt)) }
 
     func start() throws {
         try lock.withLock {
-            daemon = try FerryDaemon(config: configPath, environment: environment, logPath: logPath(starts + 1), extraArguments: ["--log-level", "debug"])
+            daemon = try FerryDaemon(config: configPath, environment: environment, logPath: logPath(starts + 1), extraArguments: ["--log-level", logLevel])
             starts += 1
             down = false
         }
@@ -119,7 +129,7 @@ final class ChaosFerry: @unchecked Sendable {
                 : "status \(daemon.process.terminationStatus)"
             let text = "ferry exited on its own (\(how)) at \(elapsed); restarted"
             unexpectedExits.append(text)
-            self.daemon = try? FerryDaemon(config: configPath, environment: environment, logPath: logPath(starts + 1), extraArguments: ["--log-level", "debug"])
+            self.daemon = try? FerryDaemon(config: configPath, environment: environment, logPath: logPath(starts + 1), extraArguments: ["--log-level", logLevel])
             starts += 1
             return text
         }
@@ -401,16 +411,11 @@ final class ChaosRun: @unchecked Sendable {
         let stopStatus = await ferry.stop()
         let status = ferryStatus()
         let deliveries = (try? emulator.deliveries()) ?? []
-        let archived = ([outbox, as2Outbox, markerOutbox, treeOutbox, root + "/tenants/A.old/outbox", root + "/tenants/B/outbox"].map { $0 + "/.ferry/sent" } + (plan.archiveOnTmpfs ? [archive] : []))
-            .flatMap { ChaosFS.regularFiles(under: $0) }
-            .filter { lastComponent($0).description != "chaos-filler" }
-            .map { path in (path: path, sha256: FileManager.default.contents(atPath: path).map(SHA256.hex) ?? "") }
+        let archived = ChaosObserve.archived(under: [outbox, as2Outbox, markerOutbox, treeOutbox, root + "/tenants/A.old/outbox", root + "/tenants/B/outbox"]
+            .map { $0 + "/.ferry/sent" } + (plan.archiveOnTmpfs ? [archive] : []))
+            .filter { lastComponent($0.path).description != "chaos-filler" }
         let markers = ChaosFS.regularFiles(under: markerOutbox).filter { $0.hasSuffix(Self.readyMarker) && !$0.contains("/.ferry/") }
-        // StartFileTransfer requests a fault answered before any work (5xx, dropped; not throttling, which is
-        // not in doubt, nor lost_answer/late_504, which did the work): the names they carried.
-        let noWork = Set(((try? emulator.requestLog()) ?? []).filter { request in
-            request.operation == "StartFileTransfer" && request.fault.map { !["throttle", "lost_answer", "late_504"].contains($0) } == true
-        }.flatMap { $0.paths ?? [] }.map(lastComponent))
+        let noWork = ChaosObserve.noWorkSubmissions((try? emulator.requestLog()) ?? [])
         return ChaosObservation(
             deliveries: deliveries, reported: reportedFiles(), log: ferry.logBytes, possibleDuplicates: status.possibleDuplicates,
             pending: status.pending, drained: drained, stopStatus: stopStatus, producedSeconds: produced, totalSeconds: elapsed,
@@ -844,28 +849,14 @@ final class ChaosRun: @unchecked Sendable {
 
     // MARK: Draining and observing
 
-    /// Files ferry reports as quarantined or in doubt: in `.ferry/failed/` or `.ferry/in-doubt/` with a
-    /// `.reason` file beside them. Returns their sha256 values.
+    /// Files ferry reports as quarantined or in doubt, by sha256.
     func reportedFiles() -> Set<String> {
-        var shas: Set<String> = []
-        for folder in [outbox, as2Outbox, markerOutbox, treeOutbox, tenantOutbox].flatMap({ [$0 + "/.ferry/failed", $0 + "/.ferry/in-doubt"] }) {
-            for path in ChaosFS.regularFiles(under: folder) where !path.hasSuffix(".reason") {
-                guard FileManager.default.fileExists(atPath: path + ".reason"), let data = FileManager.default.contents(atPath: path) else { continue }
-                shas.insert(SHA256.hex(data))
-            }
-        }
-        return shas
+        ChaosObserve.reportedFiles(in: [outbox, as2Outbox, markerOutbox, treeOutbox, tenantOutbox])
     }
 
-    /// `ferry status --json`: the rule's unfinished files (waiting, staged, in flight, failed) and the
-    /// possible-duplicate counter; nil values when it could not be read.
+    /// `ferry status --json` over the chaos rules.
     func ferryStatus() -> (pending: Int?, possibleDuplicates: Int?) {
-        guard let result = try? FerryBinary.run(["status", "--json", "--config", rulesPath]),
-              let json = try? JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [String: Any] else { return (nil, nil) }
-        let rules = (json["outbound"] as? [[String: Any]] ?? []).filter { Self.ruleNames.contains($0["rule"] as? String ?? "") }
-        let pending = rules.count == Self.ruleNames.count
-            ? rules.reduce(0) { sum, r in ["waiting", "staged", "in_flight", "failed"].reduce(sum) { $0 + ((r[$1] as? Int) ?? 0) } } : nil
-        return (pending, json["possible_duplicates"] as? Int)
+        ChaosObserve.ferryStatus(rulesPath: rulesPath, rules: Self.ruleNames)
     }
 
     /// Waits until every owed version is delivered or reported and ferry has nothing unfinished (twice in
@@ -904,12 +895,7 @@ final class ChaosRun: @unchecked Sendable {
     /// Stops the emulator, unmounts the tmpfs, and removes the run's folder unless `keep` (then the
     /// emulator's delivery and request logs are copied into it first).
     func finish(keep: Bool) {
-        if keep {
-            for (source, name) in [(emulator.deliveriesPath, "deliveries.jsonl"), (emulator.requestLogPath, "requests.jsonl"),
-                                   (emulator.stderrLogPath, "emulator.stderr.log")] {
-                try? FileManager.default.copyItem(atPath: source, toPath: root + "/" + name)
-            }
-        }
+        if keep { ChaosObserve.keepLogs(of: emulator, in: root) }
         emulator.stop()
         if mountedArchive {
             if keep { try? FileManager.default.copyItem(atPath: archive, toPath: root + "/archive-copy") }
@@ -950,4 +936,60 @@ struct ChaosObservation: Sendable {
     var noWorkSubmissions: Set<ByteName> = []
     /// AS2 has no directory listing: ferry cannot look before it resends.
     var as2ConnectorID = ""
+}
+
+/// What the chaos run and the soak (SoakRun.swift) observe the same way at the end of a run.
+enum ChaosObserve {
+    /// Files ferry reports as quarantined or in doubt: in `.ferry/failed/` or `.ferry/in-doubt/` of each
+    /// outbox with a `.reason` file beside them. Returns their sha256 values.
+    static func reportedFiles(in outboxes: [String]) -> Set<String> {
+        var shas: Set<String> = []
+        for folder in outboxes.flatMap({ [$0 + "/.ferry/failed", $0 + "/.ferry/in-doubt"] }) {
+            for path in ChaosFS.regularFiles(under: folder) where !path.hasSuffix(".reason") {
+                guard FileManager.default.fileExists(atPath: path + ".reason"), let data = FileManager.default.contents(atPath: path) else { continue }
+                shas.insert(SHA256.hex(data))
+            }
+        }
+        return shas
+    }
+
+    /// `ferry status --json`: the unfinished files (waiting, staged, in flight, failed) of `rules` (nil
+    /// unless every one is listed) and the possible-duplicate counter; nil values when it could not be
+    /// read. `environment` is the daemon's: `ferry status` reads the same rules file.
+    static func ferryStatus(rulesPath: String, rules names: [String], environment: [String: String] = [:]) -> (pending: Int?, possibleDuplicates: Int?) {
+        guard let json = statusJSON(rulesPath: rulesPath, environment: environment) else { return (nil, nil) }
+        let rules = (json["outbound"] as? [[String: Any]] ?? []).filter { names.contains($0["rule"] as? String ?? "") }
+        let pending = rules.count == names.count
+            ? rules.reduce(0) { sum, r in ["waiting", "staged", "in_flight", "failed"].reduce(sum) { $0 + ((r[$1] as? Int) ?? 0) } } : nil
+        return (pending, json["possible_duplicates"] as? Int)
+    }
+
+    /// `ferry status --json` as an object, nil when it could not be read.
+    static func statusJSON(rulesPath: String, environment: [String: String] = [:]) -> [String: Any]? {
+        let merged = environment.isEmpty ? nil : ProcessInfo.processInfo.environment.merging(environment) { _, daemon in daemon }
+        guard let result = try? FerryBinary.run(["status", "--json", "--config", rulesPath], environment: merged) else { return nil }
+        return try? JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [String: Any]
+    }
+
+    /// Every regular file under `folders` with its sha256: the archives, checked for partial copies.
+    static func archived(under folders: [String]) -> [(path: String, sha256: String)] {
+        folders.flatMap { ChaosFS.regularFiles(under: $0) }
+            .map { path in (path: path, sha256: FileManager.default.contents(atPath: path).map(SHA256.hex) ?? "") }
+    }
+
+    /// The names carried by StartFileTransfer requests a fault answered before any work (5xx, dropped; not
+    /// throttling, which is not in doubt, nor lost_answer/late_504, which did the work).
+    static func noWorkSubmissions(_ requests: [Emulator.RequestRecord]) -> Set<ByteName> {
+        Set(requests.filter { request in
+            request.operation == "StartFileTransfer" && request.fault.map { !["throttle", "lost_answer", "late_504"].contains($0) } == true
+        }.flatMap { $0.paths ?? [] }.map(lastComponent))
+    }
+
+    /// Copies the emulator's delivery and request logs and its stderr into a kept run folder.
+    static func keepLogs(of emulator: Emulator, in root: String) {
+        for (source, name) in [(emulator.deliveriesPath, "deliveries.jsonl"), (emulator.requestLogPath, "requests.jsonl"),
+                               (emulator.stderrLogPath, "emulator.stderr.log")] {
+            try? FileManager.default.copyItem(atPath: source, toPath: root + "/" + name)
+        }
+    }
 }

@@ -143,3 +143,15 @@ func retentionUnderAnHourIsRefused(text: String) {
     #expect(RulesDefaults.retention == .seconds(90 * 86_400))
     #expect(Rules(aws: AWSSettings(region: "us-east-1"), connectors: []).retention == RulesDefaults.retention)
 }
+
+/// `FERRY_TEST_MIN_RETENTION` lets a soak of minutes show pruning (docs/operations.md); it may only lower
+/// the minimum, so a rules file valid in production stays valid whatever the variable says.
+@Test func theTestVariableOnlyLowersTheMinimumRetention() {
+    let variable = RulesDefaults.minimumRetentionVariable
+    #expect(variable == "FERRY_TEST_MIN_RETENTION")
+    #expect(RulesDefaults.minimumRetention(environment: [:]) == .seconds(3600))
+    #expect(RulesDefaults.minimumRetention(environment: [variable: "20s"]) == .seconds(20))
+    #expect(RulesDefaults.minimumRetention(environment: [variable: "2h"]) == .seconds(3600))
+    #expect(RulesDefaults.minimumRetention(environment: [variable: "soon"]) == .seconds(3600))
+    #expect(RulesDefaults.minimumRetention(environment: [variable: "0s"]) == .seconds(3600))
+}

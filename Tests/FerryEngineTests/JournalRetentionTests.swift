@@ -1,5 +1,5 @@
 import FerryConfig
-import FerryEngine
+@testable import FerryEngine
 import FerryStore
 import FerryTestSupport
 import Foundation
@@ -106,5 +106,14 @@ struct JournalRetentionTests {
         #expect(sizes[11] <= sizes[4] + 8192, "journal bytes per wave: \(sizes)")
         #expect(try journal.batches(in: .finished).count <= 3 * 8, "batches go with their files")
         #expect(longestHold < .milliseconds(50), "longest lock hold \(longestHold)")
+    }
+
+    /// The pruner waits an hour between passes; with a retention lowered for a test it must come back
+    /// within the retention, or a 15-minute soak would never see a second pass.
+    @Test func thePrunerComesBackWithinTheRetention() {
+        #expect(JournalPruner.nextPass(interval: .seconds(3600), retention: .seconds(90 * 86_400)) == .seconds(3600))
+        #expect(JournalPruner.nextPass(interval: .seconds(3600), retention: .seconds(3600)) == .seconds(3600))
+        #expect(JournalPruner.nextPass(interval: .seconds(3600), retention: .seconds(30)) == .seconds(30))
+        #expect(JournalPruner.nextPass(interval: .seconds(3600), retention: .zero) == .seconds(3600))
     }
 }
