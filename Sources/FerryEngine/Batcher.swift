@@ -81,15 +81,17 @@ struct TrackedBatch: Sendable {
     /// Every file sent in the transfer: ListFileTransferResults keeps listing those already recorded.
     let sentFileIDs: [Int64]
 
+    /// `sentFileIDs`: every file of the transfer, when some already have their outcome (a restart
+    /// between two looks); by default the files still open are all it sent.
     init(id: Int64, rule: String, connector: String, connectorID: String, transferID: String, fileIDs: [Int64],
-         submittedAt: Date, backoff: Duration) {
+         sentFileIDs: [Int64]? = nil, submittedAt: Date, backoff: Duration) {
         self.id = id
         self.rule = rule
         self.connector = connector
         self.connectorID = connectorID
         self.transferID = transferID
         self.fileIDs = fileIDs
-        sentFileIDs = fileIDs
+        self.sentFileIDs = sentFileIDs ?? fileIDs
         self.submittedAt = submittedAt
         self.backoff = backoff
     }

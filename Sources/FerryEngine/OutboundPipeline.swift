@@ -205,7 +205,8 @@ public final class OutboundPipeline: Sendable {
             guard let context = connectors[batch.connector], let transferID = batch.transferID else { continue }
             await context.inFlight.take()
             await tracker.submitted(TrackedBatch(id: batch.id, rule: batch.rule, connector: batch.connector, connectorID: batch.connectorID,
-                                                 transferID: transferID, fileIDs: batch.fileIDs, submittedAt: batch.createdAt,
+                                                 transferID: transferID, fileIDs: batch.fileIDs, sentFileIDs: batch.sentFileIDs,
+                                                 submittedAt: batch.createdAt,
                                                  backoff: Tracker.headFirstLook))
         }
         await dispose(try journal.outboundFiles(in: [.completed]).filter { rules[$0.rule] != nil })

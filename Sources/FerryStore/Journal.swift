@@ -127,8 +127,12 @@ public struct OutboundBatch: Sendable, Equatable {
     public var remoteDirectory: String?
     public var state: BatchState
     public var transferID: String?
+    /// The batch's files still in flight (submitting or submitted).
     public var fileIDs: [Int64]
     public var createdAt: Date
+    /// Every file the batch sent, including those whose outcome is already recorded: the transfer's
+    /// results still list them after a restart between two looks.
+    public var sentFileIDs: [Int64] = []
 }
 
 /// The outcome of one file of a tracked transfer.
@@ -954,10 +958,12 @@ public final class Journal: @unchecked Sendable {
                                   remoteDirectory: row.text(4), state: BatchState(rawValue: row.text(5) ?? "") ?? .finished,
                                   transferID: row.text(6), fileIDs: [], createdAt: Date(timeIntervalSince1970: row.double(7)))
                 }
-            let files = try connection.statement("SELECT id FROM outbound_files WHERE batch_id = ? AND state IN ('submitting', 'submitted') ORDER BY id")
+            let files = try connection.statement("SELECT id, state FROM outbound_files WHERE batch_id = ? ORDER BY id")
             return try batches.map { batch in
                 var batch = batch
-                batch.fileIDs = try files.query([.integer(batch.id)]) { $0.int(0) }
+                let all = try files.query([.integer(batch.id)]) { ($0.int(0), $0.text(1) ?? "") }
+                batch.sentFileIDs = all.map(\.0)
+                batch.fileIDs = all.filter { $0.1 == OutboundState.submitting.rawValue || $0.1 == OutboundState.submitted.rawValue }.map(\.0)
                 return batch
             }
         }

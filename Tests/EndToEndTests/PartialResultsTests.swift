@@ -28,4 +28,26 @@ import FerryTestSupport
         let looks = try scenario.emulator.requestLog().filter { $0.operation == "ListFileTransferResults" }.count
         #expect(looks >= 2, "the transfer was looked at \(looks) time(s); the test needs a partial look")
     }
+
+    /// The same after a SIGKILL between two looks: the restarted daemon tracks the transfer's open files
+    /// and must still know the recorded ones as its own (found by the soak: status stayed DEGRADED).
+    @Test func aRestartBetweenTwoLooksKeepsTheRecordedFilesAsTheTransfers() async throws {
+        let scenario = try OutboundScenario(batchMaxWait: "1s", transferDelayMs: 1500)
+        try scenario.start()
+        let sent = try scenario.drop(5)
+        let partly = await eventually(timeout: 60, interval: 0.05) {
+            let rule = (try? scenario.outboundStatus()) ?? [:]
+            return (rule["completed24h"] as? Int ?? 0) >= 1 && (rule["in_flight"] as? Int ?? 0) >= 1
+        }
+        #expect(partly, "the transfer was never seen partly done")
+        scenario.daemon?.crash()
+        try scenario.start()
+        #expect(await eventually(timeout: 60) { scenario.partnerFiles().count == sent.count })
+        #expect(await eventually(timeout: 30) { ((try? scenario.outboundStatus())?["in_flight"] as? Int) == 0 })
+        let status = try scenario.status()
+        let problems = status.json["problems"] as? [String] ?? []
+        #expect(!problems.contains { $0.contains("did not send") }, "\(problems)")
+        #expect(status.exit == 0, "status: \(status.json)")
+        #expect(try scenario.startFileTransferCalls() == 1, "tracked again after the restart, not resent")
+    }
 }
