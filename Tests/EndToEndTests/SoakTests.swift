@@ -73,6 +73,9 @@ import FerryTestSupport
 
         // After a month, and with the service healthy again, `ferry status` must say so: a problem left
         // standing (a false alarm that never clears) is what an operator would be paged for.
+        // A kill between two looks at a transfer once left status DEGRADED for good (the restarted daemon
+        // called the files recorded at the first look "paths ferry did not send"); fixed with
+        // OutboundBatch.sentFileIDs, and judged like any other problem.
         if run.finalHealth != "healthy" || !run.finalProblems.isEmpty {
             findings.append("`ferry status` after the run: health \(run.finalHealth ?? "unreadable"), problems \(run.finalProblems)")
         }

@@ -2,10 +2,10 @@
 import Testing
 
 /// The pipeline's queues live as long as the daemon: an item taken out must not stay referenced by the
-/// queue. The soak (`make soak`, docs/benchmarks.md) found ferry's RSS growing by about 1.5 KB per file
-/// sent: every PendingBatch (ten files with their paths and staging keys) a connector's submit loop
-/// had taken stayed in the queue's array until 1,024 of them had been taken (heaptrack: one staging key
-/// string per file ever sent still allocated at exit).
+/// queue. Hunting the soak's RSS growth (`make soak`, docs/benchmarks.md) with heaptrack showed one
+/// staging key per file ever sent still allocated at exit: every PendingBatch (ten files with their paths
+/// and staging keys) a connector's submit loop had taken stayed in the queue's array until 1,024 of them
+/// had been taken. (Most of the growth was the submit loop's task group; see OutboundPipeline.submitLoop.)
 struct AsyncQueueTests {
     final class Item: Sendable {}
 
