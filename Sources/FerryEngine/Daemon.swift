@@ -55,7 +55,7 @@ public final class Daemon: Sendable {
         notifier = try SystemdNotifier()
         let journal = try Journal(directory: rules.stateDir, logger: logger)
         self.journal = journal
-        journal.observeActivity(liveness.journalHook())
+        journal.observeActivity(liveness.journalObserver)
 
         let clients = Locked<[String: AWSClient]>([:])
         self.clients = clients

@@ -1,10 +1,11 @@
+import FerryStore
 import Foundation
 
 /// Whether every loop of the daemon is making progress, for systemd's watchdog and `ferry status`.
 ///
 /// A loop that waits for work (an empty queue, a schedule, a budget) is alive; a loop that started a
 /// piece of work and has not finished it within the limit is stuck. Work is registered two ways:
-/// explicitly (`during`), and through the journal's activity hook, which names the loop — a task
+/// explicitly (`begin`/`end`), and through the journal's activity observer, which names the loop — a task
 /// local set once where each loop starts — that waits for or holds the journal. That covers the
 /// commonest way a ferry stops moving while its process looks fine: the journal's file system frozen,
 /// hung or gone, where every writer blocks inside SQLite. Probes add what a loop knows itself (the
@@ -58,24 +59,18 @@ public final class Liveness: Sendable {
         state.withLock { _ = $0.open.removeValue(forKey: token) }
     }
 
-    /// Runs `body` as a piece of work of the current loop.
-    public func during<T>(_ what: String, _ body: () async throws -> T) async rethrows -> T {
-        let token = begin(Self.loop, what)
-        defer { end(token) }
-        return try await body()
-    }
-
     /// Adds a source of work the registry cannot see being started, asked at every check.
     public func addProbe(_ probe: @escaping @Sendable () -> Work?) {
         probes.withLock { $0.append(probe) }
     }
 
-    /// The journal hook: every wait for the journal and every hold of it is work of the calling loop.
-    public func journalHook() -> @Sendable () -> (@Sendable () -> Void) {
-        { [self] in
-            let token = self.begin(Liveness.loop, "waiting for or writing the journal")
-            return { self.end(token) }
-        }
+    /// The journal's observer: every wait for the journal and every hold of it is work of the calling loop.
+    public var journalObserver: any JournalActivityObserver { JournalWork(liveness: self) }
+
+    private struct JournalWork: JournalActivityObserver {
+        let liveness: Liveness
+        func began() -> Int { liveness.begin(Liveness.loop, "waiting for or writing the journal") }
+        func ended(_ token: Int) { liveness.end(token) }
     }
 
     /// Marks that a task of the task pool ran, every 500 ms until cancelled. If none can run (every

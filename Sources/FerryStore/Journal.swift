@@ -392,8 +392,9 @@ public final class Journal: @unchecked Sendable {
     }
 
     func locked<T>(_ body: () throws -> T) rethrows -> T {
-        let done = activity.withLock { $0.hook }?()
-        defer { done?() }
+        let observer = activity.withLock { $0.observer }
+        let token = observer?.began()
+        defer { if let token { observer?.ended(token) } }
         lock.lock()
         activity.withLock { $0.heldSince = .now }
         defer {
@@ -403,14 +404,10 @@ public final class Journal: @unchecked Sendable {
         return try body()
     }
 
-    /// Called when a caller starts waiting for the journal; the closure it returns is called when that
-    /// caller is done with it. The daemon's liveness check uses it to name which loop waits on the
-    /// journal, and for how long (a journal on a frozen or hung file system blocks every writer).
-    public typealias ActivityHook = @Sendable () -> (@Sendable () -> Void)
-
-    /// Installs the hook (before the journal is used by more than one task).
-    public func observeActivity(_ hook: @escaping ActivityHook) {
-        activity.withLock { $0.hook = hook }
+    /// Installs the observer told of every wait for and use of the journal (before the journal is used
+    /// by more than one task).
+    public func observeActivity(_ observer: any JournalActivityObserver) {
+        activity.withLock { $0.observer = observer }
     }
 
     /// Since when the current holder of the journal has held it, or nil when nobody does: a statement
@@ -1052,11 +1049,20 @@ public final class Journal: @unchecked Sendable {
 /// The journal's activity: since when `lock` is held, and the liveness hook. Guarded by its own lock.
 private final class ActivityState: @unchecked Sendable {
     private let lock = NSLock()
-    private var state = (heldSince: ContinuousClock.Instant?.none, hook: Journal.ActivityHook?.none)
+    private var state = (heldSince: ContinuousClock.Instant?.none, observer: (any JournalActivityObserver)?.none)
 
-    func withLock<T>(_ body: (inout (heldSince: ContinuousClock.Instant?, hook: Journal.ActivityHook?)) -> T) -> T {
+    func withLock<T>(_ body: (inout (heldSince: ContinuousClock.Instant?, observer: (any JournalActivityObserver)?)) -> T) -> T {
         lock.lock()
         defer { lock.unlock() }
         return body(&state)
     }
+}
+
+/// Told when a caller starts waiting for the journal (`began`, returning a token) and when it is done
+/// with it (`ended`). The daemon's liveness check uses it to name which loop waits on the journal, and
+/// for how long: a journal on a frozen or hung file system blocks every writer. Called on every journal
+/// call, so it must be cheap (no allocation).
+public protocol JournalActivityObserver: Sendable {
+    func began() -> Int
+    func ended(_ token: Int)
 }

@@ -39,14 +39,14 @@ struct LivenessUnitTests {
         #expect(stuck.last?.what == "first" && stuck.last?.seconds == 11)
     }
 
-    @Test func theJournalHookNamesTheLoopOfTheCallingTask() async {
+    @Test func theJournalObserverNamesTheLoopOfTheCallingTask() async {
         let clock = Clock()
         let liveness = Liveness(clock: { clock.now })
-        let hook = liveness.journalHook()
-        let done = Liveness.$loop.withValue("connector acme") { hook() }
+        let observer = liveness.journalObserver
+        let token = Liveness.$loop.withValue("connector acme") { observer.began() }
         clock.advance(.seconds(30))
         #expect(liveness.stuck(longerThan: .seconds(2)).map(\.loop) == ["connector acme"])
-        done()
+        observer.ended(token)
         #expect(liveness.stuck(longerThan: .seconds(2)).isEmpty)
     }
 
