@@ -172,6 +172,9 @@ public final class Journal: @unchecked Sendable {
     private var pendingStagedStorage: [StagedCopy] = []
     private let logger: Logger
     private let now: @Sendable () -> Date
+    /// A second connection, opened at first use, for checkpoints run beside `lock` (`checkpointBeside`).
+    private let sideLock = NSLock()
+    private var sideConnection: SQLiteConnection?
 
     /// The schema this build writes; older journals are migrated forward on open.
     public static let schemaVersion = 5
@@ -402,6 +405,28 @@ public final class Journal: @unchecked Sendable {
             lock.unlock()
         }
         return try body()
+    }
+
+    /// Checkpoints the write-ahead log on a second connection, without the journal lock: a PASSIVE
+    /// checkpoint neither waits for nor blocks the pipeline's commits. For housekeeping whose own commits
+    /// skip SQLite's auto-checkpoint (pruning), so that its steps hold the journal only for their deletes
+    /// while the log still stays bounded: once all of it is in the database, the next commit starts the
+    /// log again from its beginning. Returns the log's frames and how many of them are checkpointed.
+    @discardableResult
+    public func checkpointBeside() throws -> (logFrames: Int, checkpointed: Int) {
+        try sideLock.withLock {
+            let side: SQLiteConnection
+            if let open = sideConnection {
+                side = open
+            } else {
+                side = try SQLiteConnection(path: path, readOnly: false)
+                // A connection learns that the database is in WAL mode when it first reads it; until then
+                // a checkpoint does nothing.
+                try side.execute("PRAGMA journal_mode=WAL")
+                sideConnection = side
+            }
+            return try side.checkpointPassive()
+        }
     }
 
     /// Installs the observer told of every wait for and use of the journal (before the journal is used

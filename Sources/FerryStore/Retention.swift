@@ -68,7 +68,7 @@ extension Journal {
         guard !ids.isEmpty else { return PruneStep(files: 0, batches: 0, lockHeld: .zero) }
         return try locked {
             let started = ContinuousClock.now
-            let (files, batches) = try connection.transaction(durable: false) { () throws -> (Int, Int) in
+            let (files, batches) = try connection.transaction(durable: false, checkpoint: false) { () throws -> (Int, Int) in
                 let batchOf = try connection.statement("SELECT batch_id FROM outbound_files WHERE id = ?")
                 let delete = try connection.statement("""
                     DELETE FROM outbound_files WHERE id = ? AND state IN \(Self.finishedOutboundSQL) AND updated_at < ?
@@ -105,7 +105,7 @@ extension Journal {
     public func pruneEmptyBatches(finishedBefore cutoff: Date, afterID: Int64, limit: Int) throws -> (PruneStep, next: Int64?) {
         try locked {
             let started = ContinuousClock.now
-            let (deleted, next) = try connection.transaction(durable: false) { () throws -> (Int, Int64?) in
+            let (deleted, next) = try connection.transaction(durable: false, checkpoint: false) { () throws -> (Int, Int64?) in
                 let rows = try connection.statement("""
                     SELECT id, state, updated_at, created_at FROM outbound_batches WHERE id > ? ORDER BY id LIMIT ?
                     """).query([.integer(afterID), .integer(Int64(limit))]) { ($0.int(0), $0.text(1) ?? "", $0.double(2), $0.double(3)) }
@@ -133,7 +133,7 @@ extension Journal {
                              limit: Int) throws -> (PruneStep, next: PruneCursor?) {
         try locked {
             let started = ContinuousClock.now
-            let (deleted, next) = try connection.transaction(durable: false) { () throws -> (Int, PruneCursor?) in
+            let (deleted, next) = try connection.transaction(durable: false, checkpoint: false) { () throws -> (Int, PruneCursor?) in
                 let rows = try connection.statement("""
                     SELECT id, rule, remote_path, updated_at FROM inbound_files
                     WHERE state IN \(Self.finishedInboundSQL) AND state = 'done' AND updated_at < ? AND (updated_at, id) > (?, ?)
@@ -165,7 +165,7 @@ extension Journal {
         try locked {
             let started = ContinuousClock.now
             // Like the deletes, safe to lose in a power cut: the pages are simply still free afterwards.
-            try connection.transaction(durable: false) {
+            try connection.transaction(durable: false, checkpoint: false) {
                 try connection.execute("PRAGMA incremental_vacuum(\(max(1, pages)))")
             }
             let free = try connection.statement("PRAGMA freelist_count").query { Int($0.int(0)) }.first ?? 0

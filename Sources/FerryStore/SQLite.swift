@@ -75,6 +75,21 @@ final class SQLiteConnection {
         return statement
     }
 
+    /// SQLite's default auto-checkpoint threshold, in pages of the write-ahead log.
+    static let autoCheckpointPages: Int32 = 1000
+
+    /// A PASSIVE checkpoint: copies what it can of the write-ahead log into the database without waiting
+    /// for (or blocking) readers and writers. Returns the log's frames and how many of them are now in the
+    /// database; when the two are equal, the next write starts the log again from its beginning.
+    func checkpointPassive() throws -> (logFrames: Int, checkpointed: Int) {
+        var log: Int32 = 0
+        var done: Int32 = 0
+        let rc = sqlite3_wal_checkpoint_v2(handle, nil, SQLITE_CHECKPOINT_PASSIVE, &log, &done)
+        // BUSY: another connection is checkpointing right now, which is as good.
+        guard rc == SQLITE_OK || rc & 0xff == SQLITE_BUSY else { throw error(rc, "checkpoint") }
+        return (Int(log), Int(done))
+    }
+
     var lastInsertRowID: Int64 { sqlite3_last_insert_rowid(handle) }
     var changes: Int { Int(sqlite3_changes(handle)) }
 
@@ -82,10 +97,17 @@ final class SQLiteConnection {
     /// (`synchronous=NORMAL` for this commit only): for changes that are safe to lose in a power cut
     /// because replaying from the previous state repeats them harmlessly. In WAL mode commits reach
     /// the disk in order, so the next durable commit makes every earlier one durable too.
-    func transaction<T>(durable: Bool = true, _ body: () throws -> T) throws -> T {
+    ///
+    /// `checkpoint: false` keeps this commit from running SQLite's auto-checkpoint (which otherwise runs
+    /// inside the commit that takes the write-ahead log past 1,000 pages: copying them into the database
+    /// and two fsyncs, all while the caller holds the journal). For housekeeping that must hold the
+    /// journal only briefly and checkpoints beside it instead (`Journal.checkpointBeside`).
+    func transaction<T>(durable: Bool = true, checkpoint: Bool = true, _ body: () throws -> T) throws -> T {
         // Prepared once and cached: parsing these four statements for every transaction showed in profiles.
         if !durable { try statement("PRAGMA synchronous=NORMAL").run() }
         defer { if !durable { try? statement("PRAGMA synchronous=FULL").run() } }
+        if !checkpoint { sqlite3_wal_autocheckpoint(handle, 0) }
+        defer { if !checkpoint { sqlite3_wal_autocheckpoint(handle, Self.autoCheckpointPages) } }
         try statement("BEGIN IMMEDIATE").run()
         do {
             let result = try body()

@@ -72,7 +72,7 @@ struct JournalRetentionTests {
         var keptOnDisk: [[Version]] = []
         var rows: [Int] = []
         var sizes: [Int64] = []
-        var longestHold = Duration.zero
+        var stepped = false
         for wave in 1...12 {
             // The keep rule's application removes its files three waves later, so for a wave the rows are old and the files still there; the archive rule's files leave the folder at once.
             let keptWave = try (0..<20).map { try Self.write(kept.path + "/w\(wave)-\($0).csv", bytes: 100) }
@@ -87,7 +87,9 @@ struct JournalRetentionTests {
 
             clock.advance(3600)
             let report = try await pruner.pass()
-            longestHold = max(longestHold, report.longestLockHold)
+            // Small transactions, never one big DELETE: no step takes more than the step size (50 rows).
+            #expect(report.outboundFiles <= report.steps * 50, "wave \(wave): \(report.outboundFiles) rows in \(report.steps) steps")
+            stepped = stepped || (report.outboundFiles > 50 && report.steps > 1)
             let figures = try journal.storageFigures()
             #expect(figures.freePages == 0, "wave \(wave): freed pages are given back")
             rows.append(figures.outboundRows)
@@ -105,7 +107,8 @@ struct JournalRetentionTests {
         #expect(rows[3] <= 2 * 80 + 5 + 40, "rows per wave: \(rows)")
         #expect(sizes[11] <= sizes[4] + 8192, "journal bytes per wave: \(sizes)")
         #expect(try journal.batches(in: .finished).count <= 3 * 8, "batches go with their files")
-        #expect(longestHold < .milliseconds(50), "longest lock hold \(longestHold)")
+        // How long a step holds the journal is measured by bench/journal, not here (no timing thresholds in unit tests).
+        #expect(stepped, "some pass pruned more rows than one step takes, in several steps")
     }
 
     /// The pruner waits an hour between passes; with a retention lowered for a test it must come back

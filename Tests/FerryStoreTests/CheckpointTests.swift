@@ -4,11 +4,11 @@ import Testing
 import FerryStore
 import FerryTestSupport
 
-/// The journal checkpoints its write-ahead log itself (SQLite's auto-checkpoint is off, because it ran
-/// inside a commit, under the journal lock): a long run of commits must still leave the log bounded and
-/// the database holding the rows.
+/// The write-ahead log stays bounded: the pipeline's commits run SQLite's auto-checkpoint (at 1,000 pages);
+/// pruning's commits skip it, so that a step holds the journal only for its deletes, and pruning
+/// checkpoints beside the journal lock instead (`Journal.checkpointBeside`).
 struct CheckpointTests {
-    @Test func theWriteAheadLogStaysBoundedWithoutSQLiteAutoCheckpoint() throws {
+    @Test func theWriteAheadLogStaysBoundedUnderALongRunOfCommits() throws {
         let dir = try TempDirectory()
         let journal = try Journal(directory: dir.path, logger: Logger(label: "test"))
         var walPeak: Int64 = 0
@@ -27,5 +27,41 @@ struct CheckpointTests {
         // 1,000 pages of 4 KiB is when a checkpoint is due; the log restarts from its beginning after one.
         #expect(walPeak < 12 << 20, "the WAL grew to \(walPeak) bytes: nothing checkpointed it")
         #expect(try journal.storageFigures().outboundRows == 40_000)
+    }
+
+    /// Pruning steps commit without checkpointing: had any of them run SQLite's auto-checkpoint (inside its
+    /// commit, holding the journal for the copy and two fsyncs), the log would have started again from its
+    /// beginning and hold at most about 1,000 pages. Checkpointing beside the lock then copies all of it,
+    /// and the next commit starts the log afresh.
+    @Test func pruningStepsLeaveTheCheckpointToCheckpointingBesideTheLock() throws {
+        let dir = try TempDirectory()
+        let clock = ManualClock()
+        let journal = try Journal(directory: dir.path, logger: Logger(label: "test"), now: clock.closure)
+        let driver = JournalDriver(journal: journal)
+        var ids: [Int64] = []
+        for batch in 0..<300 {
+            let files = (0..<10).map { index in
+                driver.newFile("b\(batch)-f\(index)-" + String(repeating: "x", count: 300) + ".edi", inode: UInt64(batch * 10 + index + 1))
+            }
+            ids += try driver.send(files, transferID: "t-\(batch)").ids
+        }
+        clock.advance(7200)
+        let cutoff = clock.now.addingTimeInterval(-3600)
+        // Everything written so far goes into the database; the first prune step starts the log afresh.
+        let setup = try journal.checkpointBeside()
+        #expect(setup.checkpointed == setup.logFrames)
+
+        for step in stride(from: 0, to: ids.count, by: 25) {
+            let pruned = try journal.pruneOutbound(Array(ids[step..<min(step + 25, ids.count)]), finishedBefore: cutoff)
+            #expect(pruned.files == min(25, ids.count - step))
+        }
+        let after = try journal.checkpointBeside()
+        #expect(after.logFrames > 1_500, "the log holds \(after.logFrames) frames: a prune step's commit checkpointed (under the journal lock)")
+        #expect(after.checkpointed == after.logFrames, "nothing else reads or writes, so all of it is checkpointed")
+        #expect(try journal.storageFigures().outboundRows == 0)
+
+        _ = try journal.recordDetected([driver.newFile("next.edi", inode: 999_999)])
+        let restarted = try journal.checkpointBeside()
+        #expect(restarted.logFrames < 100, "the next commit starts the log from its beginning (\(restarted.logFrames) frames)")
     }
 }

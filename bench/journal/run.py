@@ -279,6 +279,7 @@ def main():
     print(f"{f'pruning pass, {deleted} rows (peer: one DELETE)':58} {pruned.get('prune.duration', '?'):>12} {ms(peer_prune):>14}")
     print(f"{'longest journal lock hold while pruning (peer: the DELETE)':58} {pruned.get('prune.longest_lock_hold', '?'):>12} {ms(peer_prune):>14}")
     print(f"{'pruning steps / pages returned':58} {pruned.get('prune.steps', '?'):>12} {pruned.get('prune.pages_returned', '?'):>14}")
+    print(f"{'checkpoints beside the journal lock':58} {pruned.get('prune.checkpoints', '?'):>12}")
     print(f"{'journal file before / after pruning (MB)':58} {size_before / 1e6:12.0f} {size_after / 1e6:14.0f}")
 
     def writes(report):
@@ -293,6 +294,7 @@ def main():
     prune = beside_prune.get("prune", {})
     prune_rows, prune_hold = prune.get("rows", 0), prune.get("longest_lock_hold_ms", 0)
     print(f"{f'beside a pruning pass ({prune_rows:,} rows, longest hold {prune_hold:.1f} ms)':58} {writes(beside_prune)}")
+    print(f"{'   its steps / checkpoints beside the lock':58} {prune.get('steps', '?')} / {prune.get('checkpoints', '?')}")
     if not args.keep:
         shutil.rmtree(root)
 
