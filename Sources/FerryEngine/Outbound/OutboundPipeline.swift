@@ -116,7 +116,8 @@ public final class OutboundPipeline: Sendable {
                 group.addTask { await self.journalDetected() }
                 group.addTask { await self.forwardWatcherEvents() }
                 // Uploaders run on the connection pool's thread (AWSClient.executor): a small file's
-                // upload then costs no thread wake-ups besides the network's.
+                // upload then costs no thread wake-ups besides the network's. These 16 workers are the
+                // only bound on uploads, for all connectors together (S3, not the connector, takes them).
                 let uploadExecutor = connectors.values.first?.context.s3.preferredExecutor
                 for _ in 0..<16 {
                     group.addTask(executorPreference: uploadExecutor) { await self.uploadWorker() }
