@@ -125,7 +125,11 @@ actor Tracker {
                 try? await Task.sleep(until: deadline, clock: .continuous)
             } else {
                 var iterator = wakeups.makeAsyncIterator()
-                _ = await iterator.next()
+                if await iterator.next() == nil, !closed {
+                    // The stream ended with a cancelled waiter (AsyncStream finishes then): a later
+                    // loop polls instead of waiting for a wake-up that can no longer come.
+                    try? await Task.sleep(for: .milliseconds(100))
+                }
             }
         }
         return nil
