@@ -60,6 +60,8 @@ import Testing
             #expect(await eventually(timeout: 20, interval: 0.01) { (try? journal.outboundFiles(in: [.done]).count) == 1 })
             #expect(fake.partnerFile("/in/f00.edi") != nil)
             #expect(FileManager.default.contents(atPath: inbox.path + "/r.csv") == Data("report".utf8))
+            let service = service
+            #expect(await eventually(timeout: 20, interval: 0.01) { service.trackedCount == 0 }, "both transfers' tracking ended")
         }
 
         /// Runs the watcher, the outbound pipeline and the connector service while `body` runs.
