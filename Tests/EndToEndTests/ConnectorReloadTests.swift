@@ -91,6 +91,44 @@ struct ConnectorReloadTests {
         #expect(await daemon.stop() == 0)
     }
 
+    /// A connector that a reload adds gets its own connector service, whose tracking loop runs although
+    /// the daemon's group of parts was fixed at start ("connectors added by reload" runs it): its files
+    /// are sent, tracked to COMPLETED and archived, like those of a connector the daemon started with.
+    @Test func aConnectorAddedByAReloadTracksItsTransfersToTheEnd() async throws {
+        let emulator = try Emulator.start(transferDelayMs: 20)
+        let root = try TempDirectory(prefix: "ferry-e2e-reload-added")
+        let outbox = root.path + "/outbox"
+        let second = root.path + "/second"
+        let configPath = root.path + "/rules.yaml"
+        for folder in [outbox, second, emulator.partnerRoot + "/inbound/second"] {
+            try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        }
+        let base = Self.rules(root: root.path, outbox: outbox, emulator: emulator, connectorID: emulator.sftpConnectorId, rate: 20, maxFiles: 3)
+        try base.write(toFile: configPath, atomically: true, encoding: .utf8)
+        let daemon = try FerryDaemon(config: configPath, environment: emulator.environment, logPath: root.path + "/ferry.log")
+        #expect(await eventually(timeout: 30) { daemon.log.contains("ferry started") })
+        let added = [
+            "  second:", "    type: sftp", "    connector_id: \(emulator.sftpConnectorId)", "    staging: s3://\(emulator.stagingBucket)/second/",
+            "outbound:", "  - name: second-out", "    watch: \(second)", "    connector: second", "    remote_directory_path: /inbound/second",
+            "    settle: 200ms", "    batch: { max_files: 3, max_wait: 200ms }", "    after_send: archive", "",
+        ].joined(separator: "\n")
+        try base.replacingOccurrences(of: "outbound:\n", with: added).write(toFile: configPath, atomically: true, encoding: .utf8)
+        daemon.signal(SIGHUP)
+        #expect(await eventually(timeout: 30) { daemon.log.contains("rules reloaded") }, "log:\n\(daemon.log.suffix(2000))")
+        let names = (0..<5).map { "added-\($0).edi" }
+        for name in names { try Data("payload of \(name)\n".utf8).write(to: URL(fileURLWithPath: second + "/" + name)) }
+        func archived() -> Set<String> {
+            let files = FileManager.default.enumerator(atPath: second + "/.ferry/sent")?.allObjects as? [String] ?? []
+            return Set(files.map { ($0 as NSString).lastPathComponent })
+        }
+        // Archived only after the tracker saw each transfer COMPLETED.
+        let done = await eventually(timeout: 60) { archived().isSuperset(of: names) }
+        #expect(done, "archived \(archived().sorted()); log:\n\(daemon.log.suffix(3000))")
+        let delivered = ((try? emulator.deliveries()) ?? []).map(\.remotePath).filter { $0.hasPrefix("/inbound/second/") }
+        #expect(Set(delivered.map { ($0 as NSString).lastPathComponent }) == Set(names) && delivered.count == names.count, "\(delivered)")
+        #expect(await daemon.stop() == 0)
+    }
+
     @Test func aReloadThatLowersTheRateAppliesToTheNextCalls() async throws {
         let emulator = try Emulator.start()
         let root = try TempDirectory(prefix: "ferry-e2e-reload-rate")

@@ -108,7 +108,8 @@ struct ExplainCommandTests {
 
     @Test func quarantinedAndHeldFilesSayWhyAndWhatToDo() async throws {
         let scenario = try OutboundScenario(retries: 0)
-        try scenario.editRules(replacing: "connector_id: \(scenario.emulator.sftpConnectorId)", with: "connector_id: c-00000000000000000")
+        // The partner has no such folder: the send fails REMOTE_DIRECTORY_NOT_FOUND and, with retries: 0, quarantines.
+        try scenario.editRules(replacing: "remote_directory_path: \(scenario.remoteDirectory)", with: "remote_directory_path: /no-such-folder")
         try scenario.start()
         try Data("refused\n".utf8).write(to: URL(fileURLWithPath: scenario.outbox + "/refused.edi"))
         let quarantined = scenario.outbox + "/.ferry/failed/refused.edi"

@@ -147,20 +147,32 @@ import FerryTestSupport
 
     // MARK: 10. Refusals count toward retries
 
-    /// A StartFileTransfer that AWS refuses (here: an unknown connector) used to be retried every 10 s
-    /// forever; it counts toward `retries` and is then quarantined.
-    @Test func refusedStartFileTransferIsQuarantinedAfterItsRetries() async throws {
-        let scenario = try OutboundScenario(retries: 1)
-        try scenario.editRules(replacing: "connector_id: \(scenario.emulator.sftpConnectorId)", with: "connector_id: c-00000000000000000")
+    /// A StartFileTransfer that AWS refuses because it does not know the connector id (a typo, a deleted
+    /// connector) is the connector's problem, not the file's: every file would fail alike. The file is
+    /// held — not quarantined, even with `retries: 0` — and `ferry status` is degraded naming the
+    /// connector; once the rules name the right connector (a reload), the held file goes, once.
+    @Test func anUnknownConnectorIdHoldsFilesUntilTheRulesAreFixed() async throws {
+        let scenario = try OutboundScenario(retries: 0)
+        let good = "connector_id: \(scenario.emulator.sftpConnectorId)"
+        let bad = "connector_id: c-00000000000000000"
+        try scenario.editRules(replacing: good, with: bad)
         try scenario.start()
-        try Data("refused\n".utf8).write(to: URL(fileURLWithPath: scenario.outbox + "/refused.edi"))
-        let reason = scenario.outbox + "/.ferry/failed/refused.edi.reason"
-        #expect(await eventually(timeout: 60) { FileManager.default.fileExists(atPath: reason) }, "log:\n\(log(scenario))")
-        let text = (try? String(contentsOfFile: reason, encoding: .utf8)) ?? ""
-        #expect(text.contains("ResourceNotFoundException"), "the reason names AWS's refusal: \(text)")
-        let calls = try scenario.emulator.requestLog().filter { $0.operation == "StartFileTransfer" }.count
-        #expect(calls == 2, "retries: 1 means two attempts, then quarantine; saw \(calls)")
-        #expect(try scenario.outboundStatus()["quarantined"] as? Int == 1)
+        let data = Data("held\n".utf8)
+        try data.write(to: URL(fileURLWithPath: scenario.outbox + "/held.edi"))
+        func problems() -> String { ((try? scenario.status().json["problems"]) as? [String] ?? []).joined(separator: "\n") }
+        #expect(await eventually(timeout: 60) { problems().contains("AWS does not know connector c-00000000000000000") },
+                "status: \(problems()); log:\n\(log(scenario))")
+        #expect(try scenario.status().exit == 1, "degraded while the connector is unknown")
+        let refused = try scenario.emulator.requestLog().filter { $0.operation == "StartFileTransfer" && $0.errorCode == "ResourceNotFoundException" }
+        #expect(!refused.isEmpty)
+        #expect(!FileManager.default.fileExists(atPath: scenario.outbox + "/.ferry/failed/held.edi"), "held, not quarantined")
+        #expect(try scenario.outboundStatus()["quarantined"] as? Int == 0)
+        try scenario.editRules(replacing: bad, with: good)
+        scenario.daemon?.signal(SIGHUP)
+        #expect(await eventually(timeout: 60) { scenario.partnerFiles()["held.edi"] == data }, "log:\n\(log(scenario))")
+        #expect(await eventually(timeout: 30) { (try? scenario.status().exit) == 0 }, "status: \(problems())")
+        let sent = try scenario.emulator.requestLog().filter { $0.operation == "StartFileTransfer" && $0.status == 200 }
+        #expect(sent.count == 1, "sent once after the fix")
     }
 
     // MARK: 9. Outcomes that can no longer be learned
@@ -206,7 +218,8 @@ import FerryTestSupport
     /// orphaned (no longer counted, not found by a second retry).
     @Test func retryWhoseMoveFailsLeavesTheFileQuarantined() async throws {
         let scenario = try OutboundScenario(retries: 0)
-        try scenario.editRules(replacing: "connector_id: \(scenario.emulator.sftpConnectorId)", with: "connector_id: c-00000000000000000")
+        // The partner has no such folder: the send fails REMOTE_DIRECTORY_NOT_FOUND and, with retries: 0, quarantines.
+        try scenario.editRules(replacing: "remote_directory_path: \(scenario.remoteDirectory)", with: "remote_directory_path: /no-such-folder")
         try scenario.start()
         try Data("blocked\n".utf8).write(to: URL(fileURLWithPath: scenario.outbox + "/blocked.edi"))
         let quarantined = scenario.outbox + "/.ferry/failed/blocked.edi"

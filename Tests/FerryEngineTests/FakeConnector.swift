@@ -23,6 +23,9 @@ final class FakeConnector: TransferService, StagingStore, @unchecked Sendable {
         case refuse
         /// AccessDeniedException: not started, and the credentials' fault, not the batch's.
         case deny
+        /// ResourceNotFoundException for the connector id: not started, and the connector's fault (a
+        /// wrong or deleted `connector_id`), not the batch's.
+        case unknownConnector
         /// The transfer started but the answer was lost (the request was written, no reply came).
         case lostAnswer
     }
@@ -49,6 +52,8 @@ final class FakeConnector: TransferService, StagingStore, @unchecked Sendable {
         var unfinished = 0
         var mostUnfinished = 0
         var listCalls = 0
+        /// ListFileTransferResults calls by transfer id.
+        var looksAt: [String: Int] = [:]
         /// Remote paths whose next retrieval fails (once each).
         var failNextRetrieval: Set<String> = []
         /// Staged keys (by file name) whose sends fail, every time.
@@ -84,11 +89,29 @@ final class FakeConnector: TransferService, StagingStore, @unchecked Sendable {
         """
     }
 
+    /// An `inbound:` section with one rule, `reports`, retrieving `/out/*.csv` from `partner` into
+    /// s3://inbound/reports/ and `downloadTo`; polled only when a test asks.
+    static func inboundRules(downloadTo: String) -> String {
+        """
+        inbound:
+          - name: reports
+            connector: partner
+            remote_directory_path: /out
+            schedule: "0 3 1 1 *"
+            min_age: 0s
+            include: ["*.csv"]
+            local_directory_path: s3://inbound/reports/
+            download_to: \(downloadTo)
+
+        """
+    }
+
     // MARK: What tests set and read
 
     func script(_ answers: [Answer]) { state.withLock { $0.answers = answers } }
     var startCalls: [[String]] { state.withLock { $0.startCalls.map(\.paths) } }
     var mostUnfinished: Int { state.withLock { $0.mostUnfinished } }
+    func looks(at transferID: String) -> Int { state.withLock { $0.looksAt[transferID] ?? 0 } }
     func object(_ bucket: String, _ key: String) -> Data? { state.withLock { $0.objects["\(bucket)/\(key)"] } }
     func putOnPartner(_ path: String, _ data: Data, mtime: Date = Date(timeIntervalSinceNow: -3600)) {
         state.withLock { $0.partner[path] = (data, mtime) }
@@ -121,6 +144,8 @@ final class FakeConnector: TransferService, StagingStore, @unchecked Sendable {
                 throw AWSError(kind: .service, code: "ValidationException", message: "SendFilePaths is not valid", httpStatus: 400)
             case .deny:
                 throw AWSError(kind: .service, code: "AccessDeniedException", message: "not allowed", httpStatus: 403)
+            case .unknownConnector:
+                throw AWSError(kind: .service, code: "ResourceNotFoundException", message: "Unknown connector \(request.connectorId)", httpStatus: 400)
             case .start, .lostAnswer:
                 break
             }
@@ -148,6 +173,7 @@ final class FakeConnector: TransferService, StagingStore, @unchecked Sendable {
     func listFileTransferResults(connectorId: String, transferId: String) async throws -> [FileTransferResult] {
         try state.withLock { state in
             state.listCalls += 1
+            state.looksAt[transferId, default: 0] += 1
             guard var transfer = state.transfers[transferId], transfer.connectorId == connectorId else {
                 throw AWSError(kind: .service, code: "ResourceNotFoundException", message: "Unknown transfer \(transferId)", httpStatus: 400)
             }

@@ -24,17 +24,7 @@ import Testing
             inbox = try TempDirectory(prefix: "ferry-fake-inbox")
             var logger = Logger(label: "inbound-fake")
             logger.logLevel = .critical
-            let yaml = FakeConnector.rulesHeader(stateDir: state.path) + """
-                inbound:
-                  - name: reports
-                    connector: partner
-                    remote_directory_path: /out
-                    schedule: "0 3 1 1 *"
-                    min_age: 0s
-                    include: ["*.csv"]
-                    local_directory_path: s3://inbound/reports/
-                    download_to: \(inbox.path)
-                """
+            let yaml = FakeConnector.rulesHeader(stateDir: state.path) + FakeConnector.inboundRules(downloadTo: inbox.path)
             let loaded = RulesLoader.load(yaml: yaml, path: "test.yaml")
             let rules = try #require(loaded.rules, "rules did not load: \(loaded.errors.map(\.description))")
             journal = try Journal(directory: state.path, logger: logger)
@@ -110,6 +100,28 @@ import Testing
         #expect(second.retrieved == 1)
         #expect(s.inboxFile(Self.name(1)) == Data("report 1".utf8))
         #expect(try s.inboxNames() == (0..<3).map { Self.name($0) })
+    }
+
+    /// A StartFileTransfer refused for the connector's sake — denied credentials (AccessDenied, an expired
+    /// token) or a connector id AWS does not know — is not the file's failure: the retrieval is held,
+    /// spending none of the file's attempts, and goes once a call is allowed. More refusals than a file
+    /// has attempts, then the fixed connector still brings it.
+    @Test(arguments: [FakeConnector.Answer.deny, .unknownConnector])
+    func aRetrievalRefusedForTheConnectorIsHeldWithoutSpendingAnAttempt(_ answer: FakeConnector.Answer) async throws {
+        let s = try Setup()
+        s.fake.putOnPartner("/out/\(Self.name(0))", Data("report 0".utf8))
+        let refusals = InboundSettings(stateDirectory: s.state.path).maxAttempts + 1
+        s.fake.script(Array(repeating: answer, count: refusals))
+        for _ in 0..<refusals {
+            let report = try #require(await s.poller.pollNow(rule: "reports"))
+            #expect(report.error != nil, "the poll says why nothing came")
+            #expect(report.failed == 0, "a refusal for the connector is not the file's failure: \(report.summary)")
+        }
+        #expect(try s.journal.inboundFiles(in: [.failed], rule: "reports").isEmpty)
+        let allowed = try #require(await s.poller.pollNow(rule: "reports"))
+        #expect(allowed.retrieved == 1, "\(allowed.summary)")
+        #expect(s.inboxFile(Self.name(0)) == Data("report 0".utf8))
+        #expect(s.fake.startCalls.count == refusals + 1, "one StartFileTransfer per poll")
     }
 
     @Test func hostileNamesAreRefusedAndNeverRequestedOrWritten() async throws {

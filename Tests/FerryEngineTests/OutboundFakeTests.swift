@@ -59,10 +59,14 @@ final class OutboundFakeHarness: @unchecked Sendable {
     /// Runs the watcher and the pipeline until `done` holds (checked every 10 ms; a deadline, not a
     /// measurement), then stops them as SIGTERM does.
     func run(until done: @escaping @Sendable () -> Bool) async throws -> Bool {
-        let (watcher, pipeline) = try makePipeline()
+        let (watcher, pipeline, service) = try makePipeline()
         return await withTaskGroup(of: Bool.self) { group in
             group.addTask { (try? await watcher.run()) != nil }
             group.addTask { (try? await pipeline.run()) != nil }
+            group.addTask {
+                await service.run()
+                return false
+            }
             group.addTask { await eventually(timeout: 30, interval: 0.01) { done() } }
             let reached = await group.next() ?? false
             group.cancelAll()
@@ -71,16 +75,20 @@ final class OutboundFakeHarness: @unchecked Sendable {
         }
     }
 
-    /// A watcher on the folder and the pipeline over the fake, not yet running.
-    func makePipeline() throws -> (FolderWatcher, OutboundPipeline) {
+    /// The connector's service over the fake, as the daemon makes it (its own budgets), not yet running.
+    func makeService() throws -> ConnectorService {
         let connector = try #require(rules.connectors.first)
-        let budget = ConnectorBudget(connector)
-        let context = ConnectorContext(connector: connector, s3: fake, transfer: fake, limiter: budget.limiter, inFlight: budget.inFlight,
-                                       uploadSlots: budget.uploadSlots, gate: budget.gate)
+        return ConnectorService(ConnectorContext(connector: connector, s3: fake, transfer: fake),
+                                limiter: RateLimiter(perSecond: connector.requestsPerSecond), health: nil, logger: logger)
+    }
+
+    /// A watcher on the folder, the connector's service and the pipeline over them, not yet running.
+    func makePipeline(service given: ConnectorService? = nil) throws -> (FolderWatcher, OutboundPipeline, ConnectorService) {
+        let service = try given ?? makeService()
         let watcher = FolderWatcher(rules: Daemon.watchRules(rules), logger: logger)
-        let pipeline = OutboundPipeline(rules: rules.outbound, connectors: ["partner": context], journal: journal, watcher: watcher,
+        let pipeline = OutboundPipeline(rules: rules.outbound, connectors: ["partner": service], journal: journal, watcher: watcher,
                                         metrics: Metrics(), logger: logger, retryBase: .milliseconds(10))
-        return (watcher, pipeline)
+        return (watcher, pipeline, service)
     }
 
     func exists(_ relative: String) -> Bool { FileManager.default.fileExists(atPath: watch.path + "/" + relative) }
@@ -176,12 +184,13 @@ final class OutboundFakeHarness: @unchecked Sendable {
         fake.state.withLock { $0.holdWhile = { _ in true } }  // no transfer ever finishes
         let h = try OutboundFakeHarness(fake: fake, maxInFlight: 1, maxFiles: 1, maxWait: "10ms")
         try h.drop(3)
-        let (watcher, pipeline) = try h.makePipeline()
+        let (watcher, pipeline, service) = try h.makePipeline()
         let ended = Locked(false)
         let running = Task {
             await withTaskGroup(of: Void.self) { group in
                 group.addTask { try? await watcher.run() }
                 group.addTask { try? await pipeline.run() }
+                group.addTask { await service.run() }
             }
             ended.withLock { $0 = true }
         }
@@ -204,5 +213,23 @@ final class OutboundFakeHarness: @unchecked Sendable {
         #expect(try await h.run { (try? journal.outboundFiles(in: [.done]).count) == 12 })
         #expect(fake.startCalls.count >= 6)
         #expect(fake.mostUnfinished == 2, "max_in_flight 2: never more than two transfers unfinished at the connector")
+    }
+}
+
+/// A StartFileTransfer refused for the connector itself — denied credentials, or a connector id AWS
+/// does not know (ResourceNotFoundException) — is not the batch's failure: the batch is held and sent
+/// once a call is allowed, without spending any of the file's `retries` (here none).
+@Suite struct OutboundConnectorRefusalTests {
+    @Test(arguments: [FakeConnector.Answer.deny, .unknownConnector])
+    func aSendRefusedForTheConnectorIsHeldNotQuarantined(_ answer: FakeConnector.Answer) async throws {
+        let fake = FakeConnector()
+        fake.script([answer, answer])
+        let h = try OutboundFakeHarness(fake: fake, retries: 0)
+        try h.drop(1)
+        let journal = h.journal
+        #expect(try await h.run { (try? journal.outboundFiles(in: [.done]).count) == 1 })
+        #expect(fake.startCalls.count == 3, "refused twice, then sent")
+        #expect(h.count(.quarantined) == 0, "with retries: 0 a refusal for the connector costs no attempt")
+        #expect(fake.partnerFile("/in/f00.edi") == Data("f 0\n".utf8))
     }
 }

@@ -6,9 +6,8 @@ import Testing
 /// transfer): a connector finishes its transfers in the order they were submitted, so only the oldest
 /// unfinished one is looked at often, and the one behind it is looked at as soon as it finishes.
 struct TrackerTests {
-    static func batch(_ id: Int64, connector: String = "c-1") -> TrackedBatch {
-        TrackedBatch(id: id, rule: "r", connector: "partner", connectorID: connector, transferID: "t-\(id)", fileIDs: [id],
-                     submittedAt: Date(), backoff: Tracker.headFirstLook)
+    static func batch(_ id: Int64, connector: String = "c-1") -> TrackedTransfer {
+        TrackedTransfer(id: id, connectorID: connector, transferID: "t-\(id)", submittedAt: Date(), backoff: Tracker.headFirstLook)
     }
 
     /// The next transfers due, or nil if none is due within `deadline` (a deadline, not a measurement:

@@ -80,16 +80,16 @@ final class ConnectorMonitor: Sendable {
     /// A reload: every connector is asked again at once (a new `connector_id` or `type` among them).
     func reloaded() { due.withLock { $0.removeAll() } }
 
-    /// Runs until cancelled over the contexts `current` returns (the rules in force).
-    func run(current: @escaping @Sendable () -> [String: ConnectorContext]) async throws {
+    /// Runs until cancelled over the connector services `current` returns (those the rules in force name).
+    func run(current: @escaping @Sendable () -> [String: ConnectorService]) async throws {
         while !Task.isCancelled {
             let contexts = current()
             let now = ContinuousClock.now
             var checked = false
-            for (name, context) in contexts.sorted(by: { $0.key < $1.key }) {
+            for (name, service) in contexts.sorted(by: { $0.key < $1.key }) {
                 let next = due.withLock { $0[name] }
                 if let next, next > now { continue }
-                let interval = await check(name: name, context: context)
+                let interval = await check(name: name, context: service.context, gate: service.gate)
                 due.withLock { $0[name] = ContinuousClock.now.advanced(by: interval) }
                 checked = true
             }
@@ -107,7 +107,7 @@ final class ConnectorMonitor: Sendable {
     }
 
     /// One DescribeConnector; returns when to ask again.
-    func check(name: String, context: ConnectorContext) async -> Duration {
+    func check(name: String, context: ConnectorContext, gate: ConnectorGate) async -> Duration {
         let connector = context.connector
         var state = ConnectorState(name: name, connectorId: connector.connectorId, type: connector.type.rawValue,
                                    egressIPAddresses: [], checkedAt: Date())
@@ -140,7 +140,6 @@ final class ConnectorMonitor: Sendable {
             defer { states[name] = state }
             return states[name]
         }
-        let gate = context.gate
         if let held {
             gate.hold(held)
             health.set("connector:\(name)", held)

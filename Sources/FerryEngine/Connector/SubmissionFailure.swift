@@ -9,11 +9,14 @@ enum SubmissionFailure: Equatable {
     /// refused, DNS, TLS). Resend after the wait, spending no attempt.
     case throttled(Duration)
     /// Not started: the credentials were refused or do not allow the call (expired or unknown keys, a
-    /// policy that denies it). The connector's problem, not the batch's: every batch would fail alike,
-    /// and spending their `retries` would quarantine every file for it. Held, like a PENDING connector.
+    /// policy that denies it), or AWS does not know the connector id (ResourceNotFoundException: a wrong
+    /// or deleted `connector_id`). The connector's problem, not the batch's: every batch would fail
+    /// alike, and spending their `retries` would quarantine every file for it. Held, like a PENDING
+    /// connector. The same for both directions: a send's files keep their attempts, and so do a
+    /// retrieval's.
     case denied
-    /// Not started: the service refused the call for the batch itself (validation, a connector it does
-    /// not know). Counts toward `retries`.
+    /// Not started: the service refused the call for the request itself (validation). Counts toward
+    /// `retries` (outbound) and the file's attempts (inbound).
     case refused
     /// Maybe started: no answer, a timeout, a 5xx, or an answer we could not read.
     case inDoubt
@@ -29,7 +32,8 @@ enum SubmissionFailure: Equatable {
             self = .throttled(.milliseconds(Int((error.retryAfterSeconds ?? 10) * 1000)))
         } else if error.httpStatus == nil {
             self = .throttled(.seconds(10))  // unreachable: the file is not at fault
-        } else if error.isAccessProblem {
+        } else if error.isAccessProblem || error.code == "ResourceNotFoundException" {
+            // StartFileTransfer names one resource, the connector: "not found" is about it, not the paths.
             self = .denied
         } else {
             self = .refused

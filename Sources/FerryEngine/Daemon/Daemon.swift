@@ -19,11 +19,17 @@ public final class Daemon: Sendable {
     let inbound: InboundPoller
     /// One AWS client per distinct AWS settings, shared by the connectors that use them.
     let clients: Locked<[String: AWSClient]>
-    /// Each connector's request and in-flight budgets, by connector name, for the daemon's whole life:
-    /// a reload adjusts them in place, so both directions and every generation of the rules share one.
-    let budgets: Locked<[String: ConnectorBudget]>
-    /// The connector contexts of the rules in force, for the connector monitor.
-    let currentContexts: Locked<[String: ConnectorContext]>
+    /// Each connector's service (budgets, submission, tracking), by connector name, for the daemon's
+    /// whole life: a reload updates it in place, so both directions and every generation of the rules
+    /// share one. Services of connectors the rules no longer name stay, for work still finishing.
+    let services: Locked<[String: ConnectorService]>
+    /// The services of the connectors the rules in force name, for the connector monitor.
+    let currentServices: Locked<[String: ConnectorService]>
+    /// Services of connectors a reload added, whose tracking loops the group's "connectors added by
+    /// reload" part runs (a ServiceGroup's parts are fixed when it starts).
+    private let addedServices: (stream: AsyncStream<ConnectorService>, continuation: AsyncStream<ConnectorService>.Continuation)
+    /// The connectors the daemon started with, each a part of the group.
+    private let initialServices: [ConnectorService]
     /// DescribeConnector at start, after reloads and on a schedule: holds work of unusable connectors.
     let monitor: ConnectorMonitor
     let lock: DaemonLock
@@ -59,10 +65,13 @@ public final class Daemon: Sendable {
 
         let clients = Locked<[String: AWSClient]>([:])
         self.clients = clients
-        let budgets = Locked<[String: ConnectorBudget]>([:])
-        self.budgets = budgets
-        let contexts = try Self.contexts(for: rules.connectors, clients: clients, budgets: budgets, metrics: metrics, health: health, logger: logger)
-        currentContexts = Locked(contexts)
+        let services = Locked<[String: ConnectorService]>([:])
+        self.services = services
+        let prepared = try Self.services(for: rules.connectors, clients: clients, services: services, metrics: metrics, health: health, logger: logger)
+        let named = prepared.mapValues(\.service)
+        currentServices = Locked(named)
+        initialServices = named.values.sorted { $0.name < $1.name }
+        addedServices = AsyncStream.makeStream(of: ConnectorService.self)
         monitor = ConnectorMonitor(stateDir: rules.stateDir, health: health, logger: logger)
 
         watcher = FolderWatcher(rules: Self.watchRules(rules), reconcileInterval: rules.reconcileInterval, logger: logger) { rule, path, version in
@@ -71,9 +80,9 @@ public final class Daemon: Sendable {
             return (try? journal.isKnown(path: path, device: version.device, inode: version.inode, size: version.size,
                                          mtimeNanoseconds: version.mtimeNanoseconds, doneCounts: keepsSent)) ?? false
         }
-        outbound = OutboundPipeline(rules: rules.outbound, connectors: contexts, journal: journal, watcher: watcher,
+        outbound = OutboundPipeline(rules: rules.outbound, connectors: named, journal: journal, watcher: watcher,
                                     metrics: metrics, logger: logger, health: health, alerts: alerts)
-        inbound = InboundPoller(rules: rules.inbound, contexts: contexts, journal: journal, metrics: metrics, logger: logger)
+        inbound = InboundPoller(rules: rules.inbound, services: named, journal: journal, metrics: metrics, logger: logger)
 
         let health = self.health
         inbound.pollFinished.withLock {
@@ -228,12 +237,12 @@ public final class Daemon: Sendable {
         FileSystemKind.of(path: folder).map { ($0.name, $0.isRemote) }
     }
 
-    /// The contexts of `connectors`: this rules generation's settings and clients, over the budgets each
-    /// connector name keeps for the daemon's life (created at first sight; `reload` adjusts them to the
-    /// new limits). Budgets of connectors the rules no longer name stay, for work still finishing.
-    static func contexts(for connectors: [Connector], clients: Locked<[String: AWSClient]>, budgets: Locked<[String: ConnectorBudget]>,
-                         metrics: Metrics, health: DaemonHealth? = nil, logger: Logger) throws -> [String: ConnectorContext] {
-        var contexts: [String: ConnectorContext] = [:]
+    /// The service of each of `connectors` with this rules generation's settings and clients. A connector
+    /// seen for the first time gets its service (kept in `services` for the daemon's life); a known one
+    /// keeps its service, and the caller applies the returned settings to it (`ConnectorService.update`).
+    static func services(for connectors: [Connector], clients: Locked<[String: AWSClient]>, services: Locked<[String: ConnectorService]>,
+                         metrics: Metrics, health: DaemonHealth? = nil, logger: Logger) throws -> [String: (service: ConnectorService, context: ConnectorContext)] {
+        var prepared: [String: (service: ConnectorService, context: ConnectorContext)] = [:]
         for connector in connectors {
             let settingsKey = "\(connector.aws)"
             let client = try clients.withLock { clients in
@@ -242,23 +251,23 @@ public final class Daemon: Sendable {
                 clients[settingsKey] = made
                 return made
             }
-            let budget = budgets.withLock { budgets in
-                if let existing = budgets[connector.name] { return existing }
-                let made = ConnectorBudget(connector)
-                budgets[connector.name] = made
-                return made
-            }
             // A throttled Start* call (RetryAfterSeconds) holds off the connector's whole request
             // budget, both directions: every other call would only be throttled too.
-            let limiter = budget.limiter
+            let existing = services.withLock { $0[connector.name] }
+            let limiter = existing?.requestLimiter ?? RateLimiter(perSecond: connector.requestsPerSecond)
             let transfer = TransferClient(client: client) { retryAfter in
                 if let retryAfter { await limiter.holdOff(seconds: retryAfter) }
             }
-            contexts[connector.name] = ConnectorContext(
-                connector: connector, s3: S3Client(client: client), transfer: transfer,
-                limiter: budget.limiter, inFlight: budget.inFlight, uploadSlots: budget.uploadSlots, gate: budget.gate)
+            let context = ConnectorContext(connector: connector, s3: S3Client(client: client), transfer: transfer)
+            let service = services.withLock { services in
+                if let known = services[connector.name] { return known }
+                let made = ConnectorService(context, limiter: limiter, health: health, logger: logger)
+                services[connector.name] = made
+                return made
+            }
+            prepared[connector.name] = (service, context)
         }
-        return contexts
+        return prepared
     }
 
     /// SIGHUP: applies rules that the caller has already validated. New rules and connectors start; removed
@@ -271,16 +280,19 @@ public final class Daemon: Sendable {
         // No RELOADING=1/READY=1 here: the unit reloads through ExecReload (validate, then SIGHUP), and a
         // READY=1 arriving while that job runs makes systemd end the job as failed.
         let previous = currentRules.withLock { $0 }
-        let contexts = try Self.contexts(for: newRules.connectors, clients: clients, budgets: budgets, metrics: metrics, health: health, logger: logger)
-        for connector in newRules.connectors {
-            if let budget = budgets.withLock({ $0[connector.name] }) { await budget.adjust(to: connector) }
+        let running = Set(services.withLock { $0.keys })
+        let prepared = try Self.services(for: newRules.connectors, clients: clients, services: services, metrics: metrics, health: health, logger: logger)
+        for (name, entry) in prepared {
+            await entry.service.update(entry.context)
+            if !running.contains(name) { addedServices.continuation.yield(entry.service) }
         }
         Self.logConnectorChanges(from: previous.connectors, to: newRules.connectors, logger: logger)
-        currentContexts.withLock { $0 = contexts }
+        let current = prepared.mapValues(\.service)
+        currentServices.withLock { $0 = current }
         monitor.reloaded()
-        let (added, removed) = await outbound.reload(rules: newRules.outbound, connectors: contexts)
+        let (added, removed) = await outbound.reload(rules: newRules.outbound, connectors: current)
         watcher.updateRules(Self.watchRules(newRules))
-        inbound.reload(rules: newRules.inbound, contexts: contexts)
+        inbound.reload(rules: newRules.inbound, services: current)
         currentRules.withLock { $0 = newRules }
         logger.info("rules reloaded", metadata: ["rules.added": "\(added.joined(separator: ","))",
                                                  "rules.removed": "\(removed.joined(separator: ","))",
@@ -325,6 +337,7 @@ public final class Daemon: Sendable {
     }
 
     /// `ferry poll RULE` without a running daemon: one poll of `rule`, then the AWS clients shut down.
+    /// (The poll runs its connector's tracking loop while it waits for its transfers.)
     public func pollOnce(rule: String) async -> PollReport? {
         defer { for client in clients.withLock({ Array($0.values) }) { client.shutdown() } }
         return await inbound.pollNow(rule: rule)
@@ -348,9 +361,24 @@ public final class Daemon: Sendable {
         var parts: [any Service] = [
             DaemonLifecycle(daemon: self),
             DaemonPart("watcher") { try await self.watcher.run() },
+        ]
+        // Each connector's service (its tracking loop) before the directions that hand it work, so it
+        // stops after them.
+        for service in initialServices {
+            parts.append(DaemonPart("connector \(service.name)") { await service.run() })
+        }
+        let added = addedServices.stream
+        parts.append(DaemonPart("connectors added by reload") {
+            await withDiscardingTaskGroup { group in
+                for await service in added {
+                    group.addTask { await Liveness.$loop.withValue("connector \(service.name)") { await service.run() } }
+                }
+            }
+        })
+        parts += [
             DaemonPart("outbound") { try await self.outbound.run() },
             DaemonPart("inbound") { await self.inbound.run() },
-            DaemonPart("connector-monitor") { try await self.monitor.run { self.currentContexts.withLock { $0 } } },
+            DaemonPart("connector-monitor") { try await self.monitor.run { self.currentServices.withLock { $0 } } },
             DaemonPart("journal-pruner") { await JournalPruner(journal: self.journal, rules: { self.currentRules.withLock { $0 } }, logger: self.logger).run() },
             DaemonPart("alerts") { await self.alerts.run() },
             // Not a loop that does work: it only shows that a task of the pool can still run (see Liveness).

@@ -11,19 +11,25 @@ public struct InboundConnection: Sendable {
     public var connectorId: String
     public var s3: any StagingStore
     public var transfer: any TransferService
-    /// Waits for the connector's StartFileTransfer/StartDirectoryListing budget: the rate limiter the
-    /// connector shares with outbound, so that inbound and outbound together stay within its quota.
-    public var pace: @Sendable () async throws -> Void
-    /// The connector's transfers-in-flight budget (`max_in_flight`), shared with outbound.
-    public var inFlight: InFlightGate
+    /// The connector's service, shared with outbound in the daemon: the request budget (`pace`), the
+    /// transfers-in-flight budget (`max_in_flight`), submission and the one tracker of its transfers.
+    let service: ConnectorService
 
+    /// A connection with budgets of its own: `pace` is waited for before every Start* call, `inFlight`
+    /// holds the transfers (tests, and tools that bound their calls themselves).
     public init(connectorId: String, s3: any StagingStore, transfer: any TransferService, pace: @escaping @Sendable () async throws -> Void,
                 inFlight: InFlightGate = .unlimited) {
+        let connector = Connector(name: connectorId, type: .sftp, connectorId: connectorId, aws: AWSSettings(region: ""))
+        self.init(connectorId: connectorId, s3: s3, transfer: transfer,
+                  service: ConnectorService(ConnectorContext(connector: connector, s3: s3, transfer: transfer), pace: pace, inFlight: inFlight,
+                                            logger: Logger(label: "ferry.connector")))
+    }
+
+    init(connectorId: String, s3: any StagingStore, transfer: any TransferService, service: ConnectorService) {
         self.connectorId = connectorId
         self.s3 = s3
         self.transfer = transfer
-        self.pace = pace
-        self.inFlight = inFlight
+        self.service = service
     }
 }
 
@@ -377,7 +383,7 @@ public final class InboundPoller: Sendable {
         for leftover in try await connection.s3.listObjectsV2(bucket: bucket, prefix: prefix) {
             try await connection.s3.deleteObject(bucket: bucket, key: leftover.key)
         }
-        try await connection.pace()
+        try await connection.service.pace()
         let started = try await connection.transfer.startDirectoryListing(
             connectorId: connection.connectorId, remoteDirectoryPath: remoteDirectory ?? rule.remoteDirectoryPath,
             outputDirectoryPath: "/\(bucket)/\(prefix)", maxItems: rule.maxItems)
@@ -435,14 +441,21 @@ public final class InboundPoller: Sendable {
             report.warnings.append("\(report.waitingForEarlierVersion) version(s) wait until an earlier version of the same name is placed — see `ferry status`")
         }
         report.requested += toSubmit.count
-        // Transfers of earlier runs are already at AWS: they hold slots from the start, without waiting.
-        let resumed = Set(try journal.inboundFiles(in: [.retrieving], rule: rule.name).compactMap(\.transferID)).count
-        for _ in 0..<resumed { await connection.inFlight.take() }
-        let progress = RetrievalProgress(held: resumed)
+        let service = connection.service
+        let progress = RetrievalProgress()
         // Each file the tracker sees COMPLETED is placed at once, while later transfers of the poll are
         // still queued at the connector (issue 15: with one file at a time per connection, a poll of many
         // files would otherwise hold every file back until the last one arrived).
         let (arrivals, arrived) = AsyncStream.makeStream(of: InboundFile.self)
+        // Transfers of earlier polls or runs are already at AWS: the connector service follows them (one it
+        // already follows keeps its place and slot) and reports them to this poll.
+        let running = Dictionary(grouping: try journal.inboundFiles(in: [.retrieving], rule: rule.name).filter { $0.transferID != nil },
+                                 by: { $0.transferID ?? "" })
+        for (transferID, files) in running {
+            progress.begin()
+            await service.track(transferID: transferID, connectorID: connection.connectorId, submittedAt: files.map(\.updatedAt).min() ?? Date(),
+                                holdsSlot: false, follower: follower(rule, progress: progress, arrived: arrived))
+        }
         let placing = PlacementTally()
         do {
             try await withThrowingTaskGroup(of: Void.self) { group in
@@ -450,38 +463,36 @@ public final class InboundPoller: Sendable {
                     try await self.placeAll(arrivals, rule: rule, connection: connection, tally: placing, stop: { arrived.finish() })
                 }
                 group.addTask {
-                    do {
-                        for start in stride(from: 0, to: toSubmit.count, by: 10) {
-                            try await connection.inFlight.enter()
-                            do {
-                                try await self.submit(Array(toSubmit[start..<min(start + 10, toSubmit.count)]), rule: rule,
-                                                      connection: connection, progress: progress)
-                            } catch {
-                                await connection.inFlight.leave()
-                                throw error
-                            }
-                            // Counted only once journaled as retrieving, so the tracker never frees it early.
-                            progress.state.withLock { $0.held += 1 }
-                        }
-                    } catch {
-                        progress.state.withLock { $0.submitting = false }
-                        throw error
+                    defer { progress.doneSubmitting() }
+                    for start in stride(from: 0, to: toSubmit.count, by: 10) {
+                        // An in-flight slot, the gate and the rate: the connector's budgets, shared with outbound.
+                        let context = try await service.admit()
+                        try await self.submit(Array(toSubmit[start..<min(start + 10, toSubmit.count)]), rule: rule, service: service,
+                                              context: context, progress: progress, arrived: arrived)
                     }
-                    progress.state.withLock { $0.submitting = false }
                 }
                 group.addTask {
                     defer { arrived.finish() }
-                    try await self.track(rule, connection: connection, progress: progress, arrived: arrived)
+                    // Until every transfer of the poll finished (the connector service's tracker looks at
+                    // them), or the track timeout once all are submitted: those still running then are
+                    // followed on, and the next poll takes them over.
+                    let deadline = ContinuousClock.now.advanced(by: self.settings.trackTimeout)
+                    await service.waitForTracking { progress.isSettled(by: deadline) }
+                    try Task.checkCancellation()
+                    if let error = progress.failure { throw error }
+                    if !progress.isSettled(by: nil) {
+                        progress.warn("some retrievals were still running after \(self.settings.trackTimeout); the next poll tracks them")
+                    }
                 }
                 try await group.waitForAll()
             }
         } catch {
             placing.tally(into: &report)
-            await progress.settle(into: &report, gate: connection.inFlight)
+            progress.settle(into: &report)
             throw error
         }
         placing.tally(into: &report)
-        await progress.settle(into: &report, gate: connection.inFlight)
+        progress.settle(into: &report)
         try await finish(rule, connection: connection, skipping: placing.attempted, report: &report)
     }
 
@@ -514,33 +525,49 @@ public final class InboundPoller: Sendable {
         return again
     }
 
-    private func submit(_ files: [InboundFile], rule: InboundRule, connection: InboundConnection, progress: RetrievalProgress) async throws {
+    /// One retrieval through the connector service, with `context` from its `admit` (whose in-flight slot
+    /// this takes over). Started: journaled `retrieving` and followed by the service's tracker. Not
+    /// started: throttling, an unreachable endpoint and a refusal for the connector itself (denied
+    /// credentials, an unknown connector id) cost the files nothing — they wait for the next poll; a
+    /// refusal of the request itself counts as a failed attempt. Unknown: the files stay `submitting`,
+    /// and the next poll looks in S3 before it asks the partner again.
+    private func submit(_ files: [InboundFile], rule: InboundRule, service: ConnectorService, context: ConnectorContext,
+                        progress: RetrievalProgress, arrived: AsyncStream<InboundFile>.Continuation) async throws {
         let destination = rule.localDirectoryPath
-        try await connection.pace()
-        let batch = try journal.beginRetrieval(files.map { ($0.id, destination.bucket, destination.prefix + $0.name) })
-        try checkpoint("retrieval-submitting")
+        let batch: Int64
         do {
-            let transferID = try await connection.transfer.startFileTransfer(
-                connectorId: connection.connectorId, retrieveFilePaths: files.map(\.remotePath), localDirectoryPath: destination.transferPath)
-            try checkpoint("retrieval-started")
-            try journal.markRetrieving(batch: batch, transferID: transferID)
-            logger.debug("retrieval started", metadata: ["rule": "\(rule.name)", "transfer.id": "\(transferID)", "files": "\(files.count)"])
-        } catch let error as AWSError where error.outcome == .notStarted {
-            // Nothing started (FerryAWS knows: refused, or never reached AWS). Throttling (still, after the
-            // client's own retries) and an unreachable endpoint cost the files nothing; any other refusal
-            // counts as a failed attempt.
-            if error.isThrottling || error.httpStatus == nil {
-                try journal.abandonRetrieval(batch: batch, error: "\(error)")
-            } else {
-                try journal.rejectRetrieval(batch: batch, error: "\(error)")
-                progress.state.withLock { $0.failed += files.count }
-            }
-            throw error
-        } catch let crash as SimulatedCrash {
-            throw crash
+            batch = try journal.beginRetrieval(files.map { ($0.id, destination.bucket, destination.prefix + $0.name) })
+            try checkpoint("retrieval-submitting")
         } catch {
-            // The outcome is unknown (lost answer, timeout, 5xx, cancelled in flight): the files stay
-            // `submitting`, and the next poll looks in S3 before it asks the partner again.
+            await service.release()
+            throw error
+        }
+        let result = await service.start(.retrieve(paths: files.map(\.remotePath), localDirectory: destination.transferPath), on: context)
+        switch result {
+        case .started(let transferID):
+            do {
+                try checkpoint("retrieval-started")
+                try journal.markRetrieving(batch: batch, transferID: transferID)
+            } catch let crash as SimulatedCrash {
+                await service.release()
+                throw crash
+            } catch {
+                await service.release()
+                try? journal.markRetrievalInDoubt(batch: batch, error: "\(error)")
+                throw error
+            }
+            logger.debug("retrieval started", metadata: ["rule": "\(rule.name)", "transfer.id": "\(transferID)", "files": "\(files.count)"])
+            progress.begin()
+            await service.track(transferID: transferID, connectorID: context.connector.connectorId, submittedAt: Date(), holdsSlot: true,
+                                follower: follower(rule, progress: progress, arrived: arrived))
+        case .failed(.throttled, let error), .failed(.denied, let error):
+            try journal.abandonRetrieval(batch: batch, error: "\(error)")
+            throw error
+        case .failed(.refused, let error):
+            try journal.rejectRetrieval(batch: batch, error: "\(error)")
+            progress.count(failed: files.count)
+            throw error
+        case .failed(.inDoubt, let error), .stopped(let error):
             try? journal.markRetrievalInDoubt(batch: batch, error: "\(error)")
             metrics.increment("ferry_inbound_retrievals_in_doubt_total", ["rule": rule.name], by: Double(files.count),
                               help: "Files whose retrieving StartFileTransfer had an unknown outcome.")
@@ -548,68 +575,64 @@ public final class InboundPoller: Sendable {
         }
     }
 
-    /// Tracks the rule's transfers until none is running (or the track timeout), giving back an in-flight
-    /// slot for each transfer that finishes; `held` is how many this poll still holds.
-    private func track(_ rule: InboundRule, connection: InboundConnection, progress: RetrievalProgress,
-                       arrived: AsyncStream<InboundFile>.Continuation) async throws {
-        let deadline = ContinuousClock.now.advanced(by: settings.trackTimeout)
-        var delay = Duration.milliseconds(200)
-        while true {
-            // Read what is held before what runs: every held transfer was journaled before it was counted,
-            // so any held beyond those running have finished.
-            let (held, submitting) = progress.state.withLock { ($0.held, $0.submitting) }
-            let retrieving = try journal.inboundFiles(in: [.retrieving], rule: rule.name)
-            let finished = held - Set(retrieving.compactMap(\.transferID)).count
-            if finished > 0 {
-                progress.state.withLock { $0.held -= finished }
-                for _ in 0..<finished { await connection.inFlight.leave() }
-            }
-            if retrieving.isEmpty && !submitting { return }
-            for (transferID, files) in Dictionary(grouping: retrieving, by: { $0.transferID ?? "" }) {
-                var outcomes: [Int64: FileOutcome] = [:]
+    /// What this poll does with each look the connector service's tracker takes at one of its retrievals:
+    /// records each file's outcome, hands every file that arrived in S3 to placement at once, and says
+    /// whether the transfer is finished.
+    private func follower(_ rule: InboundRule, progress: RetrievalProgress, arrived: AsyncStream<InboundFile>.Continuation) -> TransferFollower {
+        TransferFollower(
+            look: { transfer, look in
                 do {
-                    let results = try await connection.transfer.listFileTransferResults(connectorId: connection.connectorId, transferId: transferID)
-                    // By bytes (NFC/NFD twins are two files), and by either path AWS may report: the
-                    // remote path retrieved from or the S3 path retrieved to.
-                    let byPath = Dictionary(results.map { (PathBytes($0.filePath), $0) }, uniquingKeysWith: { _, last in last })
-                    for file in files {
-                        let s3Path = "/\(file.bucket ?? rule.localDirectoryPath.bucket)/\(file.key ?? rule.localDirectoryPath.prefix + file.name)"
-                        let result = byPath[PathBytes(file.remotePath)] ?? byPath[PathBytes(s3Path)]
-                        switch result?.statusCode {
-                        case .completed: outcomes[file.id] = .completed
-                        case .failed:
-                            outcomes[file.id] = .failed(code: result?.failureCode ?? "FAILED", message: result?.failureMessage ?? "")
-                        default: break
-                        }
-                    }
-                } catch let error as AWSError where error.code == "ResourceNotFoundException" {
-                    // Results are kept for 7 days; a transfer that old is retrieved afresh on a later poll.
-                    for file in files { outcomes[file.id] = .failed(code: error.code, message: "transfer \(transferID) is no longer known to AWS") }
+                    return try self.record(look, of: transfer.transferID, rule: rule, progress: progress, arrived: arrived)
+                } catch {
+                    // The journal failed (or a test's simulated crash): the poll fails with it; the files
+                    // stay `retrieving` and the next poll follows the transfer again.
+                    progress.fail(error)
+                    return .finished
                 }
-                try journal.recordRetrievalOutcomes(outcomes)
-                try checkpoint("retrieval-tracked")
-                for (id, outcome) in outcomes {
-                    if case .failed(let code, let message) = outcome {
-                        progress.state.withLock { $0.failed += 1 }
-                        metrics.increment("ferry_inbound_retrieve_failures_total", ["rule": rule.name, "code": code], by: 1,
-                                          help: "Files whose retrieval from the partner failed.")
-                        logger.info("retrieval failed; retried while the file is listed", metadata: [
-                            "rule": "\(rule.name)", "file.id": "\(id)", "transfer.id": "\(transferID)", "error": "\(code): \(message)"])
-                    } else {
-                        progress.state.withLock { $0.retrieved += 1 }
-                        metrics.increment("ferry_inbound_files_retrieved_total", ["rule": rule.name], by: 1, help: "Files retrieved into S3.")
-                        // Journaled in_s3 above, so a crash from here on finds it there and places it.
-                        if let file = try journal.inboundFile(id), file.state == .inS3 { arrived.yield(file) }
-                    }
+            },
+            ended: { progress.end() })
+    }
+
+    private func record(_ look: TransferLook, of transferID: String, rule: InboundRule, progress: RetrievalProgress,
+                        arrived: AsyncStream<InboundFile>.Continuation) throws -> TransferVerdict {
+        let files = try journal.inboundFiles(in: [.retrieving], rule: rule.name).filter { $0.transferID == transferID }
+        var outcomes: [Int64: FileOutcome] = [:]
+        switch look {
+        case .results(let results):
+            // By bytes (NFC/NFD twins are two files), and by either path AWS may report: the remote path
+            // retrieved from or the S3 path retrieved to.
+            let byPath = Dictionary(results.map { (PathBytes($0.filePath), $0) }, uniquingKeysWith: { _, last in last })
+            for file in files {
+                let s3Path = "/\(file.bucket ?? rule.localDirectoryPath.bucket)/\(file.key ?? rule.localDirectoryPath.prefix + file.name)"
+                let result = byPath[PathBytes(file.remotePath)] ?? byPath[PathBytes(s3Path)]
+                switch result?.statusCode {
+                case .completed: outcomes[file.id] = .completed
+                case .failed:
+                    outcomes[file.id] = .failed(code: result?.failureCode ?? "FAILED", message: result?.failureMessage ?? "")
+                default: break
                 }
             }
-            guard ContinuousClock.now < deadline || submitting else {
-                progress.state.withLock { $0.warnings.append("some retrievals were still running after \(settings.trackTimeout); the next poll tracks them") }
-                return
-            }
-            try await Task.sleep(for: delay)
-            delay = min(delay * 2, .seconds(2))
+        case .lost(let code, let why):
+            // Results are kept for 7 days; a transfer AWS no longer knows is retrieved afresh on a later poll.
+            for file in files { outcomes[file.id] = .failed(code: code, message: why) }
         }
+        try journal.recordRetrievalOutcomes(outcomes)
+        try checkpoint("retrieval-tracked")
+        for (id, outcome) in outcomes {
+            if case .failed(let code, let message) = outcome {
+                progress.count(failed: 1)
+                metrics.increment("ferry_inbound_retrieve_failures_total", ["rule": rule.name, "code": code], by: 1,
+                                  help: "Files whose retrieval from the partner failed.")
+                logger.info("retrieval failed; retried while the file is listed", metadata: [
+                    "rule": "\(rule.name)", "file.id": "\(id)", "transfer.id": "\(transferID)", "error": "\(code): \(message)"])
+            } else {
+                progress.count(retrieved: 1)
+                metrics.increment("ferry_inbound_files_retrieved_total", ["rule": rule.name], by: 1, help: "Files retrieved into S3.")
+                // Journaled in_s3 above, so a crash from here on finds it there and places it.
+                if let file = try journal.inboundFile(id), file.state == .inS3 { arrived.yield(file) }
+            }
+        }
+        return files.allSatisfy { outcomes[$0.id] != nil } ? .finished : .waiting
     }
 
     /// Places what earlier polls left in S3 or half-downloaded (a failed download, a restart), except the
@@ -880,30 +903,54 @@ public final class InboundPoller: Sendable {
     }
 }
 
-/// What a poll's submitter and tracker, running side by side, share: in-flight slots held and counts.
+/// What a poll's submitter, the connector service's tracker and the poll's wait share: the transfers
+/// still followed for the poll, and counts.
 final class RetrievalProgress: Sendable {
-    struct State {
-        var held: Int
+    private struct State {
+        var following = 0
         var submitting = true
         var retrieved = 0
         var failed = 0
         var warnings: [String] = []
+        var failure: (any Error)?
     }
 
-    let state: Mutex<State>
+    private let state = Mutex(State())
 
-    init(held: Int) {
-        state = Mutex(State(held: held))
+    /// A transfer of the poll is followed.
+    func begin() { state.withLock { $0.following += 1 } }
+    /// Its tracking ended (its in-flight slot is free).
+    func end() { state.withLock { $0.following -= 1 } }
+    func doneSubmitting() { state.withLock { $0.submitting = false } }
+    func count(retrieved: Int = 0, failed: Int = 0) {
+        state.withLock {
+            $0.retrieved += retrieved
+            $0.failed += failed
+        }
+    }
+    func warn(_ warning: String) { state.withLock { $0.warnings.append(warning) } }
+    func fail(_ error: any Error) { state.withLock { if $0.failure == nil { $0.failure = error } } }
+    var failure: (any Error)? { state.withLock { $0.failure } }
+
+    /// Whether the poll may stop waiting: it failed, or everything is submitted and every transfer
+    /// finished, or everything is submitted and `deadline` has passed.
+    func isSettled(by deadline: ContinuousClock.Instant?) -> Bool {
+        state.withLock { state in
+            if state.failure != nil { return true }
+            guard !state.submitting else { return false }
+            return state.following == 0 || deadline.map { ContinuousClock.now >= $0 } == true
+        }
     }
 
-    /// Gives back every slot still held and adds the counts to the poll's report.
-    func settle(into report: inout PollReport, gate: InFlightGate) async {
+    /// Adds the counts to the poll's report, once.
+    func settle(into report: inout PollReport) {
         let final = state.withLock { state -> State in
             let copy = state
-            state.held = 0
+            state.retrieved = 0
+            state.failed = 0
+            state.warnings = []
             return copy
         }
-        for _ in 0..<final.held { await gate.leave() }
         report.retrieved += final.retrieved
         report.failed += final.failed
         report.warnings += final.warnings

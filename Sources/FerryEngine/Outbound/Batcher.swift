@@ -67,7 +67,7 @@ actor Batcher {
     }
 }
 
-/// A submitted transfer being followed with ListFileTransferResults.
+/// A submitted batch, as outbound follows it through its connector service's tracking.
 struct TrackedBatch: Sendable {
     var id: Int64
     var rule: String
@@ -84,7 +84,7 @@ struct TrackedBatch: Sendable {
     /// `sentFileIDs`: every file of the transfer, when some already have their outcome (a restart
     /// between two looks); by default the files still open are all it sent.
     init(id: Int64, rule: String, connector: String, connectorID: String, transferID: String, fileIDs: [Int64],
-         sentFileIDs: [Int64]? = nil, submittedAt: Date, backoff: Duration) {
+         sentFileIDs: [Int64]? = nil, submittedAt: Date) {
         self.id = id
         self.rule = rule
         self.connector = connector
@@ -93,122 +93,7 @@ struct TrackedBatch: Sendable {
         self.fileIDs = fileIDs
         self.sentFileIDs = sentFileIDs ?? fileIDs
         self.submittedAt = submittedAt
-        self.backoff = backoff
     }
     /// When StartFileTransfer was called: AWS keeps results for 7 days, after which the outcome is lost.
     var submittedAt: Date
-    /// The wait before the next look: 1 s doubling up to 30 s while files are QUEUED or IN_PROGRESS.
-    var backoff: Duration
-
-    func backedOff() -> TrackedBatch {
-        var next = self
-        next.backoff = min(backoff * 2, .seconds(30))
-        return next
-    }
-}
-
-/// Submitted transfers ordered by when to look at them next: one sleeping loop, not one timer each.
-///
-/// A connector works through its queue in order, so the transfer submitted first is the one that
-/// finishes next. Only that one (per connector id: the *head*) is looked at often, from 250 ms after it
-/// became the head, doubling to at most 2 s; when it finishes, the next one becomes the head and is
-/// looked at at once (it has usually finished too). The others are looked at every 30 s, in case the
-/// queue's order is not what it seems (a huge file at the head, another client's transfers). This
-/// spends about one ListFileTransferResults per transfer instead of one per backoff step, and frees
-/// each in-flight slot as soon as its transfer is done, so the connector's queue never runs dry.
-actor Tracker {
-    static let headFirstLook: Duration = .milliseconds(250)
-    static let headLongestWait: Duration = .seconds(2)
-    static let queuedLook: Duration = .seconds(30)
-
-    private var entries: [(due: ContinuousClock.Instant, batch: TrackedBatch)] = []
-    /// Unfinished batch ids per connector id, oldest first.
-    private var queues: [String: [Int64]] = [:]
-    private var waiter: CheckedContinuation<Void, Never>?
-    private var closed = false
-
-    /// Looks at `batch` at `due`, whatever its place (used after errors, with their own backoff).
-    func add(_ batch: TrackedBatch, due: ContinuousClock.Instant) {
-        guard !closed else { return }
-        entries.append((due, batch))
-        waiter?.resume()
-        waiter = nil
-    }
-
-    /// A transfer just submitted (or found submitted at start): joins its connector's queue.
-    func submitted(_ batch: TrackedBatch) {
-        var queue = queues[batch.connectorID, default: []]
-        if !queue.contains(batch.id) {
-            let previousHead = queue.first
-            queue.append(batch.id)
-            queue.sort()
-            queues[batch.connectorID] = queue
-            // Submissions run concurrently, so an older transfer can join after a newer one: the newer
-            // one is no longer the head and waits like the rest.
-            if let previousHead, queue.first == batch.id {
-                let later = ContinuousClock.now + Self.queuedLook
-                for index in entries.indices where entries[index].batch.id == previousHead && entries[index].due < later {
-                    entries[index].due = later
-                }
-            }
-        }
-        var first = batch
-        first.backoff = Self.headFirstLook
-        add(first, due: .now + lookDelay(first))
-    }
-
-    /// Looked at and not finished: looked at again, soon if it is its connector's head.
-    func notFinished(_ batch: TrackedBatch) {
-        var next = batch
-        next.backoff = min(batch.backoff * 2, Self.headLongestWait)
-        add(next, due: .now + lookDelay(batch))
-    }
-
-    /// Finished (or given up on): leaves the queue, and the transfer behind it is looked at now.
-    func finished(_ batch: TrackedBatch) {
-        guard var queue = queues[batch.connectorID] else { return }
-        let wasHead = queue.first == batch.id
-        queue.removeAll { $0 == batch.id }
-        queues[batch.connectorID] = queue.isEmpty ? nil : queue
-        guard wasHead, let next = queue.first else { return }
-        let now = ContinuousClock.now
-        for index in entries.indices where entries[index].batch.id == next && entries[index].due > now {
-            entries[index].due = now
-            entries[index].batch.backoff = Self.headFirstLook
-        }
-        waiter?.resume()
-        waiter = nil
-    }
-
-    private func lookDelay(_ batch: TrackedBatch) -> Duration {
-        queues[batch.connectorID]?.first == batch.id ? min(batch.backoff, Self.headLongestWait) : Self.queuedLook
-    }
-
-    var count: Int { entries.count }
-
-    /// Waits until at least one transfer is due and returns all that are; nil once closed.
-    func nextDue() async -> [TrackedBatch]? {
-        while !closed {
-            let now = ContinuousClock.now
-            let due = entries.filter { $0.due <= now }
-            if !due.isEmpty {
-                entries.removeAll { $0.due <= now }
-                return due.map(\.batch)
-            }
-            if let earliest = entries.map(\.due).min() {
-                // At most 100 ms: `finished` may bring the next head's look forward to now, and a
-                // sleeping actor method cannot be woken early.
-                try? await Task.sleep(until: min(earliest, now + .milliseconds(100)), clock: .continuous)
-            } else {
-                await withCheckedContinuation { waiter = $0 }
-            }
-        }
-        return nil
-    }
-
-    func close() {
-        closed = true
-        waiter?.resume()
-        waiter = nil
-    }
 }

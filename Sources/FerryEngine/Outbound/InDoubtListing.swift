@@ -24,6 +24,8 @@ import Logging
 /// journaled, or a partner clock running ahead of ferry's (docs/operations.md).
 struct InDoubtListing {
     let context: ConnectorContext
+    /// The connector service's request budget (and gate), which the StartDirectoryListing waits for.
+    let pace: @Sendable () async throws -> Void
     let journal: Journal
     let logger: Logger
     /// How long to wait for the listing object before giving up on the check (and resending).
@@ -90,7 +92,7 @@ struct InDoubtListing {
     /// delete, parse.
     private func list(_ directory: String, staging: S3Location, batchID: Int64) async throws -> DirectoryListing {
         let prefix = staging.prefix + ".ferry-listings/in-doubt/"
-        try await context.limiter.acquire()
+        try await pace()
         let started = try await context.transfer.startDirectoryListing(connectorId: context.connector.connectorId, remoteDirectoryPath: directory,
                                                                        outputDirectoryPath: "/\(staging.bucket)/\(prefix)", maxItems: nil)
         let key = prefix + started.outputFileName

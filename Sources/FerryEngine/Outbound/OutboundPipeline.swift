@@ -7,47 +7,6 @@ import Foundation
 import Logging
 import Synchronization
 
-/// AWS access and limits shared by every rule that uses one connector.
-struct ConnectorContext: Sendable {
-    let connector: Connector
-    let s3: any StagingStore
-    let transfer: any TransferService
-    /// StartFileTransfer / StartDirectoryListing calls per second.
-    let limiter: RateLimiter
-    /// Transfers submitted and not finished.
-    let inFlight: AsyncSemaphore
-    /// Concurrent uploads to staging.
-    let uploadSlots: AsyncSemaphore
-    /// Closed while DescribeConnector says the connector cannot take work (ConnectorMonitor).
-    let gate: ConnectorGate
-}
-
-/// What AWS limits per connector, owned by the connector's name for the daemon's whole life: both
-/// directions and every rules generation draw on these same objects, so a reload can never split a
-/// connector's request rate or in-flight budget in two.
-struct ConnectorBudget: Sendable {
-    /// StartFileTransfer / StartDirectoryListing calls per second (`requests_per_second`).
-    let limiter: RateLimiter
-    /// Transfers submitted and not finished (`max_in_flight`).
-    let inFlight: AsyncSemaphore
-    /// Concurrent uploads to staging.
-    let uploadSlots: AsyncSemaphore
-    /// Closed while the connector cannot take work (PENDING, ERRORED, another type than the rules say).
-    let gate = ConnectorGate()
-
-    init(_ connector: Connector) {
-        limiter = RateLimiter(perSecond: connector.requestsPerSecond)
-        inFlight = AsyncSemaphore(connector.maxInFlight)
-        uploadSlots = AsyncSemaphore(16)
-    }
-
-    /// Applies a reloaded connector's limits to the running budgets.
-    func adjust(to connector: Connector) async {
-        await limiter.update(perSecond: connector.requestsPerSecond)
-        await inFlight.resize(to: connector.maxInFlight)
-    }
-}
-
 /// A batch ready for StartFileTransfer: new (no journal id yet) or recovered after a restart.
 struct PendingBatch: Sendable {
     var rule: String
@@ -66,7 +25,7 @@ public final class OutboundPipeline: Sendable {
     private struct Configuration {
         var rules: [String: OutboundRule]
         var active: Set<String>
-        var connectors: [String: ConnectorContext]
+        var connectors: [String: ConnectorService]
         var batchQueues: [String: AsyncQueue<PendingBatch>]
     }
 
@@ -86,7 +45,6 @@ public final class OutboundPipeline: Sendable {
     /// Connectors whose submit loop must be started (at start and when a reload adds one).
     private let newConnectors = AsyncQueue<String>()
     private let batcher: Batcher
-    private let tracker: Tracker
     /// Kicked when an upload waits in the journal's memory for `flushStagedLoop` to write it.
     private let stagedFlush = AsyncQueue<Void>()
     /// Every retry and wait of the pipeline (upload, batch and after_send retries, max_wait, the pause
@@ -94,10 +52,13 @@ public final class OutboundPipeline: Sendable {
     private let delays: DelayQueue
 
     var rules: [String: OutboundRule] { configuration.withLock { $0.rules } }
-    var connectors: [String: ConnectorContext] { configuration.withLock { $0.connectors } }
+    var connectors: [String: ConnectorService] { configuration.withLock { $0.connectors } }
 
-    /// Creates the pipeline for `rules`, using one context per connector they name.
-    init(rules: [OutboundRule], connectors: [String: ConnectorContext], journal: Journal, watcher: FolderWatcher,
+    /// The settings in force of connector `name`.
+    func context(_ name: String) -> ConnectorContext? { configuration.withLock { $0.connectors[name] }?.context }
+
+    /// Creates the pipeline for `rules`, over the connector services of the connectors they name.
+    init(rules: [OutboundRule], connectors: [String: ConnectorService], journal: Journal, watcher: FolderWatcher,
          metrics: Metrics, logger: Logger, retryBase: Duration = .seconds(1), health: DaemonHealth? = nil, alerts: Notifier? = nil) {
         self.health = health
         self.alerts = alerts
@@ -118,23 +79,22 @@ public final class OutboundPipeline: Sendable {
             rule: { name in configuration.withLock { $0.rules[name] } },
             queue: { connector in configuration.withLock { $0.batchQueues[connector] } },
             later: { delay, action in delays.schedule(after: delay, action) })
-        tracker = Tracker()
     }
 
     /// Applies reloaded rules: new rules and connectors start, changed rules take effect for files not yet
     /// batched, removed rules take no new files but finish what they have. Returns what changed.
-    func reload(rules newRules: [OutboundRule], connectors newContexts: [String: ConnectorContext]) async -> (added: [String], removed: [String]) {
+    func reload(rules newRules: [OutboundRule], connectors newServices: [String: ConnectorService]) async -> (added: [String], removed: [String]) {
         let (added, removed, startedConnectors) = configuration.withLock { configuration -> ([String], [String], [String]) in
             let added = newRules.map(\.name).filter { !configuration.active.contains($0) }
             let removed = configuration.active.filter { name in !newRules.contains { $0.name == name } }.sorted()
             for rule in newRules { configuration.rules[rule.name] = rule }
             configuration.active = Set(newRules.map(\.name))
             var started: [String] = []
-            for (name, context) in newContexts {
-                // A running connector takes its new settings (connector id, staging, AWS clients) for
-                // every batch not yet submitted; its budgets are the same objects (ConnectorBudget).
+            for (name, service) in newServices {
+                // A running connector's service is the same object, its settings already updated in
+                // place: every batch not yet submitted goes with the new connector id, staging and clients.
                 let isNew = configuration.connectors[name] == nil
-                configuration.connectors[name] = context
+                configuration.connectors[name] = service
                 if isNew {
                     configuration.batchQueues[name] = AsyncQueue()
                     started.append(name)
@@ -156,12 +116,12 @@ public final class OutboundPipeline: Sendable {
                 group.addTask { await self.journalDetected() }
                 group.addTask { await self.forwardWatcherEvents() }
                 // Uploaders run on the connection pool's thread (AWSClient.executor): a small file's
-                // upload then costs no thread wake-ups besides the network's.
-                let uploadExecutor = connectors.values.first?.s3.preferredExecutor
+                // upload then costs no thread wake-ups besides the network's. These 16 workers are the
+                // only bound on uploads, for all connectors together (S3, not the connector, takes them).
+                let uploadExecutor = connectors.values.first?.context.s3.preferredExecutor
                 for _ in 0..<16 {
                     group.addTask(executorPreference: uploadExecutor) { await self.uploadWorker() }
                 }
-                group.addTask { await self.trackLoop() }
                 group.addTask { await self.flushStagedLoop() }
                 group.addTask { await self.delays.run() }
                 while let name = await newConnectors.next() {
@@ -181,7 +141,6 @@ public final class OutboundPipeline: Sendable {
         await detectedQueue.close()
         await uploadQueue.close()
         for queue in configuration.withLock({ Array($0.batchQueues.values) }) { await queue.close() }
-        await tracker.close()
         await batcher.close()
     }
 
@@ -195,19 +154,18 @@ public final class OutboundPipeline: Sendable {
         }
         for batch in try journal.batches(in: .submitting) {
             let files = try batch.fileIDs.compactMap { try journal.outboundFile($0) }
-            guard !files.isEmpty, let context = connectors[batch.connector] else { continue }
+            guard !files.isEmpty, let context = self.context(batch.connector) else { continue }
             // Interrupted between StartFileTransfer and the journaling of its answer: in doubt.
             await inDoubt(PendingBatch(rule: batch.rule, connector: batch.connector, remoteDirectory: batch.remoteDirectory,
                                        files: files, existingBatchID: batch.id),
                           context: context, error: "ferry stopped before StartFileTransfer's answer was journaled")
         }
         for batch in try journal.batches(in: .submitted) {
-            guard let context = connectors[batch.connector], let transferID = batch.transferID else { continue }
-            await context.inFlight.take()
-            await tracker.submitted(TrackedBatch(id: batch.id, rule: batch.rule, connector: batch.connector, connectorID: batch.connectorID,
-                                                 transferID: transferID, fileIDs: batch.fileIDs, sentFileIDs: batch.sentFileIDs,
-                                                 submittedAt: batch.createdAt,
-                                                 backoff: Tracker.headFirstLook))
+            guard let service = connectors[batch.connector], let transferID = batch.transferID else { continue }
+            await follow(TrackedBatch(id: batch.id, rule: batch.rule, connector: batch.connector, connectorID: batch.connectorID,
+                                      transferID: transferID, fileIDs: batch.fileIDs, sentFileIDs: batch.sentFileIDs,
+                                      submittedAt: batch.createdAt),
+                         through: service, holdsSlot: false)
         }
         await dispose(try journal.outboundFiles(in: [.completed]).filter { rules[$0.rule] != nil })
         for file in try journal.outboundFiles(in: [.failed]) where rules[file.rule] != nil {
@@ -295,18 +253,12 @@ public final class OutboundPipeline: Sendable {
         // (every attempt fails at once, cancelled) took longer than the 30 s a stop may take when
         // hundreds were queued on a busy machine (found by JournalStallTests under load).
         while !Task.isCancelled, let file = await uploadQueue.next() {
-            guard let rule = rules[file.rule], let context = connectors[rule.connector], let staging = context.connector.staging else {
+            guard let rule = rules[file.rule], let context = self.context(rule.connector), let staging = context.connector.staging else {
                 continue
-            }
-            do {
-                try await context.uploadSlots.wait()
-            } catch {
-                break  // stopping: the file stays `detected` for the next start
             }
             let outcome = await withTaskExecutorPreference(context.s3.preferredExecutor) {
                 await upload(file, rule: rule, context: context, staging: staging)
             }
-            await context.uploadSlots.signal()
             switch outcome {
             case .staged(let staged): await batcher.add(staged)
             case .dropped:
@@ -434,48 +386,31 @@ public final class OutboundPipeline: Sendable {
     // MARK: Submit
 
     private func submitLoop(connectorName: String, queue: AsyncQueue<PendingBatch>) async {
-        guard let budget = connectors[connectorName] else { return }
-        await Liveness.$loop.withValue("connector \(connectorName)") { await submitLoop(budget: budget, connectorName: connectorName, queue: queue) }
+        guard let service = connectors[connectorName] else { return }
+        await Liveness.$loop.withValue("outbound submit \(connectorName)") { await submitLoop(service: service, queue: queue) }
     }
 
-    private func submitLoop(budget: ConnectorContext, connectorName: String, queue: AsyncQueue<PendingBatch>) async {
+    private func submitLoop(service: ConnectorService, queue: AsyncQueue<PendingBatch>) async {
         // Discarding: this group lives as long as the daemon and gets a child per batch. A plain task
         // group keeps every finished child until it is awaited, which nothing here does: the soak saw
         // RSS grow ~1.5 KB per file sent (heaptrack: hundreds of finished submit tasks' stacks).
         await withDiscardingTaskGroup { group in
             while let batch = await queue.next() {
-                // A PENDING or ERRORED connector gets nothing: the batch waits here, whole, spending
-                // no attempt, until DescribeConnector says ACTIVE again.
+                // The connector service's budgets, shared with inbound and outliving reloads: an in-flight
+                // slot, then the gate (a PENDING or ERRORED connector gets nothing: the batch waits here,
+                // whole, spending no attempt, until DescribeConnector says ACTIVE again) and the rate.
+                let context: ConnectorContext
                 do {
-                    try await budget.gate.waitUntilOpen()
-                } catch {
-                    break
-                }
-                // The budgets outlive reloads (one object per connector name), so waiting on them is
-                // the same whichever generation of the rules is in force.
-                do {
-                    try await budget.inFlight.wait()
+                    context = try await service.admit()
                 } catch {
                     break  // stopping: the batch's files stay staged for the next start
                 }
-                do {
-                    try await budget.limiter.acquire()
-                } catch {
-                    await budget.inFlight.signal()
-                    break
-                }
-                // Read at the last moment: a reload while this batch waited sends it with the new
-                // connector id and clients, never the ones the rules no longer name.
-                guard let context = connectors[connectorName] else {
-                    await budget.inFlight.signal()
-                    break
-                }
-                group.addTask { await self.submit(batch, context: context) }
+                group.addTask { await self.submit(batch, service: service, context: context) }
             }
         }
     }
 
-    private func submit(_ pending: PendingBatch, context: ConnectorContext) async {
+    private func submit(_ pending: PendingBatch, service: ConnectorService, context: ConnectorContext) async {
         let batchID: Int64
         do {
             if let existing = pending.existingBatchID {
@@ -486,7 +421,7 @@ public final class OutboundPipeline: Sendable {
             }
         } catch {
             logger.error("cannot journal a batch; retrying in 10 s", metadata: ["rule": "\(pending.rule)", "error": "\(error)"])
-            await context.inFlight.signal()
+            await service.release()
             delays.schedule(after: .seconds(10)) {
                 for file in pending.files { await self.batcher.add(file) }
             }
@@ -495,62 +430,67 @@ public final class OutboundPipeline: Sendable {
         let connectorID = context.connector.connectorId
         let paths = pending.files.map { "/\($0.bucket ?? "")/\($0.key ?? "")" }
         let metadata: Logger.Metadata = ["rule": "\(pending.rule)", "batch.id": "\(batchID)", "batch.files": "\(paths.count)"]
-        do {
-            let transferID = try await context.transfer.startFileTransfer(connectorId: connectorID,
-                                                                          sendFilePaths: paths,
-                                                                          remoteDirectoryPath: pending.remoteDirectory)
-            try journal.markSubmitted(batch: batchID, transferID: transferID)
-            health?.clear("access:\(pending.connector)")
-            logger.info("batch submitted", metadata: metadata.merging(["transfer.id": "\(transferID)"]) { $1 })
-            await tracker.submitted(TrackedBatch(id: batchID, rule: pending.rule, connector: pending.connector, connectorID: connectorID,
-                                                 transferID: transferID, fileIDs: pending.files.map(\.id), submittedAt: Date(),
-                                                 backoff: Tracker.headFirstLook))
-        } catch is CancellationError {
-            // Stopping mid-call: the batch stays `submitting` and the next start treats it as in doubt.
-            return
-        } catch {
-            let aws = error as? AWSError
-            switch SubmissionFailure(aws) {
-            case .throttled(let wait):
-                // Not started, and not the batch's fault: wait as asked, without spending an attempt.
-                logger.info("StartFileTransfer throttled; the batch goes again", metadata: metadata.merging(["error": "\(error)"]) { $1 })
-                let files = (try? journal.abandonBatch(batchID, retryAfter: Date(timeIntervalSinceNow: seconds(wait)), error: "\(error)")) ?? pending.files
-                await context.inFlight.signal()
-                requeueLater(files, after: wait)
-            case .denied:
-                // The credentials may not call StartFileTransfer (now): held without spending an attempt,
-                // status degraded until a call goes through, as for a PENDING connector.
-                let message = aws.map { "\($0.code): \($0.message)" } ?? "\(error)"
-                logger.warning("StartFileTransfer denied: the batch is held, no attempt spent", metadata: metadata.merging(["error": "\(error)"]) { $1 })
-                health?.set("access:\(pending.connector)", "connector \(pending.connector): StartFileTransfer is denied (\(message)); files are held, not quarantined, and sent once the credentials or their policy allow it")
-                let wait = Self.deniedRetry
-                let files = (try? journal.abandonBatch(batchID, retryAfter: Date(timeIntervalSinceNow: seconds(wait)), error: message)) ?? pending.files
-                await context.inFlight.signal()
-                requeueLater(files, after: wait)
-            case .refused:
-                // AWS refused the batch itself (validation, unknown connector): not started. It counts toward `retries`.
-                logger.warning("StartFileTransfer refused", metadata: metadata.merging(["error": "\(error)"]) { $1 })
-                let message = aws.map { "\($0.code): \($0.message)" } ?? "\(error)"
-                let files: [OutboundFile]
-                do {
-                    files = try journal.abandonBatch(batchID, retryAfter: Date(timeIntervalSinceNow: 10), error: message, countsAsAttempt: true)
-                } catch {
-                    logger.error("cannot journal the refused batch; it is resubmitted after a restart", metadata: metadata.merging(["error.journal": "\(error)"]) { $1 })
-                    await context.inFlight.signal()
-                    return
-                }
-                await context.inFlight.signal()
-                for file in files {
-                    var failed = file
-                    failed.state = .failed
-                    await retryOrQuarantine(failed)
-                }
-            case .inDoubt:
-                await context.inFlight.signal()
+        let failure: SubmissionFailure
+        let error: any Error
+        switch await service.start(.send(paths: paths, remoteDirectory: pending.remoteDirectory), on: context) {
+        case .started(let transferID):
+            do {
+                try journal.markSubmitted(batch: batchID, transferID: transferID)
+            } catch let journalError {
+                // Started, but not journaled: after a restart nothing would know the transfer. In doubt.
+                await service.release()
                 var doubtful = pending
                 doubtful.existingBatchID = batchID
-                await inDoubt(doubtful, context: context, error: "\(error)")
+                await inDoubt(doubtful, context: context, error: "cannot journal the transfer id \(transferID): \(journalError)")
+                return
             }
+            logger.info("batch submitted", metadata: metadata.merging(["transfer.id": "\(transferID)"]) { $1 })
+            await follow(TrackedBatch(id: batchID, rule: pending.rule, connector: pending.connector, connectorID: connectorID,
+                                      transferID: transferID, fileIDs: pending.files.map(\.id), submittedAt: Date()),
+                         through: service, holdsSlot: true)
+            return
+        case .stopped:
+            // Stopping mid-call: the batch stays `submitting` and the next start treats it as in doubt.
+            return
+        case .failed(let classified, let thrown):
+            failure = classified
+            error = thrown
+        }
+        // The slot is free again (the service gave it back with the failure).
+        let aws = error as? AWSError
+        switch failure {
+        case .throttled(let wait):
+            // Not started, and not the batch's fault: wait as asked, without spending an attempt.
+            logger.info("StartFileTransfer throttled; the batch goes again", metadata: metadata.merging(["error": "\(error)"]) { $1 })
+            let files = (try? journal.abandonBatch(batchID, retryAfter: Date(timeIntervalSinceNow: seconds(wait)), error: "\(error)")) ?? pending.files
+            requeueLater(files, after: wait)
+        case .denied:
+            // Refused for the connector itself (credentials, an unknown connector id): held without
+            // spending an attempt; the service has made status degraded until a call goes through.
+            let message = aws.map { "\($0.code): \($0.message)" } ?? "\(error)"
+            let wait = deniedRetry
+            let files = (try? journal.abandonBatch(batchID, retryAfter: Date(timeIntervalSinceNow: seconds(wait)), error: message)) ?? pending.files
+            requeueLater(files, after: wait)
+        case .refused:
+            // AWS refused the batch itself (validation): not started. It counts toward `retries`.
+            logger.warning("StartFileTransfer refused", metadata: metadata.merging(["error": "\(error)"]) { $1 })
+            let message = aws.map { "\($0.code): \($0.message)" } ?? "\(error)"
+            let files: [OutboundFile]
+            do {
+                files = try journal.abandonBatch(batchID, retryAfter: Date(timeIntervalSinceNow: 10), error: message, countsAsAttempt: true)
+            } catch {
+                logger.error("cannot journal the refused batch; it is resubmitted after a restart", metadata: metadata.merging(["error.journal": "\(error)"]) { $1 })
+                return
+            }
+            for file in files {
+                var failed = file
+                failed.state = .failed
+                await retryOrQuarantine(failed)
+            }
+        case .inDoubt:
+            var doubtful = pending
+            doubtful.existingBatchID = batchID
+            await inDoubt(doubtful, context: context, error: "\(error)")
         }
     }
 
@@ -574,7 +514,7 @@ public final class OutboundPipeline: Sendable {
             delays.schedule(after: .seconds(5)) { [self] in
                 var resend = pending
                 if let since {
-                    let check = InDoubtListing(context: context, journal: journal, logger: logger)
+                    let check = InDoubtListing(context: context, pace: { try await self.connectors[pending.connector]?.pace() }, journal: journal, logger: logger)
                     let (found, unchecked) = await check.filesOnPartner(pending.files, batchID: batchID, since: since)
                     if let unchecked {
                         logger.info("in-doubt files could not all be looked for on the partner; those are resent", metadata: metadata.merging(["reason": "\(unchecked)"]) { $1 })
@@ -641,44 +581,29 @@ public final class OutboundPipeline: Sendable {
 
     // MARK: Track
 
-    private func trackLoop() async {
-        await Liveness.$loop.withValue("transfer tracker") { await trackDue() }
+    /// Has the connector service follow a submitted batch; each look's results come back to `look`.
+    private func follow(_ batch: TrackedBatch, through service: ConnectorService, holdsSlot: Bool) async {
+        // The files still waiting for their outcome shrink from look to look.
+        let state = Locked(batch)
+        await service.track(transferID: batch.transferID, connectorID: batch.connectorID, submittedAt: batch.submittedAt, holdsSlot: holdsSlot,
+                            follower: TransferFollower(look: { _, look in await self.look(state, look) }))
     }
 
-    private func trackDue() async {
-        while let due = await tracker.nextDue() {
-            await withTaskGroup(of: Void.self) { group in
-                for batch in due {
-                    group.addTask { await self.track(batch) }
-                }
-            }
-        }
-    }
+    /// How long a batch whose StartFileTransfer was refused for the connector itself (denied credentials,
+    /// an unknown connector id) waits before it is tried again: 15 s with the default retry base.
+    var deniedRetry: Duration { retryBase * 15 }
 
-    /// How long a batch whose StartFileTransfer was denied waits before it is tried again.
-    static let deniedRetry: Duration = .seconds(15)
-
-    /// AWS keeps ListFileTransferResults for 7 days; a transfer older than that can no longer be learned.
-    static let resultHorizon: TimeInterval = 7 * 86_400
-
-    private func track(_ batch: TrackedBatch) async {
-        guard let context = connectors[batch.connector] else { return }
+    /// Records what one look at a batch's transfer found.
+    private func look(_ state: Locked<TrackedBatch>, _ look: TransferLook) async -> TransferVerdict {
+        let batch = state.withLock { $0 }
         let metadata: Logger.Metadata = ["rule": "\(batch.rule)", "transfer.id": "\(batch.transferID)", "connector.id": "\(batch.connectorID)"]
         let results: [FileTransferResult]
-        do {
-            results = try await context.transfer.listFileTransferResults(connectorId: batch.connectorID, transferId: batch.transferID)
-        } catch {
-            if let aws = error as? AWSError, aws.code == "ResourceNotFoundException" {
-                await outcomeLost(batch, context: context, why: "AWS no longer knows transfer \(batch.transferID) (\(aws.message))")
-                return
-            }
-            if Date().timeIntervalSince(batch.submittedAt) > Self.resultHorizon {
-                await outcomeLost(batch, context: context, why: "transfer \(batch.transferID) is older than the 7 days AWS keeps results")
-                return
-            }
-            logger.warning("cannot read transfer results; will ask again", metadata: metadata.merging(["error": "\(error)"]) { $1 })
-            await tracker.add(batch.backedOff(), due: .now + batch.backedOff().backoff)
-            return
+        switch look {
+        case .lost(_, let why):
+            await outcomeLost(batch, why: why)
+            return .finished
+        case .results(let found):
+            results = found
         }
         var files: [Int64: OutboundFile] = [:]
         // Results are matched against every file of the transfer: those recorded at an earlier look are
@@ -690,8 +615,7 @@ public final class OutboundPipeline: Sendable {
             for file in sent where file.state == .submitted && open.contains(file.id) { files[file.id] = file }
         } catch {
             logger.error("cannot read the batch's files from the journal; will ask again", metadata: metadata.merging(["error": "\(error)"]) { $1 })
-            await tracker.add(batch.backedOff(), due: .now + batch.backedOff().backoff)
-            return
+            return .retry
         }
         let matcher = ResultMatcher(files: sent)
         var outcomes: [Int64: FileOutcome] = [:]
@@ -736,8 +660,7 @@ public final class OutboundPipeline: Sendable {
             try journal.recordOutcomes(batch: batch.id, outcomes, done: Set(disposed.map(\.id)))
         } catch {
             logger.error("cannot journal transfer results; will ask again", metadata: metadata.merging(["error": "\(error)"]) { $1 })
-            await tracker.add(batch.backedOff(), due: .now + batch.backedOff().backoff)
-            return
+            return .retry
         }
         forgetDisposed(disposed)
         var completed = 0
@@ -766,24 +689,19 @@ public final class OutboundPipeline: Sendable {
         let remaining = batch.fileIDs.filter { files[$0] != nil && outcomes[$0] == nil }
         if remaining.isEmpty {
             if outcomes.isEmpty { try? journal.finishBatch(batch.id) }
-            await tracker.finished(batch)
-            await context.inFlight.signal()
             logger.info("transfer finished", metadata: metadata.merging(["batch.completed": "\(completed)", "batch.failed": "\(failed)"]) { $1 })
-        } else {
-            var next = batch
-            next.fileIDs = remaining
-            await tracker.notFinished(next)
+            return .finished
         }
+        state.withLock { $0.fileIDs = remaining }
+        return .waiting
     }
 
     /// The transfer's outcome can no longer be learned: its files are quarantined, never resent
-    /// automatically, and its in-flight slot is freed.
-    private func outcomeLost(_ batch: TrackedBatch, context: ConnectorContext, why: String) async {
+    /// automatically (the service then frees its in-flight slot).
+    private func outcomeLost(_ batch: TrackedBatch, why: String) async {
         let files = (try? journal.outboundFiles(ids: batch.fileIDs).filter { $0.state == .submitted }) ?? []
         for file in files { await quarantineUnknownOutcome(file, why: why) }
         try? journal.finishBatch(batch.id)
-        await tracker.finished(batch)
-        await context.inFlight.signal()
     }
 
     private func reupload(_ file: OutboundFile) async {
@@ -952,7 +870,7 @@ public final class OutboundPipeline: Sendable {
         let rules = self.rules
         let connectors = self.connectors
         for file in files {
-            guard let rule = rules[file.rule], let context = connectors[rule.connector], !context.connector.keepStaged,
+            guard let rule = rules[file.rule], let context = connectors[rule.connector]?.context, !context.connector.keepStaged,
                   let bucket = file.bucket, let key = file.key else { continue }
             let group = rule.connector + "\u{0}" + bucket
             groups[group, default: (context, bucket, [])].keys.append(key)
