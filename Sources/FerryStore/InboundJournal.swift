@@ -55,6 +55,8 @@ public struct InboundFile: Sendable, Equatable {
     /// The S3 object's ETag when this version was placed: tells a later version's in-doubt retrieval
     /// that the object still holds this one's bytes, not its own.
     public var eTag: String?
+    /// The connector id its retrieval was started through (nil before schema 6 or before a retrieval).
+    public var connectorID: String?
 
     /// The file name: the last component of `remotePath`.
     public var name: String {
@@ -97,7 +99,7 @@ public struct InboundPollRecord: Sendable, Equatable {
 extension Journal {
     static let inboundColumns = """
         id, rule, remote_path, size, modified, state, bucket, s3_key, temp_path, local_path, batch_id, transfer_id,
-        attempts, last_error, next_attempt_at, created_at, updated_at, temp_inode, after_retrieve_attempts, etag
+        attempts, last_error, next_attempt_at, created_at, updated_at, temp_inode, after_retrieve_attempts, etag, connector_id
         """
 
     static func decodeInbound(_ row: Row) -> InboundFile {
@@ -111,7 +113,8 @@ extension Journal {
             batchID: row.optionalInt(10), transferID: row.text(11), attempts: Int(row.int(12)), lastError: row.text(13),
             nextAttemptAt: row.optionalDouble(14).map(Date.init(timeIntervalSince1970:)),
             createdAt: Date(timeIntervalSince1970: row.double(15)), updatedAt: Date(timeIntervalSince1970: row.double(16)),
-            tempInode: row.optionalInt(17).map { UInt64(bitPattern: $0) }, afterRetrieveAttempts: Int(row.int(18)), eTag: row.text(19))
+            tempInode: row.optionalInt(17).map { UInt64(bitPattern: $0) }, afterRetrieveAttempts: Int(row.int(18)), eTag: row.text(19),
+            connectorID: row.text(20))
     }
 
     private static func key(_ rule: String, _ version: RemoteVersion) -> [SQLValue] {
@@ -267,12 +270,13 @@ extension Journal {
         }
     }
 
-    /// Records the TransferId StartFileTransfer returned for a batch.
-    public func markRetrieving(batch batchID: Int64, transferID: String) throws {
+    /// Records the TransferId StartFileTransfer returned for a batch, and the connector id it was started through.
+    public func markRetrieving(batch batchID: Int64, transferID: String, connectorID: String? = nil) throws {
         try locked {
             try connection.statement("""
-                UPDATE inbound_files SET state = 'retrieving', transfer_id = ?, updated_at = ? WHERE batch_id = ? AND state = 'submitting'
-                """).run([.text(transferID), .real(timestamp), .integer(batchID)])
+                UPDATE inbound_files SET state = 'retrieving', transfer_id = ?, connector_id = ?, updated_at = ?
+                WHERE batch_id = ? AND state = 'submitting'
+                """).run([.text(transferID), connectorID.map { .text($0) } ?? .null, .real(timestamp), .integer(batchID)])
         }
     }
 

@@ -177,7 +177,7 @@ public final class Journal: @unchecked Sendable {
     private var sideConnection: SQLiteConnection?
 
     /// The schema this build writes; older journals are migrated forward on open.
-    public static let schemaVersion = 5
+    public static let schemaVersion = 6
 
     /// Opens (creating if needed) the journal in `directory`, checks its integrity and migrates it.
     public init(directory: String, logger: Logger, now: @escaping @Sendable () -> Date = { Date() }) throws {
@@ -365,6 +365,12 @@ public final class Journal: @unchecked Sendable {
             "DROP INDEX outbound_files_finished",
             "UPDATE outbound_files SET state = 'done' WHERE state = 'disposed'",
             "CREATE INDEX outbound_files_finished ON outbound_files(state, updated_at) WHERE state IN ('done', 'dropped', 'retried')",
+        ],
+        // 6: a retrieval remembers the connector id it was started through, so that after a restart it is
+        // tracked there even when a reload or the rules file has since named another (outbound batches
+        // have had `connector_id` from the start).
+        [
+            "ALTER TABLE inbound_files ADD COLUMN connector_id TEXT",
         ],
     ]
 

@@ -17,6 +17,9 @@ import Testing
         let journal: Journal
         let poller: InboundPoller
         let metrics = CountingMetrics()
+        let rules: Rules
+        let settings: InboundSettings
+        let logger: Logger
 
         init(fake: FakeConnector = FakeConnector(), trackTimeout: Duration = .seconds(1800)) throws {
             self.fake = fake
@@ -26,13 +29,26 @@ import Testing
             logger.logLevel = .critical
             let yaml = FakeConnector.rulesHeader(stateDir: state.path) + FakeConnector.inboundRules(downloadTo: inbox.path)
             let loaded = RulesLoader.load(yaml: yaml, path: "test.yaml")
-            let rules = try #require(loaded.rules, "rules did not load: \(loaded.errors.map(\.description))")
+            rules = try #require(loaded.rules, "rules did not load: \(loaded.errors.map(\.description))")
             journal = try Journal(directory: state.path, logger: logger)
             var settings = InboundSettings(stateDirectory: state.path)
             settings.trackTimeout = trackTimeout
-            let connection = InboundConnection(connectorId: FakeConnector.connectorID, s3: fake, transfer: fake, pace: {})
-            poller = InboundPoller(rules: rules.inbound, connections: ["partner": connection], journal: journal, metrics: metrics,
-                                   logger: logger, clock: SystemInboundClock(), timeZone: .current, settings: settings, crashHook: nil)
+            self.settings = settings
+            self.logger = logger
+            poller = Self.poller(fake: fake, connectorId: FakeConnector.connectorID, rules: rules, journal: journal, metrics: metrics,
+                                 settings: settings, logger: logger)
+        }
+
+        static func poller(fake: FakeConnector, connectorId: String, rules: Rules, journal: Journal, metrics: CountingMetrics,
+                           settings: InboundSettings, logger: Logger) -> InboundPoller {
+            let connection = InboundConnection(connectorId: connectorId, s3: fake, transfer: fake, pace: {})
+            return InboundPoller(rules: rules.inbound, connections: ["partner": connection], journal: journal, metrics: metrics,
+                                 logger: logger, clock: SystemInboundClock(), timeZone: .current, settings: settings, crashHook: nil)
+        }
+
+        /// The poller of a restarted ferry on the same journal, whose rules now name `connectorId`.
+        func restarted(connectorId: String) -> InboundPoller {
+            Self.poller(fake: fake, connectorId: connectorId, rules: rules, journal: journal, metrics: metrics, settings: settings, logger: logger)
         }
 
         func inboxFile(_ name: String) -> Data? { FileManager.default.contents(atPath: inbox.path + "/" + name) }
@@ -84,6 +100,27 @@ import Testing
         #expect(report.retrieved == 30, "\(report.summary)")
         #expect(report.downloaded == 30, "\(report.summary)")
         #expect(report.warnings.isEmpty, "\(report.warnings)")
+    }
+
+    /// A retrieval still running when ferry stops is followed, after the restart, under the connector id
+    /// it was started with — even when the rules now name another one (issue 15: "transfers already
+    /// submitted finish tracking against the connector id they were sent with"). Asked under the new id,
+    /// AWS does not know the transfer: its files would count as failed and be retrieved a second time.
+    @Test func aRetrievalRunningAcrossARestartIsTrackedUnderTheConnectorIdItWasStartedWith() async throws {
+        let fake = FakeConnector()
+        let s = try Setup(fake: fake, trackTimeout: .milliseconds(300))
+        for index in 0..<3 { fake.putOnPartner("/out/\(Self.name(index))", Data("report \(index)".utf8)) }
+        fake.state.withLock { $0.holdWhile = { _ in true } }
+        let first = try #require(await s.poller.pollNow(rule: "reports"))
+        #expect(first.retrieved == 0, "the transfer is still queued when the first run stops following it")
+        #expect(fake.startCalls.count == 1)
+
+        fake.state.withLock { $0.holdWhile = nil }
+        let restarted = s.restarted(connectorId: "c-0000000000000new")
+        let second = try #require(await restarted.pollNow(rule: "reports"))
+        #expect(second.failed == 0, "\(second.summary)")
+        #expect(fake.startCalls.count == 1, "retrieved once, not again after the restart: \(fake.startCalls)")
+        #expect(try s.inboxNames() == (0..<3).map { Self.name($0) })
     }
 
     @Test func aFailedRetrievalIsRetriedByTheNextPoll() async throws {

@@ -453,7 +453,9 @@ public final class InboundPoller: Sendable {
                                  by: { $0.transferID ?? "" })
         for (transferID, files) in running {
             progress.begin()
-            await service.track(transferID: transferID, connectorID: connection.connectorId, submittedAt: files.map(\.updatedAt).min() ?? Date(),
+            // Under the connector id it was started through (journals before schema 6: the one in force).
+            await service.track(transferID: transferID, connectorID: files.compactMap(\.connectorID).first ?? connection.connectorId,
+                                submittedAt: files.map(\.updatedAt).min() ?? Date(),
                                 holdsSlot: false, follower: follower(rule, progress: progress, arrived: arrived))
         }
         let placing = PlacementTally()
@@ -547,7 +549,7 @@ public final class InboundPoller: Sendable {
         case .started(let transferID):
             do {
                 try checkpoint("retrieval-started")
-                try journal.markRetrieving(batch: batch, transferID: transferID)
+                try journal.markRetrieving(batch: batch, transferID: transferID, connectorID: context.connector.connectorId)
             } catch let crash as SimulatedCrash {
                 await service.release()
                 throw crash
