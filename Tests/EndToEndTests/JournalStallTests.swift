@@ -8,9 +8,10 @@ import Testing
 /// writes wait in SQLite's busy handler with the journal held. Uploads must go on meanwhile.
 struct JournalStallTests {
     @Test func uploadsGoOnWhileAJournalWriteWaits() async throws {
-        // 200 ms per request: uploads (16 at a time) then stay well behind the detection of the burst on
-        // a busy machine, so that plenty are left when the hold begins.
-        let scenario = try OutboundScenario(latencyMs: 200, settle: "100ms")
+        // 500 ms per request: uploads (16 at a time) then take about 47 s and stay well behind the
+        // detection of the burst even on a machine running every end-to-end test at once (in CI, with
+        // 200 ms, the hold began only after the last upload), so that plenty are left when it begins.
+        let scenario = try OutboundScenario(latencyMs: 500, settle: "100ms")
         try scenario.drop(1500, size: 4096)
         try scenario.start()
         let putObjects = { (try? scenario.emulator.requestLog().filter { $0.operation == "PutObject" }) ?? [] }

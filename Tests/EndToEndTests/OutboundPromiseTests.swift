@@ -370,6 +370,13 @@ import FerryTestSupport
         try scenario.start()
         #expect(await eventually(timeout: 20) { scenario.daemon?.log.contains("ferry started") == true })
         try await Task.sleep(for: .seconds(1))
+        // A checkpointed WAL is reused from its start, so ferry's next writes would fit in blocks it
+        // already has however full the disk is. Truncated (as a checkpoint with a size limit, or an
+        // operator's `sqlite3 journal.db 'PRAGMA wal_checkpoint(TRUNCATE)'`, leaves it), the next
+        // journal write needs new blocks, and the full disk refuses them.
+        #expect(try Self.run("/usr/bin/env", ["python3", "-c",
+            "import sqlite3, sys; c = sqlite3.connect(sys.argv[1], timeout=30); print(c.execute('PRAGMA wal_checkpoint(TRUNCATE)').fetchone())",
+            scenario.stateDir + "/journal.db"]) == 0, "python3 could not truncate the journal's WAL (python3 comes with `make deps`)")
         let filler = Self.fill(scenario.stateDir)
         let written = try scenario.drop(5, prefix: "full")
         #expect(await eventually(timeout: 30) {
