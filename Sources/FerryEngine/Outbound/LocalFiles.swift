@@ -1,32 +1,10 @@
+import FerrySystem
 import FerryWatch
 import Foundation
 internal import CFerrySys
 #if canImport(Glibc)
 import Glibc
 #endif
-
-/// A failed system call on a local file, with errno and advice.
-public struct LocalFileError: Error, CustomStringConvertible, Sendable {
-    /// The errno value.
-    public var errno: Int32
-    /// What failed, on which path, and what to do.
-    public var message: String
-    public var description: String { message }
-
-    init(_ operation: String, path: String, errno: Int32) {
-        self.errno = errno
-        var text = "\(operation) \(path): \(String(cString: strerror(errno)))"
-        switch errno {
-        case EACCES, EPERM: text += " — give the ferry user read/write access to the folder (and its files)"
-        case ENOSPC: text += " — the disk is full; free space and ferry resumes"
-        case ELOOP: text += " — it is a symbolic link; ferry never follows or sends links"
-        case EROFS: text += " — the file system is read-only"
-        default: break
-        }
-        self.errno = errno
-        self.message = text
-    }
-}
 
 /// The identity of one version of a file: what the journal and the watcher agree on.
 struct LocalVersion: Equatable {
@@ -50,23 +28,11 @@ struct LocalVersion: Equatable {
     }
 }
 
-/// The one place FerryEngine retries a system call a signal interrupted: runs `call` until it returns
-/// a non-negative result or fails with something other than EINTR, which `failure` turns into the
-/// caller's own error (so each caller keeps its actionable message).
-func retryingInterrupts<T: BinaryInteger, E: Error>(_ call: () -> T, failure: (Int32) -> E) throws(E) -> T {
-    while true {
-        let result = call()
-        if result >= 0 { return result }
-        let code = errno
-        if code != EINTR { throw failure(code) }
-    }
-}
-
 /// Local file operations of the pipeline. Every call retries EINTR; links are never followed.
 enum LocalFiles {
     @discardableResult
-    static func syscall(_ operation: String, path: String, _ body: () -> Int32) throws -> Int32 {
-        try retryingInterrupts(body) { LocalFileError(operation, path: path, errno: $0) }
+    static func syscall(_ operation: String, path: String, _ body: () -> Int32) throws(SystemError) -> Int32 {
+        try SystemError.retrying(operation, path: path, body)
     }
 
     /// An open, regular, non-link file whose version is checked against what was journaled.
@@ -81,7 +47,7 @@ enum LocalFiles {
             do {
                 descriptor = try LinkFreeFile.openForReading(path)
             } catch {
-                throw LocalFileError("open", path: path, errno: error.code == .symbolicLink ? ELOOP : (error.errno?.rawValue ?? EIO))
+                throw SystemError("open", path: path, errno: error.code == .symbolicLink ? .tooManySymbolicLinkLevels : (error.errno ?? .ioError))
             }
         }
 
@@ -105,7 +71,7 @@ enum LocalFiles {
         do {
             try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
         } catch {
-            throw LocalFileError("mkdir", path: path, errno: (error as NSError).code == NSFileWriteNoPermissionError ? EACCES : EIO)
+            throw SystemError("mkdir", path: path, errno: (error as NSError).code == NSFileWriteNoPermissionError ? .permissionDenied : .ioError)
         }
     }
 
@@ -146,7 +112,7 @@ enum LocalFiles {
             if error == EXDEV || error == EPERM || error == ENOTSUP {
                 return try copyNoReplace(source, to: destination)
             }
-            throw LocalFileError(renameWorks ? "rename" : "link", path: candidate, errno: error)
+            throw SystemError(renameWorks ? "rename" : "link", path: candidate, code: error)
         }
     }
 
@@ -190,7 +156,7 @@ enum LocalFiles {
             if link(temporary, candidate) == 0 { break }
             let error = errno
             if error == EINTR { continue }
-            guard error == EEXIST else { throw LocalFileError("link", path: candidate, errno: error) }
+            guard error == EEXIST else { throw SystemError("link", path: candidate, code: error) }
             counter += 1
             candidate = numbered(destination, counter)
         }
@@ -219,7 +185,7 @@ enum LocalFiles {
                 noReplaceWorks = false
                 continue
             }
-            throw LocalFileError("rename", path: claimPath, errno: error)
+            throw SystemError("rename", path: claimPath, code: error)
         }
         if currentVersion(claimPath) == expected { return true }
         // Another version took the name between the check and the rename: give it its name back.

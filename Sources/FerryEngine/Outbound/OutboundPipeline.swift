@@ -2,6 +2,7 @@ import FerryAWS
 internal import CFerrySys
 import FerryConfig
 import FerryStore
+import FerrySystem
 import FerryWatch
 import Foundation
 import Logging
@@ -352,8 +353,8 @@ public final class OutboundPipeline: Sendable {
                 logger.info("file is still open for writing by another process; it is sent once closed", metadata: metadata)
                 return .dropped
             }
-        } catch let error as LocalFileError where error.errno == ENOENT || error.errno == ELOOP {
-            try? await offPoolThread { try self.journal.markDropped(file.id, reason: error.message) }
+        } catch let error as SystemError where error.errno == .noSuchFileOrDirectory || error.errno == .tooManySymbolicLinkLevels {
+            try? await offPoolThread { try self.journal.markDropped(file.id, reason: error.description) }
             logger.info("file vanished or was replaced by a link before upload; not sent", metadata: metadata)
             return .dropped
         } catch {
@@ -919,7 +920,7 @@ public final class OutboundPipeline: Sendable {
             }
             removeMarker(of: file, rule: rule)
             return .done(record)
-        } catch let error as LocalFileError where error.errno == ENOENT || error.errno == ELOOP {
+        } catch let error as SystemError where error.errno == .noSuchFileOrDirectory || error.errno == .tooManySymbolicLinkLevels {
             return .done(nil)  // the file went away between the checks: nothing of the sent version is left here
         } catch {
             logger.error("after_send failed; retrying", metadata: metadata.merging(["error": "\(error)"]) { $1 })
