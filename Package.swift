@@ -45,7 +45,7 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ]),
         .target(name: "FerryStore", dependencies: [
-            "CSQLite",
+            "CSQLite", "FerrySystem",
             .product(name: "Logging", package: "swift-log"),
         ]),
         .target(name: "FerryEngine", dependencies: [
@@ -81,7 +81,7 @@ let package = Package(
 
         // bench/journal: the pipeline's journal writes, timed while status queries or pruning share the journal (bench/journal/run.py).
         .executableTarget(name: "ferry-journal-bench", dependencies: [
-            "FerryStore", "FerryEngine", "FerryConfig",
+            "FerryStore", "FerrySystem", "FerryEngine", "FerryConfig",
             .product(name: "Logging", package: "swift-log"),
         ], path: "bench/journal/Sources"),
 
@@ -96,11 +96,11 @@ let package = Package(
         .testTarget(name: "FerryWatchTests", dependencies: ["FerryWatch", "FerryGlob", "FerrySystem", "FerryTestSupport", .product(name: "Logging", package: "swift-log")]),
         .testTarget(name: "FerryAWSTests", dependencies: ["FerryAWS", "CCrypto", "FerrySystem", "FerryTestSupport", .product(name: "Logging", package: "swift-log")],
                     exclude: ["Scripts"]),
-        .testTarget(name: "FerryStoreTests", dependencies: ["FerryStore", "FerryTestSupport", .product(name: "Logging", package: "swift-log")]),
+        .testTarget(name: "FerryStoreTests", dependencies: ["FerryStore", "FerrySystem", "FerryTestSupport", .product(name: "Logging", package: "swift-log")]),
         .testTarget(name: "FerryEngineTests", dependencies: ["FerryEngine", "CFerrySys", "FerryAWS", "FerryConfig", "FerryGlob", "FerryStore", "FerrySystem", "FerryTestSupport",
                                                             .product(name: "Logging", package: "swift-log"),
                                                             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle")]),
-        .testTarget(name: "EndToEndTests", dependencies: ["FerryTestSupport", "FerryStore", "FerryAWS", "CCrypto", .product(name: "Logging", package: "swift-log")]),
+        .testTarget(name: "EndToEndTests", dependencies: ["FerryTestSupport", "FerryStore", "FerrySystem", "FerryAWS", "CCrypto", .product(name: "Logging", package: "swift-log")]),
     ],
     swiftLanguageModes: [.v6]
 )

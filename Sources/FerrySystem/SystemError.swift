@@ -1,4 +1,4 @@
-internal import Glibc
+import Glibc
 import SystemPackage
 
 /// A failed system call: what was attempted, on which path, the `Errno`, and what the operator should

@@ -1,3 +1,4 @@
+import FerrySystem
 internal import CFerrySys
 internal import Glibc
 

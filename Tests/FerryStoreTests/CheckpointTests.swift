@@ -3,6 +3,7 @@ import Logging
 import Testing
 import FerryStore
 import FerryTestSupport
+import FerrySystem
 
 /// The journal checkpoints its write-ahead log itself (SQLite's auto-checkpoint is off, because it ran
 /// inside a commit, under the journal lock): a long run of commits must still leave the log bounded and
@@ -17,8 +18,9 @@ struct CheckpointTests {
         for commit in 0..<4_000 {
             let files = (0..<10).map { index in
                 let name = "commit-\(commit)-file-\(index)-" + String(repeating: "x", count: 200) + ".edi"
-                return NewOutboundFile(rule: "invoices", path: "/srv/out/\(name)", relativePath: name, device: 1,
-                                       inode: UInt64(commit * 10 + index), size: 10, mtimeNanoseconds: 1, remoteDirectory: "/in")
+                return NewOutboundFile(rule: "invoices", path: "/srv/out/\(name)", relativePath: name,
+                                       version: FileVersion(device: 1, inode: UInt64(commit * 10 + index), size: 10, mtimeNanoseconds: 1),
+                                       remoteDirectory: "/in")
             }
             _ = try journal.recordDetected(files)
             let size = ((try? FileManager.default.attributesOfItem(atPath: journal.path + "-wal"))?[.size] as? NSNumber)?.int64Value ?? 0

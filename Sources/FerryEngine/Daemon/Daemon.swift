@@ -68,8 +68,7 @@ public final class Daemon: Sendable {
         watcher = FolderWatcher(rules: Self.watchRules(rules), reconcileInterval: rules.reconcileInterval, logger: logger) { rule, path, version in
             // Where sent files are archived or deleted, a sent version found again was put back: send it again.
             let keepsSent = current.withLock { $0.outbound.first { $0.name == rule }?.afterSend == .keep }
-            return (try? journal.isKnown(path: path, device: version.device, inode: version.inode, size: version.size,
-                                         mtimeNanoseconds: version.mtimeNanoseconds, doneCounts: keepsSent)) ?? false
+            return (try? journal.isKnown(path: path, version: version, doneCounts: keepsSent)) ?? false
         }
         outbound = OutboundPipeline(rules: rules.outbound, connectors: contexts, journal: journal, watcher: watcher,
                                     metrics: metrics, logger: logger, health: health, alerts: alerts)

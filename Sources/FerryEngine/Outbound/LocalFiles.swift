@@ -6,28 +6,6 @@ internal import CFerrySys
 import Glibc
 #endif
 
-/// The identity of one version of a file: what the journal and the watcher agree on.
-struct LocalVersion: Equatable {
-    var device: UInt64
-    var inode: UInt64
-    var size: Int64
-    var mtimeNanoseconds: Int64
-
-    init(_ st: stat) {
-        device = UInt64(st.st_dev)
-        inode = UInt64(st.st_ino)
-        size = Int64(st.st_size)
-        mtimeNanoseconds = Int64(st.st_mtim.tv_sec) * 1_000_000_000 + Int64(st.st_mtim.tv_nsec)
-    }
-
-    init(device: UInt64, inode: UInt64, size: Int64, mtimeNanoseconds: Int64) {
-        self.device = device
-        self.inode = inode
-        self.size = size
-        self.mtimeNanoseconds = mtimeNanoseconds
-    }
-}
-
 /// Local file operations of the pipeline. Every call retries EINTR; links are never followed.
 enum LocalFiles {
     @discardableResult
@@ -53,18 +31,18 @@ enum LocalFiles {
 
         deinit { close(descriptor) }
 
-        func version() throws -> (LocalVersion, isRegular: Bool) {
+        func version() throws -> (FileVersion, isRegular: Bool) {
             var st = stat()
             try LocalFiles.syscall("fstat", path: path) { fstat(descriptor, &st) }
-            return (LocalVersion(st), (st.st_mode & S_IFMT) == S_IFREG)
+            return (FileVersion(st), (st.st_mode & S_IFMT) == S_IFREG)
         }
     }
 
     /// The version at `path` without following a link, or nil if nothing is there.
-    static func currentVersion(_ path: String) -> LocalVersion? {
+    static func currentVersion(_ path: String) -> FileVersion? {
         var st = stat()
         guard lstat(path, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG else { return nil }
-        return LocalVersion(st)
+        return FileVersion(st)
     }
 
     static func makeDirectories(_ path: String) throws {
@@ -170,7 +148,7 @@ enum LocalFiles {
     /// `expected`, and returns true once the claimed name holds that version. Acting on the claimed name
     /// afterwards cannot touch a newer version renamed into `path` meanwhile: if one slipped in between
     /// the check and the rename, it is put back and false is returned.
-    static func claim(_ path: String, expected: LocalVersion, as claimPath: String) throws -> Bool {
+    static func claim(_ path: String, expected: FileVersion, as claimPath: String) throws -> Bool {
         guard currentVersion(path) == expected else { return false }
         try makeDirectories((claimPath as NSString).deletingLastPathComponent)
         var noReplaceWorks = true

@@ -238,8 +238,7 @@ public final class OutboundPipeline: Sendable {
                     if lstat(file.path + marker, &info) == 0 { markerInode = UInt64(info.st_ino) }
                 }
                 return NewOutboundFile(rule: rule.name, path: file.path, relativePath: file.relativePath,
-                                       device: file.version.device, inode: file.version.inode, size: file.version.size,
-                                       mtimeNanoseconds: file.version.mtimeNanoseconds,
+                                       version: file.version,
                                        remoteDirectory: remoteDirectory(for: rule, relativePath: file.relativePath),
                                        supersedesDone: rule.afterSend != .keep, markerInode: markerInode)
             }
@@ -335,7 +334,7 @@ public final class OutboundPipeline: Sendable {
     }
 
     private func upload(_ file: OutboundFile, rule: OutboundRule, context: ConnectorContext, staging: S3Location) async -> UploadOutcome {
-        let expected = LocalVersion(device: file.device, inode: file.inode, size: file.size, mtimeNanoseconds: file.mtimeNanoseconds)
+        let expected = file.version
         let metadata: Logger.Metadata = ["rule": "\(file.rule)", "file.path": "\(file.path)"]
         let opened: LocalFiles.OpenFile
         do {
@@ -874,7 +873,7 @@ public final class OutboundPipeline: Sendable {
     private func disposeLocally(_ file: OutboundFile) -> AfterSendResult {
         guard let rule = rules[file.rule] else { return .notNow("rule \(file.rule) is no longer configured") }
         let metadata: Logger.Metadata = ["rule": "\(file.rule)", "file.path": "\(file.path)"]
-        let expected = LocalVersion(device: file.device, inode: file.inode, size: file.size, mtimeNanoseconds: file.mtimeNanoseconds)
+        let expected = file.version
         let claimPath = ((rule.watch as NSString).appendingPathComponent(".ferry/claim") as NSString).appendingPathComponent("\(file.id)")
         func changedAfterSend() -> AfterSendResult {
             logger.warning("file changed after it was sent; the new version is sent on its own and the sent one is not archived",
@@ -1031,7 +1030,7 @@ public final class OutboundPipeline: Sendable {
     private func setAside(_ file: OutboundFile, folder: String, reason: String, retryHint: Bool) -> String? {
         guard let rule = rules[file.rule] else { return nil }
         let destination = ((rule.watch as NSString).appendingPathComponent(".ferry/\(folder)") as NSString).appendingPathComponent(file.relativePath)
-        let expected = LocalVersion(device: file.device, inode: file.inode, size: file.size, mtimeNanoseconds: file.mtimeNanoseconds)
+        let expected = file.version
         var placed = destination
         do {
             if LocalFiles.currentVersion(file.path) == expected {
