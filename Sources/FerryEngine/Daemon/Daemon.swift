@@ -1,6 +1,7 @@
 import FerryAWS
 import FerryConfig
 import FerryStore
+import FerrySystem
 import FerryWatch
 import Foundation
 import Logging
@@ -121,11 +122,9 @@ public final class Daemon: Sendable {
             return
         }
         let code = errno
-        var message = "state_dir \(stateDir) is not writable: \(String(cString: strerror(code)))"
-        if code == EROFS || code == EACCES || code == EPERM || code == ENOENT {
-            message += " — create it, make it writable by the user ferry runs as, and if it is outside /var/lib/ferry add it to the unit's writable paths: `systemctl edit ferry`, then under [Service] add `ReadWritePaths=\(stateDir)`"
-        }
-        throw DaemonStartError(message: message)
+        let unitCanFix = code == EROFS || code == EACCES || code == EPERM || code == ENOENT
+        let cause = SystemError("create", path: probe, code: code, advice: unitCanFix ? "create state_dir, make it writable by the user ferry runs as, and if it is outside /var/lib/ferry add it to the unit's writable paths: `systemctl edit ferry`, then under [Service] add `ReadWritePaths=\(stateDir)`" : nil)
+        throw DaemonStartError(message: "state_dir \(stateDir) is not writable: \(cause)")
     }
 
     /// Watched folders that are gone (or now resolve through a link) and watching that fell back to
