@@ -41,6 +41,8 @@ public struct OutboundFile: Sendable, Equatable {
     public var remoteDirectory: String?
     public var bucket: String?
     public var key: String?
+    /// The CRC-32C S3 verified on upload (`x-amz-checksum-crc32c`, base64; `PutObjectResult.checksumCRC32C`),
+    /// never the ETag. Rows journaled by builds before d1936da may still hold the ETag (a quoted hex string).
     public var checksum: String?
     public var batchID: Int64?
     public var transferID: String?
@@ -486,6 +488,7 @@ public final class Journal: @unchecked Sendable {
         public var id: Int64
         public var bucket: String
         public var key: String
+        /// The upload's CRC-32C as S3 verified it (base64), never the ETag.
         public var checksum: String
 
         public init(id: Int64, bucket: String, key: String, checksum: String) {
