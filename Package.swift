@@ -24,6 +24,11 @@ let package = Package(
         .target(name: "CFerrySys"),
         // `ferry run` records a SIGTERM/SIGINT that arrives before the service group listens (a constructor).
         .target(name: "CFerryStart"),
+        // The lowest Swift module: a failed system call with its Errno and advice (SystemError), and a
+        // local file's identity and version (FileIdentity, FileVersion), shared by every module above.
+        .target(name: "FerrySystem", dependencies: [
+            .product(name: "SystemPackage", package: "swift-system"),
+        ]),
         // Glob patterns shared by the rules validator and the watcher; depends on nothing.
         .target(name: "FerryGlob"),
         .target(name: "FerryConfig", dependencies: [
@@ -31,21 +36,22 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ]),
         .target(name: "FerryWatch", dependencies: [
-            "CFerrySys", "FerryGlob",
+            "CFerrySys", "FerryGlob", "FerrySystem",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "SystemPackage", package: "swift-system"),
         ]),
         .target(name: "FerryAWS", dependencies: [
-            "CCurl", "CCrypto", "CFerrySys",
+            "CCurl", "CCrypto", "CFerrySys", "FerrySystem",
             .product(name: "Logging", package: "swift-log"),
         ]),
         .target(name: "FerryStore", dependencies: [
-            "CSQLite",
+            "CSQLite", "FerrySystem",
             .product(name: "Logging", package: "swift-log"),
         ]),
         .target(name: "FerryEngine", dependencies: [
-            "CFerrySys", "FerryConfig", "FerryGlob", "FerryWatch", "FerryAWS", "FerryStore",
+            "CFerrySys", "FerryConfig", "FerryGlob", "FerrySystem", "FerryWatch", "FerryAWS", "FerryStore",
             .product(name: "Logging", package: "swift-log"),
+            .product(name: "SystemPackage", package: "swift-system"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ]),
         .executableTarget(name: "ferry", dependencies: [
@@ -75,7 +81,7 @@ let package = Package(
 
         // bench/journal: the pipeline's journal writes, timed while status queries or pruning share the journal (bench/journal/run.py).
         .executableTarget(name: "ferry-journal-bench", dependencies: [
-            "FerryStore", "FerryEngine", "FerryConfig",
+            "FerryStore", "FerrySystem", "FerryEngine", "FerryConfig",
             .product(name: "Logging", package: "swift-log"),
         ], path: "bench/journal/Sources"),
 
@@ -85,14 +91,16 @@ let package = Package(
         .testTarget(name: "FerryConfigTests", dependencies: ["FerryConfig", "FerryTestSupport"],
                     resources: [.copy("Fixtures")]),
         .testTarget(name: "FerryGlobTests", dependencies: ["FerryGlob"]),
-        .testTarget(name: "FerryWatchTests", dependencies: ["FerryWatch", "FerryGlob", "FerryTestSupport", .product(name: "Logging", package: "swift-log")]),
-        .testTarget(name: "FerryAWSTests", dependencies: ["FerryAWS", "CCrypto", "FerryTestSupport", .product(name: "Logging", package: "swift-log")],
+        .testTarget(name: "FerrySystemTests", dependencies: ["FerrySystem", "FerryTestSupport",
+                                                            .product(name: "SystemPackage", package: "swift-system")]),
+        .testTarget(name: "FerryWatchTests", dependencies: ["FerryWatch", "FerryGlob", "FerrySystem", "FerryTestSupport", .product(name: "Logging", package: "swift-log")]),
+        .testTarget(name: "FerryAWSTests", dependencies: ["FerryAWS", "CCrypto", "FerrySystem", "FerryTestSupport", .product(name: "Logging", package: "swift-log")],
                     exclude: ["Scripts"]),
-        .testTarget(name: "FerryStoreTests", dependencies: ["FerryStore", "FerryTestSupport", .product(name: "Logging", package: "swift-log")]),
-        .testTarget(name: "FerryEngineTests", dependencies: ["FerryEngine", "CFerrySys", "FerryAWS", "FerryConfig", "FerryGlob", "FerryStore", "FerryTestSupport",
+        .testTarget(name: "FerryStoreTests", dependencies: ["FerryStore", "FerrySystem", "FerryTestSupport", .product(name: "Logging", package: "swift-log")]),
+        .testTarget(name: "FerryEngineTests", dependencies: ["FerryEngine", "CFerrySys", "FerryAWS", "FerryConfig", "FerryGlob", "FerryStore", "FerrySystem", "FerryTestSupport",
                                                             .product(name: "Logging", package: "swift-log"),
                                                             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle")]),
-        .testTarget(name: "EndToEndTests", dependencies: ["FerryTestSupport", "FerryStore", "FerryAWS", "CCrypto", .product(name: "Logging", package: "swift-log")]),
+        .testTarget(name: "EndToEndTests", dependencies: ["FerryTestSupport", "FerryStore", "FerrySystem", "FerryAWS", "CCrypto", .product(name: "Logging", package: "swift-log")]),
     ],
     swiftLanguageModes: [.v6]
 )

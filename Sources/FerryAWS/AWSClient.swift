@@ -1,3 +1,4 @@
+import FerrySystem
 import Foundation
 import Logging
 
@@ -86,6 +87,8 @@ public struct AWSError: Error, CustomStringConvertible, Sendable {
     public var retryAfterSeconds: Double?
     /// `service.operation`, when known.
     public var operation: String?
+    /// For `.localFile`: the failed system call on the local file, with its errno.
+    public var cause: SystemError?
 
     /// `outcome` defaults to what `kind` and `httpStatus` prove: a 3xx/4xx answer, credentials,
     /// configuration and local-file failures are `.notStarted`; everything else (network failures
@@ -99,6 +102,13 @@ public struct AWSError: Error, CustomStringConvertible, Sendable {
         self.requestID = requestID
         self.operation = operation
         self.outcome = outcome ?? Self.provenOutcome(kind: kind, httpStatus: httpStatus)
+    }
+
+    /// A failed system call on a local file (reading an upload's source): `.localFile`, code
+    /// `LocalFileError`, the call's own message and errno.
+    public init(localFile cause: SystemError) {
+        self.init(kind: .localFile, code: "LocalFileError", message: cause.description)
+        self.cause = cause
     }
 
     private static func provenOutcome(kind: Kind, httpStatus: Int?) -> Outcome {

@@ -1,3 +1,4 @@
+import FerrySystem
 import Foundation
 internal import CFerrySys
 import Logging
@@ -358,7 +359,7 @@ struct CredentialProcess: Sendable {
         // alert command, another credential_process) would otherwise inherit the write ends, and the
         // reads below would wait for that child to exit, not this one.
         guard let out = CloexecPipe(), let err = CloexecPipe() else {
-            throw AWSError(kind: .credentials, code: "CredentialProcessFailed", message: "\(source) could not start: no pipe (\(String(cString: strerror(errno))))")
+            throw AWSError(kind: .credentials, code: "CredentialProcessFailed", message: "\(source) could not start: \(SystemError.last("pipe"))")
         }
         process.standardOutput = out.writing
         process.standardError = err.writing

@@ -1,3 +1,4 @@
+import FerrySystem
 import Foundation
 import Synchronization
 internal import CCurl
@@ -211,7 +212,7 @@ private let readCallback: ferry_curl_data_callback = { buffer, size, count, user
             let n = pread(fd, buffer, Int(want), off_t(offset + t.readOffset))
             if n < 0 && errno == EINTR { continue }
             if n <= 0 {
-                t.localError = n < 0 ? "reading the upload body failed: \(String(cString: strerror(errno)))"
+                t.localError = n < 0 ? "\(SystemError.last("reading the upload body"))"
                                      : "the file being uploaded shrank while it was sent"
                 return size_t(CURL_READFUNC_ABORT)
             }
@@ -230,7 +231,7 @@ private let writeCallback: ferry_curl_data_callback = { buffer, size, count, use
             let n = pwrite(fd, buffer! + done, total - done, off_t(t.written))
             if n < 0 && errno == EINTR { continue }
             if n <= 0 {
-                t.localError = "writing the download failed: \(String(cString: strerror(errno)))"
+                t.localError = "\(SystemError.last("writing the download"))"
                 return 0
             }
             done += n

@@ -1,3 +1,4 @@
+import FerrySystem
 import Foundation
 
 /// Result of an upload.
@@ -55,14 +56,8 @@ public struct ObjectSummary: Sendable, Equatable {
 
 /// Syscalls with EINTR retried and failures turned into `AWSError(kind: .localFile)`.
 enum FileIO {
-    static func check<T: BinaryInteger>(_ what: String, _ path: String, _ call: () -> T) throws -> T {
-        while true {
-            let result = call()
-            if result >= 0 { return result }
-            if errno == EINTR { continue }
-            let code = errno
-            throw AWSError(kind: .localFile, code: "LocalFileError", message: "\(what) \(path): \(String(cString: strerror(code))) (errno \(code))")
-        }
+    static func check<T: BinaryInteger>(_ what: String, _ path: String, _ call: () -> T) throws(AWSError) -> T {
+        try SystemError.retryingInterrupts(call) { AWSError(localFile: SystemError(what, path: path, errno: $0)) }
     }
 
     static func openForReading(_ path: String) throws -> (fd: Int32, size: Int64) {

@@ -32,7 +32,7 @@ public struct OutboundHistoryEntry: Sendable, Equatable {
     public var rule: String
     public var path: String
     public var size: Int64
-    /// The checksum of the uploaded bytes, as S3 was given it.
+    /// The CRC-32C of the uploaded bytes as S3 verified it (base64), never the ETag.
     public var checksum: String?
     public var state: OutboundState
     /// When the file was seen complete.

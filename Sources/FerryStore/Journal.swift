@@ -1,3 +1,4 @@
+import FerrySystem
 import Foundation
 import Logging
 
@@ -34,14 +35,14 @@ public struct OutboundFile: Sendable, Equatable {
     public var rule: String
     public var path: String
     public var relativePath: String
-    public var device: UInt64
-    public var inode: UInt64
-    public var size: Int64
-    public var mtimeNanoseconds: Int64
+    /// The version of the file this row is about: columns device, inode, size, mtime_ns.
+    public var version: FileVersion
     public var state: OutboundState
     public var remoteDirectory: String?
     public var bucket: String?
     public var key: String?
+    /// The CRC-32C S3 verified on upload (`x-amz-checksum-crc32c`, base64; `PutObjectResult.checksumCRC32C`),
+    /// never the ETag. Rows journaled by builds before d1936da may still hold the ETag (a quoted hex string).
     public var checksum: String?
     public var batchID: Int64?
     public var transferID: String?
@@ -53,18 +54,17 @@ public struct OutboundFile: Sendable, Equatable {
     /// The inode of the ready marker seen when this version was complete (rules with `ready_marker`).
     public var markerInode: UInt64? = nil
 
-    public init(id: Int64, rule: String, path: String, relativePath: String, device: UInt64, inode: UInt64, size: Int64,
-                mtimeNanoseconds: Int64, state: OutboundState, remoteDirectory: String?, bucket: String?, key: String?,
+    /// The version's size in bytes.
+    public var size: Int64 { version.size }
+
+    public init(id: Int64, rule: String, path: String, relativePath: String, version: FileVersion, state: OutboundState, remoteDirectory: String?, bucket: String?, key: String?,
                 checksum: String?, batchID: Int64?, transferID: String?, attempts: Int, lastError: String?, nextAttemptAt: Date?,
                 createdAt: Date, updatedAt: Date, markerInode: UInt64? = nil) {
         self.id = id
         self.rule = rule
         self.path = path
         self.relativePath = relativePath
-        self.device = device
-        self.inode = inode
-        self.size = size
-        self.mtimeNanoseconds = mtimeNanoseconds
+        self.version = version
         self.state = state
         self.remoteDirectory = remoteDirectory
         self.bucket = bucket
@@ -86,10 +86,8 @@ public struct NewOutboundFile: Sendable, Equatable {
     public var rule: String
     public var path: String
     public var relativePath: String
-    public var device: UInt64
-    public var inode: UInt64
-    public var size: Int64
-    public var mtimeNanoseconds: Int64
+    /// The version that completed.
+    public var version: FileVersion
     public var remoteDirectory: String?
     /// The rule archives or deletes what it sent, so a `done` row of this very version means the file was
     /// put back (e.g. moved back from the archive): that row becomes history and the file a new arrival.
@@ -97,18 +95,14 @@ public struct NewOutboundFile: Sendable, Equatable {
     /// The inode of the ready marker seen with this version, if the rule uses one.
     public var markerInode: UInt64?
 
-    public init(rule: String, path: String, relativePath: String, device: UInt64, inode: UInt64,
-                size: Int64, mtimeNanoseconds: Int64, remoteDirectory: String?, supersedesDone: Bool = false,
+    public init(rule: String, path: String, relativePath: String, version: FileVersion, remoteDirectory: String?, supersedesDone: Bool = false,
                 markerInode: UInt64? = nil) {
         self.supersedesDone = supersedesDone
         self.markerInode = markerInode
         self.rule = rule
         self.path = path
         self.relativePath = relativePath
-        self.device = device
-        self.inode = inode
-        self.size = size
-        self.mtimeNanoseconds = mtimeNanoseconds
+        self.version = version
         self.remoteDirectory = remoteDirectory
     }
 }
@@ -455,8 +449,7 @@ public final class Journal: @unchecked Sendable {
     static func decodeFile(_ row: Row) -> OutboundFile {
         OutboundFile(
             id: row.int(0), rule: row.text(1) ?? "", path: row.text(2) ?? "", relativePath: row.text(3) ?? "",
-            device: UInt64(bitPattern: row.int(4)), inode: UInt64(bitPattern: row.int(5)), size: row.int(6),
-            mtimeNanoseconds: row.int(7), state: OutboundState(rawValue: row.text(8) ?? "") ?? .dropped,
+            version: row.version(at: 4), state: OutboundState(rawValue: row.text(8) ?? "") ?? .dropped,
             remoteDirectory: row.text(9), bucket: row.text(10), key: row.text(11), checksum: row.text(12),
             batchID: row.optionalInt(13), transferID: row.text(14), attempts: Int(row.int(15)),
             lastError: row.text(16), nextAttemptAt: row.optionalDouble(17).map(Date.init(timeIntervalSince1970:)),
@@ -486,20 +479,16 @@ public final class Journal: @unchecked Sendable {
                 let date = Date(timeIntervalSince1970: time)
                 for file in files {
                     if file.supersedesDone {
-                        try retire.run([.real(time), .text(file.rule), .text(file.path), .integer(Int64(bitPattern: file.device)),
-                                        .integer(Int64(bitPattern: file.inode)), .integer(file.size), .integer(file.mtimeNanoseconds)])
+                        try retire.run([.real(time), .text(file.rule), .text(file.path)] + file.version.columns)
                     }
-                    try insert.run([.text(file.rule), .text(file.path), .text(file.relativePath),
-                                    .integer(Int64(bitPattern: file.device)), .integer(Int64(bitPattern: file.inode)),
-                                    .integer(file.size), .integer(file.mtimeNanoseconds),
-                                    file.remoteDirectory.map(SQLValue.text) ?? .null, .real(time), .real(time),
-                                    file.markerInode.map { .integer(Int64(bitPattern: $0)) } ?? .null])
+                    try insert.run([.text(file.rule), .text(file.path), .text(file.relativePath)] + file.version.columns
+                                   + [file.remoteDirectory.map(SQLValue.text) ?? .null, .real(time), .real(time),
+                                      file.markerInode.map { .integer(Int64(bitPattern: $0)) } ?? .null])
                     // The new row is exactly what was inserted (every other column starts empty): no need to read it back.
                     if connection.changes == 1 {
                         inserted.append(OutboundFile(
                             id: connection.lastInsertRowID, rule: file.rule, path: file.path, relativePath: file.relativePath,
-                            device: file.device, inode: file.inode, size: file.size, mtimeNanoseconds: file.mtimeNanoseconds,
-                            state: .detected, remoteDirectory: file.remoteDirectory, bucket: nil, key: nil, checksum: nil,
+                            version: file.version, state: .detected, remoteDirectory: file.remoteDirectory, bucket: nil, key: nil, checksum: nil,
                             batchID: nil, transferID: nil, attempts: 0, lastError: nil, nextAttemptAt: nil,
                             createdAt: date, updatedAt: date, markerInode: file.markerInode))
                     }
@@ -515,15 +504,13 @@ public final class Journal: @unchecked Sendable {
     /// `doneCounts` is true — the rule keeps sent files in place (`after_send: keep`); where sent files
     /// are archived or deleted, the same version appearing again was put back by someone (e.g. moved back
     /// from the archive) and is a new arrival.
-    public func isKnown(path: String, device: UInt64, inode: UInt64, size: Int64, mtimeNanoseconds: Int64,
-                        doneCounts: Bool = true) throws -> Bool {
+    public func isKnown(path: String, version: FileVersion, doneCounts: Bool = true) throws -> Bool {
         try locked {
             try connection.statement("""
-                SELECT count(*) FROM outbound_files WHERE path = ? AND inode = ? AND device = ?
+                SELECT count(*) FROM outbound_files WHERE path = ? AND device = ? AND inode = ?
                 AND size = ? AND mtime_ns = ? AND state NOT IN ('dropped', 'retried')
                 AND (? OR state != 'done')
-                """).query([.text(path), .integer(Int64(bitPattern: inode)), .integer(Int64(bitPattern: device)),
-                            .integer(size), .integer(mtimeNanoseconds), .integer(doneCounts ? 1 : 0)]) { $0.int(0) }.first ?? 0 > 0
+                """).query([.text(path)] + version.columns + [.integer(doneCounts ? 1 : 0)]) { $0.int(0) }.first ?? 0 > 0
         }
     }
 
@@ -532,6 +519,7 @@ public final class Journal: @unchecked Sendable {
         public var id: Int64
         public var bucket: String
         public var key: String
+        /// The upload's CRC-32C as S3 verified it (base64), never the ETag.
         public var checksum: String
 
         public init(id: Int64, bucket: String, key: String, checksum: String) {

@@ -1,3 +1,4 @@
+import FerrySystem
 import Foundation
 
 /// A finished outbound row old enough to be pruned, with the version it describes, so the pruner can
@@ -5,10 +6,8 @@ import Foundation
 public struct OutboundPruneCandidate: Sendable, Equatable {
     public var id: Int64
     public var path: String
-    public var device: UInt64
-    public var inode: UInt64
-    public var size: Int64
-    public var mtimeNanoseconds: Int64
+    /// The version the row describes.
+    public var version: FileVersion
     public var state: OutboundState
     /// When the row reached its finished state (its cursor position in the finished index).
     public var finishedAt: Double
@@ -55,8 +54,7 @@ extension Journal {
                 ORDER BY updated_at, id LIMIT ?
                 """).query([.text(state.rawValue), .real(cutoff.timeIntervalSince1970), .real(cursor.finishedAt), .integer(cursor.id),
                             .integer(Int64(limit))]) { row in
-                OutboundPruneCandidate(id: row.int(0), path: row.text(1) ?? "", device: UInt64(bitPattern: row.int(2)),
-                                       inode: UInt64(bitPattern: row.int(3)), size: row.int(4), mtimeNanoseconds: row.int(5),
+                OutboundPruneCandidate(id: row.int(0), path: row.text(1) ?? "", version: row.version(at: 2),
                                        state: OutboundState(rawValue: row.text(6) ?? "") ?? .dropped, finishedAt: row.double(7))
             }
         }

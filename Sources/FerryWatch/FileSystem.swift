@@ -1,4 +1,5 @@
 internal import CFerrySys
+import FerrySystem
 internal import Glibc
 import Synchronization
 
@@ -24,8 +25,7 @@ struct FileStatus {
         case S_IFBLK: kind = .other("block device")
         default: kind = .other("special file")
         }
-        version = FileVersion(device: UInt64(info.st_dev), inode: UInt64(info.st_ino), size: Int64(info.st_size),
-                              mtimeNanoseconds: Int64(info.st_mtim.tv_sec) * 1_000_000_000 + Int64(info.st_mtim.tv_nsec))
+        version = FileVersion(info)
     }
 
     /// fstatat with AT_SYMLINK_NOFOLLOW relative to an open folder (a scan's folder, or a root's held
@@ -229,12 +229,7 @@ final class RootHandle {
     }
 
     /// Which folder a root resolved to, so a later resolution can tell the same folder from another.
-    struct Identity: Equatable {
-        var device: UInt64
-        var inode: UInt64
-    }
-
-    var identity: Identity { Identity(device: device, inode: inode) }
+    var identity: FileIdentity { FileIdentity(device: device, inode: inode) }
 }
 
 /// A file name or path compared and hashed by its UTF-8 bytes, as Linux compares names. Swift's

@@ -1,3 +1,4 @@
+import FerrySystem
 internal import Glibc
 import Dispatch
 import Synchronization
@@ -66,7 +67,7 @@ final class Inotify: @unchecked Sendable {
             let code = Glibc.errno
             if code == EMFILE {
                 let limit = Syscall.readSysctl("fs.inotify.max_user_instances").map(String.init) ?? "unknown"
-                throw WatchError(code: .tooManyInstances, errno: Errno(rawValue: code), message:
+                throw WatchError(code: .tooManyInstances, cause: SystemError("inotify_init1", code: code), message:
                     "cannot create an inotify instance: fs.inotify.max_user_instances (now \(limit)) is used up; raise it with `sysctl fs.inotify.max_user_instances=1024` and persist it in /etc/sysctl.d/")
             }
             throw Syscall.failure("inotify_init1", path: nil, errno: code)
@@ -114,7 +115,7 @@ final class Inotify: @unchecked Sendable {
         } catch {
             if error.errno == .noSpace {
                 let limit = Syscall.readSysctl("fs.inotify.max_user_watches").map(String.init) ?? "unknown"
-                throw WatchError(code: .tooManyWatches, errno: error.errno, message:
+                throw WatchError(code: .tooManyWatches, cause: error.cause, message:
                     "cannot watch \(display): the inotify watch limit fs.inotify.max_user_watches (now \(limit)) is used up; raise it with `sysctl fs.inotify.max_user_watches=524288` and persist it in /etc/sysctl.d/")
             }
             throw error

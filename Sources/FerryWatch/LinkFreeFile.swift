@@ -1,3 +1,4 @@
+import FerrySystem
 internal import Glibc
 
 /// Opens a reported file the way the watcher itself reaches it: no symbolic link in any component of
@@ -16,13 +17,13 @@ public enum LinkFreeFile {
     ///   (with errno) for anything else, such as ENOENT.
     public static func openForReading(_ path: String) throws(WatchError) -> Int32 {
         guard path.utf8.first == UInt8(ascii: "/") else {
-            throw WatchError(code: .systemCall, errno: .invalidArgument, message: "open \(path): the path must be absolute")
+            throw WatchError(SystemError("open", path: path, errno: .invalidArgument, advice: "the path must be absolute"))
         }
         do {
             return try SafeOpen.below(AT_FDCWD, path, flags: O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC)
         } catch where error.errno == .tooManySymbolicLinkLevels || (error.errno == .notDirectory && SafeOpen.firstSymbolicLink(in: path) != nil) {
             let link = SafeOpen.firstSymbolicLink(in: path).map { " (\($0))" } ?? ""
-            throw WatchError(code: .symbolicLink, errno: error.errno, message:
+            throw WatchError(code: .symbolicLink, cause: error.cause, message:
                 "refusing to open \(path): a component of its path is a symbolic link\(link), and ferry never follows links")
         }
     }

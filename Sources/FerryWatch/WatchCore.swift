@@ -1,4 +1,5 @@
 import FerryGlob
+import FerrySystem
 import Logging
 import Synchronization
 internal import Glibc
@@ -212,7 +213,7 @@ final class WatchCore {
     /// stamps each folder itself); a full scan queued meanwhile takes the folder out of this set.
     private var incrementalScans: Set<UInt32> = []
     /// The folder (device, inode) each attached root resolved to, without links, when it was attached.
-    private var rootIdentities = NameTable<RootHandle.Identity>()
+    private var rootIdentities = NameTable<FileIdentity>()
     /// Roots opened (from `/`, without links) and checked against `rootIdentities` during this loop
     /// turn; every stat, scan and open below a root goes through its descriptor. Closed at the end of
     /// the turn: a descriptor held longer would keep the root's file system busy (umount fails with

@@ -1,3 +1,4 @@
+import FerrySystem
 internal import Glibc
 import SystemPackage
 
@@ -26,16 +27,24 @@ public struct WatchError: Error, Sendable, Hashable, CustomStringConvertible {
 
     /// The kind of failure.
     public var code: Code
-    /// The errno of the failed system call, if one failed.
-    public var errno: Errno?
+    /// The failed system call (with its errno), if one was the cause.
+    public var cause: SystemError?
     /// What happened and what to do about it.
     public var message: String
 
+    /// The errno of the failed system call, if one failed.
+    public var errno: Errno? { cause?.errno }
+
     /// Creates an error; `message` should tell the user what to do.
-    public init(code: Code, errno: Errno? = nil, message: String) {
+    public init(code: Code, cause: SystemError? = nil, message: String) {
         self.code = code
-        self.errno = errno
+        self.cause = cause
         self.message = message
+    }
+
+    /// A failed system call and nothing more to say: `.systemCall`, the call's own message.
+    public init(_ cause: SystemError) {
+        self.init(code: .systemCall, cause: cause, message: cause.description)
     }
 
     public var description: String { message }
@@ -48,19 +57,11 @@ enum Syscall {
     static func retrying<Result: FixedWidthInteger>(
         _ call: String, path: String? = nil, _ body: () -> Result
     ) throws(WatchError) -> Result {
-        while true {
-            let result = body()
-            if result != -1 { return result }
-            let code = Glibc.errno
-            if code == EINTR { continue }
-            throw failure(call, path: path, errno: code)
-        }
+        try SystemError.retryingInterrupts(body) { WatchError(SystemError(call, path: path, errno: $0)) }
     }
 
     static func failure(_ call: String, path: String?, errno code: Int32) -> WatchError {
-        let errno = Errno(rawValue: code)
-        let subject = path.map { " on \($0)" } ?? ""
-        return WatchError(code: .systemCall, errno: errno, message: "\(call)\(subject) failed: \(errno) (errno \(code))")
+        WatchError(SystemError(call, path: path, code: code))
     }
 
     /// Reads a small integer from `/proc/sys`, for error messages that quote the current limit.

@@ -1,3 +1,4 @@
+import FerrySystem
 /// One outbound folder to watch, as the engine derives it from a rule.
 public struct WatchRule: Sendable, Hashable {
     /// The rule's name; reported back in `CompletedFile.ruleID`.
@@ -38,28 +39,6 @@ public struct WatchRule: Sendable, Hashable {
         self.readyMarker = readyMarker
         self.excludedFolders = excludedFolders
     }
-}
-
-/// What identifies one version of a file: a rewrite changes size or mtime, a replace changes the inode.
-public struct FileVersion: Hashable, Sendable, CustomStringConvertible {
-    /// `st_dev` of the file system holding the file.
-    public var device: UInt64
-    /// `st_ino`.
-    public var inode: UInt64
-    /// Size in bytes.
-    public var size: Int64
-    /// Modification time in nanoseconds since the epoch.
-    public var mtimeNanoseconds: Int64
-
-    /// Creates a version from its stat fields.
-    public init(device: UInt64, inode: UInt64, size: Int64, mtimeNanoseconds: Int64) {
-        self.device = device
-        self.inode = inode
-        self.size = size
-        self.mtimeNanoseconds = mtimeNanoseconds
-    }
-
-    public var description: String { "dev \(device) ino \(inode) size \(size) mtime \(mtimeNanoseconds)ns" }
 }
 
 /// A file that has stopped changing for its rule's settle time (and has its ready marker, if required).

@@ -1,3 +1,4 @@
+import FerrySystem
 internal import CFerrySys
 internal import Glibc
 
@@ -73,10 +74,10 @@ public enum WriteActivity {
         switch error.errno {
         case .permissionDenied?, .notPermitted?:
             let whose = owner.map { " (owned by uid \($0); ferry runs as uid \(geteuid()))" } ?? ""
-            return WatchError(code: .leasesUnavailable, errno: error.errno, message:
+            return WatchError(code: .leasesUnavailable, cause: error.cause, message:
                 "cannot tell whether \(path ?? "a file") is still open for writing: a read lease on a file another user owns\(whose) needs CAP_LEASE; grant it in the systemd unit with `AmbientCapabilities=CAP_LEASE` (and keep it in CapabilityBoundingSet=)")
         case .invalidArgument?:
-            return WatchError(code: .leasesUnavailable, errno: error.errno, message:
+            return WatchError(code: .leasesUnavailable, cause: error.cause, message:
                 "cannot tell whether \(path ?? "a file") is still open for writing: its file system does not support leases (or `fs.leases-enable` is 0)")
         default:
             return error
@@ -119,7 +120,7 @@ enum WriteCheck: Sendable {
             case .wouldBlock?: return .openForWriting
             case .permissionDenied?:
                 // Unreadable to ferry: it cannot be sent either, but judging it stays the engine's job.
-                let unreadable = WatchError(code: .systemCall, errno: error.errno, message:
+                let unreadable = WatchError(code: .systemCall, cause: error.cause, message:
                     "cannot open \(displayPath) to tell whether it is still open for writing (\(error)); ferry needs read access to the files it sends")
                 return .unanswerable(FileStatus.of(relativePath, in: folder)?.version, unreadable)
             case .noSuchFileOrDirectory?, .tooManySymbolicLinkLevels?, .notDirectory?, .improperLink?, .operationNotSupportedByDevice?, .noSuchAddressOrDevice?:

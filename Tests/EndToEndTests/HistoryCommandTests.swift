@@ -3,6 +3,7 @@ import FerryTestSupport
 import Foundation
 import Synchronization
 import Testing
+import FerrySystem
 
 /// `ferry history` run as a user runs it, against a journal holding every state of both directions,
 /// written by FerryStore the way the pipelines write it (and left open for writing, as a running daemon
@@ -65,8 +66,8 @@ struct HistoryCommandTests {
         let clock = Clock(old)
         let journal = try Journal(directory: root.path + "/state", logger: .init(label: "test"), now: { clock.now })
         func file(_ rule: String, _ folder: String, _ name: String, inode: UInt64) -> NewOutboundFile {
-            NewOutboundFile(rule: rule, path: "\(folder)/\(name)", relativePath: name, device: 7, inode: inode, size: 4711,
-                            mtimeNanoseconds: 1_700_000_000_000_000_000, remoteDirectory: "/inbound/invoices")
+            NewOutboundFile(rule: rule, path: "\(folder)/\(name)", relativePath: name, version: FileVersion(device: 7, inode: inode, size: 4711,
+                                                 mtimeNanoseconds: 1_700_000_000_000_000_000), remoteDirectory: "/inbound/invoices")
         }
         func staged(_ rows: [OutboundFile]) throws {
             try journal.markStaged(rows.map { Journal.StagedCopy(id: $0.id, bucket: "acme-staging", key: "outbound/\($0.relativePath)",

@@ -3,6 +3,7 @@ import FerryStore
 import Foundation
 import Logging
 import FerryTestSupport
+import FerrySystem
 
 /// One emulator + one ferry daemon + one outbox folder, as a user would set them up.
 final class OutboundScenario: @unchecked Sendable {
@@ -63,8 +64,7 @@ final class OutboundScenario: @unchecked Sendable {
         guard lstat(path, &info) == 0 else { throw ScenarioError(description: "\(path) is missing") }
         let journal = try Journal(directory: stateDir, logger: Logger(label: "test"))
         guard let file = try journal.recordDetected([NewOutboundFile(
-            rule: "invoices", path: path, relativePath: name, device: UInt64(info.st_dev), inode: UInt64(info.st_ino),
-            size: Int64(info.st_size), mtimeNanoseconds: Int64(info.st_mtim.tv_sec) * 1_000_000_000 + Int64(info.st_mtim.tv_nsec),
+            rule: "invoices", path: path, relativePath: name, version: FileVersion(info),
             remoteDirectory: remoteDirectory)]).first else {
             throw ScenarioError(description: "\(path) was already journaled")
         }

@@ -112,7 +112,7 @@ struct AlertCommandTests {
         chmod(script, 0o755)
         let event = AlertEvent(.batchInDoubt, message: "in doubt")
         #expect(await Self.failure([script], event) == "\(script) exited with status 3; stderr: first line\nsmtp relay refused the message")
-        #expect(await Self.failure([directory.path + "/missing"], event) == "cannot start \(directory.path)/missing: No such file or directory")
+        #expect(await Self.failure([directory.path + "/missing"], event) == "start \(directory.path)/missing failed: No such file or directory (errno 2) — fix notify.command in the rules file")
     }
 
     @Test func aHangingCommandIsKilledAtItsTimeout() async throws {

@@ -5,6 +5,7 @@ import FerryTestSupport
 import Foundation
 import Logging
 import Testing
+import FerrySystem
 
 struct InboundPlacementTests {
     let logger = Logger(label: "test")
@@ -174,9 +175,9 @@ struct InboundPlacementTests {
         do {
             _ = try await DownloadPlacement(directory: state.path + "/nope", onConflict: .rename).place(file, journal: journal, fill: write("x"))
             Issue.record("placing into a missing folder succeeded")
-        } catch let error as DownloadError {
-            #expect(error.errno == ENOENT)
-            #expect(error.message.contains("fix download_to"))
+        } catch let error as SystemError {
+            #expect(error.errno == .noSuchFileOrDirectory)
+            #expect(error.description.contains("fix download_to"))
         }
         #expect(try journal.inboundFile(file.id)?.state == .inS3, "nothing was journaled as downloading")
     }

@@ -6,6 +6,7 @@ import Foundation
 import Logging
 import Synchronization
 import Testing
+import FerrySystem
 
 /// Retention's promise (#16, must show 1): with `retention` lowered, waves of files keep the journal's row
 /// count and size bounded, and a `keep` rule's files still on disk stay known, so none is sent again.
@@ -22,26 +23,22 @@ struct JournalRetentionTests {
 
     struct Version {
         var path: String
-        var device: UInt64
-        var inode: UInt64
-        var size: Int64
-        var mtime: Int64
+        var version: FileVersion
     }
 
     static func write(_ path: String, bytes: Int) throws -> Version {
         try Data(repeating: 0x41, count: bytes).write(to: URL(fileURLWithPath: path))
         var info = stat()
         guard lstat(path, &info) == 0 else { throw CocoaError(.fileReadUnknown) }
-        return Version(path: path, device: UInt64(info.st_dev), inode: UInt64(info.st_ino), size: Int64(info.st_size),
-                       mtime: Int64(info.st_mtim.tv_sec) * 1_000_000_000 + Int64(info.st_mtim.tv_nsec))
+        return Version(path: path, version: FileVersion(info))
     }
 
     /// Journals `versions` for `rule` and takes them to `done` in batches of ten, as the pipeline does.
     static func send(_ versions: [Version], rule: String, root: String, journal: Journal, wave: Int) throws {
         for (index, chunk) in stride(from: 0, to: versions.count, by: 10).map({ Array(versions[$0..<min($0 + 10, versions.count)]) }).enumerated() {
             let rows = try journal.recordDetected(chunk.map {
-                NewOutboundFile(rule: rule, path: $0.path, relativePath: String($0.path.dropFirst(root.count + 1)), device: $0.device,
-                                inode: $0.inode, size: $0.size, mtimeNanoseconds: $0.mtime, remoteDirectory: "/in")
+                NewOutboundFile(rule: rule, path: $0.path, relativePath: String($0.path.dropFirst(root.count + 1)),
+                                version: $0.version, remoteDirectory: "/in")
             })
             try journal.markStaged(rows.map { Journal.StagedCopy(id: $0.id, bucket: "staging", key: "out/\($0.relativePath)", checksum: "c") })
             let batch = try journal.createBatch(rule: rule, connector: "acme", connectorID: "c-1", remoteDirectory: "/in", fileIDs: rows.map(\.id))
@@ -97,8 +94,7 @@ struct JournalRetentionTests {
 
             // Every kept file still on disk — the oldest included — is still known: the watcher sends none again.
             for version in forever + keptOnDisk.flatMap({ $0 }) {
-                #expect(try journal.isKnown(path: version.path, device: version.device, inode: version.inode, size: version.size,
-                                            mtimeNanoseconds: version.mtime, doneCounts: true),
+                #expect(try journal.isKnown(path: version.path, version: version.version, doneCounts: true),
                         "wave \(wave): \(version.path) would be sent again")
             }
         }

@@ -1,6 +1,7 @@
 import FerryTestSupport
 import Foundation
 import Testing
+import FerrySystem
 @testable import FerryEngine
 
 /// The small local-file and naming helpers of the outbound pipeline.
@@ -19,9 +20,10 @@ struct LocalFilesTests {
         #expect(FileManager.default.contents(atPath: target) == Data("a.edi".utf8), "the first one was not overwritten")
         #expect(FileManager.default.contents(atPath: dir.path + "/sent/2026-11-27/x (2).edi") == Data("c.edi".utf8))
         for name in ["a.edi", "b.edi", "c.edi"] { #expect(!FileManager.default.fileExists(atPath: dir.path + "/" + name)) }
-        #expect(throws: LocalFileError.self, "a vanished source is an error, not an empty archive entry") {
+        let vanished = #expect(throws: SystemError.self, "a vanished source is an error, not an empty archive entry") {
             try LocalFiles.moveNoReplace(dir.path + "/a.edi", to: dir.path + "/sent/other/y.edi", rename: rename)
         }
+        #expect(vanished?.errno == .noSuchFileOrDirectory, "the error carries the call's errno: \(String(describing: vanished))")
     }
 
     @Test func calendarDaysArePaddedAndUseTheRequestedZone() {

@@ -4,12 +4,13 @@ import FerryTestSupport
 import Foundation
 import Testing
 @testable import FerryEngine
+import FerrySystem
 
 /// Stage logic of the outbound pipeline that needs no emulator: what a failed StartFileTransfer means,
 /// how results are matched to files, and the claim that after_send acts on.
 struct OutboundStageTests {
     static func file(id: Int64, key: String, remoteDirectory: String?) -> OutboundFile {
-        OutboundFile(id: id, rule: "r", path: "/srv/out/x", relativePath: "x", device: 1, inode: UInt64(id), size: 1, mtimeNanoseconds: 1,
+        OutboundFile(id: id, rule: "r", path: "/srv/out/x", relativePath: "x", version: FileVersion(device: 1, inode: UInt64(id), size: 1, mtimeNanoseconds: 1),
                      state: .submitted, remoteDirectory: remoteDirectory, bucket: "staging", key: key, checksum: nil, batchID: 1,
                      transferID: "t", attempts: 0, lastError: nil, nextAttemptAt: nil, createdAt: Date(), updatedAt: Date())
     }

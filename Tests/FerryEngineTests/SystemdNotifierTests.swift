@@ -115,7 +115,7 @@ final class NotifyListener {
         let notifier = try SystemdNotifier(environment: ["NOTIFY_SOCKET": "\(folder.path)/absent.sock"])
         let error = try #require(throws: SystemdNotifierError.self) { try notifier.ready() }
         #expect(error.code == .sendFailed)
-        #expect(error.errno == ENOENT)
+        #expect(error.errno == .noSuchFileOrDirectory)
         #expect(error.message.contains("absent.sock") && error.message.contains("No such file"))
     }
 }

@@ -3,6 +3,7 @@ import Logging
 import Testing
 import FerryStore
 import FerryTestSupport
+import FerrySystem
 
 /// The write-ahead log stays bounded: the pipeline's commits run SQLite's auto-checkpoint (at 1,000 pages);
 /// pruning's commits skip it, so that a step holds the journal only for its deletes, and pruning
@@ -17,8 +18,9 @@ struct CheckpointTests {
         for commit in 0..<4_000 {
             let files = (0..<10).map { index in
                 let name = "commit-\(commit)-file-\(index)-" + String(repeating: "x", count: 200) + ".edi"
-                return NewOutboundFile(rule: "invoices", path: "/srv/out/\(name)", relativePath: name, device: 1,
-                                       inode: UInt64(commit * 10 + index), size: 10, mtimeNanoseconds: 1, remoteDirectory: "/in")
+                return NewOutboundFile(rule: "invoices", path: "/srv/out/\(name)", relativePath: name,
+                                       version: FileVersion(device: 1, inode: UInt64(commit * 10 + index), size: 10, mtimeNanoseconds: 1),
+                                       remoteDirectory: "/in")
             }
             _ = try journal.recordDetected(files)
             let size = ((try? FileManager.default.attributesOfItem(atPath: journal.path + "-wal"))?[.size] as? NSNumber)?.int64Value ?? 0

@@ -3,6 +3,7 @@ import FerryTestSupport
 import Foundation
 import Logging
 import Testing
+import FerrySystem
 
 /// Journal migration 5 (issue 15): the outbound end state `disposed` becomes `done`. A journal written
 /// by the previous ferry keeps every row, its per-state counts, its dedupe answers and its retention.
@@ -28,7 +29,7 @@ struct DoneStateMigrationTests {
         let journal = try Journal(directory: dir.path, logger: Logger(label: "test"))
         #expect(try journal.outboundCounts() == ["invoices": [.done: 3, .failed: 2]], "the triggers moved the counts")
         #expect(try journal.outboundFiles(in: [.done]).map(\.path).sorted() == ["/srv/out/0.edi", "/srv/out/1.edi", "/srv/out/2.edi"])
-        #expect(try journal.isKnown(path: "/srv/out/1.edi", device: 1, inode: 1, size: 10, mtimeNanoseconds: 1, doneCounts: true),
+        #expect(try journal.isKnown(path: "/srv/out/1.edi", version: FileVersion(device: 1, inode: 1, size: 10, mtimeNanoseconds: 1), doneCounts: true),
                 "a version sent before the upgrade is still known: nothing is sent again")
         let index = try journal.locked {
             try journal.connection.statement("SELECT sql FROM sqlite_master WHERE name = 'outbound_files_finished'").query { $0.text(0) ?? "" }

@@ -3,6 +3,7 @@ import Logging
 import Testing
 @testable import FerryStore
 import FerryTestSupport
+import FerrySystem
 
 /// Upload completions run on FerryAWS's HTTP thread (the upload workers prefer its executor) and record
 /// each staged copy with `markStagedSoon`. Had that waited for the journal's lock, every request of the
@@ -12,7 +13,7 @@ struct JournalHTTPThreadTests {
         let dir = try TempDirectory()
         let journal = try Journal(directory: dir.path, logger: Logger(label: "test"))
         let file = try #require(try journal.recordDetected([NewOutboundFile(
-            rule: "r", path: "/srv/out/a.edi", relativePath: "a.edi", device: 1, inode: 7, size: 3, mtimeNanoseconds: 1, remoteDirectory: nil)]).first)
+            rule: "r", path: "/srv/out/a.edi", relativePath: "a.edi", version: FileVersion(device: 1, inode: 7, size: 3, mtimeNanoseconds: 1), remoteDirectory: nil)]).first)
         let holding = DispatchSemaphore(value: 0)
         let release = DispatchSemaphore(value: 0)
         let released = DispatchSemaphore(value: 0)

@@ -3,13 +3,14 @@ import Logging
 import Testing
 import FerryStore
 import FerryTestSupport
+import FerrySystem
 
 struct JournalTests {
     let logger = Logger(label: "test")
 
     func newFile(_ name: String, size: Int64 = 10, mtime: Int64 = 1, rule: String = "invoices") -> NewOutboundFile {
-        NewOutboundFile(rule: rule, path: "/srv/out/\(name)", relativePath: name, device: 1, inode: UInt64(name.hashValue & 0xffff),
-                        size: size, mtimeNanoseconds: mtime, remoteDirectory: "/in")
+        NewOutboundFile(rule: rule, path: "/srv/out/\(name)", relativePath: name, version: FileVersion(device: 1, inode: UInt64(name.hashValue & 0xffff),
+                        size: size, mtimeNanoseconds: mtime), remoteDirectory: "/in")
     }
 
     @Test func sameVersionIsJournaledOnce() throws {
@@ -23,9 +24,28 @@ struct JournalTests {
         #expect(again.count == 1, "only the rewritten version is new")
         #expect(again.first?.size == 11)
         // A version's identity is (path, device, inode, size, mtime), whichever rule journaled it: renaming a rule resends nothing.
-        #expect(try journal.isKnown(path: "/srv/out/a.edi", device: 1, inode: UInt64("a.edi".hashValue & 0xffff), size: 10, mtimeNanoseconds: 1))
-        #expect(try !journal.isKnown(path: "/srv/out/a.edi", device: 1, inode: UInt64("a.edi".hashValue & 0xffff), size: 12, mtimeNanoseconds: 1))
-        #expect(try !journal.isKnown(path: "/srv/out/b.edi", device: 1, inode: UInt64("a.edi".hashValue & 0xffff), size: 10, mtimeNanoseconds: 1))
+        #expect(try journal.isKnown(path: "/srv/out/a.edi", version: FileVersion(device: 1, inode: UInt64("a.edi".hashValue & 0xffff), size: 10, mtimeNanoseconds: 1)))
+        #expect(try !journal.isKnown(path: "/srv/out/a.edi", version: FileVersion(device: 1, inode: UInt64("a.edi".hashValue & 0xffff), size: 12, mtimeNanoseconds: 1)))
+        #expect(try !journal.isKnown(path: "/srv/out/b.edi", version: FileVersion(device: 1, inode: UInt64("a.edi".hashValue & 0xffff), size: 10, mtimeNanoseconds: 1)))
+    }
+
+    /// A version is four columns (device, inode, size, mtime_ns): what is journaled reads back as the same
+    /// FileVersion, also with device and inode numbers above Int64.max (stored by bit pattern), and is
+    /// known by exactly that version — another device, inode or mtime is another version.
+    @Test func aVersionRoundTripsThroughItsFourColumns() throws {
+        let dir = try TempDirectory()
+        let journal = try Journal(directory: dir.path, logger: logger)
+        let version = FileVersion(device: UInt64.max - 1, inode: 1 << 63 | 42, size: 4711, mtimeNanoseconds: 1_700_000_000_123_456_789)
+        let new = NewOutboundFile(rule: "invoices", path: "/srv/out/big.edi", relativePath: "big.edi", version: version, remoteDirectory: nil)
+        let row = try #require(try journal.recordDetected([new]).first)
+        #expect(row.version == version)
+        #expect(try journal.outboundFile(row.id)?.version == version)
+        #expect(try journal.isKnown(path: "/srv/out/big.edi", version: version))
+        for other in [FileVersion(device: 1, inode: version.inode, size: 4711, mtimeNanoseconds: version.mtimeNanoseconds),
+                      FileVersion(device: version.device, inode: 42, size: 4711, mtimeNanoseconds: version.mtimeNanoseconds),
+                      FileVersion(device: version.device, inode: version.inode, size: 4711, mtimeNanoseconds: version.mtimeNanoseconds + 1)] {
+            #expect(try !journal.isKnown(path: "/srv/out/big.edi", version: other), "\(other)")
+        }
     }
 
     /// A sent (done) version put back at its path is a new arrival where the rule archives or deletes
@@ -36,8 +56,8 @@ struct JournalTests {
         let file = try #require(try journal.recordDetected([newFile("a.edi")]).first)
         try journal.markDone([file.id])
         let inode = UInt64("a.edi".hashValue & 0xffff)
-        #expect(try journal.isKnown(path: "/srv/out/a.edi", device: 1, inode: inode, size: 10, mtimeNanoseconds: 1, doneCounts: true))
-        #expect(try !journal.isKnown(path: "/srv/out/a.edi", device: 1, inode: inode, size: 10, mtimeNanoseconds: 1, doneCounts: false))
+        #expect(try journal.isKnown(path: "/srv/out/a.edi", version: FileVersion(device: 1, inode: inode, size: 10, mtimeNanoseconds: 1), doneCounts: true))
+        #expect(try !journal.isKnown(path: "/srv/out/a.edi", version: FileVersion(device: 1, inode: inode, size: 10, mtimeNanoseconds: 1), doneCounts: false))
         var again = newFile("a.edi")
         again.supersedesDone = true
         let second = try journal.recordDetected([again])

@@ -4,6 +4,7 @@ import Synchronization
 import Testing
 import FerryStore
 import FerryTestSupport
+import FerrySystem
 
 /// A clock the tests move by hand, so rows can be made old without waiting (retention's minimum is 1 h).
 final class ManualClock: Sendable {
@@ -18,8 +19,8 @@ struct JournalDriver {
     let journal: Journal
 
     func newFile(_ name: String, rule: String = "invoices", inode: UInt64? = nil, size: Int64 = 10) -> NewOutboundFile {
-        NewOutboundFile(rule: rule, path: "/srv/out/\(name)", relativePath: name, device: 1, inode: inode ?? UInt64(abs(name.hashValue) % 1_000_000 + 1),
-                        size: size, mtimeNanoseconds: 1, remoteDirectory: "/in")
+        NewOutboundFile(rule: rule, path: "/srv/out/\(name)", relativePath: name, version: FileVersion(device: 1, inode: inode ?? UInt64(abs(name.hashValue) % 1_000_000 + 1),
+                                             size: size, mtimeNanoseconds: 1), remoteDirectory: "/in")
     }
 
     /// Detected → staged → submitting → submitted(transferID) → completed → done, in one batch.

@@ -1,4 +1,6 @@
+import FerrySystem
 import Foundation
+import FerryTestSupport
 import Testing
 @testable import FerryWatch
 
@@ -137,5 +139,28 @@ import Testing
             return error?.code == .symbolicLink && error?.message.contains(base + "/tenantA") == true
         }
         #expect { try LinkFreeFile.openForReading("relative/pay.csv") } throws: { ($0 as? WatchError)?.errno == .invalidArgument }
+    }
+
+    /// A folder an ordinary user cannot search: the open fails with the call's own EACCES, carried as
+    /// the error's cause with the permissions advice.
+    @Test func openingBelowAnUnreadableFolderReportsPermissionDenied() throws {
+        let temp = try TempDirectory()
+        try FileManager.default.createDirectory(atPath: temp.path + "/outbox", withIntermediateDirectories: true)
+        try WatchHarness.write(temp.path + "/outbox/pay.csv", bytes: 3)
+        #expect(chmod(temp.path + "/outbox", 0o000) == 0)
+        defer { chmod(temp.path + "/outbox", 0o755) }
+        let path = temp.path + "/outbox/pay.csv"
+        let error = try WithoutRootAccess.run { () -> WatchError? in
+            do throws(WatchError) {
+                close(try LinkFreeFile.openForReading(path))
+                return nil
+            } catch {
+                return error
+            }
+        }
+        #expect(error?.code == .systemCall)
+        #expect(error?.errno == .permissionDenied)
+        #expect(error?.cause?.errno == .permissionDenied)
+        #expect(error?.message.contains("Permission denied (errno 13) — give the ferry user read/write access") == true, "\(String(describing: error))")
     }
 }

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import FerrySystem
 @testable import FerryWatch
 
 /// A writer in another process, as an application is: a shell opens the file for appending, writes a
@@ -157,7 +158,7 @@ extension OpenWriterTests {
 
 enum WatchActivityRefusal {
     static func eacces(_ path: String) -> WatchError {
-        WriteActivity.refusal(WatchError(code: .systemCall, errno: .permissionDenied, message: "fcntl(F_SETLEASE) failed"),
+        WriteActivity.refusal(WatchError(SystemError("fcntl(F_SETLEASE)", path: path, errno: .permissionDenied)),
                               path: path, owner: 65534)
     }
 }

@@ -1,3 +1,4 @@
+import FerrySystem
 import Foundation
 import FerryTestSupport
 import Logging

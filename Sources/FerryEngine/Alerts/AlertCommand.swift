@@ -1,4 +1,5 @@
 internal import CFerrySys
+import FerrySystem
 import Foundation
 
 /// Runs a `notify.command`: the event on stdin, `FERRY_EVENT`/`FERRY_RULE`/`FERRY_PATH` added to the
@@ -46,10 +47,10 @@ struct AlertCommand: Sendable {
     /// One run on the calling thread (which it blocks until the child ends or is killed).
     static func runBlocking(argv: [String], environment: [String], input: [UInt8], timeout: Duration) -> Result<Void, Failure> {
         var stdinPipe: [Int32] = [-1, -1], stderrPipe: [Int32] = [-1, -1]
-        guard ferry_pipe_cloexec(&stdinPipe) == 0 else { return .failure(Failure(message: "cannot make a pipe: \(String(cString: strerror(errno)))")) }
+        guard ferry_pipe_cloexec(&stdinPipe) == 0 else { return .failure(Failure(message: "\(SystemError.last("pipe"))")) }
         guard ferry_pipe_cloexec(&stderrPipe) == 0 else {
             close(stdinPipe[0]); close(stdinPipe[1])
-            return .failure(Failure(message: "cannot make a pipe: \(String(cString: strerror(errno)))"))
+            return .failure(Failure(message: "\(SystemError.last("pipe"))"))
         }
         let devNull = open("/dev/null", O_WRONLY | O_CLOEXEC)
         var pid: Int32 = 0
@@ -69,7 +70,9 @@ struct AlertCommand: Sendable {
         if devNull >= 0 { close(devNull) }
         guard rc == 0 else {
             close(stdinPipe[1]); close(stderrPipe[0])
-            return .failure(Failure(message: "cannot start \(argv[0]): \(String(cString: strerror(rc)))"))
+            let advice = rc == ENOENT ? "fix notify.command in the rules file"
+                : rc == EACCES ? "make the command executable by the user ferry runs as" : nil
+            return .failure(Failure(message: "\(SystemError("start", path: argv[0], code: rc, advice: advice))"))
         }
         // The event is small; a child that never reads stdin must not hold us, so write what fits.
         _ = fcntl(stdinPipe[1], F_SETFL, fcntl(stdinPipe[1], F_GETFL) | O_NONBLOCK)

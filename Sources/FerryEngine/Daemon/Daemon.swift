@@ -1,6 +1,7 @@
 import FerryAWS
 import FerryConfig
 import FerryStore
+import FerrySystem
 import FerryWatch
 import Foundation
 import Logging
@@ -77,8 +78,7 @@ public final class Daemon: Sendable {
         watcher = FolderWatcher(rules: Self.watchRules(rules), reconcileInterval: rules.reconcileInterval, logger: logger) { rule, path, version in
             // Where sent files are archived or deleted, a sent version found again was put back: send it again.
             let keepsSent = current.withLock { $0.outbound.first { $0.name == rule }?.afterSend == .keep }
-            return (try? journal.isKnown(path: path, device: version.device, inode: version.inode, size: version.size,
-                                         mtimeNanoseconds: version.mtimeNanoseconds, doneCounts: keepsSent)) ?? false
+            return (try? journal.isKnown(path: path, version: version, doneCounts: keepsSent)) ?? false
         }
         outbound = OutboundPipeline(rules: rules.outbound, connectors: named, journal: journal, watcher: watcher,
                                     metrics: metrics, logger: logger, health: health, alerts: alerts)
@@ -131,11 +131,9 @@ public final class Daemon: Sendable {
             return
         }
         let code = errno
-        var message = "state_dir \(stateDir) is not writable: \(String(cString: strerror(code)))"
-        if code == EROFS || code == EACCES || code == EPERM || code == ENOENT {
-            message += " — create it, make it writable by the user ferry runs as, and if it is outside /var/lib/ferry add it to the unit's writable paths: `systemctl edit ferry`, then under [Service] add `ReadWritePaths=\(stateDir)`"
-        }
-        throw DaemonStartError(message: message)
+        let unitCanFix = code == EROFS || code == EACCES || code == EPERM || code == ENOENT
+        let cause = SystemError("create", path: probe, code: code, advice: unitCanFix ? "create state_dir, make it writable by the user ferry runs as, and if it is outside /var/lib/ferry add it to the unit's writable paths: `systemctl edit ferry`, then under [Service] add `ReadWritePaths=\(stateDir)`" : nil)
+        throw DaemonStartError(message: "state_dir \(stateDir) is not writable: \(cause)")
     }
 
     /// Watched folders that are gone (or now resolve through a link) and watching that fell back to

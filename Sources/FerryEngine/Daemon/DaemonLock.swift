@@ -1,3 +1,4 @@
+import FerrySystem
 import Foundation
 #if canImport(Glibc)
 import Glibc
@@ -16,12 +17,12 @@ public final class DaemonLock: Sendable {
         try? FileManager.default.createDirectory(atPath: stateDir, withIntermediateDirectories: true)
         descriptor = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0o644)
         guard descriptor >= 0 else {
-            throw LocalFileError("open", path: path, errno: errno)
+            throw SystemError.last("open", path: path)
         }
         guard flock(descriptor, LOCK_EX | LOCK_NB) == 0 else {
             let holder = (try? String(contentsOfFile: path, encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines) ?? "?"
             close(descriptor)
-            throw LocalFileError("lock", path: path + " (ferry already runs with this state_dir as pid \(holder); stop it first)", errno: EWOULDBLOCK)
+            throw SystemError("lock", path: path, errno: .wouldBlock, advice: "ferry already runs with this state_dir as pid \(holder); stop it first")
         }
         let text = "\(getpid())\n"
         _ = ftruncate(descriptor, 0)

@@ -1,5 +1,6 @@
 import FerryConfig
 import FerryStore
+import FerrySystem
 import Foundation
 import Logging
 
@@ -189,9 +190,7 @@ public struct JournalPruner: Sendable {
     static func versionExists(_ candidate: OutboundPruneCandidate) -> Bool {
         var info = stat()
         guard lstat(candidate.path, &info) == 0 else { return errno != ENOENT && errno != ENOTDIR }
-        return UInt64(info.st_dev) == candidate.device && UInt64(info.st_ino) == candidate.inode
-            && Int64(info.st_size) == candidate.size
-            && Int64(info.st_mtim.tv_sec) * 1_000_000_000 + Int64(info.st_mtim.tv_nsec) == candidate.mtimeNanoseconds
+        return FileVersion(info) == candidate.version
     }
 }
 

@@ -1,3 +1,4 @@
+import FerrySystem
 import Foundation
 #if canImport(Glibc)
 import Glibc
@@ -39,14 +40,14 @@ final class LivenessSocket: Sendable {
         }
         unlink(socketPath)
         descriptor = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-        guard descriptor >= 0 else { throw DaemonStartError(message: "cannot create the liveness socket: \(String(cString: strerror(errno)))") }
+        guard descriptor >= 0 else { throw DaemonStartError(message: "\(SystemError.last("socket(AF_UNIX, SOCK_STREAM) for the liveness socket"))") }
         let bound = withUnsafePointer(to: &address) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(descriptor, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
         }
         guard bound == 0, listen(descriptor, 8) == 0 else {
-            let message = String(cString: strerror(errno))
+            let cause = SystemError.last("listen", path: socketPath)
             close(descriptor)
-            throw DaemonStartError(message: "cannot listen on \(socketPath): \(message)")
+            throw DaemonStartError(message: "\(cause)")
         }
         // Readable by whoever may read the state_dir (status runs as the service user or root).
         chmod(socketPath, 0o660)

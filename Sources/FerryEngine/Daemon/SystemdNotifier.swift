@@ -1,4 +1,6 @@
+import FerrySystem
 import Foundation
+import SystemPackage
 
 /// Tells systemd how the service is doing, over the `sd_notify` protocol: one datagram per message,
 /// sent to the `AF_UNIX` socket named by `$NOTIFY_SOCKET` (a path, or `@name` for an abstract socket).
@@ -104,10 +106,19 @@ public struct SystemdNotifierError: Error, CustomStringConvertible, Sendable {
 
     /// The kind of failure.
     public let code: Code
-    /// The `errno` the system call returned, if a system call failed.
-    public let errno: Int32?
+    /// The failed system call (with its errno), if one was the cause.
+    public let cause: SystemError?
     /// A sentence a user can act on.
     public let message: String
+
+    /// The `errno` the system call returned, if a system call failed.
+    public var errno: Errno? { cause?.errno }
+
+    init(code: Code, cause: SystemError? = nil, message: String) {
+        self.code = code
+        self.cause = cause
+        self.message = message
+    }
 
     public var description: String { message }
 }
@@ -127,17 +138,17 @@ private final class NotifySocket: Sendable {
         } else if address.hasPrefix("/") {
             bytes = Array(address.utf8)
         } else {
-            throw SystemdNotifierError(code: .invalidAddress, errno: nil,
+            throw SystemdNotifierError(code: .invalidAddress,
                 message: "NOTIFY_SOCKET=\(address) is neither an absolute path nor an @abstract socket name; start ferry from systemd or unset NOTIFY_SOCKET")
         }
         // A path needs room for its terminating NUL; an abstract name does not have one.
         let limit = MemoryLayout.size(ofValue: sockaddr_un().sun_path) - (bytes.first == 0 ? 0 : 1)
         guard bytes.count <= limit else {
-            throw SystemdNotifierError(code: .invalidAddress, errno: nil,
+            throw SystemdNotifierError(code: .invalidAddress,
                 message: "NOTIFY_SOCKET=\(address) is longer than the \(limit) bytes a unix socket address can hold")
         }
         pathBytes = bytes
-        let opened = try retryingInterrupts(.socketFailed, "socket(AF_UNIX, SOCK_DGRAM) for NOTIFY_SOCKET") {
+        let opened = try retryingInterrupts(.socketFailed, "socket(AF_UNIX, SOCK_DGRAM) for NOTIFY_SOCKET", path: nil) {
             Int(socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0))
         }
         descriptor = Int32(truncatingIfNeeded: opened)
@@ -154,7 +165,7 @@ private final class NotifySocket: Sendable {
         let pathOffset = MemoryLayout<sockaddr_un>.offset(of: \sockaddr_un.sun_path) ?? 2
         let length = socklen_t(pathOffset + pathBytes.count + (pathBytes.first == 0 ? 0 : 1))
         let payload = Array(message.utf8)
-        let sent = try retryingInterrupts(.sendFailed, "sendto(\(address))") {
+        let sent = try retryingInterrupts(.sendFailed, "sendto", path: address) {
             withUnsafePointer(to: &storage) { pointer in
                 pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { address in
                     payload.withUnsafeBytes { bytes in
@@ -165,7 +176,7 @@ private final class NotifySocket: Sendable {
         }
         // A datagram goes out whole or not at all; anything else means the kernel truncated it.
         guard sent == payload.count else {
-            throw SystemdNotifierError(code: .sendFailed, errno: nil,
+            throw SystemdNotifierError(code: .sendFailed,
                 message: "sendto(\(address)) sent \(sent) of \(payload.count) bytes")
         }
     }
@@ -173,9 +184,10 @@ private final class NotifySocket: Sendable {
 
 /// A system call for the notifier: EINTR retried, any other failure an error carrying errno and a
 /// message naming the call.
-private func retryingInterrupts(_ code: SystemdNotifierError.Code, _ what: String,
+private func retryingInterrupts(_ code: SystemdNotifierError.Code, _ operation: String, path: String?,
                                 _ call: () -> Int) throws(SystemdNotifierError) -> Int {
-    try retryingInterrupts(call) { error in
-        SystemdNotifierError(code: code, errno: error, message: "\(what) failed: \(String(cString: strerror(error))) (errno \(error))")
+    try SystemError.retryingInterrupts(call) { errno in
+        let cause = SystemError(operation, path: path, errno: errno)
+        return SystemdNotifierError(code: code, cause: cause, message: cause.description)
     }
 }

@@ -1,17 +1,10 @@
 import FerryConfig
 import FerryStore
+import FerrySystem
 import Foundation
 #if canImport(Glibc)
 import Glibc
 #endif
-
-/// A failed file-system call in `download_to`, with the errno and what to do.
-public struct DownloadError: Error, Sendable, CustomStringConvertible {
-    /// The errno of the failed call.
-    public var errno: Int32
-    public var message: String
-    public var description: String { message }
-}
 
 /// The bytes fetched for a version are not as many as the listing said: they are not that version's
 /// (the S3 object was replaced, or the partner changed the file during the retrieval).
@@ -153,7 +146,7 @@ public struct DownloadPlacement: Sendable {
     /// overwrite it never replaces a file that appeared meanwhile: link() fails on an existing name.
     private func moveIntoPlace(_ temp: String, _ planned: String, file: InboundFile, journal: Journal) throws -> String {
         if onConflict == .overwrite {
-            try call("rename \(temp) to \(planned)") { rename(temp, planned) }
+            try call("rename", "\(temp) to \(planned)") { rename(temp, planned) }
             try syncDirectory()
             return planned
         }
@@ -161,9 +154,9 @@ public struct DownloadPlacement: Sendable {
         var n = 0
         while true {
             do {
-                try call("link \(temp) to \(final)") { link(temp, final) }
+                try call("link", "\(temp) to \(final)") { link(temp, final) }
                 break
-            } catch let error as DownloadError where error.errno == EEXIST {
+            } catch let error as SystemError where error.errno == .fileExists {
                 if onConflict == .skip {
                     try unlink(temp)
                     try syncDirectory()
@@ -213,45 +206,46 @@ public struct DownloadPlacement: Sendable {
     /// Creates the empty temporary file and returns its inode.
     private func createEmpty(_ path: String) throws -> UInt64 {
         // O_NOFOLLOW: a symbolic link planted at the temporary name must not redirect the write.
-        let fd = try call("create \(path)") { open(path, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0o666) }
+        let fd = try call("create", path) { open(path, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0o666) }
         defer { close(fd) }
         var info = stat()
-        try call("stat \(path)") { fstat(fd, &info) }
+        try call("stat", path) { fstat(fd, &info) }
         return UInt64(info.st_ino)
     }
 
     /// fsyncs the file and returns its size.
     private func syncFile(_ path: String) throws -> Int64 {
-        let fd = try call("open \(path)") { open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC) }
+        let fd = try call("open", path) { open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC) }
         defer { close(fd) }
-        try call("fsync \(path)") { fsync(fd) }
+        try call("fsync", path) { fsync(fd) }
         var info = stat()
-        try call("stat \(path)") { fstat(fd, &info) }
+        try call("stat", path) { fstat(fd, &info) }
         return Int64(info.st_size)
     }
 
     private func syncDirectory() throws {
-        let fd = try call("open \(directory)") { open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC) }
+        let fd = try call("open", directory) { open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC) }
         defer { close(fd) }
-        try call("fsync \(directory)") { fsync(fd) }
+        try call("fsync", directory) { fsync(fd) }
     }
 
     private func unlink(_ path: String) throws {
-        try call("remove \(path)") { Glibc.unlink(path) }
+        try call("remove", path) { Glibc.unlink(path) }
     }
 
-    /// Runs a syscall, retrying EINTR; a -1 result becomes a DownloadError naming the action and errno.
+    /// Runs a syscall, retrying EINTR; a -1 result becomes a SystemError naming the action and errno,
+    /// with what to do about `download_to` where the errno says it.
     @discardableResult
-    private func call(_ action: String, _ body: () -> Int32) throws -> Int32 {
-        try retryingInterrupts(body) { code in
-            var hint = ""
-            switch code {
-            case ENOENT: hint = " — create \(directory) or fix download_to"
-            case EACCES, EPERM: hint = " — make \(directory) writable by the user ferry runs as"
-            case ENOSPC: hint = " — the disk under \(directory) is full; free space and the download resumes on the next poll"
+    private func call(_ operation: String, _ path: String, _ body: () -> Int32) throws -> Int32 {
+        try SystemError.retryingInterrupts(body) { errno in
+            var advice: String?
+            switch errno {
+            case .noSuchFileOrDirectory: advice = "create \(directory) or fix download_to"
+            case .permissionDenied, .notPermitted: advice = "make \(directory) writable by the user ferry runs as"
+            case .noSpace, .diskQuotaExceeded: advice = "the disk under \(directory) is full; free space and the download resumes on the next poll"
             default: break
             }
-            return DownloadError(errno: code, message: "cannot \(action): \(String(cString: strerror(code)))\(hint)")
+            return SystemError(operation, path: path, errno: errno, advice: advice)
         }
     }
 }

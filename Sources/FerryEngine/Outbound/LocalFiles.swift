@@ -1,3 +1,4 @@
+import FerrySystem
 import FerryWatch
 import Foundation
 internal import CFerrySys
@@ -5,68 +6,11 @@ internal import CFerrySys
 import Glibc
 #endif
 
-/// A failed system call on a local file, with errno and advice.
-public struct LocalFileError: Error, CustomStringConvertible, Sendable {
-    /// The errno value.
-    public var errno: Int32
-    /// What failed, on which path, and what to do.
-    public var message: String
-    public var description: String { message }
-
-    init(_ operation: String, path: String, errno: Int32) {
-        self.errno = errno
-        var text = "\(operation) \(path): \(String(cString: strerror(errno)))"
-        switch errno {
-        case EACCES, EPERM: text += " — give the ferry user read/write access to the folder (and its files)"
-        case ENOSPC: text += " — the disk is full; free space and ferry resumes"
-        case ELOOP: text += " — it is a symbolic link; ferry never follows or sends links"
-        case EROFS: text += " — the file system is read-only"
-        default: break
-        }
-        self.errno = errno
-        self.message = text
-    }
-}
-
-/// The identity of one version of a file: what the journal and the watcher agree on.
-struct LocalVersion: Equatable {
-    var device: UInt64
-    var inode: UInt64
-    var size: Int64
-    var mtimeNanoseconds: Int64
-
-    init(_ st: stat) {
-        device = UInt64(st.st_dev)
-        inode = UInt64(st.st_ino)
-        size = Int64(st.st_size)
-        mtimeNanoseconds = Int64(st.st_mtim.tv_sec) * 1_000_000_000 + Int64(st.st_mtim.tv_nsec)
-    }
-
-    init(device: UInt64, inode: UInt64, size: Int64, mtimeNanoseconds: Int64) {
-        self.device = device
-        self.inode = inode
-        self.size = size
-        self.mtimeNanoseconds = mtimeNanoseconds
-    }
-}
-
-/// The one place FerryEngine retries a system call a signal interrupted: runs `call` until it returns
-/// a non-negative result or fails with something other than EINTR, which `failure` turns into the
-/// caller's own error (so each caller keeps its actionable message).
-func retryingInterrupts<T: BinaryInteger, E: Error>(_ call: () -> T, failure: (Int32) -> E) throws(E) -> T {
-    while true {
-        let result = call()
-        if result >= 0 { return result }
-        let code = errno
-        if code != EINTR { throw failure(code) }
-    }
-}
-
 /// Local file operations of the pipeline. Every call retries EINTR; links are never followed.
 enum LocalFiles {
     @discardableResult
-    static func syscall(_ operation: String, path: String, _ body: () -> Int32) throws -> Int32 {
-        try retryingInterrupts(body) { LocalFileError(operation, path: path, errno: $0) }
+    static func syscall(_ operation: String, path: String, _ body: () -> Int32) throws(SystemError) -> Int32 {
+        try SystemError.retrying(operation, path: path, body)
     }
 
     /// An open, regular, non-link file whose version is checked against what was journaled.
@@ -81,31 +25,31 @@ enum LocalFiles {
             do {
                 descriptor = try LinkFreeFile.openForReading(path)
             } catch {
-                throw LocalFileError("open", path: path, errno: error.code == .symbolicLink ? ELOOP : (error.errno?.rawValue ?? EIO))
+                throw SystemError("open", path: path, errno: error.code == .symbolicLink ? .tooManySymbolicLinkLevels : (error.errno ?? .ioError))
             }
         }
 
         deinit { close(descriptor) }
 
-        func version() throws -> (LocalVersion, isRegular: Bool) {
+        func version() throws -> (FileVersion, isRegular: Bool) {
             var st = stat()
             try LocalFiles.syscall("fstat", path: path) { fstat(descriptor, &st) }
-            return (LocalVersion(st), (st.st_mode & S_IFMT) == S_IFREG)
+            return (FileVersion(st), (st.st_mode & S_IFMT) == S_IFREG)
         }
     }
 
     /// The version at `path` without following a link, or nil if nothing is there.
-    static func currentVersion(_ path: String) -> LocalVersion? {
+    static func currentVersion(_ path: String) -> FileVersion? {
         var st = stat()
         guard lstat(path, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG else { return nil }
-        return LocalVersion(st)
+        return FileVersion(st)
     }
 
     static func makeDirectories(_ path: String) throws {
         do {
             try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
         } catch {
-            throw LocalFileError("mkdir", path: path, errno: (error as NSError).code == NSFileWriteNoPermissionError ? EACCES : EIO)
+            throw SystemError("mkdir", path: path, errno: (error as NSError).code == NSFileWriteNoPermissionError ? .permissionDenied : .ioError)
         }
     }
 
@@ -146,7 +90,7 @@ enum LocalFiles {
             if error == EXDEV || error == EPERM || error == ENOTSUP {
                 return try copyNoReplace(source, to: destination)
             }
-            throw LocalFileError(renameWorks ? "rename" : "link", path: candidate, errno: error)
+            throw SystemError(renameWorks ? "rename" : "link", path: candidate, code: error)
         }
     }
 
@@ -190,7 +134,7 @@ enum LocalFiles {
             if link(temporary, candidate) == 0 { break }
             let error = errno
             if error == EINTR { continue }
-            guard error == EEXIST else { throw LocalFileError("link", path: candidate, errno: error) }
+            guard error == EEXIST else { throw SystemError("link", path: candidate, code: error) }
             counter += 1
             candidate = numbered(destination, counter)
         }
@@ -204,7 +148,7 @@ enum LocalFiles {
     /// `expected`, and returns true once the claimed name holds that version. Acting on the claimed name
     /// afterwards cannot touch a newer version renamed into `path` meanwhile: if one slipped in between
     /// the check and the rename, it is put back and false is returned.
-    static func claim(_ path: String, expected: LocalVersion, as claimPath: String) throws -> Bool {
+    static func claim(_ path: String, expected: FileVersion, as claimPath: String) throws -> Bool {
         guard currentVersion(path) == expected else { return false }
         try makeDirectories((claimPath as NSString).deletingLastPathComponent)
         var noReplaceWorks = true
@@ -219,7 +163,7 @@ enum LocalFiles {
                 noReplaceWorks = false
                 continue
             }
-            throw LocalFileError("rename", path: claimPath, errno: error)
+            throw SystemError("rename", path: claimPath, code: error)
         }
         if currentVersion(claimPath) == expected { return true }
         // Another version took the name between the check and the rename: give it its name back.

@@ -2,6 +2,7 @@ import FerryAWS
 internal import CFerrySys
 import FerryConfig
 import FerryStore
+import FerrySystem
 import FerryWatch
 import Foundation
 import Logging
@@ -195,8 +196,7 @@ public final class OutboundPipeline: Sendable {
                     if lstat(file.path + marker, &info) == 0 { markerInode = UInt64(info.st_ino) }
                 }
                 return NewOutboundFile(rule: rule.name, path: file.path, relativePath: file.relativePath,
-                                       device: file.version.device, inode: file.version.inode, size: file.version.size,
-                                       mtimeNanoseconds: file.version.mtimeNanoseconds,
+                                       version: file.version,
                                        remoteDirectory: remoteDirectory(for: rule, relativePath: file.relativePath),
                                        supersedesDone: rule.afterSend != .keep, markerInode: markerInode)
             }
@@ -286,7 +286,7 @@ public final class OutboundPipeline: Sendable {
     }
 
     private func upload(_ file: OutboundFile, rule: OutboundRule, context: ConnectorContext, staging: S3Location) async -> UploadOutcome {
-        let expected = LocalVersion(device: file.device, inode: file.inode, size: file.size, mtimeNanoseconds: file.mtimeNanoseconds)
+        let expected = file.version
         let metadata: Logger.Metadata = ["rule": "\(file.rule)", "file.path": "\(file.path)"]
         let opened: LocalFiles.OpenFile
         do {
@@ -304,8 +304,8 @@ public final class OutboundPipeline: Sendable {
                 logger.info("file is still open for writing by another process; it is sent once closed", metadata: metadata)
                 return .dropped
             }
-        } catch let error as LocalFileError where error.errno == ENOENT || error.errno == ELOOP {
-            try? await offPoolThread { try self.journal.markDropped(file.id, reason: error.message) }
+        } catch let error as SystemError where error.errno == .noSuchFileOrDirectory || error.errno == .tooManySymbolicLinkLevels {
+            try? await offPoolThread { try self.journal.markDropped(file.id, reason: error.description) }
             logger.info("file vanished or was replaced by a link before upload; not sent", metadata: metadata)
             return .dropped
         } catch {
@@ -791,7 +791,7 @@ public final class OutboundPipeline: Sendable {
     private func disposeLocally(_ file: OutboundFile) -> AfterSendResult {
         guard let rule = rules[file.rule] else { return .notNow("rule \(file.rule) is no longer configured") }
         let metadata: Logger.Metadata = ["rule": "\(file.rule)", "file.path": "\(file.path)"]
-        let expected = LocalVersion(device: file.device, inode: file.inode, size: file.size, mtimeNanoseconds: file.mtimeNanoseconds)
+        let expected = file.version
         let claimPath = ((rule.watch as NSString).appendingPathComponent(".ferry/claim") as NSString).appendingPathComponent("\(file.id)")
         func changedAfterSend() -> AfterSendResult {
             logger.warning("file changed after it was sent; the new version is sent on its own and the sent one is not archived",
@@ -837,7 +837,7 @@ public final class OutboundPipeline: Sendable {
             }
             removeMarker(of: file, rule: rule)
             return .done(record)
-        } catch let error as LocalFileError where error.errno == ENOENT || error.errno == ELOOP {
+        } catch let error as SystemError where error.errno == .noSuchFileOrDirectory || error.errno == .tooManySymbolicLinkLevels {
             return .done(nil)  // the file went away between the checks: nothing of the sent version is left here
         } catch {
             logger.error("after_send failed; retrying", metadata: metadata.merging(["error": "\(error)"]) { $1 })
@@ -948,7 +948,7 @@ public final class OutboundPipeline: Sendable {
     private func setAside(_ file: OutboundFile, folder: String, reason: String, retryHint: Bool) -> String? {
         guard let rule = rules[file.rule] else { return nil }
         let destination = ((rule.watch as NSString).appendingPathComponent(".ferry/\(folder)") as NSString).appendingPathComponent(file.relativePath)
-        let expected = LocalVersion(device: file.device, inode: file.inode, size: file.size, mtimeNanoseconds: file.mtimeNanoseconds)
+        let expected = file.version
         var placed = destination
         do {
             if LocalFiles.currentVersion(file.path) == expected {

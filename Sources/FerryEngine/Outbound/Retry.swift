@@ -1,5 +1,6 @@
 import FerryConfig
 import FerryStore
+import FerrySystem
 import Foundation
 import Logging
 
@@ -33,7 +34,7 @@ public enum QuarantineRetry {
             do {
                 _ = try LocalFiles.OpenFile(path: quarantinePath)
                 _ = try LocalFiles.OpenFile(path: (file.path as NSString).deletingLastPathComponent)
-            } catch let error as LocalFileError where error.errno == ELOOP {
+            } catch let error as SystemError where error.errno == .tooManySymbolicLinkLevels {
                 logger.error("not putting the file back: a folder on its way is a symbolic link, and ferry never follows links",
                              metadata: ["file.path": "\(file.path)", "error": "\(error)"])
                 continue

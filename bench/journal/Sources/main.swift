@@ -13,6 +13,7 @@
 //
 // Output: one JSON object on stdout.
 import FerryConfig
+import FerrySystem
 import FerryEngine
 import FerryStore
 import Foundation
@@ -121,8 +122,7 @@ while Date().timeIntervalSince(started) < options.seconds {
     for _ in 0..<batchSize {
         inode += 1
         let name = "bench-\(inode).edi"
-        let new = NewOutboundFile(rule: "invoices", path: "\(options.stateDir)/../out/\(name)", relativePath: name, device: 2049, inode: inode,
-                                  size: 4096, mtimeNanoseconds: Int64(inode), remoteDirectory: "/inbound")
+        let new = NewOutboundFile(rule: "invoices", path: "\(options.stateDir)/../out/\(name)", relativePath: name, version: FileVersion(device: 2049, inode: inode, size: 4096, mtimeNanoseconds: Int64(inode)), remoteDirectory: "/inbound")
         files += try timed(&write) { try journal.recordDetected([new]) }
     }
     for file in files {
