@@ -276,11 +276,12 @@ class _Worker:
     def _run_file(self, c: _Connector, session: SftpSession | None, transfer_id: str, index: int, direction: str,
                   path: str, remote_directory: str | None, local_directory: str | None) -> None:
         self._status(transfer_id, index, "IN_PROGRESS")
+        started = time.time()
         if self.transfer_delay:
             time.sleep(self.transfer_delay)
         try:
             if direction == "send":
-                self._send(c, session, transfer_id, path, remote_directory)
+                self._send(c, session, transfer_id, path, remote_directory, started)
             else:
                 self._retrieve(session, c, transfer_id, path, local_directory)
             self._status(transfer_id, index, "COMPLETED")
@@ -291,7 +292,8 @@ class _Worker:
         except Exception as e:
             self._status(transfer_id, index, "FAILED", "INTERNAL_ERROR", f"{type(e).__name__}: {e}")
 
-    def _send(self, c: _Connector, session: SftpSession | None, transfer_id: str, path: str, remote_directory: str | None) -> None:
+    def _send(self, c: _Connector, session: SftpSession | None, transfer_id: str, path: str, remote_directory: str | None,
+              started: float) -> None:
         data = self.channel.call("read", path)
         if data is None:
             raise FileFailed("SEND_FILE_NOT_FOUND", f"The file {path} was not found in Amazon S3")
@@ -302,7 +304,7 @@ class _Worker:
             os.makedirs(self.as2_inbox, exist_ok=True)
             with open(os.path.join(self.as2_inbox, name), "wb") as out:
                 out.write(data)
-            self.deliveries.record(c.connector_id, transfer_id, posixpath.join("/", name), data)
+            self.deliveries.record(c.connector_id, transfer_id, posixpath.join("/", name), data, started)
             return
         remote_dir = remote_directory or "/"
         local_dir = self.sftp_path(remote_dir)
@@ -322,7 +324,7 @@ class _Worker:
 
         self._sftp(c, session, upload)
         # Only now is the file whole on the partner (the upload was written and closed without error).
-        self.deliveries.record(c.connector_id, transfer_id, posixpath.join(remote_dir, name), data)
+        self.deliveries.record(c.connector_id, transfer_id, posixpath.join(remote_dir, name), data, started)
 
     def _retrieve(self, session: SftpSession | None, c: _Connector, transfer_id: str, path: str, local_directory: str | None) -> None:
         local = self.sftp_path(path)

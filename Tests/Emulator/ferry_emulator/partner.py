@@ -189,10 +189,11 @@ class DeliveryLog:
         self.lock = threading.Lock()
         self.file = open(path, "a", encoding="utf-8")
 
-    def record(self, connector_id: str, transfer_id: str, remote_path: str, data: bytes) -> None:
+    def record(self, connector_id: str, transfer_id: str, remote_path: str, data: bytes, started: float) -> None:
+        """`started`: when the file went IN_PROGRESS (so `ts - started` is its time at the connector)."""
         line = json.dumps({"ts": time.time(), "connector_id": connector_id, "transfer_id": transfer_id,
                            "remote_path": remote_path, "size": len(data),
-                           "sha256": hashlib.sha256(data).hexdigest()}, ensure_ascii=False) + "\n"
+                           "sha256": hashlib.sha256(data).hexdigest(), "started": started}, ensure_ascii=False) + "\n"
         with self.lock:
             if self.file.closed:
                 return

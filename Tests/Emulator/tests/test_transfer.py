@@ -2,6 +2,7 @@
 and sends/retrieves that really cross SFTP to the sshd partner."""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import urllib.error
@@ -294,6 +295,22 @@ def test_list_file_transfer_results_errors(emu):
     with pytest.raises(ClientError) as e:
         tf.list_file_transfer_results(ConnectorId=emu.sftp_id, TransferId=tid, NextToken="garbage")
     assert code_of(e) == "InvalidNextTokenException"
+
+
+def test_delivery_log_says_when_each_file_started_and_was_delivered():
+    slow = start_emulator("--transfer-delay-ms", "300")
+    try:
+        tf = slow.client("transfer")
+        tid = tf.start_file_transfer(ConnectorId=slow.sftp_id, SendFilePaths=[stage(slow, b"timed", "timed.txt")])["TransferId"]
+        [result] = wait_transfer(tf, slow.sftp_id, tid)
+        assert result["StatusCode"] == "COMPLETED"
+        with open(os.path.join(slow.info["state_dir"], "deliveries.jsonl")) as f:
+            [line] = [json.loads(x) for x in f]
+        assert (line["transfer_id"], line["remote_path"], line["size"]) == (tid, "/timed.txt", 5)
+        assert line["sha256"] == hashlib.sha256(b"timed").hexdigest()
+        assert line["ts"] - line["started"] >= 0.3  # IN_PROGRESS at least the service time before the bytes were whole
+    finally:
+        slow.stop()
 
 
 def test_files_go_queued_then_in_progress_then_completed():
