@@ -135,6 +135,32 @@ class ConnectorProcess:
         self.process = None
 
 
+class _Pace:
+    """The per-file service time (`--transfer-delay-ms`) of one connection: a file is IN_PROGRESS for that
+    long, the connection's own work (reading the object, the SFTP upload or download) included, as a
+    connector serving one file per service time would be. The wait comes first, shortened by what the
+    work took on average (an exponential moving average of this connection's last files), so the bytes
+    still move at the end; a file that finished early is reported only once its service time has passed."""
+
+    def __init__(self, service_time: float):
+        self.service_time = service_time
+        self.work = 0.0  # the moving average, seconds
+        self.started = self.work_started = 0.0
+
+    def before_work(self) -> None:
+        self.started = time.monotonic()
+        if self.service_time:
+            time.sleep(max(0.0, self.service_time - self.work))
+        self.work_started = time.monotonic()
+
+    def after_work(self) -> None:
+        now = time.monotonic()
+        self.work = 0.8 * self.work + 0.2 * (now - self.work_started)
+        left = self.started + self.service_time - now
+        if left > 0:
+            time.sleep(left)
+
+
 class _Connector:
     def __init__(self, connector_id: str, kind: str, url: str, sessions: list[SftpSession]):
         self.connector_id, self.kind, self.url, self.sessions = connector_id, kind, url, sessions
@@ -235,13 +261,14 @@ class _Worker:
 
     # ---- the worker threads ----------------------------------------------------------------
     def _work(self, c: _Connector, session: SftpSession | None) -> None:
+        pace = _Pace(self.transfer_delay)
         while True:
             job = c.jobs.get()
             if job is None or self.stopping.is_set():
                 return
             try:
                 if job[0] == "file":
-                    self._run_file(c, session, *job[1:])
+                    self._run_file(c, session, pace, *job[1:])
                 elif job[0] == "listing":
                     self._sftp(c, session, lambda sftp: self._listing(sftp, *job[1:]))
                 elif job[0] == "delete":
@@ -273,24 +300,25 @@ class _Worker:
     def _status(self, transfer_id: str, index: int, status: str, code: str | None = None, message: str | None = None) -> None:
         self.channel.notify("status", transfer_id, index, status, code, message)
 
-    def _run_file(self, c: _Connector, session: SftpSession | None, transfer_id: str, index: int, direction: str,
-                  path: str, remote_directory: str | None, local_directory: str | None) -> None:
+    def _run_file(self, c: _Connector, session: SftpSession | None, pace: "_Pace", transfer_id: str, index: int,
+                  direction: str, path: str, remote_directory: str | None, local_directory: str | None) -> None:
         self._status(transfer_id, index, "IN_PROGRESS")
         started = time.time()
-        if self.transfer_delay:
-            time.sleep(self.transfer_delay)
+        pace.before_work()
+        outcome = ("COMPLETED", None, None)
         try:
             if direction == "send":
                 self._send(c, session, transfer_id, path, remote_directory, started)
             else:
                 self._retrieve(session, c, transfer_id, path, local_directory)
-            self._status(transfer_id, index, "COMPLETED")
         except FileFailed as e:
-            self._status(transfer_id, index, "FAILED", e.code, e.message)
+            outcome = ("FAILED", e.code, e.message)
         except PartnerPathError as e:
-            self._status(transfer_id, index, "FAILED", "INVALID_PATH", str(e))
+            outcome = ("FAILED", "INVALID_PATH", str(e))
         except Exception as e:
-            self._status(transfer_id, index, "FAILED", "INTERNAL_ERROR", f"{type(e).__name__}: {e}")
+            outcome = ("FAILED", "INTERNAL_ERROR", f"{type(e).__name__}: {e}")
+        pace.after_work()
+        self._status(transfer_id, index, *outcome)
 
     def _send(self, c: _Connector, session: SftpSession | None, transfer_id: str, path: str, remote_directory: str | None,
               started: float) -> None:
