@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> None:
             "partner_root": partner.root, "partner_chroot": partner.chrooted,
             "sftp": {"host": partner.host, "port": partner.port, "user": partner.user, "private_key": partner.user_key_path},
             "request_log": log.path, "control": f"{endpoint}/_emulator",
-            "as2_inbox": transfer.as2_inbox, "state_dir": state_dir, "pid": os.getpid(),
+            "as2_inbox": transfer.as2_inbox, "state_dir": state_dir, "pid": os.getpid(), "connector_pid": transfer.worker.pid,
             "start_seconds": round(time.monotonic() - started, 3),
         }
         sys.stdout.write(json.dumps(info) + "\n")

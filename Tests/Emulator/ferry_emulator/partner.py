@@ -56,7 +56,7 @@ def _chroot_root() -> str | None:
         path = os.path.dirname(path)
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     # If the emulator is SIGKILLed it cannot stop sshd; the kernel then does (PR_SET_PDEATHSIG).
     import ctypes
 
@@ -136,7 +136,7 @@ class SftpPartner:
                 ]))
             log = open(self.log_path, "ab")
             self.process = subprocess.Popen([SSHD, "-D", "-e", "-f", config], stdout=log, stderr=log,
-                                            stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent)
+                                            stdin=subprocess.DEVNULL, preexec_fn=die_with_parent)
             log.close()
             deadline = time.monotonic() + timeout
             while time.monotonic() < deadline:
@@ -169,13 +169,14 @@ class SftpPartner:
                 self.process.wait()
         self.process = None
 
-    def sftp_path(self, remote: str) -> str:
-        """The path to ask sshd for, for the partner's `remote` path ('/' is the partner root)."""
-        parts = [p for p in remote.split("/") if p not in ("", ".")]
-        if ".." in parts:
-            raise PartnerPathError(f"path {remote!r} contains '..'")
-        base = "/" if self.chrooted else self.root
-        return posixpath.join(base, *parts) if parts else base
+
+def sftp_path(remote: str, root: str, chrooted: bool) -> str:
+    """The path to ask sshd for, for the partner's `remote` path ('/' is the partner root)."""
+    parts = [p for p in remote.split("/") if p not in ("", ".")]
+    if ".." in parts:
+        raise PartnerPathError(f"path {remote!r} contains '..'")
+    base = "/" if chrooted else root
+    return posixpath.join(base, *parts) if parts else base
 
 
 class DeliveryLog:
@@ -188,10 +189,11 @@ class DeliveryLog:
         self.lock = threading.Lock()
         self.file = open(path, "a", encoding="utf-8")
 
-    def record(self, connector_id: str, transfer_id: str, remote_path: str, data: bytes) -> None:
+    def record(self, connector_id: str, transfer_id: str, remote_path: str, data: bytes, started: float) -> None:
+        """`started`: when the file went IN_PROGRESS (so `ts - started` is its time at the connector)."""
         line = json.dumps({"ts": time.time(), "connector_id": connector_id, "transfer_id": transfer_id,
                            "remote_path": remote_path, "size": len(data),
-                           "sha256": hashlib.sha256(data).hexdigest()}, ensure_ascii=False) + "\n"
+                           "sha256": hashlib.sha256(data).hexdigest(), "started": started}, ensure_ascii=False) + "\n"
         with self.lock:
             if self.file.closed:
                 return
@@ -218,7 +220,7 @@ class PartnerOpLog:
         self.file = open(path, "a", encoding="utf-8")
 
     def local_path(self, sftp_path: str) -> str:
-        """The file on this machine behind an SFTP path as `SftpPartner.sftp_path` gives it."""
+        """The file on this machine behind an SFTP path as `sftp_path` gives it."""
         return os.path.join(self.partner_root, sftp_path.lstrip("/")) if self.chrooted else sftp_path
 
     @staticmethod

@@ -1,28 +1,23 @@
 """Transfer Family's connector operations (JSON 1.1, `X-Amz-Target: TransferService.<Op>`).
 
 Every operation validates its input as the API reference constrains it, answers at once, and leaves
-the real work (SFTP send, retrieve, listing, move, delete) to the connector's worker threads: one
-per SFTP connection, `SftpConfig.MaxConcurrentConnections` of them (AWS's default, 1: one file at a time).
+the real work (SFTP send, retrieve, listing, move, delete) to the connector process (connector.py):
+one worker thread per SFTP connection there, `SftpConfig.MaxConcurrentConnections` of them (AWS's
+default, 1: one file at a time). Each file's status comes back from it and is kept here, where
+ListFileTransferResults reads it.
 """
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
-import os
-import posixpath
-import queue
 import re
 import secrets
-import stat
-import sys
 import threading
-import time
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 
-from .partner import DeliveryLog, PartnerOpLog, PartnerPathError, SftpPartner, SftpSession
+from .connector import ConnectorProcess, split_s3
+from .partner import SftpPartner
 
 CONNECTOR_ID = re.compile(r"c-([0-9a-f]{17})")
 TRANSFER_ID = re.compile(r"[0-9a-zA-Z./-]+")
@@ -149,10 +144,7 @@ class Connector:
     logging_role: str | None = None
     tags: list = field(default_factory=list)
     security_policy: str = "TransferSFTPConnectorSecurityPolicy-2024-03"
-    jobs: queue.Queue = field(default_factory=queue.Queue)
     pending: int = 0  # transfers with a file not yet finished, against the queue quota
-    sessions: list[SftpSession] = field(default_factory=list)
-    workers: list[threading.Thread] = field(default_factory=list)
     # DescribeConnector's required Status (ACTIVE | PENDING | ERRORED) and its ErrorMessage; tests set
     # them through the control endpoint (POST /_emulator/connectors/<id>) to play a connector that is
     # still being created or has failed. The emulator itself keeps working whatever they say: whether
@@ -176,17 +168,6 @@ class Connector:
         return d
 
 
-class _FileFailed(Exception):
-    def __init__(self, code: str, message: str):
-        super().__init__(message)
-        self.code, self.message = code, message
-
-
-def _split_s3(path: str) -> tuple[str, str]:
-    bucket, _, key = path.lstrip("/").partition("/")
-    return bucket, key
-
-
 class TransferService:
     """All connectors, transfers and their workers; `handle` answers one API call."""
 
@@ -195,33 +176,23 @@ class TransferService:
         self.s3 = s3_backend
         self.partner = partner
         self.region, self.account_id = region, account_id
-        self.transfer_delay = transfer_delay_ms / 1000.0
         self.max_pending = max_pending
         self.as2_inbox = as2_inbox
-        self.deliveries = DeliveryLog(partner.deliveries_path)
-        self.partner_ops = PartnerOpLog(partner.partner_ops_path, partner.root, partner.chrooted)
         self.connectors: dict[str, Connector] = {}
         self.transfers: dict[str, Transfer] = {}
         self.lock = threading.Lock()
-        self._stopping = False
+        self.worker = ConnectorProcess({
+            "partner_root": partner.root, "chrooted": partner.chrooted, "user": partner.user,
+            "user_key_path": partner.user_key_path, "as2_inbox": as2_inbox, "deliveries_path": partner.deliveries_path,
+            "partner_ops_path": partner.partner_ops_path, "transfer_delay": transfer_delay_ms / 1000.0,
+        }, self._file_status, self._connector_process_lost)
+        self.worker.read_object = self._read_s3
+        self.worker.put_object = self.s3.put_object
+        self.worker.start()
 
     # ---- lifecycle -------------------------------------------------------------------------
     def stop(self) -> None:
-        self._stopping = True
-        with self.lock:
-            connectors = list(self.connectors.values())
-        for c in connectors:
-            self._stop_connector(c)
-        self.deliveries.close()
-        self.partner_ops.close()
-
-    def _stop_connector(self, c: Connector) -> None:
-        for _ in c.workers:
-            c.jobs.put(None)
-        for worker in c.workers:
-            worker.join(timeout=5)
-        for session in c.sessions:
-            session.close()
+        self.worker.stop()
 
     def create_connector(self, url: str, access_role: str, as2_config: dict | None = None,
                          sftp_config: dict | None = None, logging_role: str | None = None,
@@ -230,18 +201,10 @@ class TransferService:
         c = Connector(connector_id=cid, arn=f"arn:aws:transfer:{self.region}:{self.account_id}:connector/{cid}",
                       url=url, access_role=access_role, kind="as2" if as2_config is not None else "sftp",
                       as2_config=as2_config, sftp_config=sftp_config, logging_role=logging_role, tags=tags or [])
-        if c.kind == "sftp":
-            host, port = self._sftp_address(url)
-            trusted = (sftp_config or {}).get("TrustedHostKeys") or []
-            connections = (sftp_config or {}).get("MaxConcurrentConnections") or 1
-            c.sessions = [SftpSession(host, port, self.partner.user, self.partner.user_key_path, trusted)
-                          for _ in range(connections)]
-        for session in c.sessions or [None]:
-            worker = threading.Thread(target=self._work, args=(c, session), name=f"connector-{cid}", daemon=True)
-            c.workers.append(worker)
-            worker.start()
         with self.lock:
             self.connectors[cid] = c
+        self.worker.add(cid, c.kind, url, (sftp_config or {}).get("MaxConcurrentConnections") or 1,
+                        (sftp_config or {}).get("TrustedHostKeys") or [])
         return c
 
     def set_status(self, cid: str, status: str, error_message: str | None) -> dict:
@@ -255,11 +218,35 @@ class TransferService:
             c.status, c.error_message = status, error_message
             return c.describe()
 
-    @staticmethod
-    def _sftp_address(url: str) -> tuple[str, int]:
-        rest = url.split("://", 1)[-1].split("/", 1)[0].rsplit("@", 1)[-1]
-        host, _, port = rest.partition(":")
-        return host, int(port) if port.isdigit() else 22
+    def _file_status(self, transfer_id: str, index: int, status: str, code: str | None, message: str | None) -> None:
+        """A file's change, from the connector process; a transfer whose last file finished leaves the
+        connector's queue quota."""
+        with self.lock:
+            t = self.transfers.get(transfer_id)
+            if t is None:
+                return
+            f = t.files[index]
+            f.status, f.failure_code, f.failure_message = status, code, message
+            if status in ("COMPLETED", "FAILED") and all(x.status in ("COMPLETED", "FAILED") for x in t.files):
+                c = self.connectors.get(t.connector_id)
+                if c is not None:
+                    c.pending -= 1
+
+    def _connector_process_lost(self, message: str) -> None:
+        with self.lock:
+            unfinished = [(t.transfer_id, i) for t in self.transfers.values()
+                          for i, f in enumerate(t.files) if f.status not in ("COMPLETED", "FAILED")]
+        for transfer_id, index in unfinished:
+            self._file_status(transfer_id, index, "FAILED", "INTERNAL_ERROR", message)
+
+    def _read_s3(self, path: str) -> bytes | None:
+        """An object's bytes for the connector process, when a file is sent; None when there is none."""
+        bucket, key = split_s3(path)
+        try:
+            obj = self.s3.get_object(bucket, key) if bucket and key else None
+        except Exception:
+            obj = None
+        return None if obj is None else obj.value
 
     # ---- API -------------------------------------------------------------------------------
     def handle(self, operation: str, body: dict) -> tuple[dict, dict]:
@@ -320,7 +307,7 @@ class TransferService:
         c = self._lookup(cid)
         with self.lock:
             self.connectors.pop(cid, None)
-        self._stop_connector(c)
+        self.worker.remove(c.connector_id)
         return {}, {"connector_id": cid}
 
     def _op_StartFileTransfer(self, body):
@@ -349,8 +336,9 @@ class TransferService:
                                     f"(quota {self.max_pending}); wait for some to finish")
             c.pending += 1
             self.transfers[t.transfer_id] = t
-        for f in t.files:
-            c.jobs.put(("file", t, f))
+        for index, f in enumerate(t.files):
+            if not self.worker.job(cid, "file", t.transfer_id, index, t.direction, f.path, remote_dir, local_dir):
+                self._file_status(t.transfer_id, index, "FAILED", "INTERNAL_ERROR", "the emulator's connector process has ended")
         return {"TransferId": t.transfer_id}, {"connector_id": cid, "transfer_id": t.transfer_id, "paths": list(paths)}
 
     def _op_ListFileTransferResults(self, body):
@@ -396,7 +384,7 @@ class TransferService:
         self._sftp_only(c, "StartDirectoryListing")
         listing_id = str(uuid.uuid4())
         name = f"{cid}-{listing_id}.json"
-        c.jobs.put(("listing", remote, output, min(max_items or 1000, MAX_LISTING_ITEMS), name))
+        self.worker.job(cid, "listing", remote, output, min(max_items or 1000, MAX_LISTING_ITEMS), name)
         return {"ListingId": listing_id, "OutputFileName": name}, {"connector_id": cid, "paths": [remote]}
 
     def _op_StartRemoteDelete(self, body):
@@ -406,7 +394,7 @@ class TransferService:
         v.done()
         c = self._lookup(cid)
         self._sftp_only(c, "StartRemoteDelete")
-        c.jobs.put(("delete", path))
+        self.worker.job(cid, "delete", path)
         return {"DeleteId": str(uuid.uuid4())}, {"connector_id": cid, "paths": [path]}
 
     def _op_StartRemoteMove(self, body):
@@ -417,7 +405,7 @@ class TransferService:
         v.done()
         c = self._lookup(cid)
         self._sftp_only(c, "StartRemoteMove")
-        c.jobs.put(("move", source, target))
+        self.worker.job(cid, "move", source, target)
         return {"MoveId": str(uuid.uuid4())}, {"connector_id": cid, "paths": [source, target]}
 
     def _op_TestConnection(self, body):
@@ -426,197 +414,4 @@ class TransferService:
         v.done()
         c = self._lookup(cid)
         self._sftp_only(c, "TestConnection")
-        try:
-            session = c.sessions[0]
-            with session.lock:
-                session.client().stat(self.partner.sftp_path("/"))
-            out = {"ConnectorId": cid, "Status": "OK", "StatusMessage": "Connection succeeded",
-                   "SftpConnectionDetails": {"HostKey": session.host_key}}
-        except Exception as e:  # any failure to connect is reported, not raised, as AWS does
-            c.sessions[0].close()
-            out = {"ConnectorId": cid, "Status": "ERROR", "StatusMessage": f"Connection failed: {e}"}
-        return out, {"connector_id": cid}
-
-    # ---- the worker ------------------------------------------------------------------------
-    def _work(self, c: Connector, session: SftpSession | None) -> None:
-        while True:
-            job = c.jobs.get()
-            if job is None or self._stopping:
-                return
-            try:
-                if job[0] == "file":
-                    self._run_file(c, session, job[1], job[2])
-                elif job[0] == "listing":
-                    self._sftp(c, session, lambda sftp: self._listing(sftp, *job[1:]))
-                elif job[0] == "delete":
-                    self._sftp(c, session, lambda sftp: self._delete(sftp, job[1]))
-                elif job[0] == "move":
-                    self._sftp(c, session, lambda sftp: self._move(sftp, job[1], job[2]))
-            except Exception as e:  # the worker must survive anything one job does
-                print(f"ferry-emulator: connector {c.connector_id}: {job[0]} failed: {e}", file=sys.stderr, flush=True)
-
-    def _sftp(self, c: Connector, session: SftpSession, action):
-        """Runs `action(sftp)` on one of the connector's connections, reconnecting once if it broke."""
-        with session.lock:
-            for attempt in (1, 2):
-                try:
-                    sftp = session.client()
-                except Exception as e:
-                    session.close()
-                    raise _FileFailed("CONNECTION_ERROR", f"Could not connect to {c.url}: {e}")
-                try:
-                    return action(sftp)
-                except (_FileFailed, FileNotFoundError, PermissionError):
-                    raise
-                except Exception:
-                    # Only a broken connection is worth one reconnect; an SFTP error on a live one is the answer.
-                    if attempt == 2 or session.alive():
-                        raise
-                    session.close()
-
-    def _set(self, f: FileResult, status: str, code: str | None = None, message: str | None = None) -> None:
-        with self.lock:
-            f.status, f.failure_code, f.failure_message = status, code, message
-
-    def _run_file(self, c: Connector, session: SftpSession | None, t: Transfer, f: FileResult) -> None:
-        self._set(f, "IN_PROGRESS")
-        if self.transfer_delay:
-            time.sleep(self.transfer_delay)
-        try:
-            if t.direction == "send":
-                self._send(c, session, t, f.path)
-            else:
-                self._retrieve(c, session, t, f.path)
-            self._set(f, "COMPLETED")
-        except _FileFailed as e:
-            self._set(f, "FAILED", e.code, e.message)
-        except PartnerPathError as e:
-            self._set(f, "FAILED", "INVALID_PATH", str(e))
-        except Exception as e:
-            self._set(f, "FAILED", "INTERNAL_ERROR", f"{type(e).__name__}: {e}")
-        with self.lock:
-            if all(x.status in ("COMPLETED", "FAILED") for x in t.files):
-                c.pending -= 1
-
-    def _read_s3(self, path: str) -> bytes:
-        bucket, key = _split_s3(path)
-        try:
-            obj = self.s3.get_object(bucket, key) if bucket and key else None
-        except Exception:
-            obj = None
-        if obj is None:
-            raise _FileFailed("SEND_FILE_NOT_FOUND", f"The file {path} was not found in Amazon S3")
-        return obj.value
-
-    def _send(self, c: Connector, session: SftpSession | None, t: Transfer, path: str) -> None:
-        data = self._read_s3(path)
-        name = posixpath.basename(path)
-        if not name:
-            raise _FileFailed("SEND_FILE_NOT_FOUND", f"{path} does not name a file")
-        if c.kind == "as2":
-            os.makedirs(self.as2_inbox, exist_ok=True)
-            with open(os.path.join(self.as2_inbox, name), "wb") as out:
-                out.write(data)
-            self.deliveries.record(c.connector_id, t.transfer_id, posixpath.join("/", name), data)
-            return
-        remote_dir = t.remote_directory or "/"
-        local_dir = self.partner.sftp_path(remote_dir)
-
-        def upload(sftp):
-            try:
-                if not stat.S_ISDIR(sftp.stat(local_dir).st_mode):
-                    raise _FileFailed("REMOTE_DIRECTORY_NOT_FOUND", f"{remote_dir} on the remote server is not a directory")
-            except FileNotFoundError:
-                raise _FileFailed("REMOTE_DIRECTORY_NOT_FOUND", f"The directory {remote_dir} does not exist on the remote server")
-            try:
-                with sftp.open(posixpath.join(local_dir, name), "wb") as out:
-                    out.set_pipelined(True)
-                    out.write(data)
-            except PermissionError as e:
-                raise _FileFailed("REMOTE_PERMISSION_DENIED", f"Permission denied writing {posixpath.join(remote_dir, name)}: {e}")
-
-        self._sftp(c, session, upload)
-        # Only now is the file whole on the partner (the upload was written and closed without error).
-        self.deliveries.record(c.connector_id, t.transfer_id, posixpath.join(remote_dir, name), data)
-
-    def _retrieve(self, c: Connector, session: SftpSession | None, t: Transfer, path: str) -> None:
-        local = self.partner.sftp_path(path)
-
-        def download(sftp):
-            try:
-                with sftp.open(local, "rb") as src:
-                    src.prefetch()
-                    return src.read()
-            except FileNotFoundError:
-                raise _FileFailed("RETRIEVE_FILE_NOT_FOUND", f"The file {path} was not found on the remote server")
-            except PermissionError as e:
-                raise _FileFailed("REMOTE_PERMISSION_DENIED", f"Permission denied reading {path}: {e}")
-
-        data = self._sftp(c, session, download)
-        bucket, prefix = _split_s3(t.local_directory or "")
-        key = posixpath.join(prefix, posixpath.basename(path)) if prefix else posixpath.basename(path)
-        try:
-            self.s3.put_object(bucket, key, data)
-        except Exception as e:
-            raise _FileFailed("LOCAL_DIRECTORY_NOT_FOUND", f"Could not write s3://{bucket}/{key}: {type(e).__name__}")
-        self.partner_ops.record("retrieve", path, len(data), hashlib.sha256(data).hexdigest(), key=f"{bucket}/{key}",
-                                transfer_id=t.transfer_id)
-
-    def _listing(self, sftp, remote: str, output: str, max_items: int, name: str) -> None:
-        local = self.partner.sftp_path(remote)
-        entries = sorted(sftp.listdir_attr(local), key=lambda a: a.filename)
-        base = remote.rstrip("/") or ""
-        files, paths = [], []
-        for a in entries[:max_items]:
-            full = f"{base}/{a.filename}"
-            if stat.S_ISDIR(a.st_mode or 0):
-                paths.append({"path": full})
-            else:
-                item = {"filePath": full}
-                if a.st_mtime is not None:
-                    item["modifiedTimestamp"] = datetime.fromtimestamp(a.st_mtime, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-                if a.st_size is not None:
-                    item["size"] = a.st_size
-                files.append(item)
-                # The bytes are read after listdir_attr: only when the file still has the listed size and
-                # mtime (second) are they the listed version's; otherwise the log says the bytes are unknown.
-                digest = self.partner_ops.digest_if(self.partner_ops.local_path(posixpath.join(local, a.filename)),
-                                                    a.st_size, a.st_mtime)
-                self.partner_ops.record("listed", full, a.st_size, digest, modified=item.get("modifiedTimestamp"))
-        document = {"files": files, "paths": paths, "truncated": len(entries) > max_items}
-        bucket, prefix = _split_s3(output)
-        key = posixpath.join(prefix, name) if prefix else name
-        self.s3.put_object(bucket, key, json.dumps(document).encode())
-
-    def _delete(self, sftp, path: str) -> None:
-        local = self.partner.sftp_path(path)
-        try:
-            is_dir = stat.S_ISDIR(sftp.stat(local).st_mode)
-        except Exception as e:
-            self.partner_ops.record("delete", path, None, None, ok=False, error=f"{type(e).__name__}: {e}")
-            raise
-        if is_dir:
-            sftp.rmdir(local)
-            return
-        # The bytes are read just before the remove, through an open descriptor, so the log names the
-        # version that was there when the connector acted (a rename onto the name in between is the
-        # only thing that can make it wrong, and it would take microseconds).
-        size, digest = self.partner_ops.digest(self.partner_ops.local_path(local))
-        try:
-            sftp.remove(local)
-        except Exception as e:
-            self.partner_ops.record("delete", path, size, digest, ok=False, error=f"{type(e).__name__}: {e}")
-            raise
-        self.partner_ops.record("delete", path, size, digest)
-
-    def _move(self, sftp, source: str, target: str) -> None:
-        source_local, target_local = self.partner.sftp_path(source), self.partner.sftp_path(target)
-        before = self.partner_ops.digest(self.partner_ops.local_path(source_local))
-        try:
-            sftp.rename(source_local, target_local)
-        except Exception as e:
-            self.partner_ops.record("move", source, before[0], before[1], ok=False, target=target, error=f"{type(e).__name__}: {e}")
-            raise
-        # After the rename the target holds exactly the bytes that left `source`.
-        size, digest = self.partner_ops.digest(self.partner_ops.local_path(target_local))
-        self.partner_ops.record("move", source, size, digest, target=target)
+        return self.worker.test(cid), {"connector_id": cid}

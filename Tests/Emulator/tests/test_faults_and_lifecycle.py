@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import os
+import signal
 import time
 import uuid
 
 import pytest
 from botocore.exceptions import ClientError, ConnectionClosedError, EndpointConnectionError
 
-from conftest import start_emulator
+from conftest import start_emulator, wait_for, wait_transfer
 
 
 def code_of(excinfo) -> str:
@@ -156,3 +157,74 @@ def test_state_dir_and_keep(tmp_path):
     assert emu.info["request_log"] == str(state / "requests.jsonl")
     emu.stop()
     assert (state / "requests.jsonl").exists(), "an explicit --state-dir is the caller's and stays"
+
+
+def _process_state(pid: int) -> str | None:
+    """The process's state letter (R, S, Z…), or None when there is no such process."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return None
+
+
+def _ended(pid: int) -> bool:
+    return _process_state(pid) in (None, "Z", "X")
+
+
+def _parent_of(pid: int) -> int:
+    with open(f"/proc/{pid}/stat") as f:
+        return int(f.read().rsplit(")", 1)[1].split()[1])
+
+
+def _send_one(emu, name: str) -> str:
+    emu.client("s3").put_object(Bucket="ferry-staging", Key=f"out/{name}", Body=b"payload of " + name.encode())
+    return emu.client("transfer").start_file_transfer(ConnectorId=emu.sftp_id, SendFilePaths=[f"/ferry-staging/out/{name}"])["TransferId"]
+
+
+def test_connector_process_is_a_child_that_stop_ends():
+    emu = start_emulator("--transfer-delay-ms", "1500")
+    pid = emu.info["connector_pid"]
+    assert pid != emu.info["pid"] and _parent_of(pid) == emu.info["pid"]
+    with open(f"/proc/{pid}/cmdline", "rb") as f:
+        assert b"ferry_emulator.connector" in f.read()
+    tid = _send_one(emu, "in-flight.txt")
+    wait_for(lambda: emu.client("transfer").list_file_transfer_results(
+        ConnectorId=emu.sftp_id, TransferId=tid)["FileTransferResults"][0]["StatusCode"] == "IN_PROGRESS")
+    assert emu.stop() == 0  # a file still in progress does not keep the emulator from stopping
+    assert _process_state(pid) is None, "the emulator reaps its connector process: no zombie, no orphan"
+
+
+def test_connector_process_ends_when_the_emulator_is_killed():
+    emu = start_emulator()
+    pid, sshd = emu.info["connector_pid"], None
+    for child in os.listdir(f"/proc/{emu.info['pid']}/task"):
+        with open(f"/proc/{emu.info['pid']}/task/{child}/children") as f:
+            for c in f.read().split():
+                with open(f"/proc/{c}/cmdline", "rb") as cmd:
+                    if b"sshd" in cmd.read():
+                        sshd = int(c)
+    assert sshd is not None
+    emu.process.kill()
+    emu.process.wait()
+    assert wait_for(lambda: _ended(pid) and _ended(sshd), timeout=10)
+
+
+def test_a_lost_connector_process_fails_files_instead_of_leaving_them_in_progress():
+    slow = start_emulator("--transfer-delay-ms", "1500")
+    try:
+        tf = slow.client("transfer")
+        tid = _send_one(slow, "lost.txt")
+        wait_for(lambda: tf.list_file_transfer_results(ConnectorId=slow.sftp_id, TransferId=tid)["FileTransferResults"][0]["StatusCode"] == "IN_PROGRESS")
+        os.kill(slow.info["connector_pid"], signal.SIGKILL)
+        [result] = wait_transfer(tf, slow.sftp_id, tid)
+        assert (result["StatusCode"], result["FailureCode"]) == ("FAILED", "INTERNAL_ERROR")
+        assert "connector process" in result["FailureMessage"]
+        later = _send_one(slow, "later.txt")  # accepted, as AWS accepts it, and failed at once rather than queued forever
+        [result] = wait_transfer(tf, slow.sftp_id, later)
+        assert (result["StatusCode"], result["FailureCode"]) == ("FAILED", "INTERNAL_ERROR")
+        assert not os.path.exists(os.path.join(slow.partner_root, "lost.txt"))
+        with open(slow.stderr_path) as f:
+            assert "connector process" in f.read()
+    finally:
+        assert slow.stop() == 0

@@ -2,8 +2,10 @@
 and sends/retrieves that really cross SFTP to the sshd partner."""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import time
 import urllib.error
 import uuid
 
@@ -294,6 +296,29 @@ def test_list_file_transfer_results_errors(emu):
     with pytest.raises(ClientError) as e:
         tf.list_file_transfer_results(ConnectorId=emu.sftp_id, TransferId=tid, NextToken="garbage")
     assert code_of(e) == "InvalidNextTokenException"
+
+
+def test_delivery_log_says_when_each_file_started_and_was_delivered():
+    slow = start_emulator("--transfer-delay-ms", "300")
+    try:
+        tf = slow.client("transfer")
+        paths = [stage(slow, f"timed {i}".encode(), f"timed{i}.txt") for i in range(3)]
+        sent = time.monotonic()
+        tid = tf.start_file_transfer(ConnectorId=slow.sftp_id, SendFilePaths=paths)["TransferId"]
+        results = wait_transfer(tf, slow.sftp_id, tid, timeout=30)
+        # One connection, one file at a time, each IN_PROGRESS for at least the service time (its own
+        # work included): the three cannot be done sooner than 3 x 300 ms after they were asked for.
+        assert time.monotonic() - sent >= 0.9
+        assert [r["StatusCode"] for r in results] == ["COMPLETED"] * 3
+        with open(os.path.join(slow.info["state_dir"], "deliveries.jsonl")) as f:
+            lines = [json.loads(x) for x in f]
+        assert [(x["transfer_id"], x["remote_path"], x["size"], x["sha256"]) for x in lines] == [
+            (tid, f"/timed{i}.txt", 7, hashlib.sha256(f"timed {i}".encode()).hexdigest()) for i in range(3)]
+        # The first file on a connection waits the whole service time before its bytes move.
+        assert lines[0]["ts"] - lines[0]["started"] >= 0.3
+        assert lines[0]["started"] < lines[1]["started"] < lines[2]["started"]
+    finally:
+        slow.stop()
 
 
 def test_files_go_queued_then_in_progress_then_completed():
