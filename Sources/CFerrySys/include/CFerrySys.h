@@ -90,6 +90,18 @@ static inline size_t ferry_heap_in_use(void) {
     return info.uordblks + info.hblkhd;
 }
 
+// Bytes the allocator holds free in its arenas (mallinfo2's fordblks): memory freed by the program that
+// glibc keeps mapped for reuse, counted in RSS where its pages were touched.
+static inline size_t ferry_heap_free(void) {
+    return mallinfo2().fordblks;
+}
+
+// malloc_trim(0): gives every arena's whole free pages back to the kernel (MADV_DONTNEED inside the
+// heap, a shorter top). Returns 1 if memory was released.
+static inline int ferry_heap_trim(void) {
+    return malloc_trim(0);
+}
+
 #endif
 
 // statfs(2)'s f_type of an open descriptor (path NULL) or a path; -1 with errno on failure. Not
