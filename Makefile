@@ -134,7 +134,7 @@ chaos:
 # waves over DURATION seconds through the release binary and the emulator, 10 % of requests faulted, three
 # reloads, two SIGKILLs; nothing lost, duplicates only as reported, RSS, open fds and journal size per wave.
 # RETENTION (seconds) is the rules' retention, lowered below the 1h minimum by FERRY_TEST_MIN_RETENTION.
-# `make test` plays the short version (3,000 files, 6 waves, 60 s, debug binary) in its end-to-end run.
+# `make test` plays the short version (1,200 files, 6 waves, 60 s, debug binary) in its end-to-end run.
 FILES ?= 60000
 WAVES ?= 20
 DURATION ?= 900

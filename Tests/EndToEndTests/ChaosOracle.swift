@@ -114,9 +114,8 @@ enum ChaosOracle {
             let text = String(decoding: line, as: UTF8.self).lowercased()
             return text.contains("twice") || text.contains("possible duplicate") || text.contains("possibly duplicate")
         }
-        func reportedAsDuplicate(_ path: String) -> Bool {
-            duplicateLines.contains { containsPath($0, Array(path.utf8)) }
-        }
+        let duplicateIndex = PathLines(duplicateLines)
+        func reportedAsDuplicate(_ path: String) -> Bool { duplicateIndex.anyNames(path) }
 
         var extraDeliveries = 0
         var lostCount = 0, reportedCount = 0, supersededCount = 0
@@ -177,20 +176,20 @@ enum ChaosOracle {
         let uncheckedLines = logLines(o.log).filter { line in
             String(decoding: line, as: UTF8.self).contains("could not all be looked for on the partner")
         }
-        var reportedPaths: [String] = []
-        for version in versions where reportedAsDuplicate(version.path) && !reportedPaths.contains(version.path) {
+        let interrupted = PathLines(interruptedLines), unchecked = PathLines(uncheckedLines)
+        var reportedPaths: [String] = [], reportedSet: Set<String> = []
+        for version in versions where !reportedSet.contains(version.path) && reportedAsDuplicate(version.path) {
             reportedPaths.append(version.path)
+            reportedSet.insert(version.path)
         }
         var unreal: [String] = []
         var byFault = 0, byStop = 0, unlisted = 0
         for path in reportedPaths {
             let name = lastComponent(path)
             guard (versionsByName[name] ?? []).allSatisfy({ (deliveredCount[key(name, $0.sha256)] ?? 0) <= 1 }) else { continue }
-            let needle = Array(path.utf8)
             let faulted = o.noWorkSubmissions.contains(name)
-            let stopped = interruptedLines.contains { containsPath($0, needle) }
-            let listable = (versionsByName[name] ?? []).allSatisfy { $0.connectorID != o.as2ConnectorID }
-                && !uncheckedLines.contains { containsPath($0, needle) }
+            let stopped = interrupted.anyNames(path)
+            let listable = (versionsByName[name] ?? []).allSatisfy { $0.connectorID != o.as2ConnectorID } && !unchecked.anyNames(path)
             if faulted || stopped || !listable {
                 unreal.append(path)
                 if faulted { byFault += 1 } else if stopped { byStop += 1 } else { unlisted += 1 }

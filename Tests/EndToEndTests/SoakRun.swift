@@ -73,10 +73,111 @@ struct SoakSample: Sendable {
     let pid: Int32
     let lifetime: Int
     let rssKiB: Int
+    /// VmRSS split as the kernel counts it: anonymous (heap, stacks: what a leak grows) and file-backed
+    /// (the binary's pages touched so far, the journal's shared-memory index).
+    let rssAnonKiB: Int
+    let rssFileKiB: Int
+    /// CPU seconds used so far, by whom (SoakCPU): where a file's cost goes.
+    let cpu: SoakCPU
     let fds: Int
     let journalBytes: Int
     let journalRows: Int
     let measuredAt: Double
+}
+
+/// CPU seconds used so far by each party to a soak, from /proc and getrusage: ferry (the daemon alive
+/// now), the emulator's Python and its other children, the SFTP partner's sshd processes, and the driver
+/// (this test process; its reaped children are `ferry status`, sqlite3 and the daemons it killed).
+struct SoakCPU: Sendable {
+    var ferry = 0.0
+    var emulator = 0.0
+    var sshd = 0.0
+    var driver = 0.0
+    var driverChildren = 0.0
+
+    static func read(ferry: Int32?, emulator: Int32) -> SoakCPU {
+        var cpu = SoakCPU()
+        if let ferry { cpu.ferry = SoakProc.stat(ferry)?.cpu ?? 0 }
+        for (name, seconds) in SoakProc.treeCPU(emulator) {
+            if name == "sshd" { cpu.sshd += seconds } else { cpu.emulator += seconds }
+        }
+        var usage = rusage()
+        getrusage(RUSAGE_SELF.rawValue, &usage)
+        cpu.driver = Self.seconds(usage.ru_utime) + Self.seconds(usage.ru_stime)
+        getrusage(RUSAGE_CHILDREN.rawValue, &usage)
+        cpu.driverChildren = Self.seconds(usage.ru_utime) + Self.seconds(usage.ru_stime)
+        return cpu
+    }
+
+    private static func seconds(_ time: timeval) -> Double { Double(time.tv_sec) + Double(time.tv_usec) / 1e6 }
+
+    mutating func add(_ other: SoakCPU) {
+        ferry += other.ferry; emulator += other.emulator; sshd += other.sshd; driver += other.driver; driverChildren += other.driverChildren
+    }
+
+    /// Milliseconds per file sent, for the summary.
+    func perFile(_ files: Int) -> String {
+        let n = Double(max(files, 1)) / 1000
+        return String(format: "CPU ms per file: ferry %.2f, emulator %.2f, sshd %.2f, driver %.2f + children %.2f",
+                      ferry / n, emulator / n, sshd / n, driver / n, driverChildren / n)
+    }
+
+    /// What was used between `earlier` and this reading; ferry's counts from zero when the daemon changed.
+    func since(_ earlier: SoakCPU, sameDaemon: Bool) -> SoakCPU {
+        SoakCPU(ferry: sameDaemon ? ferry - earlier.ferry : ferry, emulator: emulator - earlier.emulator, sshd: sshd - earlier.sshd,
+                driver: driver - earlier.driver, driverChildren: driverChildren - earlier.driverChildren)
+    }
+
+    var description: String {
+        String(format: "CPU s: ferry %.1f, emulator %.1f, sshd %.1f, driver %.1f + children %.1f", ferry, emulator, sshd, driver, driverChildren)
+    }
+}
+
+/// /proc/<pid>/stat and status, read as `ps` and `top` do.
+enum SoakProc {
+    static let ticksPerSecond = Double(sysconf(Int32(_SC_CLK_TCK)))
+
+    /// The command name, the parent, and the CPU seconds (user + system) of the process and of its children
+    /// it has waited for.
+    static func stat(_ pid: Int32) -> (name: String, parent: Int32, cpu: Double, reaped: Double)? {
+        guard let text = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+              let open = text.firstIndex(of: "("), let close = text.lastIndex(of: ")") else { return nil }
+        // After the name (which may hold spaces): state, ppid, … utime is field 14, stime 15, cutime 16, cstime 17.
+        let fields = text[text.index(after: close)...].split(separator: " ")
+        guard fields.count > 14, let parent = Int32(fields[1]) else { return nil }
+        let ticks = (11...14).map { Double(fields[$0]) ?? 0 }
+        return (String(text[text.index(after: open)..<close]), parent, (ticks[0] + ticks[1]) / ticksPerSecond, (ticks[2] + ticks[3]) / ticksPerSecond)
+    }
+
+    /// CPU seconds of `root` and its live descendants by command name; children already reaped count
+    /// under their parent's name.
+    static func treeCPU(_ root: Int32) -> [String: Double] {
+        var byParent: [Int32: [(pid: Int32, name: String, cpu: Double)]] = [:]
+        for entry in (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? [] {
+            guard let pid = Int32(entry), let stat = stat(pid) else { continue }
+            byParent[stat.parent, default: []].append((pid, stat.name, stat.cpu + stat.reaped))
+        }
+        var totals: [String: Double] = [:]
+        if let rootStat = stat(root) { totals[rootStat.name, default: 0] += rootStat.cpu + rootStat.reaped }
+        var pending = [root]
+        while let parent = pending.popLast() {
+            for child in byParent[parent] ?? [] {
+                totals[child.name, default: 0] += child.cpu
+                pending.append(child.pid)
+            }
+        }
+        return totals
+    }
+
+    /// VmRSS, RssAnon and RssFile in KiB (-1 when unreadable).
+    static func memory(_ pid: Int32) -> (rss: Int, anon: Int, file: Int) {
+        guard let text = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8) else { return (-1, -1, -1) }
+        func value(_ key: String) -> Int {
+            guard let line = text.split(separator: "\n").first(where: { $0.hasPrefix(key) }) else { return -1 }
+            return Int(line.split(separator: " ").dropFirst().first ?? "") ?? -1
+        }
+        return (value("VmRSS:"), value("RssAnon:"), value("RssFile:"))
+    }
 }
 
 /// One soak: the emulator with ~10 % faults, `ferry run` (the release binary under `make soak`) with a few
@@ -261,12 +362,6 @@ final class SoakRun: @unchecked Sendable {
 
     // MARK: Measurements
 
-    static func rssKiB(_ pid: Int32) -> Int {
-        guard let text = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8),
-              let line = text.split(separator: "\n").first(where: { $0.hasPrefix("VmRSS:") }) else { return -1 }
-        return Int(line.split(separator: " ").dropFirst().first ?? "") ?? -1
-    }
-
     static func openDescriptors(_ pid: Int32) -> Int {
         ((try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/fd")) ?? []).count
     }
@@ -294,6 +389,12 @@ final class SoakRun: @unchecked Sendable {
         try ferry.start()
         guard await ferry.waitStarted(timeout: 30) else { throw ChaosSetupError(message: "ferry did not log `ferry started` within 30 s; see \(ferry.logPath(1))") }
         let waveStart = Date()
+        var lastCPU = (pid: ferry.pid, cpu: SoakCPU.read(ferry: ferry.pid, emulator: emulator.processID))
+        func countCPU() {
+            let now = SoakCPU.read(ferry: ferry.pid, emulator: emulator.processID)
+            cpuUsed.add(now.since(lastCPU.cpu, sameDaemon: lastCPU.pid == ferry.pid))
+            lastCPU = (ferry.pid, now)
+        }
         for wave in 0..<plan.waves {
             let due = waveStart.addingTimeInterval(Double(wave) * plan.period)
             if due > Date() { try await Task.sleep(for: .milliseconds(Int(due.timeIntervalSinceNow * 1000))) }
@@ -304,6 +405,7 @@ final class SoakRun: @unchecked Sendable {
             if plan.killWaves.contains(wave) {
                 // Mid-wave: once a quarter of the wave has reached the partner.
                 await waitForDeliveries(max(1, count / 4), after: offset, timeout: plan.period)
+                countCPU()
                 ferry.kill()
                 try await Task.sleep(for: .seconds(1))
                 try ferry.start()
@@ -315,17 +417,21 @@ final class SoakRun: @unchecked Sendable {
             let compared = wave == plan.firstComparedWave || wave == plan.waves - 1
             let drained = await waitDrained(until: compared ? next.addingTimeInterval(plan.drainTimeout) : next)
             guard let pid = ferry.pid else { throw ChaosSetupError(message: "ferry is not running after wave \(wave); see \(ferry.logPath(ferry.starts))") }
+            let memory = SoakProc.memory(pid)
             let sample = SoakSample(wave: wave, files: count, droppedAt: droppedAt, drainedAfter: drained ? Date().timeIntervalSince(waveStart) - droppedAt : nil,
-                                    backlog: backlog(), pid: pid, lifetime: ferry.starts, rssKiB: Self.rssKiB(pid), fds: Self.openDescriptors(pid),
+                                    backlog: backlog(), pid: pid, lifetime: ferry.starts, rssKiB: memory.rss, rssAnonKiB: memory.anon, rssFileKiB: memory.file,
+                                    cpu: SoakCPU.read(ferry: pid, emulator: emulator.processID), fds: Self.openDescriptors(pid),
                                     journalBytes: journalBytes(), journalRows: journalRows(), measuredAt: Date().timeIntervalSince(waveStart))
+            print(Self.describe(sample, after: samples.last))
             samples.append(sample)
-            print(Self.describe(sample))
+            countCPU()
         }
         let produced = Date().timeIntervalSince(waveStart)
         // From here the service is healthy: whatever is still missing is ferry's.
         _ = try? await postEmulatorControl(emulator.controlURL, path: "/faults", body: ["rate": 0.0, "kinds": ["throttle"], "latency_ms": 0])
         let drained = await waitDrained(until: Date().addingTimeInterval(plan.drainTimeout))
         try? await Task.sleep(for: .seconds(2))
+        countCPU()
         let status = ferryStatus()
         // After the run, with the service healthy again, what an operator sees first.
         let json = ChaosObserve.statusJSON(rulesPath: rulesPath, environment: ferry.environment)
@@ -352,11 +458,16 @@ final class SoakRun: @unchecked Sendable {
     private(set) var errorLines = 0
     private(set) var faultsPlayed: [String: Int] = [:]
     private(set) var requestCount = 0
+    /// CPU used from the first wave until the run drained (ferry's to within the moments before each kill).
+    private(set) var cpuUsed = SoakCPU()
 
-    static func describe(_ s: SoakSample) -> String {
-        String(format: "soak wave %3d: %6d files dropped at %6.1f s, %@, ferry #%d pid %d: RSS %.1f MB, %d fds, journal %.2f MB, %d rows",
-               s.wave, s.files, s.droppedAt, s.drainedAfter.map { String(format: "drained in %.1f s", $0) } ?? "\(s.backlog) still in the outboxes",
-               s.lifetime, s.pid, Double(s.rssKiB) / 1024, s.fds, Double(s.journalBytes) / 1_048_576, s.journalRows)
+    /// One line per wave; the CPU figures are those used since the previous sample (`earlier`).
+    static func describe(_ s: SoakSample, after earlier: SoakSample?) -> String {
+        let cpu = earlier.map { s.cpu.since($0.cpu, sameDaemon: $0.pid == s.pid) } ?? s.cpu
+        return String(format: "soak wave %3d: %6d files dropped at %6.1f s, %@, ferry #%d pid %d: RSS %.1f MB (anon %.1f, file %.1f), %d fds, journal %.2f MB, %d rows; %@",
+                      s.wave, s.files, s.droppedAt, s.drainedAfter.map { String(format: "drained in %.1f s", $0) } ?? "\(s.backlog) still in the outboxes",
+                      s.lifetime, s.pid, Double(s.rssKiB) / 1024, Double(s.rssAnonKiB) / 1024, Double(s.rssFileKiB) / 1024, s.fds,
+                      Double(s.journalBytes) / 1_048_576, s.journalRows, cpu.description)
     }
 
     /// Stops the emulator; removes the run's folder unless `keep` (then the emulator's logs are copied in).

@@ -28,7 +28,9 @@ import FerryTestSupport
             run.finish(keep: true)
             throw error
         }
+        let judging = Date()
         let verdict = ChaosOracle.judge(seed: plan.seed, ledger: run.ledger, observation: observation, replay: plan.replay)
+        let judgedIn = Date().timeIntervalSince(judging)
         let samples = run.samples
         var findings: [String] = []
 
@@ -87,6 +89,7 @@ import FerryTestSupport
                      Double(faults) * 100 / Double(max(run.requestCount, 1)),
                      run.faultsPlayed.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", "),
                      plan.reloadWaves.count, plan.killWaves.count, observation.starts))
+        print(String(format: "soak figures: %@ (%@); the oracle judged in %.1f s", run.cpuUsed.perFile(plan.files), run.cpuUsed.description, judgedIn))
         print("soak figures: \(run.errorLines) lines logged at level error; status at the end: \(run.finalHealth ?? "unreadable"), problems \(run.finalProblems)")
         print(String(format: "soak figures: RSS after wave %d %.1f MB, after wave %d %.1f MB (%+.1f %%); fds per wave %@; journal MB per wave %@; rows per wave %@",
                      first.wave, Double(first.rssKiB) / 1024, last.wave, Double(last.rssKiB) / 1024, (rssRatio - 1) * 100,

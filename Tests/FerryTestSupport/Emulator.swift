@@ -274,6 +274,9 @@ public final class Emulator: @unchecked Sendable {
         }
     }
 
+    /// The emulator's process: benchmarks and the soak read its CPU time (and its children's, sshd) from /proc.
+    public var processID: Int32 { process.processIdentifier }
+
     /// Stops the emulator (SIGTERM, then SIGKILL after 10 s); it stops its sshd and removes its state.
     public func stop() {
         lock.lock()

@@ -3,6 +3,7 @@
 // Linux system calls and constants that Swift's Glibc module does not export.
 #include <errno.h>
 #include <fcntl.h>
+#include <malloc.h>
 #include <signal.h>
 #include <stdint.h>
 #include <string.h>
@@ -82,6 +83,25 @@ static inline int ferry_sigio_is_ignored(void) {
     if (sigaction(SIGIO, NULL, &current) != 0) return -1;
     return (!(current.sa_flags & SA_SIGINFO) && current.sa_handler == SIG_IGN) ? 1 : 0;
 }
+// Bytes the allocator has handed out and not had back, over every arena (mallinfo2, glibc 2.33+; malloc.h
+// is not in Swift's Glibc module): in-use chunks plus those mmapped on their own.
+static inline size_t ferry_heap_in_use(void) {
+    struct mallinfo2 info = mallinfo2();
+    return info.uordblks + info.hblkhd;
+}
+
+// Bytes the allocator holds free in its arenas (mallinfo2's fordblks): memory freed by the program that
+// glibc keeps mapped for reuse, counted in RSS where its pages were touched.
+static inline size_t ferry_heap_free(void) {
+    return mallinfo2().fordblks;
+}
+
+// malloc_trim(0): gives every arena's whole free pages back to the kernel (MADV_DONTNEED inside the
+// heap, a shorter top). Returns 1 if memory was released.
+static inline int ferry_heap_trim(void) {
+    return malloc_trim(0);
+}
+
 #endif
 
 // statfs(2)'s f_type of an open descriptor (path NULL) or a path; -1 with errno on failure. Not

@@ -379,6 +379,7 @@ public final class Daemon: Sendable {
             DaemonPart("connector-monitor") { try await self.monitor.run { self.currentServices.withLock { $0 } } },
             DaemonPart("journal-pruner") { await JournalPruner(journal: self.journal, rules: { self.currentRules.withLock { $0 } }, logger: self.logger).run() },
             DaemonPart("alerts") { await self.alerts.run() },
+            DaemonPart("heap-trimmer") { await HeapTrimmer(logger: self.logger).run() },
             // Not a loop that does work: it only shows that a task of the pool can still run (see Liveness).
             DaemonPart("task-pool-heartbeat") { try await self.liveness.beatWhileRunning() },
         ]
