@@ -93,19 +93,29 @@ public final class FolderWatcher: Sendable {
         }
         let inotify = try Inotify()
         defer { inotify.stop() }
-        let core = try WatchCore(rules: rules, inotify: inotify, input: input, output: reportsContinuation,
+        let alarm = Alarm()
+        let core = try WatchCore(rules: rules, inotify: inotify, alarm: alarm, input: input, output: reportsContinuation,
                                  published: shared, isKnown: isKnown, reconcileInterval: reconcileInterval,
                                  fallbackScanInterval: fallbackScanInterval, logger: logger, writeCheck: writeCheck)
         try inotify.startReader { batch in input.yield(.events(batch)) }
         core.start()
-        await withTaskCancellationHandler {
-            for await item in inputs {
-                handling.withLock { $0 = .now }
-                core.handle(item)
-                handling.withLock { $0 = nil }
+        await withTaskGroup(of: Void.self) { timer in
+            // The core's timers: one loop for the watcher's life, waking the core at its earliest deadline.
+            timer.addTask {
+                while !Task.isCancelled {
+                    if await alarm.wait() { input.yield(.tick) }
+                }
             }
-        } onCancel: {
-            input.finish()
+            await withTaskCancellationHandler {
+                for await item in inputs {
+                    handling.withLock { $0 = .now }
+                    core.handle(item)
+                    handling.withLock { $0 = nil }
+                }
+            } onCancel: {
+                input.finish()
+            }
+            timer.cancelAll()
         }
         core.shutdown()
     }

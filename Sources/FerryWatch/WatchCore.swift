@@ -228,7 +228,8 @@ final class WatchCore {
     private var timers = DeadlineHeap<TimerPayload>()
     private var armedDeadline: ContinuousClock.Instant?
     private var lastTick = ContinuousClock.now
-    private var timerTask: Task<Void, Never>?
+    /// Rings at the earliest timer's deadline; `FolderWatcher.run()` turns each ring into a `.tick`.
+    private let alarm: Alarm
     private var scanQueue: [UInt32] = []
     private var scanQueueHead = 0
     private var queuedScans: Set<UInt32> = []
@@ -240,7 +241,7 @@ final class WatchCore {
     private var outbox: [CompletedFile] = []
     private let clock = ContinuousClock()
 
-    init(rules: [WatchRule], inotify: Inotify, input: AsyncStream<WatchInput>.Continuation,
+    init(rules: [WatchRule], inotify: Inotify, alarm: Alarm, input: AsyncStream<WatchInput>.Continuation,
          output: AsyncStream<CompletedFile>.Continuation, published: SharedStatistics,
          isKnown: @escaping @Sendable (String, String, FileVersion) -> Bool,
          reconcileInterval: Duration, fallbackScanInterval: Duration, logger: Logger,
@@ -249,6 +250,7 @@ final class WatchCore {
         for rule in rules { compiled.append(try CompiledRule(rule)) }
         self.rules = compiled
         self.inotify = inotify
+        self.alarm = alarm
         self.input = input
         self.output = output
         self.published = published
@@ -298,8 +300,6 @@ extension WatchCore {
     }
 
     func shutdown() {
-        timerTask?.cancel()
-        timerTask = nil
         for node in byWD.values { inotify.removeWatch(node.wd) }
         byWD.removeAll()
         openRoots.removeAll()
@@ -346,24 +346,15 @@ extension WatchCore {
         timers.insert(payload, at: clock.now.advanced(by: delay))
     }
 
-    /// Keeps exactly one sleeping task, for the earliest deadline; a later deadline needs no new task.
+    /// Arms the alarm for the earliest deadline; a later deadline needs nothing (the alarm rings first).
     /// Fires are at least `timerSlack` apart so a stream of files settling a few µs apart is handled in
     /// batches; a file may complete up to that much after its settle time, never before.
     private func armTimer() {
         guard var earliest = timers.earliest else { return }
         if let armed = armedDeadline, armed <= earliest { return }
         earliest = max(earliest, lastTick.advanced(by: Self.timerSlack))
-        timerTask?.cancel()
         armedDeadline = earliest
-        let input = self.input
-        timerTask = Task {
-            do {
-                try await Task.sleep(until: earliest, clock: .continuous)
-                input.yield(.tick)
-            } catch {
-                // Cancelled: an earlier deadline replaced this one, or the watcher stopped.
-            }
-        }
+        alarm.arm(notAfter: earliest)
     }
 
     private func fireDueTimers() {

@@ -14,13 +14,12 @@ final class DelayQueue: Sendable {
 
     private struct State {
         var heap = DeadlineHeap<Action>()
-        var waiter: CheckedContinuation<Void, Never>?
-        /// A wake-up that came while the loop was not waiting: its next wait returns at once.
-        var kicked = false
         var stopped = false
     }
 
     private let state = Mutex(State())
+    /// Rings at the earliest deadline; `run()`'s loop waits on it.
+    private let alarm = Alarm()
 
     /// Actions waiting for their deadline.
     var count: Int { state.withLock { $0.heap.count } }
@@ -28,15 +27,14 @@ final class DelayQueue: Sendable {
     /// Runs `action` once `delay` has passed (or soon after), from `run()`'s loop. Dropped if the queue
     /// has stopped.
     func schedule(after delay: Duration, _ action: @escaping Action) {
-        let wakeLoop = state.withLock { state -> Bool in
+        let deadline = ContinuousClock.now.advanced(by: delay)
+        let scheduled = state.withLock { state -> Bool in
             guard !state.stopped else { return false }
-            let deadline = ContinuousClock.now.advanced(by: delay)
-            let sooner = state.heap.earliest.map { deadline < $0 } ?? true
             state.heap.insert(action, at: deadline)
-            return sooner
+            return true
         }
         // The loop sleeps until the earliest deadline it knew of; an earlier one must wake it.
-        if wakeLoop { kick() }
+        if scheduled { alarm.arm(notAfter: deadline) }
     }
 
     /// Starts each action when it is due, until the calling task is cancelled.
@@ -55,7 +53,8 @@ final class DelayQueue: Sendable {
                     }
                     continue
                 }
-                await sleep(until: earliest)
+                if let earliest { alarm.arm(notAfter: earliest) }
+                _ = await alarm.wait()
             }
             state.withLock { state in
                 state.stopped = true
@@ -63,44 +62,5 @@ final class DelayQueue: Sendable {
             }
             group.cancelAll()
         }
-    }
-
-    /// Waits until `deadline` (nil: until something is scheduled), an earlier schedule, or cancellation.
-    private func sleep(until deadline: ContinuousClock.Instant?) async {
-        await withTaskGroup(of: Void.self) { timer in
-            if let deadline {
-                timer.addTask {
-                    if (try? await Task.sleep(until: deadline, clock: .continuous)) != nil { self.kick() }
-                }
-            }
-            await withTaskCancellationHandler {
-                await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-                    let now = state.withLock { state -> Bool in
-                        if state.kicked || Task.isCancelled {
-                            state.kicked = false
-                            return true
-                        }
-                        state.waiter = continuation
-                        return false
-                    }
-                    if now { continuation.resume() }
-                }
-            } onCancel: {
-                self.kick()
-            }
-            timer.cancelAll()
-        }
-    }
-
-    private func kick() {
-        let waiter = state.withLock { state -> CheckedContinuation<Void, Never>? in
-            guard let waiter = state.waiter else {
-                state.kicked = true
-                return nil
-            }
-            state.waiter = nil
-            return waiter
-        }
-        waiter?.resume()
     }
 }
