@@ -43,11 +43,11 @@ import Testing
             held.withLock { $0 = ["t-1"] }
             try outbound.drop(1)
             let fake = fake
-            #expect(await eventually(timeout: 20, interval: 0.01) { fake.startCalls.count == 1 }, "the outbound transfer t-1 started")
+            #expect(await eventually(timeout: 60, interval: 0.01) { fake.startCalls.count == 1 }, "the outbound transfer t-1 started")
             fake.putOnPartner("/out/r.csv", Data("report".utf8))
             let poller = poller
             let poll = Task { await poller.pollNow(rule: "reports") }
-            #expect(await eventually(timeout: 20, interval: 0.01) { fake.looks(at: "t-1") >= 3 })
+            #expect(await eventually(timeout: 60, interval: 0.01) { fake.looks(at: "t-1") >= 3 })
             return poll
         }
 
@@ -57,11 +57,11 @@ import Testing
             let report = try #require(await poll.value)
             #expect(report.error == nil && report.downloaded == 1, "\(report.summary)")
             let journal = outbound.journal
-            #expect(await eventually(timeout: 20, interval: 0.01) { (try? journal.outboundFiles(in: [.done]).count) == 1 })
+            #expect(await eventually(timeout: 60, interval: 0.01) { (try? journal.outboundFiles(in: [.done]).count) == 1 })
             #expect(fake.partnerFile("/in/f00.edi") != nil)
             #expect(FileManager.default.contents(atPath: inbox.path + "/r.csv") == Data("report".utf8))
             let service = service
-            #expect(await eventually(timeout: 20, interval: 0.01) { service.trackedCount == 0 }, "both transfers' tracking ended")
+            #expect(await eventually(timeout: 60, interval: 0.01) { service.trackedCount == 0 }, "both transfers' tracking ended")
         }
 
         /// Runs the watcher, the outbound pipeline and the connector service while `body` runs.
@@ -86,7 +86,7 @@ import Testing
         try await s.running {
             let poll = try await s.sendThenPoll()
             let fake = s.fake
-            #expect(await eventually(timeout: 20, interval: 0.01) { fake.startCalls.count == 2 }, "the inbound transfer t-2 started")
+            #expect(await eventually(timeout: 60, interval: 0.01) { fake.startCalls.count == 2 }, "the inbound transfer t-2 started")
             #expect(s.fake.looks(at: "t-2") == 0, "the inbound transfer behind the unfinished head is not looked at yet")
             try await s.finish(poll)
         }

@@ -13,7 +13,7 @@ struct DelayQueueTests {
                 await queue.run()
                 return false
             }
-            group.addTask { await eventually(timeout: 20, interval: 0.005) { done() } }
+            group.addTask { await eventually(timeout: 60, interval: 0.005) { done() } }
             let reached = await group.next() ?? false
             group.cancelAll()
             await group.waitForAll()

@@ -67,7 +67,7 @@ final class OutboundFakeHarness: @unchecked Sendable {
                 await service.run()
                 return false
             }
-            group.addTask { await eventually(timeout: 30, interval: 0.01) { done() } }
+            group.addTask { await eventually(timeout: 60, interval: 0.01) { done() } }
             let reached = await group.next() ?? false
             group.cancelAll()
             await group.waitForAll()
@@ -195,12 +195,12 @@ final class OutboundFakeHarness: @unchecked Sendable {
             ended.withLock { $0 = true }
         }
         // One transfer holds the only slot; the other two files are uploaded and wait for it.
-        #expect(await eventually(timeout: 20, interval: 0.01) {
+        #expect(await eventually(timeout: 60, interval: 0.01) {
             fake.startCalls.count == 1 && fake.listObjectsCount(bucket: "staging", prefix: "out/") == 3
         })
         try await Task.sleep(for: .milliseconds(100))
         running.cancel()
-        #expect(await eventually(timeout: 20, interval: 0.01) { ended.withLock { $0 } }, "the pipeline did not stop")
+        #expect(await eventually(timeout: 60, interval: 0.01) { ended.withLock { $0 } }, "the pipeline did not stop")
         #expect(fake.startCalls.count == 1, "nothing more was sent while stopping")
     }
 
