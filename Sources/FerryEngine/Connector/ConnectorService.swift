@@ -316,7 +316,11 @@ final class ConnectorService: Sendable {
             await inFlight.leave()
             ended?()
         case .waiting:
-            await tracker.notFinished(transfer)
+            var settled: Int?
+            if case .results(let results) = look {
+                settled = results.count { $0.statusCode == .completed || $0.statusCode == .failed }
+            }
+            await tracker.notFinished(transfer, settledFiles: settled)
         case .retry:
             await tracker.add(transfer.backedOff(), due: .now + transfer.backedOff().backoff)
         }

@@ -11,9 +11,11 @@ struct TrackedTransfer: Sendable {
     var transferID: String
     /// When StartFileTransfer was called: AWS keeps results for 7 days, after which the outcome is lost.
     var submittedAt: Date
-    /// The wait before the next look: from 250 ms doubling to 2 s for the head, and after an error
-    /// doubling up to 30 s.
+    /// The wait before the next look: from 250 ms doubling to 2 s for the head (back to 250 ms while
+    /// each look finds more of its files finished), and after an error doubling up to 30 s.
     var backoff: Duration
+    /// How many of its files the last look found finished (COMPLETED or FAILED).
+    var settledFiles = 0
 
     func backedOff() -> TrackedTransfer {
         var next = self
@@ -26,8 +28,8 @@ struct TrackedTransfer: Sendable {
 ///
 /// A connector works through its queue in order, so the transfer submitted first is the one that
 /// finishes next. Only that one (per connector id: the *head*) is looked at often, from 250 ms after it
-/// became the head, doubling to at most 2 s; when it finishes, the next one becomes the head and is
-/// looked at at once (it has usually finished too). The others are looked at every 30 s, in case the
+/// became the head, doubling to at most 2 s while it makes no progress; when it finishes, the next one
+/// becomes the head and is looked at at once (it has usually finished too), with the three behind it. The others are looked at every 30 s, in case the
 /// queue's order is not what it seems (a huge file at the head, another client's transfers). This
 /// spends about one ListFileTransferResults per transfer instead of one per backoff step, and frees
 /// each in-flight slot as soon as its transfer is done, so the connector's queue never runs dry.
@@ -35,6 +37,8 @@ actor Tracker {
     static let headFirstLook: Duration = .milliseconds(250)
     static let headLongestWait: Duration = .seconds(2)
     static let queuedLook: Duration = .seconds(30)
+    /// Transfers behind a new head that are looked at with it (see `finished`).
+    static let lookahead = 3
 
     private var entries: [(due: ContinuousClock.Instant, batch: TrackedTransfer)] = []
     /// Unfinished batch ids per connector id, oldest first.
@@ -78,22 +82,39 @@ actor Tracker {
         add(first, due: .now + lookDelay(first))
     }
 
-    /// Looked at and not finished: looked at again, soon if it is its connector's head.
-    func notFinished(_ batch: TrackedTransfer) {
+    /// Looked at and not finished, with `settledFiles` of its files finished: looked at again, soon if
+    /// it is its connector's head. A head that finished more files since the last look is being worked
+    /// on and will be done soon: it keeps the first wait (250 ms) instead of doubling, so that its end is
+    /// seen within that; one that made no progress (a large file, a connector busy with other clients'
+    /// transfers) is looked at less and less often, up to every 2 s.
+    func notFinished(_ batch: TrackedTransfer, settledFiles: Int? = nil) {
         var next = batch
-        next.backoff = min(batch.backoff * 2, Self.headLongestWait)
-        add(next, due: .now + lookDelay(batch))
+        let progressed = settledFiles.map { $0 > batch.settledFiles } ?? false
+        if progressed, let settledFiles {
+            next.settledFiles = settledFiles
+            next.backoff = Self.headFirstLook
+        } else {
+            next.backoff = min(batch.backoff * 2, Self.headLongestWait)
+        }
+        // This wait is the current one (the doubled one is for the look after), or the first after progress.
+        add(next, due: .now + lookDelay(progressed ? next : batch))
     }
 
-    /// Finished (or given up on): leaves the queue, and the transfer behind it is looked at now.
+    /// Finished (or given up on): leaves the queue, and the transfers behind it are looked at now: the
+    /// new head and the `lookahead` after it, together. The connector works through its queue in order
+    /// and on several connections, so when the head is done those behind it often are too; looked at one
+    /// after another, each look waiting for the last one's recording and after_send, ferry fell behind
+    /// the connector (bench/connector: the last six transfers seen 1.5 s after they were delivered).
+    /// One that is not finished goes back to waiting its turn (30 s, or at once when it becomes the head).
     func finished(_ batch: TrackedTransfer) {
         guard var queue = queues[batch.connectorID] else { return }
         let wasHead = queue.first == batch.id
         queue.removeAll { $0 == batch.id }
         queues[batch.connectorID] = queue.isEmpty ? nil : queue
-        guard wasHead, let next = queue.first else { return }
+        guard wasHead, !queue.isEmpty else { return }
         let now = ContinuousClock.now
-        for index in entries.indices where entries[index].batch.id == next && entries[index].due > now {
+        let next = Set(queue.prefix(1 + Self.lookahead))
+        for index in entries.indices where next.contains(entries[index].batch.id) && entries[index].due > now {
             entries[index].due = now
             entries[index].batch.backoff = Self.headFirstLook
         }
