@@ -414,6 +414,12 @@ public final class Journal: @unchecked Sendable {
     /// log again from its beginning. Returns the log's frames and how many of them are checkpointed.
     @discardableResult
     public func checkpointBeside() throws -> (logFrames: Int, checkpointed: Int) {
+        try withSideConnection { try $0.checkpointPassive() }
+    }
+
+    /// Runs `body` on the journal's second connection (opened on first use), beside the journal lock:
+    /// for housekeeping that must not make the pipeline wait (checkpoints, reading pages ahead).
+    func withSideConnection<T>(_ body: (SQLiteConnection) throws -> T) throws -> T {
         try sideLock.withLock {
             let side: SQLiteConnection
             if let open = sideConnection {
@@ -425,7 +431,7 @@ public final class Journal: @unchecked Sendable {
                 try side.execute("PRAGMA journal_mode=WAL")
                 sideConnection = side
             }
-            return try side.checkpointPassive()
+            return try body(side)
         }
     }
 

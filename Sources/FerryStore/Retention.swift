@@ -60,6 +60,61 @@ extension Journal {
         }
     }
 
+    /// Reads every page `pruneOutbound(ids)` will change — each row, its entry in every index of
+    /// `outbound_files`, its batch and the batch's index entry — on the side connection, without the
+    /// journal lock, so that the step that holds the lock finds them in the page cache. On a cold
+    /// million-row journal each deleted row otherwise read its index pages from disk one by one while
+    /// holding the journal (bench/journal: a step of 125 rows held it 67 ms). Returns the rows read.
+    @discardableResult
+    public func readAheadOutboundPrune(_ ids: [Int64]) throws -> Int {
+        guard !ids.isEmpty else { return 0 }
+        return try withSideConnection { side in
+            let row = try side.statement("""
+                SELECT rule, path, device, inode, size, mtime_ns, state, updated_at, batch_id FROM outbound_files WHERE id = ?
+                """)
+            // Each probe walks one index down to the row's entry (INDEXED BY: the index itself, not the
+            // table). A partial index is usable only where the query implies its condition.
+            let version = try side.statement("""
+                SELECT 1 FROM outbound_files INDEXED BY outbound_files_version
+                WHERE rule = ? AND path = ? AND device = ? AND inode = ? AND size = ? AND mtime_ns = ? AND state NOT IN ('dropped', 'retried')
+                """)
+            let state = try side.statement("SELECT 1 FROM outbound_files INDEXED BY outbound_files_state WHERE state = ? AND rule = ? AND rowid = ?")
+            let identity = try side.statement("SELECT 1 FROM outbound_files INDEXED BY outbound_files_identity WHERE path = ? AND inode = ?")
+            let finished = try side.statement("""
+                SELECT 1 FROM outbound_files INDEXED BY outbound_files_finished
+                WHERE state IN \(Self.finishedOutboundSQL) AND state = ? AND updated_at = ?
+                """)
+            let name = try side.statement("""
+                SELECT 1 FROM outbound_files INDEXED BY outbound_files_name WHERE \(Self.baseNameSQL("path")) = \(Self.baseNameSQL("?"))
+                """)
+            let batchFiles = try side.statement("SELECT 1 FROM outbound_files INDEXED BY outbound_files_batch WHERE batch_id = ? LIMIT 1")
+            let batch = try side.statement("SELECT state FROM outbound_batches WHERE id = ?")
+            let batchState = try side.statement("SELECT 1 FROM outbound_batches INDEXED BY outbound_batches_state WHERE state = ? AND rowid = ?")
+            var read = 0
+            // Each SELECT reads on its own (no transaction: BEGIN IMMEDIATE would take the write lock).
+            for id in ids {
+                let values = try row.query([.integer(id)]) { r -> [SQLValue] in
+                    [.text(r.text(0) ?? ""), .text(r.text(1) ?? ""), .integer(r.int(2)), .integer(r.int(3)), .integer(r.int(4)),
+                     .integer(r.int(5)), .text(r.text(6) ?? ""), .real(r.double(7)), r.optionalInt(8).map { .integer($0) } ?? .null]
+                }.first
+                guard let values else { continue }
+                read += 1
+                _ = try version.query(Array(values[0...5])) { _ in () }
+                _ = try state.query([values[6], values[0], .integer(id)]) { _ in () }
+                _ = try identity.query([values[1], values[3]]) { _ in () }
+                _ = try finished.query([values[6], values[7]]) { _ in () }
+                _ = try name.query([values[1]]) { _ in () }
+                if case .integer(let batchID) = values[8] {
+                    _ = try batchFiles.query([.integer(batchID)]) { _ in () }
+                    if let state = try batch.query([.integer(batchID)], { $0.text(0) }).first ?? nil {
+                        _ = try batchState.query([.text(state), .integer(batchID)]) { _ in () }
+                    }
+                }
+            }
+            return read
+        }
+    }
+
     /// Deletes the outbound rows `ids` in one transaction — each only if it is still finished and finished
     /// before `cutoff` (a row put back meanwhile stays) — and the batches that no longer have any file.
     public func pruneOutbound(_ ids: [Int64], finishedBefore cutoff: Date) throws -> PruneStep {

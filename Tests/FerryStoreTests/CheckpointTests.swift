@@ -66,4 +66,23 @@ struct CheckpointTests {
         let restarted = try journal.checkpointBeside()
         #expect(restarted.logFrames < 100, "the next commit starts the log from its beginning (\(restarted.logFrames) frames)")
     }
+
+    /// Reading ahead (`readAheadOutboundPrune`) walks every index a prune step changes: SQLite refuses an
+    /// `INDEXED BY` it cannot use (a partial index whose condition the query does not imply), so a probe
+    /// that drifted from the schema throws here instead of silently making steps slow again.
+    @Test func readingAheadReadsEveryRowAStepWillDeleteThroughEveryIndex() throws {
+        let dir = try TempDirectory()
+        let clock = ManualClock()
+        let journal = try Journal(directory: dir.path, logger: Logger(label: "test"), now: clock.closure)
+        let driver = JournalDriver(journal: journal)
+        var ids: [Int64] = []
+        for batch in 0..<5 {
+            let files = (0..<4).map { index in driver.newFile("ahead-\(batch)-\(index).edi", inode: UInt64(batch * 4 + index + 1)) }
+            ids += try driver.send(files, transferID: "t-\(batch)").ids
+        }
+        clock.advance(7200)
+        #expect(try journal.readAheadOutboundPrune(ids + [999_999]) == ids.count, "every journaled row read; an unknown id skipped")
+        let pruned = try journal.pruneOutbound(ids, finishedBefore: clock.now.addingTimeInterval(-3600))
+        #expect(pruned.files == ids.count)
+    }
 }

@@ -276,8 +276,16 @@ def main():
     print(f"{'  peer without the finished index (table scan)':58} {'':>12} {ms(peer_scan_history):>14}")
     print(f"{'history by file name':58} {ms(by_name):>12}")
     deleted = pruned.get("prune.outbound", "?")
-    print(f"{f'pruning pass, {deleted} rows (peer: one DELETE)':58} {pruned.get('prune.duration', '?'):>12} {ms(peer_prune):>14}")
-    print(f"{'longest journal lock hold while pruning (peer: the DELETE)':58} {pruned.get('prune.longest_lock_hold', '?'):>12} {ms(peer_prune):>14}")
+    def duration_ms(text):
+        """A Swift Duration as the log prints it ("0.061558532 seconds") in milliseconds."""
+        try:
+            return ms(float(text.split()[0]))
+        except (AttributeError, ValueError, IndexError):
+            return "?"
+
+    print(f"{f'pruning pass, {deleted} rows (peer: one DELETE)':58} {duration_ms(pruned.get('prune.duration')):>12} {ms(peer_prune):>14}")
+    print(f"{'longest journal lock hold while pruning (peer: the DELETE)':58} {duration_ms(pruned.get('prune.longest_lock_hold')):>12} {ms(peer_prune):>14}")
+    print(f"{'   that step':58} {pruned.get('prune.longest_step', '?')}")
     print(f"{'pruning steps / pages returned':58} {pruned.get('prune.steps', '?'):>12} {pruned.get('prune.pages_returned', '?'):>14}")
     print(f"{'checkpoints beside the journal lock':58} {pruned.get('prune.checkpoints', '?'):>12}")
     print(f"{'journal file before / after pruning (MB)':58} {size_before / 1e6:12.0f} {size_after / 1e6:14.0f}")
@@ -295,6 +303,7 @@ def main():
     prune_rows, prune_hold = prune.get("rows", 0), prune.get("longest_lock_hold_ms", 0)
     print(f"{f'beside a pruning pass ({prune_rows:,} rows, longest hold {prune_hold:.1f} ms)':58} {writes(beside_prune)}")
     print(f"{'   its steps / checkpoints beside the lock':58} {prune.get('steps', '?')} / {prune.get('checkpoints', '?')}")
+    print(f"{'   its longest step':58} {prune.get('longest_step', '?')}")
     if not args.keep:
         shutil.rmtree(root)
 

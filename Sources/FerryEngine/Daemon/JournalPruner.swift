@@ -17,6 +17,8 @@ public struct PruneReport: Sendable, Equatable {
     public var pagesReturned = 0
     /// The longest time one step held the journal lock.
     public var longestLockHold: Duration = .zero
+    /// That step: what it pruned and how much (e.g. "outbound done, 500 rows", "free pages, 2048").
+    public var longestStep = ""
     /// Steps (small transactions) taken.
     public var steps = 0
     /// Checkpoints of the write-ahead log run beside the journal lock.
@@ -76,7 +78,7 @@ public struct JournalPruner: Sendable {
                     logger.info("journal pruned", metadata: [
                         "prune.outbound": "\(report.outboundFiles)", "prune.outbound_kept": "\(report.outboundKept)",
                         "prune.inbound": "\(report.inboundFiles)", "prune.batches": "\(report.batches)",
-                        "prune.pages_returned": "\(report.pagesReturned)", "prune.longest_lock_hold": "\(report.longestLockHold)",
+                        "prune.pages_returned": "\(report.pagesReturned)", "prune.longest_lock_hold": "\(report.longestLockHold)", "prune.longest_step": "\(report.longestStep)",
                         "prune.steps": "\(report.steps)", "prune.checkpoints": "\(report.checkpoints)", "prune.duration": "\(report.duration)",
                     ])
                 }
@@ -121,9 +123,14 @@ public struct JournalPruner: Sendable {
             lastCheckpoint = ContinuousClock.now
             report.checkpoints += 1
         }
-        func note(_ step: PruneStep) throws {
+        func longest(_ held: Duration, _ what: @autoclosure () -> String) {
+            guard held > report.longestLockHold else { return }
+            report.longestLockHold = held
+            report.longestStep = what()
+        }
+        func note(_ step: PruneStep, _ what: @autoclosure () -> String) throws {
             report.steps += 1
-            report.longestLockHold = max(report.longestLockHold, step.lockHeld)
+            longest(step.lockHeld, what())
             report.batches += step.batches
             size.adjust(after: step.lockHeld)
             try checkpointIfDue()
@@ -139,8 +146,11 @@ public struct JournalPruner: Sendable {
                 cursor = PruneCursor(finishedAt: last.finishedAt, id: last.id)
                 let doomed = candidates.filter { state != .done || !Self.versionExists($0) }
                 report.outboundKept += candidates.count - doomed.count
+                // The pages the step will change are read first, beside the lock (an optimisation: a
+                // failure to read ahead only makes the step slower).
+                _ = try? journal.readAheadOutboundPrune(doomed.map(\.id))
                 let step = try journal.pruneOutbound(doomed.map(\.id), finishedBefore: cutoff)
-                try note(step)
+                try note(step, "outbound \(state.rawValue), \(doomed.count) rows (step \(report.steps + 1))")
                 report.outboundFiles += step.files
                 if candidates.count < limit { break }
                 try await Task.sleep(for: pause)
@@ -150,8 +160,9 @@ public struct JournalPruner: Sendable {
         var batchCursor: Int64? = 0
         while let after = batchCursor {
             try Task.checkCancellation()
-            let (step, next) = try journal.pruneEmptyBatches(finishedBefore: cutoff, afterID: after, limit: size.current)
-            try note(step)
+            let limit = size.current
+            let (step, next) = try journal.pruneEmptyBatches(finishedBefore: cutoff, afterID: after, limit: limit)
+            try note(step, "batches, up to \(limit) (step \(report.steps + 1))")
             batchCursor = next
             if next != nil { try await Task.sleep(for: pause) }
         }
@@ -159,8 +170,9 @@ public struct JournalPruner: Sendable {
         var inboundCursor: PruneCursor? = .start
         while let cursor = inboundCursor {
             try Task.checkCancellation()
-            let (step, next) = try journal.pruneInbound(finishedBefore: cutoff, keepingRules: keepingRules, after: cursor, limit: size.current)
-            try note(step)
+            let limit = size.current
+            let (step, next) = try journal.pruneInbound(finishedBefore: cutoff, keepingRules: keepingRules, after: cursor, limit: limit)
+            try note(step, "inbound, up to \(limit) rows (step \(report.steps + 1))")
             report.inboundFiles += step.files
             inboundCursor = next
             if next != nil { try await Task.sleep(for: pause) }
@@ -173,7 +185,7 @@ public struct JournalPruner: Sendable {
                 guard before > 0 else { break }
                 let (remaining, held) = try journal.returnFreePages(pages.current)
                 report.steps += 1
-                report.longestLockHold = max(report.longestLockHold, held)
+                longest(held, "free pages, \(pages.current) (step \(report.steps))")
                 pages.adjust(after: held)
                 try checkpointIfDue()
                 report.pagesReturned += before - remaining

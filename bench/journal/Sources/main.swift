@@ -144,7 +144,7 @@ if options.pruneRules != nil { pruneDone.wait() }
 var result: [String: Any] = ["files": batches * batchSize, "seconds": Date().timeIntervalSince(started), "writes": write.json]
 if options.statusInProcess { result["status_queries"] = statusThread.withLock { $0.json } }
 if let report = pruneResult.withLock({ $0 }) {
-    result["prune"] = ["rows": report.outboundFiles, "steps": report.steps, "checkpoints": report.checkpoints,
+    result["prune"] = ["rows": report.outboundFiles, "steps": report.steps, "checkpoints": report.checkpoints, "longest_step": report.longestStep,
                        "longest_lock_hold_ms": Double(report.longestLockHold.components.attoseconds) / 1e15 + Double(report.longestLockHold.components.seconds) * 1000,
                        "duration_s": Double(report.duration.components.seconds)]
 }
