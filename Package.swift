@@ -97,7 +97,7 @@ let package = Package(
         .testTarget(name: "FerryAWSTests", dependencies: ["FerryAWS", "CCrypto", "FerrySystem", "FerryTestSupport", .product(name: "Logging", package: "swift-log")],
                     exclude: ["Scripts"]),
         .testTarget(name: "FerryStoreTests", dependencies: ["FerryStore", "FerrySystem", "FerryTestSupport", .product(name: "Logging", package: "swift-log")]),
-        .testTarget(name: "FerryEngineTests", dependencies: ["FerryEngine", "CFerrySys", "FerryAWS", "FerryConfig", "FerryGlob", "FerryStore", "FerrySystem", "FerryTestSupport",
+        .testTarget(name: "FerryEngineTests", dependencies: ["FerryEngine", "CFerrySys", "FerryAWS", "FerryConfig", "FerryGlob", "FerryStore", "FerrySystem", "FerryTestSupport", "FerryWatch",
                                                             .product(name: "Logging", package: "swift-log"),
                                                             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle")]),
         .testTarget(name: "EndToEndTests", dependencies: ["FerryTestSupport", "FerryStore", "FerrySystem", "FerryAWS", "CCrypto", .product(name: "Logging", package: "swift-log")]),

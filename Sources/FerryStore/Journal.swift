@@ -399,10 +399,12 @@ public final class Journal: @unchecked Sendable {
         let token = observer?.began()
         defer { if let token { observer?.ended(token) } }
         lock.lock()
-        activity.withLock { $0.heldSince = .now }
+        let since = ContinuousClock.now
+        activity.withLock { $0.heldSince = since }
         defer {
             activity.withLock { $0.heldSince = nil }
             lock.unlock()
+            observer?.held(ContinuousClock.now - since)
         }
         return try body()
     }
@@ -1090,4 +1092,11 @@ private final class ActivityState: @unchecked Sendable {
 public protocol JournalActivityObserver: Sendable {
     func began() -> Int
     func ended(_ token: Int)
+    /// How long the caller held the journal (from taking its lock to letting go), told on the caller's
+    /// thread just before `ended`: bench/journal tells the status queries' holds from the writer's.
+    func held(_ duration: Duration)
+}
+
+extension JournalActivityObserver {
+    public func held(_ duration: Duration) {}
 }

@@ -298,7 +298,9 @@ def main():
     print(f"{'alone':58} {writes(alone)}")
     print(f"{f'beside `ferry status` back to back ({status_calls} calls, longest {status_longest * 1000:.0f} ms)':58} {writes(beside_cli)}")
     queries_longest = beside_queries["status_queries"]["max_ms"]
+    holds_longest = beside_queries.get("status_holds", {}).get("max_ms", float("nan"))
     print(f"{f'beside the daemon status queries in-process (longest {queries_longest:.1f} ms)':58} {writes(beside_queries)}")
+    print(f"{f'   the status queries held the journal at most {holds_longest:.1f} ms (their waits for the writer excluded)':58}")
     prune = beside_prune.get("prune", {})
     prune_rows, prune_hold = prune.get("rows", 0), prune.get("longest_lock_hold_ms", 0)
     print(f"{f'beside a pruning pass ({prune_rows:,} rows, longest hold {prune_hold:.1f} ms)':58} {writes(beside_prune)}")

@@ -76,11 +76,25 @@ logger.logLevel = .error
 let journal = try Journal(directory: options.stateDir, logger: logger)
 let stop = Atomic<Bool>(false)
 
+/// How long the status thread held the journal per call (its waits for the writer's commits excluded).
+final class StatusHolds: JournalActivityObserver, @unchecked Sendable {
+    private let holds = Mutex(Timings())
+    func began() -> Int { 0 }
+    func ended(_ token: Int) {}
+    func held(_ duration: Duration) {
+        if Thread.current.name == "status-queries" { holds.withLock { $0.add(duration) } }
+    }
+    var json: [String: Double] { holds.withLock { $0.json } }
+}
+let statusHolds = StatusHolds()
+journal.observeActivity(statusHolds)
+
 // The daemon's periodic status queries, on the writer's own Journal (its lock).
 let statusThread = Mutex<Timings>(Timings())
 let statusDone = DispatchSemaphore(value: 0)
 if options.statusInProcess {
     Thread.detachNewThread {
+        Thread.current.name = "status-queries"
         var timings = Timings()
         while !stop.load(ordering: .relaxed) {
             _ = try? timed(&timings) { try journal.outboundCounts() }
@@ -142,7 +156,10 @@ if options.statusInProcess { statusDone.wait() }
 if options.pruneRules != nil { pruneDone.wait() }
 
 var result: [String: Any] = ["files": batches * batchSize, "seconds": Date().timeIntervalSince(started), "writes": write.json]
-if options.statusInProcess { result["status_queries"] = statusThread.withLock { $0.json } }
+if options.statusInProcess {
+    result["status_queries"] = statusThread.withLock { $0.json }
+    result["status_holds"] = statusHolds.json
+}
 if let report = pruneResult.withLock({ $0 }) {
     result["prune"] = ["rows": report.outboundFiles, "steps": report.steps, "checkpoints": report.checkpoints, "longest_step": report.longestStep,
                        "longest_lock_hold_ms": Double(report.longestLockHold.components.attoseconds) / 1e15 + Double(report.longestLockHold.components.seconds) * 1000,
