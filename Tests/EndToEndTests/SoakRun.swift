@@ -39,6 +39,21 @@ struct SoakPlan: Sendable, CustomStringConvertible {
     /// from its first whole wave to the last (a restart resets RSS).
     var killWaves: [Int] { [0.25, 0.45].map { Int(($0 * Double(waves)).rounded()) } }
 
+    /// `requests_per_second` of the SFTP connector after `reloads` reloads: the first reload slows it, the
+    /// third speeds it up. The levels follow what the plan asks of the connector, so that a slowed
+    /// connector still keeps up and a bigger plan measures ferry, not a rate it was told to keep: the SFTP
+    /// rules take up to 3/4 of the files, each file costs about 0.35 requests (a tenth of a
+    /// StartFileTransfer, at most 0.2 ListFileTransferResults, the faults' retries), and the levels are
+    /// 2, 1.25 and 2.5 times that need, never below 20, 10 and 25 a second (the short run's settings).
+    func sftpRate(afterReloads reloads: Int) -> Int {
+        let need = Double(files) / duration * 0.75 * 0.35
+        let (factor, floor) = reloads == 0 ? (2.0, 20) : reloads < 3 ? (1.25, 10) : (2.5, 25)
+        return max(floor, Int((need * factor).rounded(.up)))
+    }
+
+    /// `requests_per_second` of the AS2 connector (a third of the files at most), twice its need, at least 20.
+    var as2Rate: Int { max(20, Int((Double(files) / duration / 3 * 0.35 * 2).rounded(.up))) }
+
     /// The last daemon's first whole wave: the one after the last kill.
     var firstComparedWave: Int { (killWaves.last ?? 0) + 1 }
 
@@ -218,7 +233,9 @@ final class SoakRun: @unchecked Sendable {
         for folder in Array(outboxes.values) + [stateDir] {
             try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
         }
-        emulator = try Emulator.start(seed: Int(plan.seed % 1_000_000_007))
+        // Five SFTP sessions, AWS's most: one session delivers a file at a time (about 125 a second here),
+        // and a connector with one would be what the soak measured at 200,000 files.
+        emulator = try Emulator.start(seed: Int(plan.seed % 1_000_000_007), sftpConnections: 5)
         for tag in ["a", "d", "late"] {
             try FileManager.default.createDirectory(atPath: emulator.partnerRoot + Self.remoteRoot + "/" + tag, withIntermediateDirectories: true)
         }
@@ -234,10 +251,10 @@ final class SoakRun: @unchecked Sendable {
 
     // MARK: The rules file and its reloads
 
-    /// The rules after `reloads` reloads: 1 slows the SFTP connector to 10 requests/s, 2 adds the `late`
-    /// rule, 3 speeds the connector to 25/s and shortens the archive rule's batch wait.
+    /// The rules after `reloads` reloads: 1 slows the SFTP connector (10 requests/s in the short run), 2
+    /// adds the `late` rule, 3 speeds the connector up (25/s) and shortens the archive rule's batch wait.
     func rulesText() -> String {
-        let rate = reloads == 0 ? 20 : reloads < 3 ? 10 : 25
+        let rate = plan.sftpRate(afterReloads: reloads)
         let archiveWait = reloads >= 3 ? 300 : 500
         func rule(_ name: String, _ tag: String, connector: String, afterSend: String, wait: Int = 500) -> String {
             let head = ["  - name: \(name)", "    watch: \(outboxes[tag]!)", "    include: [\"*.edi\"]", "    connector: \(connector)"]
@@ -263,7 +280,7 @@ final class SoakRun: @unchecked Sendable {
                 type: as2
                 connector_id: \(emulator.as2ConnectorId)
                 staging: s3://\(emulator.stagingBucket)/outbound-as2/
-                requests_per_second: 20
+                requests_per_second: \(plan.as2Rate)
             outbound:
 
             """ + rule("soak-archive", "a", connector: "partner", afterSend: "archive", wait: archiveWait)

@@ -62,4 +62,56 @@ struct DelayQueueTests {
         #expect(queue.count == 0, "scheduled after the stop: dropped, the journal resumes it at the next start")
         #expect(ran.withLock { $0 } == 1)
     }
+
+    /// The queue lives as long as the pipeline and starts a child task for each group of actions that
+    /// fall due together (a batch's `max_wait`, a retry, an in-doubt check). A plain task group keeps
+    /// every finished child until it is awaited, which a loop that never ends never does: the soak's
+    /// last daemon grew ~600 bytes per file it sent (heaptrack: the stack slabs of hundreds of finished
+    /// children of `DelayQueue.run`, docs/benchmarks.md "What the soak found"). Here the heap in use is
+    /// counted before and after thousands more actions, each due alone and each suspending once.
+    @Test func aFinishedActionLeavesNoTaskBehind() async {
+        let queue = DelayQueue()
+        let ran = Locked(0)
+        let warmUp = 200, measured = 4000
+        func runActions(_ count: Int) async -> Bool {
+            for _ in 0..<count {
+                let before = ran.withLock { $0 }
+                queue.schedule(after: .zero) {
+                    await Task.yield()  // an action that awaits, as every real one does, uses its task's stack
+                    ran.withLock { $0 += 1 }
+                }
+                // One at a time: each action is its own child task of the loop.
+                guard await eventually(timeout: 60, interval: 0.0005, { ran.withLock { $0 } > before }) else { return false }
+            }
+            return true
+        }
+        let heap = await withTaskGroup(of: (before: Int, after: Int)?.self) { group in
+            group.addTask {
+                await queue.run()
+                return nil
+            }
+            group.addTask {
+                guard await runActions(warmUp) else { return nil }
+                let before = SubmitLoopRetentionTests.heapInUse()
+                guard await runActions(measured) else { return nil }
+                return (before, SubmitLoopRetentionTests.heapInUse())
+            }
+            var result: (before: Int, after: Int)?
+            while let next = await group.next() {
+                if let next { result = next; break }
+            }
+            group.cancelAll()
+            return result
+        }
+        guard let heap else {
+            Issue.record("the actions did not all run: \(ran.withLock { $0 }) of \(warmUp + measured)")
+            return
+        }
+        let perAction = Double(heap.after - heap.before) / Double(measured)
+        #expect(perAction < Self.bytesPerAction, "the heap grew \(heap.after - heap.before) bytes over \(measured) actions: \(Int(perAction)) bytes an action")
+    }
+
+    /// Measured on 2026-12-07 (debug build, glibc 2.36, this test alone): 1,339 bytes an action with
+    /// `withTaskGroup(of: Void.self)` in `run`, 2-4 with `withDiscardingTaskGroup`.
+    static let bytesPerAction = 256.0
 }

@@ -75,7 +75,7 @@ public final class Emulator: @unchecked Sendable {
     /// Starts a fresh emulator and waits (up to `readyTimeout` seconds) for its ready line.
     public static func start(faultRate: Double = 0, faultKinds: [String] = [], latencyMs: Int = 0,
                              transferDelayMs: Int? = nil, seed: Int? = nil, maxPending: Int? = nil,
-                             readyTimeout: Double = 60) throws -> Emulator {
+                             sftpConnections: Int? = nil, readyTimeout: Double = 60) throws -> Emulator {
         let script = runScriptPath
         guard FileManager.default.isExecutableFile(atPath: script) else {
             throw Failure(message: "emulator script \(script) is missing or not executable")
@@ -90,6 +90,8 @@ public final class Emulator: @unchecked Sendable {
         // Transfers a connector holds unfinished before StartFileTransfer answers ThrottlingException
         // (AWS: 1,000): lowered, it makes the emulator itself check ferry's max_in_flight.
         if let maxPending { arguments += ["--max-pending", String(maxPending)] }
+        // SftpConfig.MaxConcurrentConnections (1...5) of the SFTP connector the emulator makes at start.
+        if let sftpConnections { arguments += ["--sftp-connections", String(sftpConnections)] }
 
         let stderrPath = FileManager.default.temporaryDirectory
             .appendingPathComponent("ferry-emulator-\(UUID().uuidString).stderr.log").path

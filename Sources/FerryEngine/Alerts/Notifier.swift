@@ -74,7 +74,7 @@ public final class Notifier: Sendable {
 
     /// Runs until cancelled.
     public func run() async {
-        await withTaskGroup(of: Void.self) { group in
+        await withDiscardingTaskGroup { group in
             group.addTask { await self.tick() }
             var folder = AlertFolder(window: window)
             var destinations: [String: AsyncStream<Delivery>.Continuation] = [:]

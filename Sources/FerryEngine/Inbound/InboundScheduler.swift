@@ -135,7 +135,9 @@ public final class InboundScheduler<Report: Sendable>: Sendable {
 
     /// Polls every rule on its schedule until cancelled, starting loops for rules `update` adds.
     public func run() async {
-        await withTaskGroup(of: Void.self) { group in
+        // Discarding: a rule's loop ends when a reload removes or replaces the rule, and a plain group
+        // would keep each ended loop for the daemon's life.
+        await withDiscardingTaskGroup { group in
             for await (rule, token) in started.stream {
                 group.addTask { await self.loop(rule, token: token) }
             }

@@ -37,9 +37,11 @@ final class DelayQueue: Sendable {
         if scheduled { alarm.arm(notAfter: deadline) }
     }
 
-    /// Starts each action when it is due, until the calling task is cancelled.
+    /// Starts each action when it is due, until the calling task is cancelled. The children are in a
+    /// discarding group: a plain one keeps every finished child until it is awaited, which this loop
+    /// never does (1.3 KB an action; `DelayQueueTests.aFinishedActionLeavesNoTaskBehind`).
     func run() async {
-        await withTaskGroup(of: Void.self) { group in
+        await withDiscardingTaskGroup { group in
             while !Task.isCancelled {
                 let (due, earliest) = state.withLock { state -> ([Action], ContinuousClock.Instant?) in
                     var due: [Action] = []

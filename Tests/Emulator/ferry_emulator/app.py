@@ -260,6 +260,42 @@ def _json_response(status: int, payload: dict, error_type: str | None = None) ->
     return status, headers, json.dumps(payload).encode()
 
 
+def raw_path(environ: dict) -> str:
+    return (environ.get("RAW_URI") or environ.get("PATH_INFO", "/")).partition("?")[0]
+
+
+def _is_object_path(path: str) -> bool:
+    """A path-style object request (`/bucket/key`), the requests moto's Flask app routes to `key_dispatch`."""
+    bucket, slash, key = path.lstrip("/").partition("/")
+    return bool(bucket) and bool(slash) and bool(key)
+
+
+def _s3_object_app(environ, start_response):
+    """An object request served by moto's S3 exactly as its Flask app serves it (the view that app routes
+    `/<bucket>/<key>` to: `S3Response.key_dispatch` with the request, its URL and headers, its
+    (status, headers, body) made into a response the same way), without the Flask layer around it: URL
+    routing, the application and request contexts, the CORS hooks and the request recorder. That layer
+    cost a fifth of the emulator's HTTP process per PutObject (py-spy, docs/emulator.md), and moto's S3
+    does the same work either way. Only object requests take this path; everything else goes through
+    moto's Flask app."""
+    from botocore.exceptions import ClientError
+    from flask import Response
+    from moto.s3.responses import S3Response
+    from werkzeug.wrappers import Request  # moto's view sees a werkzeug object (Flask's `request` proxy) and
+    # reads the key from RAW_URI when it does (BaseResponse.is_werkzeug_request): so must it here.
+
+    request = Request(environ)
+    try:
+        result = S3Response.key_dispatch(request, request.url, dict(request.headers))
+    except ClientError as exc:
+        result = 400, {}, exc.response["Error"]["Message"]
+    status, headers, content = result if len(result) == 3 else (200, {}, result)
+    response = Response(response=content, status=status, headers=headers)
+    if request.method == "HEAD" and "content-length" in headers:
+        response.headers["Content-Length"] = headers["content-length"]
+    return response(environ, start_response)
+
+
 class EmulatorApp:
     """The WSGI application werkzeug serves."""
 
@@ -389,7 +425,7 @@ class EmulatorApp:
             captured["status"], captured["headers"] = status, headers
             return start_response(status, headers, exc_info)
 
-        result = self.s3_app(environ, capture)
+        result = (_s3_object_app if _is_object_path(raw_path(environ)) else self.s3_app)(environ, capture)
         status = int(captured.get("status", "500").split(" ", 1)[0])
         record["status"] = status
         if status >= 300:

@@ -40,6 +40,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--latency-ms", type=int, default=0, help="latency added to every request")
     p.add_argument("--transfer-delay-ms", type=int, default=0, help="extra time each file spends IN_PROGRESS")
     p.add_argument("--max-pending", type=int, default=1000, help="pending transfers a connector accepts before ThrottlingException (AWS: 1000)")
+    p.add_argument("--sftp-connections", type=int, default=1, choices=range(1, 6),
+                   help="SftpConfig.MaxConcurrentConnections of the SFTP connector made at start (AWS: 1..5, default 1)")
     p.add_argument("--seed", type=int, default=None, help="seed for fault injection, for reproducible runs")
     return p.parse_args(argv)
 
@@ -111,7 +113,7 @@ def main(argv: list[str] | None = None) -> None:
         sftp_connector = transfer.create_connector(
             f"sftp://{partner.host}:{partner.port}", role,
             sftp_config={"UserSecretId": f"arn:aws:secretsmanager:{REGION}:{ACCOUNT_ID}:secret:ferry-emulator-partner",
-                         "TrustedHostKeys": [partner.host_public_key]})
+                         "TrustedHostKeys": [partner.host_public_key], "MaxConcurrentConnections": args.sftp_connections})
         as2_connector = transfer.create_connector(
             "http://127.0.0.1:4080/as2", role,
             as2_config={"LocalProfileId": "p-" + secrets.token_hex(9)[:17], "PartnerProfileId": "p-" + secrets.token_hex(9)[:17],

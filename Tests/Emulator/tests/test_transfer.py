@@ -321,6 +321,24 @@ def test_delivery_log_says_when_each_file_started_and_was_delivered():
         slow.stop()
 
 
+def test_sftp_connections_flag_sends_that_many_files_at_once():
+    wide = start_emulator("--transfer-delay-ms", "600", "--sftp-connections", "3")
+    try:
+        tf = wide.client("transfer")
+        assert tf.describe_connector(ConnectorId=wide.sftp_id)["Connector"]["SftpConfig"]["MaxConcurrentConnections"] == 3
+        paths = [stage(wide, f"wide {i}".encode(), f"wide{i}.txt") for i in range(3)]
+        sent = time.monotonic()
+        tid = tf.start_file_transfer(ConnectorId=wide.sftp_id, SendFilePaths=paths)["TransferId"]
+        assert [r["StatusCode"] for r in wait_transfer(tf, wide.sftp_id, tid, timeout=30)] == ["COMPLETED"] * 3
+        # Three sessions, a file each: all three in one service time, not three in a row (1.8 s).
+        assert time.monotonic() - sent < 1.5
+        with open(os.path.join(wide.info["state_dir"], "deliveries.jsonl")) as f:
+            starts = sorted(json.loads(x)["started"] for x in f)
+        assert starts[-1] - starts[0] < 0.5
+    finally:
+        wide.stop()
+
+
 def test_files_go_queued_then_in_progress_then_completed():
     slow = start_emulator("--transfer-delay-ms", "1500")
     try:
