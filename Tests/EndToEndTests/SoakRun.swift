@@ -1,5 +1,6 @@
 import Foundation
 import FerryTestSupport
+import Synchronization
 
 /// The shape of a soak (issue #16, must show 7: "a compressed month"), from the environment so that one
 /// driver serves CI's short run and `make soak`'s long one (docs/benchmarks.md, "make soak").
@@ -94,7 +95,12 @@ struct SoakSample: Sendable {
     let rssFileKiB: Int
     /// CPU seconds used so far, by whom (SoakCPU): where a file's cost goes.
     let cpu: SoakCPU
+    /// Open descriptors, and how many of them are sockets: the HTTP connections the clients' pools keep
+    /// open at that instant (up to 32 a pool) come and go with what was in flight.
     let fds: Int
+    let sockets: Int
+    /// Descriptors that are not sockets (the journal, folders, inotify, pipes): these must not move.
+    var otherFds: Int { fds - sockets }
     let journalBytes: Int
     let journalRows: Int
     let measuredAt: Double
@@ -379,8 +385,11 @@ final class SoakRun: @unchecked Sendable {
 
     // MARK: Measurements
 
-    static func openDescriptors(_ pid: Int32) -> Int {
-        ((try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/fd")) ?? []).count
+    /// Open descriptors of `pid`, and how many are sockets.
+    static func openDescriptors(_ pid: Int32) -> (all: Int, sockets: Int) {
+        let entries = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/fd")) ?? []
+        let sockets = entries.filter { ((try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/fd/\($0)")) ?? "").hasPrefix("socket:") }
+        return (entries.count, sockets.count)
     }
 
     /// journal.db and its write-ahead log, in bytes: what the journal takes on disk.
@@ -405,6 +414,8 @@ final class SoakRun: @unchecked Sendable {
         _ = try await postEmulatorControl(emulator.controlURL, path: "/faults", body: ["rate": plan.faultRate, "kinds": kinds, "latency_ms": 0, "operations": [String]()])
         try ferry.start()
         guard await ferry.waitStarted(timeout: 30) else { throw ChaosSetupError(message: "ferry did not log `ferry started` within 30 s; see \(ferry.logPath(1))") }
+        let partner = Task { await partnerPicksUp() }
+        defer { partner.cancel() }
         let waveStart = Date()
         var lastCPU = (pid: ferry.pid, cpu: SoakCPU.read(ferry: ferry.pid, emulator: emulator.processID))
         func countCPU() {
@@ -435,9 +446,10 @@ final class SoakRun: @unchecked Sendable {
             let drained = await waitDrained(until: compared ? next.addingTimeInterval(plan.drainTimeout) : next)
             guard let pid = ferry.pid else { throw ChaosSetupError(message: "ferry is not running after wave \(wave); see \(ferry.logPath(ferry.starts))") }
             let memory = SoakProc.memory(pid)
+            let descriptors = Self.openDescriptors(pid)
             let sample = SoakSample(wave: wave, files: count, droppedAt: droppedAt, drainedAfter: drained ? Date().timeIntervalSince(waveStart) - droppedAt : nil,
                                     backlog: backlog(), pid: pid, lifetime: ferry.starts, rssKiB: memory.rss, rssAnonKiB: memory.anon, rssFileKiB: memory.file,
-                                    cpu: SoakCPU.read(ferry: pid, emulator: emulator.processID), fds: Self.openDescriptors(pid),
+                                    cpu: SoakCPU.read(ferry: pid, emulator: emulator.processID), fds: descriptors.all, sockets: descriptors.sockets,
                                     journalBytes: journalBytes(), journalRows: journalRows(), measuredAt: Date().timeIntervalSince(waveStart))
             print(Self.describe(sample, after: samples.last))
             samples.append(sample)
@@ -468,6 +480,39 @@ final class SoakRun: @unchecked Sendable {
             as2ConnectorID: emulator.as2ConnectorId)
     }
 
+    // MARK: The partner
+
+    /// Age (by mtime) after which the partner takes a delivered file out of its folders.
+    static let pickupAge = 30.0
+    /// Files the partner took out of its folders.
+    var pickedUp: Int { pickup.withLock { $0 } }
+    private let pickup = Mutex(0)
+
+    /// The partner's side of a month: it picks up what it received, as partners' jobs do, so its folders
+    /// hold the last half-minute of deliveries, not the whole run. Without it each folder grew to the
+    /// run's size (50,000 files at 200,000), and every in-doubt check (StartDirectoryListing) made the
+    /// emulator list all of it: at 60,000 files the listings took three quarters of the connector
+    /// process. The oracle judges the emulator's delivery log, which pickups do not touch; an in-doubt
+    /// batch checked after its files were picked up is resent and reported, as ferry must.
+    func partnerPicksUp() async {
+        let folders = ["a", "d", "late"].map { emulator.partnerRoot + Self.remoteRoot + "/" + $0 }
+        while !Task.isCancelled {
+            try? await Task.sleep(for: .seconds(5))
+            let cutoff = Date().addingTimeInterval(-Self.pickupAge)
+            var taken = 0
+            for folder in folders {
+                for name in (try? FileManager.default.contentsOfDirectory(atPath: folder)) ?? [] {
+                    let path = folder + "/" + name
+                    guard let attributes = try? FileManager.default.attributesOfItem(atPath: path),
+                          attributes[.type] as? FileAttributeType == .typeRegular,
+                          let modified = attributes[.modificationDate] as? Date, modified < cutoff else { continue }
+                    if unlink(path) == 0 { taken += 1 }
+                }
+            }
+            pickup.withLock { $0 += taken }
+        }
+    }
+
     /// `ferry status --json`'s `health` and `problems` once the run has drained.
     private(set) var finalHealth: String?
     private(set) var finalProblems: [String] = []
@@ -481,9 +526,9 @@ final class SoakRun: @unchecked Sendable {
     /// One line per wave; the CPU figures are those used since the previous sample (`earlier`).
     static func describe(_ s: SoakSample, after earlier: SoakSample?) -> String {
         let cpu = earlier.map { s.cpu.since($0.cpu, sameDaemon: $0.pid == s.pid) } ?? s.cpu
-        return String(format: "soak wave %3d: %6d files dropped at %6.1f s, %@, ferry #%d pid %d: RSS %.1f MB (anon %.1f, file %.1f), %d fds, journal %.2f MB, %d rows; %@",
+        return String(format: "soak wave %3d: %6d files dropped at %6.1f s, %@, ferry #%d pid %d: RSS %.1f MB (anon %.1f, file %.1f), %d fds (%d sockets), journal %.2f MB, %d rows; %@",
                       s.wave, s.files, s.droppedAt, s.drainedAfter.map { String(format: "drained in %.1f s", $0) } ?? "\(s.backlog) still in the outboxes",
-                      s.lifetime, s.pid, Double(s.rssKiB) / 1024, Double(s.rssAnonKiB) / 1024, Double(s.rssFileKiB) / 1024, s.fds,
+                      s.lifetime, s.pid, Double(s.rssKiB) / 1024, Double(s.rssAnonKiB) / 1024, Double(s.rssFileKiB) / 1024, s.fds, s.sockets,
                       Double(s.journalBytes) / 1_048_576, s.journalRows, cpu.description)
     }
 

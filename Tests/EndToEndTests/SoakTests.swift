@@ -54,11 +54,16 @@ import FerryTestSupport
             findings.append(String(format: "RSS grew %.1f %% from wave %d (%d KiB) to wave %d (%d KiB); at most 10 %% allowed",
                                    (rssRatio - 1) * 100, first.wave, first.rssKiB, last.wave, last.rssKiB))
         }
-        // Flat: the last daemon's descriptors never exceed those after its first whole wave by more than a
-        // handful (HTTP connections the pool holds at that instant vary with what was in flight).
+        // Flat: the last daemon's descriptors other than sockets never exceed those after its first whole
+        // wave by more than a handful; its sockets (the HTTP connections its clients' pools hold at that
+        // instant, up to 32 a pool, which vary with what was in flight) never exceed the first wave's by
+        // more than one pool's worth. A leak of either grows with the files sent, past both bounds.
         let lastLife = samples.filter { $0.pid == last.pid && $0.wave >= first.wave }
-        if let most = lastLife.map(\.fds).max(), most > first.fds + SoakTests.descriptorSlack {
-            findings.append("open descriptors rose from \(first.fds) after wave \(first.wave) to \(most) (per wave: \(lastLife.map(\.fds)))")
+        if let most = lastLife.map(\.otherFds).max(), most > first.otherFds + SoakTests.descriptorSlack {
+            findings.append("open descriptors other than sockets rose from \(first.otherFds) after wave \(first.wave) to \(most) (per wave: \(lastLife.map(\.otherFds)))")
+        }
+        if let most = lastLife.map(\.sockets).max(), most > first.sockets + SoakTests.socketSlack {
+            findings.append("open sockets rose from \(first.sockets) after wave \(first.wave) to \(most) (per wave: \(lastLife.map(\.sockets)))")
         }
 
         // Bounded by retention: a row finished at f is pruned by the first pass after f + retention, and
@@ -91,11 +96,12 @@ import FerryTestSupport
                      plan.reloadWaves.count, plan.killWaves.count, observation.starts))
         print(String(format: "soak figures: %@ (%@); the oracle judged in %.1f s", run.cpuUsed.perFile(plan.files), run.cpuUsed.description, judgedIn))
         print("soak figures: \(run.errorLines) lines logged at level error; status at the end: \(run.finalHealth ?? "unreadable"), problems \(run.finalProblems)")
-        print(String(format: "soak figures: RSS after wave %d %.1f MB, after wave %d %.1f MB (%+.1f %%); fds per wave %@; journal MB per wave %@; rows per wave %@",
+        print(String(format: "soak figures: RSS after wave %d %.1f MB, after wave %d %.1f MB (%+.1f %%); fds/sockets per wave %@; journal MB per wave %@; rows per wave %@",
                      first.wave, Double(first.rssKiB) / 1024, last.wave, Double(last.rssKiB) / 1024, (rssRatio - 1) * 100,
-                     samples.map { "\($0.fds)" }.joined(separator: " "),
+                     samples.map { "\($0.fds)/\($0.sockets)" }.joined(separator: " "),
                      samples.map { String(format: "%.2f", Double($0.journalBytes) / 1_048_576) }.joined(separator: " "),
                      samples.map { "\($0.journalRows)" }.joined(separator: " ")))
+        print("soak figures: the partner picked up \(run.pickedUp) delivered files (older than \(Int(SoakRun.pickupAge)) s) from its folders")
         for note in verdict.warnings + run.notes { print("soak note: \(note)") }
         let keep = !findings.isEmpty || ProcessInfo.processInfo.environment["SOAK_KEEP"] == "1"
         run.finish(keep: keep)
@@ -111,4 +117,6 @@ import FerryTestSupport
     /// How many more descriptors than after its first whole wave the last daemon may hold at a later wave:
     /// its HTTP connection pool keeps what the busiest moment opened, which differs a little per wave.
     static let descriptorSlack = 4
+    /// One HTTP connection pool's cap (FerryAWS `maxConcurrentRequests`).
+    static let socketSlack = 32
 }

@@ -381,7 +381,7 @@ class _Worker:
         local = self.sftp_path(remote)
         entries = sorted(sftp.listdir_attr(local), key=lambda a: a.filename)
         base = remote.rstrip("/") or ""
-        files, paths = [], []
+        files, paths, lines = [], [], []
         for a in entries[:max_items]:
             full = f"{base}/{a.filename}"
             if stat.S_ISDIR(a.st_mode or 0):
@@ -397,7 +397,8 @@ class _Worker:
                 # mtime (second) are they the listed version's; otherwise the log says the bytes are unknown.
                 digest = self.partner_ops.digest_if(self.partner_ops.local_path(posixpath.join(local, a.filename)),
                                                     a.st_size, a.st_mtime)
-                self.partner_ops.record("listed", full, a.st_size, digest, modified=item.get("modifiedTimestamp"))
+                lines.append(self.partner_ops.line("listed", full, a.st_size, digest, modified=item.get("modifiedTimestamp")))
+        self.partner_ops.write(lines)
         document = {"files": files, "paths": paths, "truncated": len(entries) > max_items}
         bucket, prefix = split_s3(output)
         key = posixpath.join(prefix, name) if prefix else name

@@ -218,6 +218,7 @@ class PartnerOpLog:
         self.chrooted = chrooted
         self.lock = threading.Lock()
         self.file = open(path, "a", encoding="utf-8")
+        self.digests: dict[tuple, str] = {}
 
     def local_path(self, sftp_path: str) -> str:
         """The file on this machine behind an SFTP path as `sftp_path` gives it."""
@@ -232,33 +233,61 @@ class PartnerOpLog:
         except OSError:
             return None, None
 
-    @staticmethod
-    def digest_if(local: str, size: int | None, mtime: float | None) -> str | None:
+    def digest_if(self, local: str, size: int | None, mtime: float | None) -> str | None:
         """The sha256 of `local` if it is, before and after the read, the file a listing saw (same size and
-        whole-second mtime, same inode); None when it changed in between."""
+        whole-second mtime, same inode); None when it changed in between.
+
+        A file listed again unchanged is not read again: digests are remembered by the file's identity
+        (path, inode, size, mtime and ctime in nanoseconds; any write or rename onto the path changes one of
+        them), so a folder listed after every in-doubt batch costs a stat per entry, not a read and a hash
+        (the soak lists its partner's folders over a thousand times)."""
         try:
             before = os.stat(local)
+        except OSError:
+            return None
+        if size is None or before.st_size != size or mtime is None or int(before.st_mtime) != int(mtime):
+            return None
+        identity = (local, before.st_ino, before.st_size, before.st_mtime_ns, before.st_ctime_ns)
+        with self.lock:
+            known = self.digests.get(identity)
+        if known is not None:
+            return known
+        try:
             with open(local, "rb") as f:
                 data = f.read()
             after = os.stat(local)
         except OSError:
             return None
-        same = (before.st_ino, before.st_size, before.st_mtime_ns) == (after.st_ino, after.st_size, after.st_mtime_ns)
-        if not same or len(data) != size or mtime is None or int(before.st_mtime) != int(mtime):
+        if identity != (local, after.st_ino, after.st_size, after.st_mtime_ns, after.st_ctime_ns) or len(data) != size:
             return None
-        return hashlib.sha256(data).hexdigest()
+        digest = hashlib.sha256(data).hexdigest()
+        with self.lock:
+            if len(self.digests) >= self.DIGESTS_KEPT:
+                self.digests.clear()
+            self.digests[identity] = digest
+        return digest
 
-    def record(self, op: str, remote_path: str, size: int | None, sha256: str | None, ok: bool = True,
-               target: str | None = None, **extra) -> None:
+    DIGESTS_KEPT = 100_000
+
+    @staticmethod
+    def line(op: str, remote_path: str, size: int | None, sha256: str | None, ok: bool = True,
+             target: str | None = None, **extra) -> str:
         entry = {"ts": time.time(), "op": op, "remote_path": remote_path, "size": size, "sha256": sha256, "ok": ok}
         if target is not None:
             entry["target"] = target
         entry.update(extra)
-        line = json.dumps(entry, ensure_ascii=False) + "\n"
+        return json.dumps(entry, ensure_ascii=False) + "\n"
+
+    def record(self, op: str, remote_path: str, size: int | None, sha256: str | None, ok: bool = True,
+               target: str | None = None, **extra) -> None:
+        self.write([self.line(op, remote_path, size, sha256, ok, target, **extra)])
+
+    def write(self, lines: list[str]) -> None:
+        """Appends `lines` (from `line`) in one write: a listing's entries together."""
         with self.lock:
-            if self.file.closed:
+            if self.file.closed or not lines:
                 return
-            self.file.write(line)
+            self.file.write("".join(lines))
             self.file.flush()
 
     def close(self) -> None:

@@ -61,3 +61,26 @@ def test_without_chroot_the_connector_maps_paths_under_partner_root():
         assert result["StatusCode"] == "FAILED" and result["FailureCode"] == "INVALID_PATH"
     finally:
         emu.stop()
+
+
+def test_listing_digests_follow_every_rewrite_even_of_the_same_size_within_the_second(tmp_path):
+    """The listing log's digests are remembered by the file's identity: a file listed again unchanged is
+    not read again, and a rewrite of the same size within the same second still gets its new digest."""
+    import hashlib
+    import sys
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    from ferry_emulator.partner import PartnerOpLog
+
+    ops = PartnerOpLog(str(tmp_path / "ops.jsonl"), str(tmp_path), True)
+    path = tmp_path / "a.edi"
+    path.write_bytes(b"first")
+    listed = os.stat(path)
+    assert ops.digest_if(str(path), listed.st_size, listed.st_mtime) == hashlib.sha256(b"first").hexdigest()
+    assert len(ops.digests) == 1
+    assert ops.digest_if(str(path), listed.st_size, listed.st_mtime) == hashlib.sha256(b"first").hexdigest()
+    path.write_bytes(b"other")  # same size, most likely the same second
+    again = os.stat(path)
+    assert ops.digest_if(str(path), again.st_size, again.st_mtime) == hashlib.sha256(b"other").hexdigest()
+    # What the listing saw no longer matches the file (another size): no digest, as before.
+    assert ops.digest_if(str(path), 99, again.st_mtime) is None
+    ops.close()
