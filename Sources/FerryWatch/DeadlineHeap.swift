@@ -1,3 +1,5 @@
+import FerrySystem
+
 /// A binary min-heap of deadlines: the watcher's single timer structure. Every settling file, root
 /// re-check, move expiry and periodic scan is one entry here, and one sleeping task waits for the
 /// earliest, so a thousand settling files cost one timer, not a thousand.
@@ -33,10 +35,12 @@ public struct DeadlineHeap<Payload> {
         }
     }
 
-    /// Removes and returns the earliest entry if it is due at `now`.
+    /// Removes and returns the earliest entry if it is due at `now`. A heap a burst grew (a settle timer
+    /// for each of 24,000 files) gives its storage back once mostly empty (`BurstStorage`).
     public mutating func popDue(at now: ContinuousClock.Instant) -> Entry? {
         guard let first = entries.first, first.deadline <= now else { return nil }
         let last = entries.removeLast()
+        defer { entries.releaseBurstStorage() }
         if entries.isEmpty { return first }
         entries[0] = last
         var parent = 0

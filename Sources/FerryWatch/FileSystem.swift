@@ -283,11 +283,19 @@ struct NameTable<Value> {
 
     subscript(key: String) -> Value? {
         get { storage[ExactString(key)] }
-        set { storage[ExactString(key)] = newValue }
+        set {
+            storage[ExactString(key)] = newValue
+            if newValue == nil { storage.releaseBurstStorage() }
+        }
     }
 
+    /// Removes `key`; a table a burst grew (a folder that held 24,000 files at once) gives its storage back
+    /// once mostly empty (`BurstStorage`).
     @discardableResult
-    mutating func removeValue(forKey key: String) -> Value? { storage.removeValue(forKey: ExactString(key)) }
+    mutating func removeValue(forKey key: String) -> Value? {
+        defer { storage.releaseBurstStorage() }
+        return storage.removeValue(forKey: ExactString(key))
+    }
     mutating func removeAll() { storage.removeAll() }
     var count: Int { storage.count }
     var isEmpty: Bool { storage.isEmpty }
@@ -303,7 +311,10 @@ struct NameSet: Sequence {
     @discardableResult
     mutating func insert(_ name: String) -> (inserted: Bool, memberAfterInsert: ExactString) { storage.insert(ExactString(name)) }
     @discardableResult
-    mutating func remove(_ name: String) -> ExactString? { storage.remove(ExactString(name)) }
+    mutating func remove(_ name: String) -> ExactString? {
+        defer { storage.releaseBurstStorage() }
+        return storage.remove(ExactString(name))
+    }
     func contains(_ name: String) -> Bool { storage.contains(ExactString(name)) }
     mutating func removeAll() { storage.removeAll() }
     var count: Int { storage.count }

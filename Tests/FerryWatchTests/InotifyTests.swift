@@ -1,3 +1,4 @@
+import FerrySystem
 import FerryTestSupport
 import Foundation
 import Synchronization
@@ -46,5 +47,30 @@ enum FerryTestSupportTemp {
         while let entry = heap.popDue(at: start.advanced(by: .seconds(7))) { popped.append(entry.payload) }
         #expect(popped == [1, 2, 3, 5, 7])
         #expect(heap.count == 2)
+    }
+
+    /// A settle timer for each of 24,000 files at once: once they have fired the heap's storage goes back.
+    @Test func aDeadlineHeapGivesBackWhatABurstMadeIt() {
+        var heap = DeadlineHeap<Int>()
+        let start = ContinuousClock.now
+        for value in 0..<24_000 { heap.insert(value, at: start.advanced(by: .milliseconds(value))) }
+        while heap.popDue(at: start.advanced(by: .seconds(24))) != nil {}
+        #expect(heap.isEmpty)
+        #expect(heap.entries.capacity <= BurstStorage.keptCapacity, "capacity \(heap.entries.capacity) after 24,000 timers")
+    }
+
+    /// The watcher's tables of a folder's files (reported versions, files settling) after 24,000 files
+    /// came and went.
+    @Test func aNameTableGivesBackWhatABurstMadeIt() {
+        var table = NameTable<Int>()
+        for index in 0..<24_000 { table["w000-a-\(index).edi"] = index }
+        for index in 0..<24_000 where index % 2 == 0 { table.removeValue(forKey: "w000-a-\(index).edi") }
+        for index in 0..<24_000 where index % 2 == 1 { table["w000-a-\(index).edi"] = nil }
+        #expect(table.isEmpty)
+        #expect(table.storage.capacity <= BurstStorage.keptCapacity, "capacity \(table.storage.capacity) after 24,000 names")
+        var names = NameSet()
+        for index in 0..<24_000 { names.insert("sub-\(index)") }
+        for index in 0..<24_000 { names.remove("sub-\(index)") }
+        #expect(names.storage.capacity <= BurstStorage.keptCapacity, "capacity \(names.storage.capacity) after 24,000 names")
     }
 }

@@ -6,9 +6,11 @@ import Logging
 /// then sent — the daemon's RSS stays at the burst's height although the memory is free: the soak saw
 /// RssAnon 12 → 19 MB over a 2,700-file backlog, all of it back after `malloc_trim` (docs/operations.md,
 /// "Memory"). Every `interval`, if more than `slack` bytes lie free in the arenas, the free pages are
-/// returned; the cost is one walk of the free lists a minute, and a page fault for each page reused later.
+/// returned; the cost is one walk of the free lists every 10 s (mallinfo2), and a
+/// page fault for each page reused later. 10 s rather than a minute: the heap is back down soon after a
+/// backlog drains, not up to a minute later (the soak samples RSS when its outboxes are empty).
 struct HeapTrimmer: Sendable {
-    var interval: Duration = .seconds(60)
+    var interval: Duration = .seconds(10)
     /// Free bytes worth keeping: below this a trim is not worth the page faults that reuse them.
     var slack = 4 << 20
     let logger: Logger

@@ -1,6 +1,7 @@
 import Foundation
 import FerryConfig
 import FerryStore
+import FerrySystem
 
 /// Groups staged files that share rule and remote directory into batches of at most `batch.max_files`,
 /// sent when full or when the oldest has waited `batch.max_wait`.
@@ -56,6 +57,7 @@ actor Batcher {
         guard let files = groups.removeValue(forKey: key), !files.isEmpty else { return }
         generation[key, default: 0] += 1
         for file in files { queued.remove(file.id) }
+        queued.releaseBurstStorage()
         guard let connector = rule(key.rule)?.connector else { return }
         await queue(connector)?.push(PendingBatch(rule: key.rule, connector: connector, remoteDirectory: key.remoteDirectory,
                                                    files: files, existingBatchID: nil))

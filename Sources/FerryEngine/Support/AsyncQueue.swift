@@ -1,3 +1,4 @@
+import FerrySystem
 import Synchronization
 
 /// A FIFO that many tasks may push to and pop from; `next()` waits for an item and returns nil once the
@@ -13,6 +14,24 @@ actor AsyncQueue<Element: Sendable> {
     private var closed = false
 
     var count: Int { items.count - head }
+
+    /// Room an emptied queue keeps for the next items; beyond it the storage is given back. A burst can
+    /// queue tens of thousands of files, and an array keeps its capacity when emptied: after the soak's
+    /// 24,000-file burst was sent, the upload queue's 8.6 MB array was still allocated (`BurstStorage`).
+    static var keptCapacity: Int { BurstStorage.keptCapacity }
+
+    /// The storage's capacity, in items (for tests).
+    var storageCapacity: Int { items.capacity }
+
+    /// After the last queued item was taken: start over, with the storage a burst made given back.
+    private func emptied() {
+        if items.capacity > Self.keptCapacity {
+            items = []
+        } else {
+            items.removeAll(keepingCapacity: true)
+        }
+        head = 0
+    }
 
     func push(_ item: Element) {
         guard !closed else { return }
@@ -33,10 +52,10 @@ actor AsyncQueue<Element: Sendable> {
             items[head] = nil
             head += 1
             if head == items.count {
-                items.removeAll(keepingCapacity: true)
-                head = 0
+                emptied()
             } else if head > 1024, head * 2 > items.count {
                 items.removeFirst(head)
+                items.releaseBurstStorage()
                 head = 0
             }
             return item
@@ -51,10 +70,7 @@ actor AsyncQueue<Element: Sendable> {
         let taken = items[head..<end].compactMap { $0 }
         for index in head..<end { items[index] = nil }
         head = end
-        if head == items.count {
-            items.removeAll(keepingCapacity: true)
-            head = 0
-        }
+        if head == items.count { emptied() }
         return taken
     }
 
