@@ -445,7 +445,13 @@ final class SoakRun: @unchecked Sendable {
             let compared = wave == plan.firstComparedWave || wave == plan.waves - 1
             let drained = await waitDrained(until: compared ? next.addingTimeInterval(plan.drainTimeout) : next)
             guard let pid = ferry.pid else { throw ChaosSetupError(message: "ferry is not running after wave \(wave); see \(ferry.logPath(ferry.starts))") }
-            let memory = SoakProc.memory(pid)
+            // The compared waves' memory is read at the drain and again once the heap trimmer has had two
+            // of its 10-s looks: what the daemon holds after a wave, not what the last moments of sending
+            // left free for a few seconds. Both readings are printed; the second is judged.
+            let atDrain = SoakProc.memory(pid)
+            if compared && drained { try await Task.sleep(for: Self.memorySettle) }
+            let memory = compared && drained ? SoakProc.memory(pid) : atDrain
+            if compared { rssAtDrain[wave] = atDrain.rss }
             let descriptors = Self.openDescriptors(pid)
             let sample = SoakSample(wave: wave, files: count, droppedAt: droppedAt, drainedAfter: drained ? Date().timeIntervalSince(waveStart) - droppedAt : nil,
                                     backlog: backlog(), pid: pid, lifetime: ferry.starts, rssKiB: memory.rss, rssAnonKiB: memory.anon, rssFileKiB: memory.file,
@@ -479,6 +485,11 @@ final class SoakRun: @unchecked Sendable {
             starts: ferry.starts, unexpectedExits: ferry.unexpectedExits, archived: archived, markersLeft: [], noWorkSubmissions: ChaosObserve.noWorkSubmissions(requests),
             as2ConnectorID: emulator.as2ConnectorId)
     }
+
+    /// How long after a compared wave drained its memory is read: two looks of the heap trimmer.
+    static let memorySettle: Duration = .seconds(20)
+    /// VmRSS of the compared waves at the moment they drained, by wave (KiB).
+    private(set) var rssAtDrain: [Int: Int] = [:]
 
     // MARK: The partner
 

@@ -103,6 +103,9 @@ import FerryTestSupport
                      samples.map { "\($0.fds)/\($0.sockets)" }.joined(separator: " "),
                      samples.map { String(format: "%.2f", Double($0.journalBytes) / 1_048_576) }.joined(separator: " "),
                      samples.map { "\($0.journalRows)" }.joined(separator: " ")))
+        print(String(format: "soak figures: RSS at the drain of wave %d %.1f MB, of wave %d %.1f MB (judged: %.0f s later, above)",
+                     first.wave, Double(run.rssAtDrain[first.wave] ?? -1) / 1024, last.wave, Double(run.rssAtDrain[last.wave] ?? -1) / 1024,
+                     Double(SoakRun.memorySettle.components.seconds)))
         print("soak figures: the partner picked up \(run.pickedUp) delivered files (older than \(Int(SoakRun.pickupAge)) s) from its folders")
         for note in verdict.warnings + run.notes { print("soak note: \(note)") }
         let keep = !findings.isEmpty || ProcessInfo.processInfo.environment["SOAK_KEEP"] == "1"
