@@ -25,11 +25,8 @@ actor AsyncQueue<Element: Sendable> {
 
     /// After the last queued item was taken: start over, with the storage a burst made given back.
     private func emptied() {
-        if items.capacity > Self.keptCapacity {
-            items = []
-        } else {
-            items.removeAll(keepingCapacity: true)
-        }
+        items.removeAll(keepingCapacity: true)
+        items.releaseBurstStorage()
         head = 0
     }
 

@@ -260,16 +260,6 @@ def _json_response(status: int, payload: dict, error_type: str | None = None) ->
     return status, headers, json.dumps(payload).encode()
 
 
-def raw_path(environ: dict) -> str:
-    return (environ.get("RAW_URI") or environ.get("PATH_INFO", "/")).partition("?")[0]
-
-
-def _is_object_path(path: str) -> bool:
-    """A path-style object request (`/bucket/key`), the requests moto's Flask app routes to `key_dispatch`."""
-    bucket, slash, key = path.lstrip("/").partition("/")
-    return bool(bucket) and bool(slash) and bool(key)
-
-
 def _s3_object_app(environ, start_response):
     """An object request served by moto's S3 exactly as its Flask app serves it (the view that app routes
     `/<bucket>/<key>` to: `S3Response.key_dispatch` with the request, its URL and headers, its
@@ -425,7 +415,9 @@ class EmulatorApp:
             captured["status"], captured["headers"] = status, headers
             return start_response(status, headers, exc_info)
 
-        result = (_s3_object_app if _is_object_path(raw_path(environ)) else self.s3_app)(environ, capture)
+        # `record["key"]` is set for path-style object requests (`/bucket/key`, s3_operation): the ones
+        # moto's Flask app routes to `key_dispatch`.
+        result = (_s3_object_app if record["key"] is not None else self.s3_app)(environ, capture)
         status = int(captured.get("status", "500").split(" ", 1)[0])
         record["status"] = status
         if status >= 300:
