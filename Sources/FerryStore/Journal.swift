@@ -763,6 +763,18 @@ public final class Journal: @unchecked Sendable {
         try rows(of: "outbound_files", columns: Self.fileColumns, states: states.map(\.rawValue), rule: rule, Self.decodeFile)
     }
 
+    /// Up to `limit` files of `rule` in `state` with an id above `afterID`, in id order: a page of a
+    /// backlog that waits in the journal (served by the `(state, rule)` index, whose entries are in id
+    /// order within a state and rule, whatever the history's size).
+    public func outboundFiles(in state: OutboundState, rule: String, after afterID: Int64, limit: Int) throws -> [OutboundFile] {
+        guard limit > 0 else { return [] }
+        return try locked {
+            try connection.statement("""
+                SELECT \(Self.fileColumns) FROM outbound_files WHERE state = ? AND rule = ? AND id > ? ORDER BY id LIMIT ?
+                """).query([.text(state.rawValue), .text(rule), .integer(afterID), .integer(Int64(limit))], Self.decodeFile)
+        }
+    }
+
     /// The files with these ids (those that exist), in id order: one query for a whole batch.
     public func outboundFiles(ids: [Int64]) throws -> [OutboundFile] {
         guard !ids.isEmpty else { return [] }

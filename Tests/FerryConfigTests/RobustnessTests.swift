@@ -3,18 +3,6 @@ import Testing
 import FerryConfig
 import FerryTestSupport
 
-/// SplitMix64: a tiny deterministic generator, so that a failing mutant can be reproduced from its index.
-struct SeededGenerator: RandomNumberGenerator {
-    var state: UInt64
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
-
 /// Damages a rules file the ways editors, copy-paste and disks do.
 enum Mutator {
     /// Bytes that tend to change YAML's structure rather than just a value.

@@ -18,10 +18,13 @@ final class OutboundFakeHarness: @unchecked Sendable {
     let journal: Journal
     let rules: Rules
     let logger: Logger
+    /// Files per rule the pipeline holds in memory (`OutboundBacklog`).
+    let window: Int
 
     init(fake: FakeConnector = FakeConnector(), maxInFlight: Int = 100, retries: Int = 2, maxFiles: Int = 10, maxWait: String = "50ms",
-         onInDoubt: String = "hold") throws {
+         onInDoubt: String = "hold", window: Int = OutboundBacklog.defaultWindow) throws {
         self.fake = fake
+        self.window = window
         watch = try TempDirectory(prefix: "ferry-fake-out")
         state = try TempDirectory(prefix: "ferry-fake-state")
         var logger = Logger(label: "outbound-fake")
@@ -48,9 +51,12 @@ final class OutboundFakeHarness: @unchecked Sendable {
     /// Writes `count` files named `f00.edi`… into the watched folder.
     func drop(_ count: Int, prefix: String = "f") throws {
         for index in 0..<count {
-            try Data("\(prefix) \(index)\n".utf8).write(to: URL(fileURLWithPath: watch.path + "/" + String(format: "\(prefix)%02d.edi", index)))
+            try Data("\(prefix) \(index)\n".utf8).write(to: URL(fileURLWithPath: watch.path + "/" + Self.name(index, prefix: prefix)))
         }
     }
+
+    /// The name `drop` gives file `index`.
+    static func name(_ index: Int, prefix: String = "f") -> String { String(format: "\(prefix)%02d.edi", index) }
 
     func count(_ state: OutboundState) -> Int {
         (try? journal.outboundFiles(in: [state]).count) ?? 0
@@ -87,7 +93,7 @@ final class OutboundFakeHarness: @unchecked Sendable {
         let service = try given ?? makeService()
         let watcher = FolderWatcher(rules: Daemon.watchRules(rules), logger: logger)
         let pipeline = OutboundPipeline(rules: rules.outbound, connectors: ["partner": service], journal: journal, watcher: watcher,
-                                        metrics: Metrics(), logger: logger, retryBase: .milliseconds(10))
+                                        metrics: Metrics(), logger: logger, retryBase: .milliseconds(10), backlogWindow: window)
         return (watcher, pipeline, service)
     }
 

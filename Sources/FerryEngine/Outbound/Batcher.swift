@@ -16,6 +16,8 @@ actor Batcher {
     /// Runs an action after a delay (the pipeline's `DelayQueue`): max_wait, without a task per group.
     private let later: @Sendable (Duration, @escaping @Sendable () async -> Void) -> Void
     private var groups: [GroupKey: [OutboundFile]] = [:]
+    /// The grouped files' places in their rule's window, passed on with the batch.
+    private var tickets: [GroupKey: [Int64: BacklogTicket]] = [:]
     private var generation: [GroupKey: Int] = [:]
     private var queued: Set<Int64> = []
     private var closed = false
@@ -29,7 +31,8 @@ actor Batcher {
         self.later = later
     }
 
-    func add(_ file: OutboundFile) async {
+    /// Groups `file`; `ticket`, its place in its rule's window, goes with it into its batch.
+    func add(_ file: OutboundFile, ticket: BacklogTicket? = nil) async {
         guard !closed, let rule = rule(file.rule), !queued.contains(file.id) else { return }
         queued.insert(file.id)
         let key = GroupKey(rule: file.rule, remoteDirectory: file.remoteDirectory)
@@ -39,6 +42,7 @@ actor Batcher {
             await flush(key)
         }
         groups[key, default: []].append(file)
+        if let ticket { tickets[key, default: [:]][file.id] = ticket }
         let count = groups[key]?.count ?? 0
         if count >= rule.batchMaxFiles {
             await flush(key)
@@ -54,18 +58,20 @@ actor Batcher {
     }
 
     private func flush(_ key: GroupKey) async {
+        let held = tickets.removeValue(forKey: key) ?? [:]
         guard let files = groups.removeValue(forKey: key), !files.isEmpty else { return }
         generation[key, default: 0] += 1
         for file in files { queued.remove(file.id) }
         queued.releaseBurstStorage()
         guard let connector = rule(key.rule)?.connector else { return }
         await queue(connector)?.push(PendingBatch(rule: key.rule, connector: connector, remoteDirectory: key.remoteDirectory,
-                                                   files: files, existingBatchID: nil))
+                                                   files: files, tickets: held, existingBatchID: nil))
     }
 
     func close() {
         closed = true
         groups.removeAll()
+        tickets.removeAll()
     }
 }
 

@@ -14,6 +14,9 @@ struct PendingBatch: Sendable {
     var connector: String
     var remoteDirectory: String?
     var files: [OutboundFile]
+    /// The files' places in their rule's window (`OutboundBacklog`), by file id: held until the batch is
+    /// submitted, also while it waits for an in-flight slot, a throttled call's pause or an in-doubt check.
+    var tickets: [Int64: BacklogTicket] = [:]
     /// Set when the journal already has the batch as `submitting` (a possible duplicate on resubmission).
     var existingBatchID: Int64?
 }
@@ -42,7 +45,10 @@ public final class OutboundPipeline: Sendable {
     let alerts: Notifier?
 
     private let detectedQueue = AsyncQueue<CompletedFile>()
-    private let uploadQueue = AsyncQueue<OutboundFile>()
+    private let uploadQueue = AsyncQueue<Admitted>()
+    /// How many files of each rule are in memory between the journal and StartFileTransfer; the rest of a
+    /// backlog waits in the journal and is read back as room frees up.
+    let backlog: OutboundBacklog
     /// Connectors whose submit loop must be started (at start and when a reload adds one).
     private let newConnectors = AsyncQueue<String>()
     private let batcher: Batcher
@@ -60,8 +66,12 @@ public final class OutboundPipeline: Sendable {
 
     /// Creates the pipeline for `rules`, over the connector services of the connectors they name.
     init(rules: [OutboundRule], connectors: [String: ConnectorService], journal: Journal, watcher: FolderWatcher,
-         metrics: Metrics, logger: Logger, retryBase: Duration = .seconds(1), health: DaemonHealth? = nil, alerts: Notifier? = nil) {
+         metrics: Metrics, logger: Logger, retryBase: Duration = .seconds(1), health: DaemonHealth? = nil, alerts: Notifier? = nil,
+         backlogWindow: Int = OutboundBacklog.defaultWindow) {
         self.health = health
+        backlog = OutboundBacklog(window: backlogWindow) { rule, afterID, limit in
+            try journal.outboundFiles(in: .detected, rule: rule, after: afterID, limit: limit)
+        }
         self.alerts = alerts
         var queues: [String: AsyncQueue<PendingBatch>] = [:]
         for name in connectors.keys { queues[name] = AsyncQueue() }
@@ -125,6 +135,8 @@ public final class OutboundPipeline: Sendable {
                 }
                 group.addTask { await self.flushStagedLoop() }
                 group.addTask { await self.delays.run() }
+                group.addTask { await self.backlog.run { await self.uploadQueue.push(contentsOf: $0) } }
+                group.addTask { await self.backlogTicks() }
                 while let name = await newConnectors.next() {
                     guard let queue = configuration.withLock({ $0.batchQueues[name] }) else { continue }
                     group.addTask { await self.submitLoop(connectorName: name, queue: queue) }
@@ -141,6 +153,7 @@ public final class OutboundPipeline: Sendable {
         await newConnectors.close()
         await detectedQueue.close()
         await uploadQueue.close()
+        backlog.close()
         for queue in configuration.withLock({ Array($0.batchQueues.values) }) { await queue.close() }
         await batcher.close()
     }
@@ -148,8 +161,8 @@ public final class OutboundPipeline: Sendable {
     // MARK: Recovery
 
     private func recover() async throws {
-        let detected = try journal.outboundFiles(in: [.detected])
-        await uploadQueue.push(contentsOf: detected.filter { rules[$0.rule] != nil })
+        // What waits to be uploaded is read from the journal a window at a time, as room frees up.
+        backlog.spill(rules: Array(rules.keys))
         for file in try journal.outboundFiles(in: [.staged]) where rules[file.rule] != nil {
             await scheduleStaged(file)
         }
@@ -218,7 +231,7 @@ public final class OutboundPipeline: Sendable {
                 if inserted.count > 0 {
                     metrics.increment("ferry_files_detected_total", by: Double(inserted.count), help: "Complete files journaled for sending.")
                 }
-                await uploadQueue.push(contentsOf: inserted)
+                await uploadQueue.push(contentsOf: backlog.admit(inserted))
                 return
             } catch {
                 let full = (error as? JournalError)?.isDiskFull ?? false
@@ -252,7 +265,8 @@ public final class OutboundPipeline: Sendable {
         // A stop leaves the files still queued `detected` in the journal for the next start: trying each
         // (every attempt fails at once, cancelled) took longer than the 30 s a stop may take when
         // hundreds were queued on a busy machine (found by JournalStallTests under load).
-        while !Task.isCancelled, let file = await uploadQueue.next() {
+        while !Task.isCancelled, let admitted = await uploadQueue.next() {
+            let file = admitted.file
             guard let rule = rules[file.rule], let context = self.context(rule.connector), let staging = context.connector.staging else {
                 continue
             }
@@ -260,13 +274,13 @@ public final class OutboundPipeline: Sendable {
                 await upload(file, rule: rule, context: context, staging: staging)
             }
             switch outcome {
-            case .staged(let staged): await batcher.add(staged)
+            case .staged(let staged): await batcher.add(staged, ticket: admitted.ticket)
             case .dropped:
                 // Reported again once complete: a writer that closes without changing it, or a new version.
                 watcher.forget(path: file.path)
                 watcher.recheck(path: file.path)
             case .retry(let delay):
-                delays.schedule(after: delay) { await self.uploadQueue.push(file) }
+                delays.schedule(after: delay) { await self.uploadQueue.push(admitted) }
             }
         }
     }
@@ -422,9 +436,7 @@ public final class OutboundPipeline: Sendable {
         } catch {
             logger.error("cannot journal a batch; retrying in 10 s", metadata: ["rule": "\(pending.rule)", "error": "\(error)"])
             await service.release()
-            delays.schedule(after: .seconds(10)) {
-                for file in pending.files { await self.batcher.add(file) }
-            }
+            requeueLater(pending.files, tickets: pending.tickets, after: .seconds(10))
             return
         }
         let connectorID = context.connector.connectorId
@@ -463,14 +475,14 @@ public final class OutboundPipeline: Sendable {
             // Not started, and not the batch's fault: wait as asked, without spending an attempt.
             logger.info("StartFileTransfer throttled; the batch goes again", metadata: metadata.merging(["error": "\(error)"]) { $1 })
             let files = (try? journal.abandonBatch(batchID, retryAfter: Date(timeIntervalSinceNow: seconds(wait)), error: "\(error)")) ?? pending.files
-            requeueLater(files, after: wait)
+            requeueLater(files, tickets: pending.tickets, after: wait)
         case .denied:
             // Refused for the connector itself (credentials, an unknown connector id): held without
             // spending an attempt; the service has made status degraded until a call goes through.
             let message = aws.map { "\($0.code): \($0.message)" } ?? "\(error)"
             let wait = deniedRetry
             let files = (try? journal.abandonBatch(batchID, retryAfter: Date(timeIntervalSinceNow: seconds(wait)), error: message)) ?? pending.files
-            requeueLater(files, after: wait)
+            requeueLater(files, tickets: pending.tickets, after: wait)
         case .refused:
             // AWS refused the batch itself (validation): not started. It counts toward `retries`.
             logger.warning("StartFileTransfer refused", metadata: metadata.merging(["error": "\(error)"]) { $1 })
@@ -532,6 +544,7 @@ public final class OutboundPipeline: Sendable {
                                 metrics.increment("ferry_bytes_sent_total", ["rule": file.rule], by: Double(file.size), help: "Bytes the partner received.")
                             }
                             resend.files.removeAll { found[$0.id] != nil }
+                            for id in found.keys { resend.tickets[id] = nil }
                             await dispose(completed)
                         } catch {
                             logger.error("cannot journal in-doubt files found on the partner; they are resent and reported", metadata: metadata.merging(["error.journal": "\(error)"]) { $1 })
@@ -573,9 +586,20 @@ public final class OutboundPipeline: Sendable {
         Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
     }
 
-    private func requeueLater(_ files: [OutboundFile], after delay: Duration) {
+    /// Files go back to the batcher after `delay`, keeping their places in the window (`tickets`): a
+    /// connector refusing for hours keeps its files, not the rest of the backlog, in memory.
+    private func requeueLater(_ files: [OutboundFile], tickets: [Int64: BacklogTicket] = [:], after delay: Duration) {
         delays.schedule(after: delay) {
-            for file in files { await self.batcher.add(file) }
+            for file in files { await self.batcher.add(file, ticket: tickets[file.id]) }
+        }
+    }
+
+    /// Wakes the backlog's refill once a second while files wait in the journal: a refill that could not
+    /// read the journal, or a window that emptied without crossing its low water, is not left waiting.
+    private func backlogTicks() async {
+        while !Task.isCancelled {
+            do { try await Task.sleep(for: .seconds(1)) } catch { return }
+            if backlog.isSpilled { backlog.nudge() }
         }
     }
 
@@ -716,7 +740,7 @@ public final class OutboundPipeline: Sendable {
         detected.state = .detected
         detected.bucket = nil
         detected.key = nil
-        await uploadQueue.push(detected)
+        await uploadQueue.push(Admitted(file: detected, ticket: backlog.extraTicket(rule: detected.rule)))
     }
 
     // MARK: After the transfer
