@@ -94,10 +94,16 @@ public struct NewOutboundFile: Sendable, Equatable {
     public var supersedesDone: Bool
     /// The inode of the ready marker seen with this version, if the rule uses one.
     public var markerInode: UInt64?
+    /// When the file was last seen at its path as this version (a look just before journaling). A `done`
+    /// row that became done after that is the send of this very file, sent and archived while its report
+    /// was on its way (a start-up scan reporting files the recovered batches were sending): not a file put
+    /// back, so it is not retired and nothing is journaled. Nil: any `done` row is superseded.
+    public var observedAt: Date?
 
     public init(rule: String, path: String, relativePath: String, version: FileVersion, remoteDirectory: String?, supersedesDone: Bool = false,
-                markerInode: UInt64? = nil) {
+                markerInode: UInt64? = nil, observedAt: Date? = nil) {
         self.supersedesDone = supersedesDone
+        self.observedAt = observedAt
         self.markerInode = markerInode
         self.rule = rule
         self.path = path
@@ -480,14 +486,15 @@ public final class Journal: @unchecked Sendable {
                     """)
                 let retire = try connection.statement("""
                     UPDATE outbound_files SET state = 'retried', updated_at = ? WHERE rule = ? AND path = ? AND device = ? AND inode = ?
-                    AND size = ? AND mtime_ns = ? AND state = 'done'
+                    AND size = ? AND mtime_ns = ? AND state = 'done' AND updated_at < ?
                     """)
                 var inserted: [OutboundFile] = []
                 let time = timestamp
                 let date = Date(timeIntervalSince1970: time)
                 for file in files {
                     if file.supersedesDone {
-                        try retire.run([.real(time), .text(file.rule), .text(file.path)] + file.version.columns)
+                        try retire.run([.real(time), .text(file.rule), .text(file.path)] + file.version.columns
+                                       + [.real(file.observedAt?.timeIntervalSince1970 ?? .infinity)])
                     }
                     try insert.run([.text(file.rule), .text(file.path), .text(file.relativePath)] + file.version.columns
                                    + [file.remoteDirectory.map(SQLValue.text) ?? .null, .real(time), .real(time),

@@ -198,14 +198,16 @@ import Testing
 
         // Restarted, with the partner keeping up: the staged files and the backlog in the journal go.
         fake.state.withLock { $0.holdWhile = nil }
-        // Every file sent and nothing left open. (Not "total rows done": the restart's scan can report a
-        // file that is sent and archived before the report is journaled; its row is then `retried` and the
-        // late report's row `dropped` — a known race of the start-up scan, see the closing note.)
+        // Every file sent and nothing left open. The restart's scan reports files the recovered batches
+        // are sending; a report that arrives after its file was sent and archived must change nothing
+        // (before: the send's row became `retried` and the late report's row `dropped`, file gone).
         @Sendable func sentNames() -> Set<String> { Set(fake.startCalls.joined().map { ($0 as NSString).lastPathComponent }) }
         let open: [OutboundState] = [.detected, .staged, .submitting, .submitted, .completed, .failed]
         #expect(try await h.run { sentNames().count == total && (try? journal.outboundFiles(in: open).isEmpty) == true },
                 "sent \(sentNames().count) of \(total); detected \(h.count(.detected)), staged \(h.count(.staged)), submitted \(h.count(.submitted))")
         #expect(h.count(.inDoubt) == 0 && h.count(.quarantined) == 0)
+        #expect(h.count(.done) == total && h.count(.retried) == 0 && h.count(.dropped) == 0,
+                "done \(h.count(.done)), retried \(h.count(.retried)), dropped \(h.count(.dropped)): each file's row says it was sent")
         #expect(uploaded < total)
         var sends: [String: Int] = [:]
         for path in fake.startCalls.joined() { sends[(path as NSString).lastPathComponent, default: 0] += 1 }

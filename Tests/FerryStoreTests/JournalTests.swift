@@ -66,6 +66,34 @@ struct JournalTests {
         #expect(try journal.outboundFile(file.id)?.state == .retried, "the done row is history")
     }
 
+    /// A report of a file that was sent and archived while the report was on its way (the start-up scan
+    /// saw it before the recovered batch sent it) is not a file put back: before, the send's done row
+    /// became `retried` and the late report a row `dropped` at upload (the file gone) — the audit trail
+    /// said the file was not sent (found by OutboundBacklogPipelineTests under load).
+    @Test func aReportOlderThanTheSendOfItsVersionIsNotAFilePutBack() throws {
+        let dir = try TempDirectory()
+        let clock = TestClock(Date(timeIntervalSince1970: 1_000))
+        let journal = try Journal(directory: dir.path, logger: logger, now: { clock.now })
+        let file = try #require(try journal.recordDetected([newFile("a.edi")]).first)
+        clock.now = Date(timeIntervalSince1970: 1_010)
+        try journal.markDone([file.id])
+        var stale = newFile("a.edi")
+        stale.supersedesDone = true
+        stale.observedAt = Date(timeIntervalSince1970: 1_005)  // seen before it was sent and archived
+        #expect(try journal.recordDetected([stale]).isEmpty, "the send's own file: nothing new")
+        #expect(try journal.outboundFile(file.id)?.state == .done, "the send stays done")
+        var putBack = stale
+        putBack.observedAt = Date(timeIntervalSince1970: 1_020)  // seen after: put back
+        #expect(try journal.recordDetected([putBack]).count == 1)
+        #expect(try journal.outboundFile(file.id)?.state == .retried)
+    }
+
+    /// The journal's clock, set by the test.
+    final class TestClock: @unchecked Sendable {
+        var now: Date
+        init(_ now: Date) { self.now = now }
+    }
+
     @Test func aFileWalksEveryStateAndSurvivesReopen() throws {
         let dir = try TempDirectory()
         var journal: Journal? = try Journal(directory: dir.path, logger: logger)

@@ -208,10 +208,16 @@ public final class OutboundPipeline: Sendable {
                     var info = stat()
                     if lstat(file.path + marker, &info) == 0 { markerInode = UInt64(info.st_ino) }
                 }
+                // Seen here as this version: a done row finished later is this file's own send (the report is
+                // older than the archive), not the file put back. Not here: nothing is superseded. The time is
+                // taken after the look, so that a doubt goes to sending a file put back, not to skipping it.
+                let present = LocalFiles.currentVersion(file.path) == file.version
+                let observedAt = Date()
                 return NewOutboundFile(rule: rule.name, path: file.path, relativePath: file.relativePath,
                                        version: file.version,
                                        remoteDirectory: remoteDirectory(for: rule, relativePath: file.relativePath),
-                                       supersedesDone: rule.afterSend != .keep, markerInode: markerInode)
+                                       supersedesDone: rule.afterSend != .keep && present, markerInode: markerInode,
+                                       observedAt: observedAt)
             }
             await journalDetected(records)
         }
