@@ -287,6 +287,9 @@ public final class OutboundPipeline: Sendable {
                 watcher.recheck(path: file.path)
             case .retry(let delay):
                 delays.schedule(after: delay) { await self.uploadQueue.push(admitted) }
+            case .retryOutsideWindow(let delay):
+                // This file cannot be read; it must not keep the rule's readable files waiting behind it.
+                delays.schedule(after: delay) { await self.uploadQueue.push(Admitted(file: file, ticket: nil)) }
             }
         }
     }
@@ -294,7 +297,12 @@ public final class OutboundPipeline: Sendable {
     enum UploadOutcome {
         case staged(OutboundFile)
         case dropped
+        /// Tried again after the delay, keeping its place in the window (S3 refused it: the next files
+        /// would fare no better, and the backlog waits in the journal meanwhile).
         case retry(Duration)
+        /// Tried again after the delay, its place in the window given up: the file itself cannot be read
+        /// (permissions), and a rule's other files go on.
+        case retryOutsideWindow(Duration)
     }
 
     /// S3 key: `<prefix><rule>/<yyyy>/<mm>/<dd>/<file-id>/<original name>` — the partner receives the
@@ -330,7 +338,7 @@ public final class OutboundPipeline: Sendable {
             return .dropped
         } catch {
             logger.error("cannot read file; will retry in 60 s", metadata: metadata.merging(["error": "\(error)"]) { $1 })
-            return .retry(.seconds(60))
+            return .retryOutsideWindow(.seconds(60))
         }
         let key = stagingKey(for: file, staging: staging)
         do {
