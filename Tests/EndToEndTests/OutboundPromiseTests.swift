@@ -119,6 +119,29 @@ import FerryTestSupport
         #expect(deliveries.count == written.count, "nothing else was delivered")
     }
 
+    /// A partner folder holding more than StartDirectoryListing's default of 1,000 entries: the in-doubt
+    /// check asked without MaxItems, so a file listed after the first thousand could never be found, and
+    /// every in-doubt batch there was resent and reported. It now asks for AWS's most, 10,000.
+    @Test func inDoubtFilesAreFoundInAPartnerFolderOfMoreThanAThousandFiles() async throws {
+        let scenario = try OutboundScenario(batchMaxWait: "300ms")
+        // Older files of the partner's, listed before ferry's (listings are in name order).
+        let folder = scenario.emulator.partnerRoot + scenario.remoteDirectory
+        for index in 0..<1_500 {
+            try Data("old \(index)\n".utf8).write(to: URL(fileURLWithPath: folder + String(format: "/a-old-%04d.edi", index)))
+        }
+        try scenario.emulator.setFaults(rate: 0, kinds: ["lost_answer"], latencyMs: 0, operations: ["StartFileTransfer"], every: 1)
+        try scenario.start()
+        let written = try scenario.drop(4, prefix: "zz-found")
+        #expect(await eventually(timeout: 120, interval: 0.5) {
+            ((try? FileManager.default.contentsOfDirectory(atPath: scenario.outbox)) ?? []).filter { $0 != ".ferry" }.isEmpty
+        }, "each file is archived once found on the partner or resent; log:\n\(log(scenario))")
+        let daemonLog = scenario.daemon?.log ?? ""
+        let listings = try scenario.emulator.requestLog().filter { $0.operation == "StartDirectoryListing" && $0.status == 200 }
+        #expect(!listings.isEmpty, "the partner's folder was listed")
+        #expect(daemonLog.contains("already on the partner"), "files beyond the listing's first thousand entries are found; log:\n\(log(scenario))")
+        #expect(written.keys.allSatisfy { scenario.partnerFiles()[$0] != nil })
+    }
+
     /// `on_in_doubt: hold`: a batch whose answer was lost is set aside in `.ferry/in-doubt/` with a
     /// reason, status is degraded, nothing is resent until `ferry retry`.
     @Test func holdSetsInDoubtFilesAsideUntilRetry() async throws {

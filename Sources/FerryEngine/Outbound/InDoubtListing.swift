@@ -28,6 +28,9 @@ struct InDoubtListing {
     let pace: @Sendable () async throws -> Void
     let journal: Journal
     let logger: Logger
+    /// Entries a listing may hold: AWS's most (its default, 1,000, left every file of a fuller partner folder
+    /// listed after the first thousand unfindable).
+    static let maxItems = 10_000
     /// How long to wait for the listing object before giving up on the check (and resending).
     var listingTimeout: Duration = .seconds(60)
 
@@ -79,6 +82,9 @@ struct InDoubtListing {
                 }
                 found[file.id] = "\(remotePath): \(file.size) bytes, written \(entry.modifiedText ?? "?")"
             }
+            if listing.truncated, group.contains(where: { found[$0.id] == nil }) {
+                unchecked = "the listing of \(directory) stopped at \(Self.maxItems) entries; files beyond them cannot be looked for"
+            }
         }
         return (found, unchecked)
     }
@@ -94,7 +100,7 @@ struct InDoubtListing {
         let prefix = staging.prefix + ".ferry-listings/in-doubt/"
         try await pace()
         let started = try await context.transfer.startDirectoryListing(connectorId: context.connector.connectorId, remoteDirectoryPath: directory,
-                                                                       outputDirectoryPath: "/\(staging.bucket)/\(prefix)", maxItems: nil)
+                                                                       outputDirectoryPath: "/\(staging.bucket)/\(prefix)", maxItems: Self.maxItems)
         let key = prefix + started.outputFileName
         let deadline = ContinuousClock.now.advanced(by: listingTimeout)
         var delay = Duration.milliseconds(100)
