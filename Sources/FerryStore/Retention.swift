@@ -117,6 +117,10 @@ extension Journal {
 
     /// Deletes the outbound rows `ids` in one transaction — each only if it is still finished and finished
     /// before `cutoff` (a row put back meanwhile stays) — and the batches that no longer have any file.
+    /// The newest row stays, whatever its age: SQLite gives a new row the largest id plus one, so with the
+    /// table emptied ids would start again at 1, and the outbound backlog (which reads rows by id above a
+    /// cursor) would take new files for ones it had handed on (the short soak: a wave after retention had
+    /// pruned every row was never uploaded). Ids only ever grow.
     public func pruneOutbound(_ ids: [Int64], finishedBefore cutoff: Date) throws -> PruneStep {
         guard !ids.isEmpty else { return PruneStep(files: 0, batches: 0, lockHeld: .zero) }
         return try locked {
@@ -125,6 +129,7 @@ extension Journal {
                 let batchOf = try connection.statement("SELECT batch_id FROM outbound_files WHERE id = ?")
                 let delete = try connection.statement("""
                     DELETE FROM outbound_files WHERE id = ? AND state IN \(Self.finishedOutboundSQL) AND updated_at < ?
+                    AND id < (SELECT max(id) FROM outbound_files)
                     """)
                 var files = 0
                 var batchIDs = Set<Int64>()
