@@ -167,15 +167,12 @@ final class OutboundBacklog: Sendable {
     /// start, and `nudge`.
     func run(deliver: @Sendable ([Admitted]) async -> Void) async {
         for await _ in kicks {
-            if Task.isCancelled { return }
-            while true {
+            // Again while a page came and more may wait; nothing read (the journal refused) waits for a tick.
+            while !Task.isCancelled {
                 let (admitted, more) = refill()
-                if !admitted.isEmpty { await deliver(admitted) }
-                if !more || Task.isCancelled { break }
-                if admitted.isEmpty {
-                    // Nothing could be read (the journal refused): wait for the next tick.
-                    break
-                }
+                guard !admitted.isEmpty else { break }
+                await deliver(admitted)
+                guard more else { break }
             }
         }
     }
