@@ -122,7 +122,8 @@ import FerryTestSupport
         if throughArrived.timeIntervalSince(daemonStarted) < reconcile {
             #expect(scenario.partnerFiles()["behind.edi"] == nil, "a file written behind the mount was seen without a reconciliation")
         }
-        #expect(await eventually(timeout: 240) { scenario.partnerFiles()["behind.edi"] != nil },
+        // Whole, not just present: the partner's SFTP server creates the file before writing its bytes.
+        #expect(await eventually(timeout: 240) { scenario.partnerFiles()["behind.edi"] == behind },
                 "behind.edi never arrived; log:\n\(scenario.daemon?.log.suffix(3000) ?? "")")
         let behindArrived = Date()
         #expect(behindArrived.timeIntervalSince(daemonStarted) >= reconcile, "only the reconciliation scan can have found it")
